@@ -1,0 +1,114 @@
+"""Suite → grid: expand a validated suite into cells.
+
+A cell is (dataset, model, model variant, explainer with params, metric with params, seed). Cells that
+share everything but the metric share one attribution computation (an "explanation" of the grid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.plugin import Params, Plugin
+from harness.registry import PluginInfo
+from harness.suite import LoadedSuite, Spec
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One plugin with one set of validated parameters, as it appears in the grid."""
+
+    kind: str
+    name: str
+    cls: type[Plugin] = field(compare=False, repr=False)
+    package: str = field(compare=False)
+    package_version: str = field(compare=False)
+    params: Params = field(compare=False, repr=False)
+    params_json: str  # every parameter, defaults included: what determines results
+    label: str  # the name with the parameters the suite set, for tables
+    spec: Spec = field(compare=False, repr=False)
+
+    @classmethod
+    def create(cls, info: PluginInfo, spec: Spec, params: Params, user_params: dict) -> PluginEntry:
+        label = spec.label or info.name + (
+            "(" + ", ".join(f"{key}={_short(value)}" for key, value in sorted(user_params.items())) + ")"
+            if user_params
+            else ""
+        )
+        return cls(
+            kind=info.kind,
+            name=info.name,
+            cls=info.cls,
+            package=info.package,
+            package_version=info.version,
+            params=params,
+            params_json=canonical_json(params.model_dump(mode="json")),
+            label=label,
+            spec=spec,
+        )
+
+    @property
+    def params_dict(self) -> dict:
+        return json.loads(self.params_json)
+
+    @property
+    def identity(self) -> dict:
+        """What determines this plugin's results: name, plugin version, every parameter."""
+        return {"name": self.name, "version": self.cls.version, "params": self.params_dict}
+
+
+def _short(value: Any) -> str:
+    return canonical_json(value) if isinstance(value, dict | list) else str(value)
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: PluginEntry
+    model: PluginEntry
+    variant: str
+    explainer: PluginEntry
+    metric: PluginEntry
+    seed: int
+
+    @property
+    def explanation(self) -> tuple:
+        """The cells that share attributions: everything but the metric."""
+        return (self.dataset, self.model, self.variant, self.explainer, self.seed)
+
+    @property
+    def id(self) -> str:
+        parts = [
+            self.dataset.name, self.dataset.params_json, self.dataset.spec.split, self.dataset.spec.sample,
+            self.model.name, self.model.params_json, self.variant,
+            self.explainer.name, self.explainer.params_json,
+            self.metric.name, self.metric.params_json, self.seed,
+        ]
+        return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        variant = "" if self.variant == "default" else f"[{self.variant}]"
+        return (
+            f"{self.dataset.label} × {self.model.label}{variant} × {self.explainer.label} × "
+            f"{self.metric.label} × seed {self.seed}"
+        )
+
+
+def expand(loaded: LoadedSuite) -> list[Cell]:
+    """The cells of a suite, ordered so that work sharing a dataset, a model and an explainer is
+    adjacent (each is loaded, trained or computed once)."""
+    entries = loaded.entries
+    cells = []
+    for dataset in entries["datasets"]:
+        for model in entries["models"]:
+            for seed in loaded.suite.seeds:
+                for variant in model.spec.variants:
+                    for explainer in entries["explainers"]:
+                        for metric in entries["metrics"]:
+                            cells.append(Cell(dataset, model, variant, explainer, metric, seed))
+    return cells

@@ -1,0 +1,144 @@
+"""The four plugin kinds. Subclass one, give it a ``name``, a ``Params`` model and a docstring, and
+return the class from the matching hook in ``harness.hookspecs``.
+
+Lifecycle (one module owns each arrow)::
+
+    suite.py     YAML  -> Suite (validated, typed)
+    grid.py      Suite -> cells (dataset, model, variant, explainer+params, metric+params, seed)
+    runner.py    cells -> Dataset.load -> Model.build -> Explainer.fit/explain -> Metric.compute
+    store.py     per-example metric values -> records (SQLite)
+    report.py    records -> tables (mean, bootstrap CI, n, best per column)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from harness.attribution import Attribution
+from harness.classifier import Classifier, Encoding
+from harness.data import Example, TextDataset
+
+
+class Params(BaseModel):
+    """Base of every plugin's parameters: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Plugin:
+    """Common metadata. ``version`` changes whenever the plugin's results would change; it is part of
+    every cache key. ``paper`` names the source of the definition."""
+
+    kind: ClassVar[str]
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+    version: ClassVar[str] = "1"
+    paper: ClassVar[str] = ""
+
+    def __init__(self, params: Params | None = None):
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def description(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class Dataset(Plugin):
+    """A dataset plugin: ``load`` returns the dataset with its splits."""
+
+    kind: ClassVar[str] = "dataset"
+
+    @abstractmethod
+    def load(self) -> TextDataset: ...
+
+
+class Model(Plugin, ABC):
+    """A model plugin. ``build`` returns a ready classifier, training it when ``trainable`` is true;
+    the harness then caches it through ``save``/``load``, keyed by everything that determines it."""
+
+    kind: ClassVar[str] = "model"
+    trainable: ClassVar[bool] = True
+
+    @abstractmethod
+    def build(
+        self, dataset: TextDataset, *, seed: int, device: torch.device, variant: str = "default"
+    ) -> Classifier: ...
+
+    def save(self, classifier: Classifier, directory: Path) -> None:
+        raise NotImplementedError
+
+    def load(self, directory: Path, dataset: TextDataset, device: torch.device) -> Classifier:
+        raise NotImplementedError
+
+    def training_report(self, classifier: Classifier) -> dict:
+        """Facts about training (epochs, best validation accuracy...) stored with the run."""
+        return dict(getattr(classifier, "training_report", {}) or {})
+
+
+class Explainer(Plugin, ABC):
+    """An explainer plugin: a batch of encoded texts in, one score per token out (B, L).
+
+    Scores at special-token and padding positions are ignored. Randomness must come from
+    ``self.seed`` so that results do not depend on batch order.
+    """
+
+    kind: ClassVar[str] = "explainer"
+
+    def __init__(self, params: Params | None = None, seed: int = 0):
+        super().__init__(params)
+        self.seed = seed
+
+    def fit(self, classifier: Classifier, dataset: TextDataset) -> None:  # noqa: B027 - optional hook
+        """Explainers that learn (e.g. a distilled explainer network) train here; others do nothing."""
+
+    @abstractmethod
+    def explain(self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class MetricInput:
+    """What a metric sees for one (dataset, model, variant, explainer, seed) cell."""
+
+    attributions: Sequence[Attribution]
+    examples: dict[str, Example]
+    dataset: TextDataset
+    load_classifier: Callable[[], Classifier] = field(repr=False)
+    batch_size: int = 32
+
+    @cached_property
+    def classifier(self) -> Classifier:
+        """Loaded on first use, so metrics that need no model (runtime) cost nothing."""
+        return self.load_classifier()
+
+
+class Metric(Plugin, ABC):
+    """A metric plugin: one value per attribution (NaN where undefined).
+
+    ``family``, ``direction`` and ``range`` are read by reports and leaderboards; nothing downstream
+    knows metric names.
+    """
+
+    kind: ClassVar[str] = "metric"
+    family: ClassVar[str]
+    direction: ClassVar[Literal["higher", "lower"]]
+    range: ClassVar[tuple[float, float]]
+
+    @abstractmethod
+    def compute(self, data: MetricInput) -> Sequence[float]: ...
+
+
+PLUGIN_KINDS: dict[str, type[Plugin]] = {
+    "dataset": Dataset,
+    "model": Model,
+    "explainer": Explainer,
+    "metric": Metric,
+}

@@ -1,0 +1,224 @@
+"""Records → tables. One table per metric family: rows are explainers, columns are (dataset, model,
+metric); a cell shows the mean over examples with a 95 % bootstrap interval and n, and the best value
+of each column is marked using the metric's declared direction. Rendered as a rich table, Markdown,
+CSV or JSON from the same ``Report`` object."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.stats import Summary, summarize
+from harness.store import Store
+
+ARROWS = {"higher": "↑", "lower": "↓"}
+
+
+@dataclass(frozen=True)
+class Column:
+    dataset: str
+    model: str
+    variant: str
+    metric: str
+    direction: str
+
+    @property
+    def model_label(self) -> str:
+        return self.model if self.variant == "default" else f"{self.model}[{self.variant}]"
+
+    def as_dict(self) -> dict:
+        return {"dataset": self.dataset, "model": self.model, "variant": self.variant, "metric": self.metric,
+                "direction": self.direction}
+
+
+@dataclass
+class FamilyTable:
+    family: str
+    columns: list[Column]
+    rows: list[str]
+    cells: dict[tuple[str, Column], Summary]
+    best: set[tuple[str, Column]] = field(default_factory=set)
+
+
+@dataclass
+class Report:
+    run: dict
+    models: list[dict]
+    tables: list[FamilyTable]
+    failed: list[dict]
+
+    # -- building -------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, store: Store, run_id: str) -> Report:
+        values: dict[str, dict[tuple[str, Column], list]] = defaultdict(lambda: defaultdict(list))
+        row_order: dict[str, list[str]] = defaultdict(list)
+        column_order: dict[str, list[Column]] = defaultdict(list)
+        for record in store.report_rows(run_id):
+            column = Column(record["dataset"], record["model"], record["variant"], record["metric_label"],
+                            record["direction"])
+            family = record["family"]
+            if record["explainer_label"] not in row_order[family]:
+                row_order[family].append(record["explainer_label"])
+            if column not in column_order[family]:
+                column_order[family].append(column)
+            values[family][(record["explainer_label"], column)].append(record["value"])
+        tables = []
+        for family in sorted(values):
+            cells = {key: summarize(vals) for key, vals in values[family].items()}
+            table = FamilyTable(family, column_order[family], row_order[family], cells)
+            for column in table.columns:
+                means = {row: cells[(row, column)].mean for row in table.rows
+                         if (row, column) in cells and cells[(row, column)].mean is not None}
+                if len(means) > 1:
+                    target = (max if column.direction == "higher" else min)(means.values())
+                    table.best |= {(row, column) for row, mean in means.items() if mean == target}
+            tables.append(table)
+        failed = [cell for cell in store.cells(run_id) if cell["status"] == "failed"]
+        return cls(store.run(run_id), store.models(run_id), tables, failed)
+
+    # -- rendering ------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        run = {key: self.run[key] for key in ("run_id", "suite", "suite_version", "suite_hash", "status",
+                                               "started_at", "finished_at", "device", "git_revision", "versions")}
+        return {
+            "run": run,
+            "models": [
+                {key: model[key] for key in ("dataset", "model", "variant", "seed", "test_accuracy", "n_test",
+                                             "training")}
+                for model in self.models
+            ],
+            "tables": [
+                {
+                    "family": table.family,
+                    "statistics": {"center": "mean over examples", "interval": "95% percentile bootstrap, "
+                                   "2000 resamples", "best": "per column, by the metric's direction"},
+                    "columns": [column.as_dict() for column in table.columns],
+                    "rows": [
+                        {
+                            "explainer": row,
+                            "cells": [
+                                {**table.cells[(row, column)].as_dict(), "best": (row, column) in table.best}
+                                if (row, column) in table.cells else None
+                                for column in table.columns
+                            ],
+                        }
+                        for row in table.rows
+                    ],
+                }
+                for table in self.tables
+            ],
+            "failed_cells": [
+                {key: cell[key] for key in ("dataset", "model", "variant", "explainer_label", "metric_label", "seed",
+                                            "error")}
+                for cell in self.failed
+            ],
+        }
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["family", "dataset", "model", "variant", "metric", "direction", "explainer", "mean",
+                         "ci_low", "ci_high", "n", "best"])
+        for table in self.tables:
+            for column in table.columns:
+                for row in table.rows:
+                    summary = table.cells.get((row, column))
+                    if summary is None:
+                        continue
+                    writer.writerow([table.family, column.dataset, column.model, column.variant, column.metric,
+                                     column.direction, row, summary.mean, summary.ci_low, summary.ci_high, summary.n,
+                                     (row, column) in table.best])
+        return buffer.getvalue()
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.run['suite']} (version {self.run['suite_version']}) — run {self.run['run_id']}", ""]
+        lines += self._model_lines(markdown=True)
+        for table in self.tables:
+            lines += ["", f"## {table.family}", ""]
+            headers = ["explainer"] + [
+                f"{c.dataset} · {c.model_label} · {c.metric} {ARROWS[c.direction]}" for c in table.columns
+            ]
+            lines.append("| " + " | ".join(headers) + " |")
+            lines.append("|" + "---|" * len(headers))
+            for row in table.rows:
+                cells = []
+                for column in table.columns:
+                    text = _cell_text(table.cells.get((row, column)))
+                    cells.append(f"**{text}**" if (row, column) in table.best else text)
+                lines.append("| " + " | ".join([row, *cells]) + " |")
+        lines += ["", _legend()]
+        lines += self._failure_lines()
+        return "\n".join(lines) + "\n"
+
+    def print(self, console: Console) -> None:
+        run = self.run
+        console.print(f"[bold]{run['suite']}[/] (version {run['suite_version']}) — run {run['run_id']} "
+                      f"[dim]({run['status']}, device {run['device']})[/]")
+        for line in self._model_lines(markdown=False):
+            console.print(line, highlight=False)
+        for table in self.tables:
+            rich_table = Table(title=f"{table.family}", title_justify="left", title_style="bold")
+            rich_table.add_column("explainer", style="bold")
+            for column in table.columns:
+                rich_table.add_column(f"{column.dataset} · {column.model_label}\n{column.metric} "
+                                      f"{ARROWS[column.direction]}", justify="right")
+            for row in table.rows:
+                cells = []
+                for column in table.columns:
+                    text = _cell_text(table.cells.get((row, column)))
+                    cells.append(f"[bold green]{text} ★[/]" if (row, column) in table.best else text)
+                rich_table.add_row(row, *cells)
+            console.print(rich_table)
+        console.print(_legend().replace("**bold**", "★"), style="dim", highlight=False)
+        for line in self._failure_lines():
+            console.print(line, style="red", highlight=False, markup=False)
+
+    def _model_lines(self, markdown: bool) -> list[str]:
+        lines = []
+        for model in self.models:
+            accuracy = "n/a" if model["test_accuracy"] is None else f"{100 * model['test_accuracy']:.1f} %"
+            variant = "" if model["variant"] == "default" else f"[{model['variant']}]"
+            lines.append(f"{'- ' if markdown else ''}model {model['model']}{variant} on {model['dataset']}, seed "
+                         f"{model['seed']}: test accuracy {accuracy} (n={model['n_test']})")
+        return lines
+
+    def _failure_lines(self) -> list[str]:
+        if not self.failed:
+            return []
+        lines = ["", f"{len(self.failed)} cell(s) failed:"]
+        for cell in self.failed:
+            lines.append(f"- {cell['dataset']} × {cell['model']} × {cell['explainer_label']} × {cell['metric_label']}"
+                         f" × seed {cell['seed']}: {cell['error']}")
+        return lines
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def _cell_text(summary: Summary | None) -> str:
+    if summary is None or summary.mean is None:
+        return "—"
+    interval = "" if summary.ci_low is None else f" [{_number(summary.ci_low)}, {_number(summary.ci_high)}]"
+    return f"{_number(summary.mean)}{interval} n={summary.n}"
+
+
+def _legend() -> str:
+    return ("Cells: mean over examples [95 % bootstrap interval] n=examples; ↑/↓ higher/lower is better; "
+            "the best of each column in **bold**.")
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        return report.to_csv()
+    if fmt == "md":
+        return report.to_markdown()
+    raise ValueError(fmt)

@@ -1,0 +1,383 @@
+"""Grid → cells → records: runs a suite with caching, resume and per-cell failure isolation.
+
+Work is shared along the grid: a dataset is loaded once, a model trained (or read from the cache)
+once per (dataset, model, variant, seed), attributions computed once per explainer, then each metric
+cell reads them. Every stage is cached by content; the model is loaded only if something still needs
+it, so a warm re-run reads caches and writes records.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import subprocess
+import sys
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness import __version__
+from harness.attribution import Attribution, attributions_from_batch
+from harness.cache import Cache, cache_key, default_cache_dir, library_versions
+from harness.classifier import Classifier
+from harness.data import Example, TextDataset, fingerprint_examples
+from harness.errors import BenchError, PluginError
+from harness.grid import Cell, PluginEntry, expand
+from harness.plugin import MetricInput
+from harness.store import Store
+from harness.suite import LoadedSuite
+
+log = logging.getLogger("bench.run")
+
+
+@dataclass
+class RunOptions:
+    results_dir: Path = Path("results")
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    device: str | None = None  # overrides the suite's device
+    limit: int | None = None  # examples per dataset
+    resume: bool = True  # continue the latest interrupted run of the same suite and options
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    cells: int
+    computed: int
+    failed: list[tuple[Cell, str]] = field(default_factory=list)
+    resumed: bool = False
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BenchError("device: 'cuda' was requested but CUDA is not available here; use --device cpu or auto")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def git_revision() -> str | None:
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return revision.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def describe_error(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if not isinstance(error, PluginError | BenchError) else text
+
+
+class StageFailed(Exception):
+    """An earlier stage (dataset, model, explainer) failed; every cell that depends on it fails too."""
+
+
+class _Once:
+    """Compute a value once; remember a failure so dependent cells fail with the original error."""
+
+    def __init__(self, compute: Callable):
+        self._compute = compute
+        self._done = False
+        self._value = None
+        self._error: str | None = None
+
+    def __call__(self):
+        if self._error is not None:
+            raise StageFailed(self._error)
+        if not self._done:
+            try:
+                self._value = self._compute()
+            except Exception as error:
+                self._error = describe_error(error)
+                log.error("%s", traceback.format_exc())
+                raise StageFailed(self._error) from error
+            self._done = True
+        return self._value
+
+
+@dataclass
+class ModelHandle:
+    """A trained model known by its cache key; loaded into memory only when something needs it."""
+
+    key: str
+    test_accuracy: float | None
+    n_test: int
+    training: dict
+    load: Callable[[], Classifier]
+
+
+class Runner:
+    def __init__(self, loaded: LoadedSuite, options: RunOptions, console: Console | None = None):
+        self.loaded = loaded
+        self.suite = loaded.suite
+        self.options = options
+        self.console = console or Console(stderr=True)
+        self.store = Store(options.results_dir)
+        self.cache = Cache(options.cache_dir or default_cache_dir(), read=options.use_cache)
+        self.device = resolve_device(options.device or self.suite.device)
+        self.libraries = library_versions()
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        cells = expand(self.loaded)
+        run_id, resumed = self._start_run()
+        handler = self._log_to_file(run_id)
+        try:
+            done = self.store.done_cells(run_id)
+            pending = [cell for cell in cells if cell.id not in done]
+            if resumed:
+                self.console.print(f"[bold]resuming run {run_id}[/]: {len(cells) - len(pending)} of {len(cells)} "
+                                   "cells already done")
+            result = RunResult(run_id, len(cells), len(pending), resumed=resumed)
+            self._execute(run_id, pending, result)
+            self.store.finish_run(run_id, "complete-with-failures" if result.failed else "complete")
+            return result
+        finally:
+            logging.getLogger("bench").removeHandler(handler)
+            handler.close()
+
+    def _start_run(self) -> tuple[str, bool]:
+        options = {"limit": self.options.limit, "use_cache": self.options.use_cache,
+                   "cache_dir": str(self.cache.root), "device": self.options.device}
+        if self.options.resume:
+            candidate = self.store.resumable_run(self.loaded.hash)
+            if candidate and self.store.run(candidate)["options"].get("limit") == self.options.limit:
+                self.store.claim_run(candidate, str(self.device))
+                return candidate, True
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        run_id = f"{stamp}-{self.suite.name}-{secrets.token_hex(3)}"
+        versions = {"bench": __version__, "python": ".".join(map(str, sys.version_info[:3])),
+                    **self.libraries}
+        for section in self.loaded.entries.values():
+            for entry in section:
+                versions[entry.package] = entry.package_version
+        self.store.create_run(run_id, self.suite, self.loaded.hash, self.loaded.path, self.loaded.text,
+                              str(self.device), git_revision(), versions, options)
+        return run_id, False
+
+    def _log_to_file(self, run_id: str) -> logging.Handler:
+        path = self.store.log_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger = logging.getLogger("bench")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        return handler
+
+    def _execute(self, run_id: str, pending: Sequence[Cell], result: RunResult) -> None:
+        by_explanation: dict[tuple, list[Cell]] = defaultdict(list)
+        for cell in pending:
+            by_explanation[cell.explanation].append(cell)
+        datasets: dict[PluginEntry, _Once] = {}
+        models: dict[tuple, _Once] = {}
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn()]
+        with Progress(*columns, console=self.console, disable=not self.options.progress, transient=True) as progress:
+            overall = progress.add_task("[bold]cells", total=len(pending))
+            for (dataset_entry, model_entry, variant, explainer_entry, seed), cells in by_explanation.items():
+                if dataset_entry not in datasets:
+                    datasets[dataset_entry] = _Once(lambda entry=dataset_entry: self._load_dataset(entry))
+                load_data = datasets[dataset_entry]
+                model_id = (dataset_entry, model_entry, variant, seed)
+                if model_id not in models:
+                    models[model_id] = _Once(
+                        lambda ids=model_id, load=load_data: self._model(run_id, load(), *ids)
+                    )
+                explanation = f"{dataset_entry.label} · {model_entry.label} · {explainer_entry.label} · seed {seed}"
+                task = progress.add_task(explanation, total=None)
+                try:
+                    dataset, examples = load_data()
+                    model = models[model_id]()
+                    attributions, attribution_key = self._attributions(
+                        run_id, cells[0], dataset, examples, model, progress, task
+                    )
+                except StageFailed as error:
+                    for cell in cells:
+                        self._fail(run_id, cell, str(error), result)
+                        progress.advance(overall)
+                    progress.remove_task(task)
+                    continue
+                for cell in cells:
+                    progress.update(task, description=f"{explanation} · {cell.metric.label}")
+                    self._metric(run_id, cell, dataset, examples, model, attributions, attribution_key, result)
+                    progress.advance(overall)
+                progress.remove_task(task)
+
+    def _fail(self, run_id: str, cell: Cell, error: str, result: RunResult) -> None:
+        log.error("cell failed: %s: %s", cell.describe(), error)
+        self.store.fail_cell(run_id, cell, error)
+        result.failed.append((cell, error))
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _load_dataset(self, entry: PluginEntry) -> tuple[TextDataset, list[Example]]:
+        dataset = entry.cls(entry.params).load()
+        examples = list(dataset.split(entry.spec.split))
+        if entry.spec.sample is not None:
+            examples = examples[: entry.spec.sample]
+        if self.options.limit is not None:
+            examples = examples[: self.options.limit]
+        if not examples:
+            raise PluginError(f"dataset '{entry.label}' has no examples in its {entry.spec.split} split")
+        return dataset, examples
+
+    def _model(self, run_id: str, data, dataset_entry: PluginEntry, model_entry: PluginEntry, variant: str,
+               seed: int) -> ModelHandle:
+        dataset, _ = data
+        plugin = model_entry.cls(model_entry.params)
+        key = cache_key("model", model_entry.identity, variant, seed, dataset.fingerprint, self.libraries)
+        meta = self.cache.get_json("model-meta", key) if model_entry.cls.trainable else None
+        directory = self.cache.get_directory("models", key) if meta else None
+
+        def build() -> Classifier:
+            seed_everything(seed)
+            return plugin.build(dataset, seed=seed, device=self.device, variant=variant)
+
+        def load_cached() -> Classifier:
+            return plugin.load(directory, dataset, self.device)
+
+        if meta is None or (model_entry.cls.trainable and directory is None):
+            started = time.perf_counter()
+            classifier = build()
+            training = {**plugin.training_report(classifier), "build_seconds": round(time.perf_counter() - started, 3)}
+            accuracy = test_accuracy(classifier, dataset.test, self.suite.batch_size)
+            meta = {"test_accuracy": accuracy, "n_test": len(dataset.test), "training": training}
+            if model_entry.cls.trainable:
+                self.cache.put_directory("models", key, lambda path: plugin.save(classifier, path))
+                self.cache.put_json("model-meta", key, meta)
+            loader = _Once(lambda: classifier)
+        else:
+            loader = _Once(load_cached)
+        self.store.record_model(run_id, dataset_entry.label, model_entry.label, model_entry.params_json, variant, seed,
+                                key, meta["test_accuracy"], meta["n_test"], meta["training"])
+        return ModelHandle(key, meta["test_accuracy"], meta["n_test"], meta["training"], loader)
+
+    def _attributions(self, run_id: str, cell: Cell, dataset: TextDataset, examples: list[Example],
+                      model: ModelHandle, progress: Progress, task) -> tuple[list[Attribution], str]:
+        explainer = cell.explainer
+        key = cache_key("attributions", model.key, explainer.identity, cell.seed, cell.dataset.spec.split,
+                        fingerprint_examples(examples), self.libraries)
+        cached = self.cache.get_json("attributions", key)
+        if cached is not None:
+            attributions = [Attribution.from_dict(item) for item in cached]
+        else:
+            try:
+                attributions = self._explain(cell, dataset, examples, model, progress, task)
+            except Exception as error:
+                log.error("%s", traceback.format_exc())
+                raise StageFailed(describe_error(error)) from error
+            self.cache.put_json("attributions", key, [a.to_dict() for a in attributions])
+        self.store.record_attributions(run_id, cell, attributions)
+        return attributions, key
+
+    def _explain(self, cell: Cell, dataset: TextDataset, examples: list[Example], model: ModelHandle,
+                 progress: Progress, task) -> list[Attribution]:
+        classifier = model.load()
+        seed_everything(cell.seed)
+        explainer = cell.explainer.cls(cell.explainer.params, seed=cell.seed)
+        explainer.fit(classifier, dataset)
+        progress.update(task, total=len(examples), completed=0)
+        cuda = classifier.device.type == "cuda"
+        attributions: list[Attribution] = []
+        for start in range(0, len(examples), self.suite.batch_size):
+            batch = examples[start : start + self.suite.batch_size]
+            encoding = classifier.encode(batch)
+            encoding.example_ids = [example.id for example in batch]
+            probabilities = classifier.predict_proba(encoding)
+            predicted = probabilities.argmax(dim=-1)
+            targets = predicted
+            if cuda and start == 0:
+                explainer.explain(classifier, encoding, targets)  # warm-up (kernels, allocator), untimed
+            if cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            scores = explainer.explain(classifier, encoding, targets)
+            if cuda:
+                torch.cuda.synchronize()
+            seconds = (time.perf_counter() - started) / len(batch)
+            if tuple(scores.shape) != tuple(encoding.input_ids.shape):
+                raise PluginError(f"explainer '{cell.explainer.name}' returned scores of shape {tuple(scores.shape)}, "
+                                  f"expected {tuple(encoding.input_ids.shape)} (batch × tokens)")
+            real = ~encoding.special_mask.to(scores.device)
+            if not torch.isfinite(scores[real]).all():
+                raise PluginError(f"explainer '{cell.explainer.name}' returned non-finite scores")
+            attributions += attributions_from_batch(
+                encoding.example_ids, encoding, scores, targets,
+                predicted, probabilities.gather(1, targets[:, None])[:, 0], seconds,
+            )
+            progress.advance(task, len(batch))
+        return attributions
+
+    def _metric(self, run_id: str, cell: Cell, dataset: TextDataset, examples: list[Example], model: ModelHandle,
+                attributions: list[Attribution], attribution_key: str, result: RunResult) -> None:
+        metric = cell.metric
+        key = cache_key("metric", attribution_key, metric.identity)
+        started = time.perf_counter()
+        values = self.cache.get_json("metric-values", key)
+        if values is None:
+            try:
+                seed_everything(cell.seed)
+                data = MetricInput(
+                    attributions=attributions,
+                    examples={example.id: example for example in examples},
+                    dataset=dataset,
+                    load_classifier=model.load,
+                    batch_size=self.suite.batch_size,
+                )
+                values = [float(value) for value in metric.cls(metric.params).compute(data)]
+                if len(values) != len(attributions):
+                    raise PluginError(f"metric '{metric.name}' returned {len(values)} values for "
+                                      f"{len(attributions)} examples")
+            except Exception as error:
+                if not isinstance(error, StageFailed):
+                    log.error("%s", traceback.format_exc())
+                self._fail(run_id, cell, describe_error(error) if not isinstance(error, StageFailed) else str(error),
+                           result)
+                return
+            self.cache.put_json("metric-values", key, values)
+        self.store.record_cell(run_id, cell, [a.example_id for a in attributions], values,
+                               time.perf_counter() - started)
+
+
+def test_accuracy(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> float | None:
+    """Accuracy on the test split (all of it, not only the explained sample)."""
+    if not examples:
+        return None
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(examples), max(batch_size, 32)):
+            batch = examples[start : start + max(batch_size, 32)]
+            predicted = classifier.predict_proba(classifier.encode(batch)).argmax(dim=-1).cpu()
+            correct += int((predicted == torch.tensor([example.label for example in batch])).sum())
+    return correct / len(examples)
+
+
+def summary_line(result: RunResult) -> str:
+    failed = len(result.failed)
+    text = f"run {result.run_id}: {result.cells - failed} of {result.cells} cells done"
+    if failed:
+        text += f", {failed} failed (see the report and results/logs/{result.run_id}.log)"
+    return text + "."
+
+

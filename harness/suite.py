@@ -1,0 +1,223 @@
+"""Suites: YAML files validated into typed objects.
+
+Every error is one line ``FILE:LINE: yaml.path: what is wrong`` (with "did you mean" for unknown keys
+and plugin names) raised as ``BenchError``; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import BenchError
+from harness.registry import Registry, suggest
+
+KINDS = {"datasets": "dataset", "models": "model", "explainers": "explainer", "metrics": "metric"}
+
+
+class Spec(BaseModel):
+    """One plugin in a suite: its registered name and its parameters. A mapping under ``params.grid``
+    holds lists; their cartesian product expands the spec into several grid entries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(None, description="the name shown in reports (default: name and params)")
+
+
+class DatasetSpec(Spec):
+    split: Literal["test", "validation", "train"] = Field("test", description="split whose examples are explained")
+    sample: int | None = Field(
+        None, ge=1, description="explain only the first N examples of the split (the split order is fixed)"
+    )
+
+
+class ModelSpec(Spec):
+    variants: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+
+
+class Suite(BaseModel):
+    """A benchmark suite: the grid datasets × models × explainers × metrics × seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str
+    description: str = ""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(16, ge=1, description="examples per explainer call and per metric forward batch")
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(min_length=1)
+    explainers: list[Spec] = Field(min_length=1)
+    metrics: list[Spec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            if "seeds" in data:
+                raise ValueError("give either 'seed' or 'seeds', not both")
+            data = {**data, "seeds": [data["seed"]]}
+            del data["seed"]
+        return data
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
+
+    def canonical_hash(self) -> str:
+        """sha256 of the validated suite (comments and formatting do not count)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+class LoadedSuite(BaseModel):
+    """A validated suite with its source text and where it came from."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    suite: Suite
+    text: str
+    path: str
+    entries: dict[str, list[Any]]  # kind -> expanded (PluginEntry) lists, see grid.py
+
+    @property
+    def hash(self) -> str:
+        return self.suite.canonical_hash()
+
+
+def load_suite(path: str | Path, registry: Registry) -> LoadedSuite:
+    """Read, parse and validate a suite file, and validate every plugin name and parameter."""
+    from harness.grid import PluginEntry
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise BenchError(f"{path}: cannot read the suite file ({error.strerror or error})") from None
+    locator = _Locator(path, text)
+    data = locator.data
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}:1: a suite is a YAML mapping with name, version, datasets, models, ...")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as error:
+        raise locator.error(error.errors()[0], Suite) from None
+
+    entries: dict[str, list[PluginEntry]] = {}
+    for section, kind in KINDS.items():
+        entries[section] = []
+        for index, spec in enumerate(getattr(suite, section)):
+            where = (section, index)
+            if spec.name not in registry.names(kind):
+                raise locator.fail(
+                    (*where, "name"), f"unknown {kind} '{spec.name}'{suggest(spec.name, registry.names(kind))}"
+                )
+            info = registry.get(kind, spec.name)
+            for user_params in _expand_grid(spec.params, locator, (*where, "params")):
+                try:
+                    params = info.cls.Params.model_validate(user_params)
+                except ValidationError as error:
+                    raise locator.error(error.errors()[0], info.cls.Params, prefix=(*where, "params")) from None
+                entries[section].append(PluginEntry.create(info, spec, params, user_params))
+    return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries)
+
+
+def _expand_grid(params: dict, locator: _Locator, where: tuple) -> list[dict]:
+    grid = params.get("grid")
+    if grid is None:
+        return [params]
+    if not isinstance(grid, dict) or not grid:
+        raise locator.fail((*where, "grid"), "grid must map parameter names to lists of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise locator.fail((*where, "grid", key), "each grid entry must be a non-empty list of values")
+        if key in params:
+            raise locator.fail((*where, "grid", key), f"'{key}' is given both in params and in params.grid")
+    fixed = {key: value for key, value in params.items() if key != "grid"}
+    keys = list(grid)
+    return [{**fixed, **dict(zip(keys, combo, strict=True))} for combo in itertools.product(*grid.values())]
+
+
+class _Locator:
+    """Maps a path inside the YAML document (keys and list indices) to its line number."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        try:
+            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            line = f"{mark.line + 1}" if mark else "1"
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise BenchError(f"{path}:{line}: malformed YAML: {problem}") from None
+
+    def line(self, location: tuple) -> int:
+        node, line = self.root, 1
+        for part in location:
+            if node is None:
+                break
+            line = node.start_mark.line + 1
+            if isinstance(node, yaml.MappingNode):
+                match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+                if match is None:
+                    break
+                line = match[0].start_mark.line + 1
+                node = match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+    def fail(self, location: tuple, message: str) -> BenchError:
+        return BenchError(f"{self.path}:{self.line(location)}: {_dotted(location)}: {message}")
+
+    def error(self, error: dict, model: type[BaseModel], prefix: tuple = ()) -> BenchError:
+        location = (*prefix, *error["loc"])
+        if error["type"] == "extra_forbidden":
+            key = str(error["loc"][-1])
+            parent = _model_at(model, error["loc"][:-1])
+            fields = list(parent.model_fields) if parent else []
+            return self.fail(location, f"unknown key '{key}'{suggest(key, fields)}")
+        if error["type"] == "missing":
+            return self.fail(location, "required key is missing")
+        message = error["msg"]
+        if error["type"] not in ("value_error", "assertion_error"):
+            message += f" (got {error['input']!r})" if not isinstance(error["input"], dict | list) else ""
+        return self.fail(location, message.removeprefix("Value error, "))
+
+
+def _model_at(model: type[BaseModel], location: tuple) -> type[BaseModel] | None:
+    """The pydantic model that holds the field at ``location`` (for "did you mean" on unknown keys)."""
+    current: Any = model
+    for part in location:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _dotted(location: tuple) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

@@ -1,0 +1,74 @@
+"""ERASER faithfulness metrics: comprehensiveness and sufficiency (DeYoung et al., 2020).
+
+Both are aggregated over bins of the top-k % tokens (AOPC-style), with the model's probability of the
+explained class (the predicted class by default) on the full input as the reference.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from harness import Metric, MetricInput, Params
+from harness.perturb import MASKING_DOC, Masking, removal_curves
+
+ERASER = "DeYoung et al. 2020, ERASER: A Benchmark to Evaluate Rationalized NLP Models, §4 (eqs. 1-3)"
+
+
+class RemovalParams(Params):
+    bins: tuple[float, ...] = Field(
+        (1, 5, 10, 20, 50), description="percentages k of the top-scored tokens removed or kept"
+    )
+    masking: Masking = Field("delete", description=MASKING_DOC)
+
+    @field_validator("bins")
+    @classmethod
+    def _percentages(cls, bins: tuple[float, ...]) -> tuple[float, ...]:
+        if not bins or any(not 0 < k <= 100 for k in bins):
+            raise ValueError("bins must be a non-empty list of percentages in (0, 100]")
+        return bins
+
+
+class Comprehensiveness(Metric):
+    """ERASER comprehensiveness: mean drop in p(ŷ) when the top-k % tokens are removed.
+
+    comprehensiveness(x) = 1/|B| · Σ_{k∈B} [ p(ŷ|x) − p(ŷ|x \\ r_k) ], with r_k the ⌊k·n/100 + ½⌋
+    (at least one) highest-scored tokens of the n real tokens. Higher is more faithful.
+    """
+
+    name: ClassVar[str] = "comprehensiveness"
+    Params = RemovalParams
+    paper: ClassVar[str] = ERASER
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        full, removed = removal_curves(
+            data.classifier, data.attributions, self.params.bins, keep=False,
+            masking=self.params.masking, batch_size=data.batch_size,
+        )
+        return (full[:, None] - removed).mean(axis=1)
+
+
+class Sufficiency(Metric):
+    """ERASER sufficiency: mean drop in p(ŷ) when only the top-k % tokens are kept.
+
+    sufficiency(x) = 1/|B| · Σ_{k∈B} [ p(ŷ|x) − p(ŷ|r_k) ]. Lower is more faithful.
+    """
+
+    name: ClassVar[str] = "sufficiency"
+    Params = RemovalParams
+    paper: ClassVar[str] = ERASER
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "lower"
+    range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        full, kept = removal_curves(
+            data.classifier, data.attributions, self.params.bins, keep=True,
+            masking=self.params.masking, batch_size=data.batch_size,
+        )
+        return (full[:, None] - kept).mean(axis=1)
