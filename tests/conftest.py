@@ -35,3 +35,79 @@ def example_plugin_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
     return target
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TINY_DATA = FIXTURES / "tiny_sentiment.jsonl"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def make_distribution(root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str],
+                      version: str = "1.0") -> Path:
+    """Write an installed-looking distribution into ``root``: modules plus a ``.dist-info`` whose
+    ``entry_points.txt`` registers them under ``bench.plugins``. Put ``root`` on ``sys.path`` (or
+    ``PYTHONPATH``) and entry-point discovery finds it exactly as it finds a pip-installed package."""
+    root.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(source)
+    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "\n".join(f"{key} = {value}" for key, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[bench.plugins]\n{lines}\n")
+    return root
+
+
+def tiny_suite_text(explainers: str = "", metrics: str = "", extra: str = "") -> str:
+    """A suite on the tiny fixture dataset and the bag-of-words model: runs in seconds."""
+    explainers = explainers or """
+  - name: random
+  - name: saliency
+    params: {reduction: input_x_gradient}"""
+    metrics = metrics or """
+  - name: comprehensiveness
+    params: {bins: [10, 50]}
+  - name: sufficiency
+    params: {bins: [10, 50]}
+  - name: runtime"""
+    return f"""name: tiny
+version: 1
+seeds: [0]
+device: cpu
+batch_size: 4
+{extra}
+datasets:
+  - name: jsonl
+    label: tiny
+    params: {{path: {TINY_DATA}, test_fraction: 0.25}}
+    sample: 6
+models:
+  - name: bow
+    params: {{dim: 8, max_epochs: 20}}
+explainers:{explainers}
+metrics:{metrics}
+"""
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    def write(text: str, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch):
+    """Rediscover plugins after a test put distributions on sys.path, and restore afterwards."""
+    import harness.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "_registry", None)
+
+    def discover():
+        registry_module._registry = None
+        return registry_module.get_registry()
+
+    return discover
