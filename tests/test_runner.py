@@ -1,0 +1,184 @@
+"""The runner: records, caching, failure isolation, resume after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import make_distribution, tiny_suite_text
+
+from harness.registry import get_registry
+from harness.runner import RunOptions, Runner
+from harness.store import Store
+from harness.suite import load_suite
+
+RAISING_EXPLAINER = '''
+import torch
+from harness import Explainer, hookimpl
+
+class Exploding(Explainer):
+    """Always raises."""
+    name = "exploding"
+    def explain(self, classifier, encoding, targets):
+        raise RuntimeError("boom from a plugin")
+
+@hookimpl
+def bench_explainers():
+    return [Exploding]
+'''
+
+KILL_SWITCH_EXPLAINER = '''
+import os, signal
+from pathlib import Path
+import torch
+from harness import Explainer, hookimpl
+
+class KillSwitch(Explainer):
+    """Position scores; kills its own process (SIGKILL) while the marker file exists."""
+    name = "kill-switch"
+    def explain(self, classifier, encoding, targets):
+        marker = Path(os.environ["BENCH_TEST_KILL_MARKER"])
+        if marker.exists():
+            marker.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return -torch.arange(encoding.input_ids.shape[1], dtype=torch.float32).expand(encoding.input_ids.shape)
+
+@hookimpl
+def bench_explainers():
+    return [KillSwitch]
+'''
+
+
+def run_suite(path, tmp_path, **options):
+    loaded = load_suite(path, get_registry())
+    options = {"results_dir": tmp_path / "results", "cache_dir": tmp_path / "cache", "progress": False, **options}
+    return Runner(loaded, RunOptions(**options)).run()
+
+
+def deterministic_records(store: Store, run_id: str) -> list[tuple]:
+    return sorted(
+        (r["dataset"], r["model"], r["explainer"], str(r["explainer_params"]), r["metric"], str(r["metric_params"]),
+         r["seed"], r["example_id"], r["value"])
+        for r in store.records(run_id) if r["metric"] != "runtime"
+    )
+
+
+def test_a_run_stores_one_record_per_example_and_cell(write_suite, tmp_path):
+    result = run_suite(write_suite(tiny_suite_text()), tmp_path)
+    assert result.cells == 6 and result.computed == 6 and not result.failed
+    store = Store(tmp_path / "results")
+    records = list(store.records(result.run_id))
+    assert len(records) == 6 * 6
+    assert {r["family"] for r in records} == {"faithfulness", "cost"}
+    run = store.run(result.run_id)
+    assert run["status"] == "complete" and run["suite"] == "tiny" and "tiny" in run["suite_text"]
+    assert run["versions"]["torch"] and run["finished_at"]
+    [model] = store.models(result.run_id)
+    assert 0.0 <= model["test_accuracy"] <= 1.0 and model["n_test"] == 18
+
+
+def test_a_rerun_hits_the_cache_for_models_attributions_and_metrics(write_suite, tmp_path, monkeypatch):
+    path = write_suite(tiny_suite_text())
+    first = run_suite(path, tmp_path)
+    from plugins.explainers.gradient import Saliency
+    from plugins.metrics.eraser import Comprehensiveness
+    from plugins.models.bow import BagOfWords
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("recomputed despite the cache")
+
+    monkeypatch.setattr(BagOfWords, "build", forbidden)
+    monkeypatch.setattr(BagOfWords, "load", forbidden)
+    monkeypatch.setattr(Saliency, "explain", forbidden)
+    monkeypatch.setattr(Comprehensiveness, "compute", forbidden)
+    second = run_suite(path, tmp_path)
+    assert second.run_id != first.run_id and not second.failed
+    store = Store(tmp_path / "results")
+    assert sorted(map(str, store.records(first.run_id))) != []
+    assert deterministic_records(store, first.run_id) == deterministic_records(store, second.run_id)
+
+
+def test_no_cache_recomputes(write_suite, tmp_path, monkeypatch):
+    path = write_suite(tiny_suite_text())
+    run_suite(path, tmp_path)
+    from plugins.explainers.gradient import Saliency
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("recomputed")
+
+    monkeypatch.setattr(Saliency, "explain", broken)
+    result = run_suite(path, tmp_path, use_cache=False)
+    assert {cell.explainer.name for cell, _ in result.failed} == {"saliency"}
+
+
+def test_a_raising_plugin_fails_only_its_own_cells(write_suite, tmp_path, monkeypatch, fresh_registry):
+    make_distribution(tmp_path / "site", "exploding-plugin", {"exploding_mod": RAISING_EXPLAINER},
+                      {"exploding": "exploding_mod"})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    fresh_registry()
+    explainers = "\n  - name: random\n  - name: exploding\n  - name: saliency"
+    result = run_suite(write_suite(tiny_suite_text(explainers=explainers)), tmp_path)
+    assert len(result.failed) == 3
+    assert {cell.explainer.name for cell, _ in result.failed} == {"exploding"}
+    assert all(error == "RuntimeError: boom from a plugin" for _, error in result.failed)
+    store = Store(tmp_path / "results")
+    cells = store.cells(result.run_id)
+    assert sum(c["status"] == "done" for c in cells) == 6
+    assert store.run(result.run_id)["status"] == "complete-with-failures"
+    log = store.log_path(result.run_id).read_text()
+    assert "Traceback" in log and "boom from a plugin" in log
+
+
+def test_a_failing_model_fails_its_cells_and_reports_why(write_suite, tmp_path):
+    text = tiny_suite_text().replace("params: {dim: 8, max_epochs: 20}", "params: {dim: 8}\n    variants: [other]")
+    result = run_suite(write_suite(text), tmp_path)
+    assert len(result.failed) == 6
+    assert all(error == "bow has no variant 'other'" for _, error in result.failed)
+
+
+def test_a_run_killed_mid_way_resumes_and_matches_an_uninterrupted_run(write_suite, tmp_path):
+    site = make_distribution(tmp_path / "site", "kill-plugin", {"kill_mod": KILL_SWITCH_EXPLAINER},
+                             {"kill": "kill_mod"})
+    explainers = "\n  - name: random\n  - name: saliency\n  - name: kill-switch\n  - name: integrated-gradients"
+    path = write_suite(tiny_suite_text(explainers=explainers))
+    marker = tmp_path / "kill-now"
+    env = {**os.environ, "PYTHONPATH": str(site), "BENCH_TEST_KILL_MARKER": str(marker)}
+
+    def bench(results, cache):
+        command = [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(results),
+                   "--cache-dir", str(cache)]
+        return subprocess.run(command, capture_output=True, text=True, env=env)
+
+    marker.touch()
+    killed = bench(tmp_path / "results", tmp_path / "cache")
+    assert killed.returncode == -signal.SIGKILL
+    store = Store(tmp_path / "results")
+    [interrupted] = store.runs()
+    assert interrupted["status"] == "running" and interrupted["done"] == 6  # random and saliency finished
+
+    resumed = bench(tmp_path / "results", tmp_path / "cache")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming run {interrupted['run_id']}" in resumed.stderr
+    [run] = store.runs()
+    assert run["status"] == "complete" and run["done"] == 12
+
+    uninterrupted = bench(tmp_path / "clean-results", tmp_path / "clean-cache")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    clean = Store(tmp_path / "clean-results")
+    [clean_run] = clean.runs()
+    assert deterministic_records(store, run["run_id"]) == deterministic_records(clean, clean_run["run_id"])
+    assert len(list(store.records(run["run_id"]))) == len(list(clean.records(clean_run["run_id"]))) == 12 * 6
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(write_suite, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    from harness.errors import BenchError
+
+    with pytest.raises(BenchError, match="CUDA is not available"):
+        run_suite(write_suite(tiny_suite_text()), tmp_path, device="cuda")
