@@ -1,0 +1,126 @@
+"""The bench command line, end to end on a tiny suite (subprocesses, as a user runs it)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import tiny_suite_text
+
+from harness.store import RECORD_FIELDS
+
+
+def bench(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, example_plugin_target):
+    """One run of a tiny suite that also uses the installed example plugin's explainer and metric."""
+    root = tmp_path_factory.mktemp("cli")
+    explainers = "\n  - name: random\n  - name: saliency\n  - name: token-length"
+    metrics = "\n  - name: comprehensiveness\n    params: {bins: [10, 50]}\n  - name: runtime\n  - name: attribution-entropy"
+    suite = root / "tiny.yaml"
+    suite.write_text(tiny_suite_text(explainers=explainers, metrics=metrics))
+    env = {"PYTHONPATH": str(example_plugin_target), "BENCH_CACHE_DIR": str(root / "cache")}
+    result = bench("run", suite, "--out", root / "results", env=env, cwd=root)
+    return root, env, result
+
+
+def test_run_prints_the_report_and_exits_0(finished_run):
+    _, _, result = finished_run
+    assert result.returncode == 0, result.stderr
+    for family in ("faithfulness", "cost", "complexity"):
+        assert family in result.stdout
+    assert "token-length" in result.stdout and "★" in result.stdout
+    assert "test accuracy" in result.stdout
+    assert "9 of 9 cells done" in result.stderr
+
+
+def test_report_json_has_tables_with_means_intervals_and_best(finished_run):
+    root, env, _ = finished_run
+    result = bench("report", "latest", "--results", root / "results", "--format", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    faithfulness = next(t for t in report["tables"] if t["family"] == "faithfulness")
+    assert [r["explainer"] for r in faithfulness["rows"]] == ["random", "saliency", "token-length"]
+    cells = [row["cells"][0] for row in faithfulness["rows"]]
+    assert all(c["n"] == 6 and c["ci_low"] <= c["mean"] <= c["ci_high"] for c in cells)
+    best = max(cells, key=lambda c: c["mean"])  # comprehensiveness: higher is better
+    assert best["best"] and sum(c["best"] for c in cells) == 1
+    cost = next(t for t in report["tables"] if t["family"] == "cost")
+    runtimes = [row["cells"][0] for row in cost["rows"]]
+    assert min(runtimes, key=lambda c: c["mean"])["best"]  # runtime: lower is better
+    assert report["models"][0]["test_accuracy"] is not None
+
+
+def test_report_markdown_and_csv_carry_the_same_cells(finished_run):
+    root, env, _ = finished_run
+    markdown = bench("report", "latest", "--results", root / "results", "--format", "md", env=env).stdout
+    assert "## faithfulness" in markdown and "| explainer |" in markdown and "**" in markdown
+    table = list(csv.DictReader(io.StringIO(bench("report", "latest", "--results", root / "results",
+                                                   "--format", "csv", env=env).stdout)))
+    assert len(table) == 3 * 3  # explainers × metrics
+    assert {row["family"] for row in table} == {"faithfulness", "cost", "complexity"}
+
+
+def test_export_jsonl_has_exactly_the_documented_fields(finished_run):
+    root, env, _ = finished_run
+    result = bench("export", "latest", "--results", root / "results", env=env)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 9 * 6
+    assert all(tuple(row) == RECORD_FIELDS for row in rows)
+    comprehensiveness = next(r for r in rows if r["metric"] == "comprehensiveness")
+    assert comprehensiveness["metric_params"] == {"bins": [10.0, 50.0], "masking": "delete"}
+    assert comprehensiveness["family"] == "faithfulness" and isinstance(comprehensiveness["explainer_params"], dict)
+
+
+def test_export_parquet_and_csv(finished_run, tmp_path):
+    root, env, _ = finished_run
+    bench("export", "latest", "--results", root / "results", "--format", "parquet", "--out", tmp_path / "r.parquet",
+          env=env)
+    frame = pd.read_parquet(tmp_path / "r.parquet")
+    assert tuple(frame.columns) == RECORD_FIELDS and len(frame) == 54
+    text = bench("export", "latest", "--results", root / "results", "--format", "csv", env=env).stdout
+    assert next(csv.reader(io.StringIO(text))) == list(RECORD_FIELDS)
+
+
+def test_export_attributions_carry_tokens_offsets_scores_and_target(finished_run):
+    root, env, _ = finished_run
+    result = bench("export", "latest", "--results", root / "results", "--attributions", env=env)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 3 * 6
+    row = next(r for r in rows if r["explainer"] == "token-length")
+    assert len(row["tokens"]) == len(row["offsets"]) == len(row["scores"]) == len(row["word_ids"])
+    assert row["target"] == row["predicted"]
+    # token-length scores each token by the characters its offsets cover
+    assert row["scores"] == [float(end - start) for start, end in row["offsets"]]
+
+
+def test_unknown_run_is_a_one_line_error(finished_run):
+    root, env, _ = finished_run
+    result = bench("report", "nope", "--results", root / "results", env=env)
+    assert result.returncode == 2 and "run 'nope' not found" in result.stderr
+
+
+def test_run_with_a_misspelt_plugin_exits_2_and_computes_nothing(tmp_path):
+    suite = tmp_path / "bad.yaml"
+    suite.write_text(tiny_suite_text().replace("name: bow", "name: bwo"))
+    result = bench("run", suite, "--out", tmp_path / "results")
+    assert result.returncode == 2
+    assert "unknown model 'bwo'; did you mean 'bow'?" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_plugins_table_lists_kind_name_package_version_description():
+    result = bench("plugins")
+    assert result.returncode == 0
+    line = next(line for line in result.stdout.splitlines() if " integrated-gradients " in line)
+    assert "explainer" in line and "xai-bench-harness" in line and "Integrated gradients" in line
