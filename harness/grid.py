@@ -84,10 +84,8 @@ class Cell:
     @property
     def id(self) -> str:
         parts = [
-            self.dataset.name, self.dataset.params_json, self.dataset.spec.split, self.dataset.spec.sample,
-            self.model.name, self.model.params_json, self.variant,
-            self.explainer.name, self.explainer.params_json,
-            self.metric.name, self.metric.params_json, self.seed,
+            self.dataset.identity, self.dataset.spec.split, self.dataset.spec.sample, self.model.identity,
+            self.variant, self.explainer.identity, self.metric.identity, self.seed,
         ]
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
 

@@ -52,7 +52,7 @@ class Plugin:
         return doc.splitlines()[0] if doc else ""
 
 
-class Dataset(Plugin):
+class Dataset(Plugin, ABC):
     """A dataset plugin: ``load`` returns the dataset with its splits."""
 
     kind: ClassVar[str] = "dataset"
@@ -134,6 +134,24 @@ class Metric(Plugin, ABC):
 
     @abstractmethod
     def compute(self, data: MetricInput) -> Sequence[float]: ...
+
+
+def metadata_problem(cls: type[Plugin]) -> str | None:
+    """What a plugin class is missing for the harness to use it, or None."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        return "has no 'name'"
+    if issubclass(cls, Metric):
+        if not isinstance(getattr(cls, "family", None), str):
+            return f"metric '{name}' declares no 'family'"
+        if getattr(cls, "direction", None) not in ("higher", "lower"):
+            return f"metric '{name}' must declare direction 'higher' or 'lower'"
+        bounds = getattr(cls, "range", None)
+        if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
+            return f"metric '{name}' must declare range as (low, high)"
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
+        return f"'{name}'.Params is not a pydantic model"
+    return None
 
 
 PLUGIN_KINDS: dict[str, type[Plugin]] = {

@@ -16,7 +16,7 @@ import pluggy
 
 from harness import hookspecs
 from harness.errors import BenchError
-from harness.plugin import PLUGIN_KINDS, Plugin
+from harness.plugin import PLUGIN_KINDS, Plugin, metadata_problem
 
 
 class PluginLoadWarning(UserWarning):
@@ -96,6 +96,10 @@ class Registry:
                             _warn(hookimpl.plugin_name, package, f"{hook_name} returned {plugin_cls!r}, "
                                   f"not a harness.{PLUGIN_KINDS[kind].__name__} subclass")
                         )
+                        continue
+                    problem = metadata_problem(plugin_cls)
+                    if problem:
+                        load_errors.append(_warn(hookimpl.plugin_name, package, f"{plugin_cls.__name__} {problem}"))
                         continue
                     infos.append(PluginInfo(kind, plugin_cls.name, plugin_cls, package, version))
         return cls(infos, load_errors)

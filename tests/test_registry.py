@@ -87,3 +87,26 @@ def test_bench_plugins_lists_the_installed_example_plugin(example_plugin_target)
     kinds = [p["kind"] for p in plugins]
     assert kinds.count("explainer") >= 4 and kinds.count("model") >= 2
     assert kinds.count("dataset") >= 3 and kinds.count("metric") >= 4
+
+
+def test_a_metric_without_direction_is_reported_and_skipped(tmp_path, monkeypatch):
+    source = '''
+from harness import Metric, hookimpl
+
+class Vague(Metric):
+    """No direction."""
+    name = "vague"
+    family = "faithfulness"
+    range = (0.0, 1.0)
+    def compute(self, data):
+        return []
+
+@hookimpl
+def bench_metrics():
+    return [Vague]
+'''
+    make_distribution(tmp_path, "vague-plugins", {"vague_mod": source}, {"vague": "vague_mod"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginLoadWarning, match="vague-plugins.*direction 'higher' or 'lower'"):
+        registry = Registry.discover()
+    assert "vague" not in registry.names("metric")
