@@ -34,7 +34,9 @@ class Encoding:
     offsets: list[list[tuple[int, int]]]
     word_ids: list[list[int | None]]
     segments: list[list[int]]
-    example_ids: list[str] = field(default_factory=list)  # set by the runner; lets explainers seed per example
+    example_ids: list[str] = field(
+        default_factory=list
+    )  # set by the runner; lets explainers seed per example
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 import warnings
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -29,20 +29,20 @@ err = Console(stderr=True)
 ResultsOption = Annotated[Path, typer.Option("--results", help="results folder holding bench.sqlite")]
 
 
-class ReportFormat(str, Enum):
+class ReportFormat(StrEnum):
     table = "table"
     md = "md"
     csv = "csv"
     json = "json"
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     jsonl = "jsonl"
     csv = "csv"
     parquet = "parquet"
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
@@ -79,7 +79,8 @@ def validate(suite: Annotated[Path, typer.Argument(help="suite YAML file")]) -> 
     entries = loaded.entries
     variants = sum(len(m.spec.variants) for m in entries["models"])
     out.print(
-        f"{suite}: valid — {len(cells)} cells ({len(entries['datasets'])} datasets × {variants} model variants × "
+        f"{suite}: valid — {len(cells)} cells ({len(entries['datasets'])} datasets × "
+        f"{variants} model variants × "
         f"{len(entries['explainers'])} explainer configs × {len(entries['metrics'])} metric configs × "
         f"{len(loaded.suite.seeds)} seeds)",
         highlight=False,
@@ -91,22 +92,33 @@ def run(
     suite: Annotated[Path, typer.Argument(help="suite YAML file")],
     out_dir: Annotated[Path, typer.Option("--out", help="results folder")] = Path("results"),
     cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", envvar="BENCH_CACHE_DIR", help="cache folder [default: ~/.cache/bench]")
+        Path | None,
+        typer.Option("--cache-dir", envvar="BENCH_CACHE_DIR", help="cache folder [default: ~/.cache/bench]"),
     ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute everything (the cache is refreshed)")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="recompute everything (the cache is refreshed)")
+    ] = False,
     device: Annotated[Device | None, typer.Option(help="overrides the suite's device")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="explain at most N examples per dataset")] = None,
-    new_run: Annotated[bool, typer.Option("--new-run", help="do not resume an interrupted run of this suite")] = False,
+    new_run: Annotated[
+        bool, typer.Option("--new-run", help="do not resume an interrupted run of this suite")
+    ] = False,
 ) -> None:
     """Run a suite: train or load models, explain, evaluate, store, and print the report."""
     from harness.report import Report
-    from harness.runner import RunOptions, Runner, summary_line
+    from harness.runner import Runner, RunOptions, summary_line
     from harness.store import Store
     from harness.suite import load_suite
 
     loaded = load_suite(suite, _registry())
-    options = RunOptions(results_dir=out_dir, cache_dir=cache_dir, use_cache=not no_cache,
-                         device=device.value if device else None, limit=limit, resume=not new_run)
+    options = RunOptions(
+        results_dir=out_dir,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        device=device.value if device else None,
+        limit=limit,
+        resume=not new_run,
+    )
     result = Runner(loaded, options, console=err).run()
     Report.build(Store(out_dir), result.run_id).print(out)
     err.print(summary_line(result), highlight=False)
@@ -116,7 +128,9 @@ def run(
 
 @app.command()
 def report(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")] = "latest",
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")
+    ] = "latest",
     results: ResultsOption = Path("results"),
     fmt: Annotated[ReportFormat, typer.Option("--format", help="output format")] = ReportFormat.table,
 ) -> None:
@@ -139,14 +153,24 @@ def runs(results: ResultsOption = Path("results")) -> None:
 
     table = Table("run", "suite", "version", "status", "started", "device", "cells done", "failed")
     for row in Store(results).runs():
-        table.add_row(row["run_id"], row["suite"], row["suite_version"], row["status"], row["started_at"],
-                      row["device"], str(row["done"]), str(row["failed"]))
+        table.add_row(
+            row["run_id"],
+            row["suite"],
+            row["suite_version"],
+            row["status"],
+            row["started_at"],
+            row["device"],
+            str(row["done"]),
+            str(row["failed"]),
+        )
     out.print(table)
 
 
 @app.command()
 def export(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")] = "latest",
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")
+    ] = "latest",
     results: ResultsOption = Path("results"),
     fmt: Annotated[ExportFormat, typer.Option("--format", help="output format")] = ExportFormat.jsonl,
     attributions: Annotated[
@@ -178,8 +202,12 @@ def export(
                 writer = csv.DictWriter(stream, fieldnames=list(rows[0]), lineterminator="\n")
                 writer.writeheader()
                 for row in rows:
-                    writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
-                                     for k, v in row.items()})
+                    writer.writerow(
+                        {
+                            k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
+                            for k, v in row.items()
+                        }
+                    )
     finally:
         if output:
             stream.close()
@@ -202,7 +230,9 @@ def main() -> None:
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted: finished cells are stored; run the same command again to resume", style="yellow")
+        err.print(
+            "interrupted: finished cells are stored; run the same command again to resume", style="yellow"
+        )
         sys.exit(130)
     except Exception as error:  # click usage errors arrive here in non-standalone mode
         import click

@@ -84,8 +84,14 @@ class Cell:
     @property
     def id(self) -> str:
         parts = [
-            self.dataset.identity, self.dataset.spec.split, self.dataset.spec.sample, self.model.identity,
-            self.variant, self.explainer.identity, self.metric.identity, self.seed,
+            self.dataset.identity,
+            self.dataset.spec.split,
+            self.dataset.spec.sample,
+            self.model.identity,
+            self.variant,
+            self.explainer.identity,
+            self.metric.identity,
+            self.seed,
         ]
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
 

@@ -28,11 +28,15 @@ def replacement_id(classifier: Classifier, masking: Masking) -> int | None:
     """The token id that stands in for a removed token (``None`` for deletion)."""
     if masking == "delete":
         return None
-    token_id = {"mask": classifier.mask_token_id, "unk": classifier.unk_token_id, "pad": classifier.pad_token_id}[
-        masking
-    ]
+    token_id = {
+        "mask": classifier.mask_token_id,
+        "unk": classifier.unk_token_id,
+        "pad": classifier.pad_token_id,
+    }[masking]
     if token_id is None:
-        raise PluginError(f"masking '{masking}' is not available: the model's tokenizer has no {masking} token")
+        raise PluginError(
+            f"masking '{masking}' is not available: the model's tokenizer has no {masking} token"
+        )
     return int(token_id)
 
 
@@ -51,7 +55,9 @@ def perturbed_rows(
     Returns ``ids`` (S × L, or a ragged object array for deletion) and token type ids alike.
     """
     ids = np.asarray(attribution.input_ids, dtype=np.int64)
-    types = None if attribution.token_type_ids is None else np.asarray(attribution.token_type_ids, dtype=np.int64)
+    types = (
+        None if attribution.token_type_ids is None else np.asarray(attribution.token_type_ids, dtype=np.int64)
+    )
     if replacement is not None:
         rows = np.where(remove, replacement, ids[None, :])
         return rows, None if types is None else np.broadcast_to(types, rows.shape)

@@ -69,7 +69,9 @@ class Registry:
         manager.add_hookspecs(hookspecs)
         packages: dict[str, tuple[str, str]] = {}
         load_errors: list[str] = []
-        for entry_point in sorted(entry_points(group=group), key=lambda ep: (ep.dist.name if ep.dist else "", ep.name)):
+        for entry_point in sorted(
+            entry_points(group=group), key=lambda ep: (ep.dist.name if ep.dist else "", ep.name)
+        ):
             package = entry_point.dist.name if entry_point.dist else "?"
             version = entry_point.dist.version if entry_point.dist else "?"
             plugin_name = f"{package}:{entry_point.name}"
@@ -93,13 +95,19 @@ class Registry:
                 for plugin_cls in classes:
                     if not (isinstance(plugin_cls, type) and issubclass(plugin_cls, PLUGIN_KINDS[kind])):
                         load_errors.append(
-                            _warn(hookimpl.plugin_name, package, f"{hook_name} returned {plugin_cls!r}, "
-                                  f"not a harness.{PLUGIN_KINDS[kind].__name__} subclass")
+                            _warn(
+                                hookimpl.plugin_name,
+                                package,
+                                f"{hook_name} returned {plugin_cls!r}, "
+                                f"not a harness.{PLUGIN_KINDS[kind].__name__} subclass",
+                            )
                         )
                         continue
                     problem = metadata_problem(plugin_cls)
                     if problem:
-                        load_errors.append(_warn(hookimpl.plugin_name, package, f"{plugin_cls.__name__} {problem}"))
+                        load_errors.append(
+                            _warn(hookimpl.plugin_name, package, f"{plugin_cls.__name__} {problem}")
+                        )
                         continue
                     infos.append(PluginInfo(kind, plugin_cls.name, plugin_cls, package, version))
         return cls(infos, load_errors)
@@ -119,7 +127,7 @@ class Registry:
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
-    """"; did you mean 'x'?" for the closest choice, or the list of choices when nothing is close."""
+    """ "; did you mean 'x'?" for the closest choice, or the list of choices when nothing is close."""
     choices = list(choices)
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if close:

@@ -33,8 +33,13 @@ class Column:
         return self.model if self.variant == "default" else f"{self.model}[{self.variant}]"
 
     def as_dict(self) -> dict:
-        return {"dataset": self.dataset, "model": self.model, "variant": self.variant, "metric": self.metric,
-                "direction": self.direction}
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "variant": self.variant,
+            "metric": self.metric,
+            "direction": self.direction,
+        }
 
 
 @dataclass
@@ -60,8 +65,13 @@ class Report:
         row_order: dict[str, list[str]] = defaultdict(list)
         column_order: dict[str, list[Column]] = defaultdict(list)
         for record in store.report_rows(run_id):
-            column = Column(record["dataset"], record["model"], record["variant"], record["metric_label"],
-                            record["direction"])
+            column = Column(
+                record["dataset"],
+                record["model"],
+                record["variant"],
+                record["metric_label"],
+                record["direction"],
+            )
             family = record["family"]
             if record["explainer_label"] not in row_order[family]:
                 row_order[family].append(record["explainer_label"])
@@ -73,8 +83,11 @@ class Report:
             cells = {key: summarize(vals) for key, vals in values[family].items()}
             table = FamilyTable(family, column_order[family], row_order[family], cells)
             for column in table.columns:
-                means = {row: cells[(row, column)].mean for row in table.rows
-                         if (row, column) in cells and cells[(row, column)].mean is not None}
+                means = {
+                    row: cells[(row, column)].mean
+                    for row in table.rows
+                    if (row, column) in cells and cells[(row, column)].mean is not None
+                }
                 if len(means) > 1:
                     target = (max if column.direction == "higher" else min)(means.values())
                     table.best |= {(row, column) for row, mean in means.items() if mean == target}
@@ -84,27 +97,46 @@ class Report:
 
     # -- rendering ------------------------------------------------------------------------------
     def to_json(self) -> dict:
-        run = {key: self.run[key] for key in ("run_id", "suite", "suite_version", "suite_hash", "status",
-                                               "started_at", "finished_at", "device", "git_revision", "versions")}
+        run = {
+            key: self.run[key]
+            for key in (
+                "run_id",
+                "suite",
+                "suite_version",
+                "suite_hash",
+                "status",
+                "started_at",
+                "finished_at",
+                "device",
+                "git_revision",
+                "versions",
+            )
+        }
         return {
             "run": run,
             "models": [
-                {key: model[key] for key in ("dataset", "model", "variant", "seed", "test_accuracy", "n_test",
-                                             "training")}
+                {
+                    key: model[key]
+                    for key in ("dataset", "model", "variant", "seed", "test_accuracy", "n_test", "training")
+                }
                 for model in self.models
             ],
             "tables": [
                 {
                     "family": table.family,
-                    "statistics": {"center": "mean over examples", "interval": "95% percentile bootstrap, "
-                                   "2000 resamples", "best": "per column, by the metric's direction"},
+                    "statistics": {
+                        "center": "mean over examples",
+                        "interval": "95% percentile bootstrap, 2000 resamples",
+                        "best": "per column, by the metric's direction",
+                    },
                     "columns": [column.as_dict() for column in table.columns],
                     "rows": [
                         {
                             "explainer": row,
                             "cells": [
                                 {**table.cells[(row, column)].as_dict(), "best": (row, column) in table.best}
-                                if (row, column) in table.cells else None
+                                if (row, column) in table.cells
+                                else None
                                 for column in table.columns
                             ],
                         }
@@ -114,8 +146,18 @@ class Report:
                 for table in self.tables
             ],
             "failed_cells": [
-                {key: cell[key] for key in ("dataset", "model", "variant", "explainer_label", "metric_label", "seed",
-                                            "error")}
+                {
+                    key: cell[key]
+                    for key in (
+                        "dataset",
+                        "model",
+                        "variant",
+                        "explainer_label",
+                        "metric_label",
+                        "seed",
+                        "error",
+                    )
+                }
                 for cell in self.failed
             ],
         }
@@ -123,21 +165,51 @@ class Report:
     def to_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["family", "dataset", "model", "variant", "metric", "direction", "explainer", "mean",
-                         "ci_low", "ci_high", "n", "best"])
+        writer.writerow(
+            [
+                "family",
+                "dataset",
+                "model",
+                "variant",
+                "metric",
+                "direction",
+                "explainer",
+                "mean",
+                "ci_low",
+                "ci_high",
+                "n",
+                "best",
+            ]
+        )
         for table in self.tables:
             for column in table.columns:
                 for row in table.rows:
                     summary = table.cells.get((row, column))
                     if summary is None:
                         continue
-                    writer.writerow([table.family, column.dataset, column.model, column.variant, column.metric,
-                                     column.direction, row, summary.mean, summary.ci_low, summary.ci_high, summary.n,
-                                     (row, column) in table.best])
+                    writer.writerow(
+                        [
+                            table.family,
+                            column.dataset,
+                            column.model,
+                            column.variant,
+                            column.metric,
+                            column.direction,
+                            row,
+                            summary.mean,
+                            summary.ci_low,
+                            summary.ci_high,
+                            summary.n,
+                            (row, column) in table.best,
+                        ]
+                    )
         return buffer.getvalue()
 
     def to_markdown(self) -> str:
-        lines = [f"# {self.run['suite']} (version {self.run['suite_version']}) — run {self.run['run_id']}", ""]
+        lines = [
+            f"# {self.run['suite']} (version {self.run['suite_version']}) — run {self.run['run_id']}",
+            "",
+        ]
         lines += self._model_lines(markdown=True)
         for table in self.tables:
             lines += ["", f"## {table.family}", ""]
@@ -158,16 +230,20 @@ class Report:
 
     def print(self, console: Console) -> None:
         run = self.run
-        console.print(f"[bold]{run['suite']}[/] (version {run['suite_version']}) — run {run['run_id']} "
-                      f"[dim]({run['status']}, device {run['device']})[/]")
+        console.print(
+            f"[bold]{run['suite']}[/] (version {run['suite_version']}) — run {run['run_id']} "
+            f"[dim]({run['status']}, device {run['device']})[/]"
+        )
         for line in self._model_lines(markdown=False):
             console.print(line, highlight=False)
         for table in self.tables:
             rich_table = Table(title=f"{table.family}", title_justify="left", title_style="bold")
             rich_table.add_column("explainer", style="bold")
             for column in table.columns:
-                rich_table.add_column(f"{column.dataset} · {column.model_label}\n{column.metric} "
-                                      f"{ARROWS[column.direction]}", justify="right")
+                rich_table.add_column(
+                    f"{column.dataset} · {column.model_label}\n{column.metric} {ARROWS[column.direction]}",
+                    justify="right",
+                )
             for row in table.rows:
                 cells = []
                 for column in table.columns:
@@ -184,8 +260,10 @@ class Report:
         for model in self.models:
             accuracy = "n/a" if model["test_accuracy"] is None else f"{100 * model['test_accuracy']:.1f} %"
             variant = "" if model["variant"] == "default" else f"[{model['variant']}]"
-            lines.append(f"{'- ' if markdown else ''}model {model['model']}{variant} on {model['dataset']}, seed "
-                         f"{model['seed']}: test accuracy {accuracy} (n={model['n_test']})")
+            lines.append(
+                f"{'- ' if markdown else ''}model {model['model']}{variant} on {model['dataset']}, seed "
+                f"{model['seed']}: test accuracy {accuracy} (n={model['n_test']})"
+            )
         return lines
 
     def _failure_lines(self) -> list[str]:
@@ -193,8 +271,10 @@ class Report:
             return []
         lines = ["", f"{len(self.failed)} cell(s) failed:"]
         for cell in self.failed:
-            lines.append(f"- {cell['dataset']} × {cell['model']} × {cell['explainer_label']} × {cell['metric_label']}"
-                         f" × seed {cell['seed']}: {cell['error']}")
+            lines.append(
+                f"- {cell['dataset']} × {cell['model']} × {cell['explainer_label']} × {cell['metric_label']}"
+                f" × seed {cell['seed']}: {cell['error']}"
+            )
         return lines
 
 
@@ -210,8 +290,10 @@ def _cell_text(summary: Summary | None) -> str:
 
 
 def _legend() -> str:
-    return ("Cells: mean over examples [95 % bootstrap interval] n=examples; ↑/↓ higher/lower is better; "
-            "the best of each column in **bold**.")
+    return (
+        "Cells: mean over examples [95 % bootstrap interval] n=examples; ↑/↓ higher/lower is better; "
+        "the best of each column in **bold**."
+    )
 
 
 def render(report: Report, fmt: str) -> str:

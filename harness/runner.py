@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from harness import __version__
 from harness.attribution import Attribution, attributions_from_batch
@@ -64,7 +71,9 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise BenchError("device: 'cuda' was requested but CUDA is not available here; use --device cpu or auto")
+        raise BenchError(
+            "device: 'cuda' was requested but CUDA is not available here; use --device cpu or auto"
+        )
     return torch.device(requested)
 
 
@@ -76,9 +85,16 @@ def seed_everything(seed: int) -> None:
 
 def git_revision() -> str | None:
     try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, check=True)
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return revision.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -147,8 +163,10 @@ class Runner:
             done = self.store.done_cells(run_id)
             pending = [cell for cell in cells if cell.id not in done]
             if resumed:
-                self.console.print(f"[bold]resuming run {run_id}[/]: {len(cells) - len(pending)} of {len(cells)} "
-                                   "cells already done")
+                self.console.print(
+                    f"[bold]resuming run {run_id}[/]: {len(cells) - len(pending)} of {len(cells)} "
+                    "cells already done"
+                )
             result = RunResult(run_id, len(cells), len(pending), resumed=resumed)
             self._execute(run_id, pending, result)
             self.store.finish_run(run_id, "complete-with-failures" if result.failed else "complete")
@@ -158,8 +176,12 @@ class Runner:
             handler.close()
 
     def _start_run(self) -> tuple[str, bool]:
-        options = {"limit": self.options.limit, "use_cache": self.options.use_cache,
-                   "cache_dir": str(self.cache.root), "device": self.options.device}
+        options = {
+            "limit": self.options.limit,
+            "use_cache": self.options.use_cache,
+            "cache_dir": str(self.cache.root),
+            "device": self.options.device,
+        }
         if self.options.resume:
             candidate = self.store.resumable_run(self.loaded.hash)
             if candidate and self.store.run(candidate)["options"].get("limit") == self.options.limit:
@@ -167,13 +189,25 @@ class Runner:
                 return candidate, True
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{self.suite.name}-{secrets.token_hex(3)}"
-        versions = {"bench": __version__, "python": ".".join(map(str, sys.version_info[:3])),
-                    **self.libraries}
+        versions = {
+            "bench": __version__,
+            "python": ".".join(map(str, sys.version_info[:3])),
+            **self.libraries,
+        }
         for section in self.loaded.entries.values():
             for entry in section:
                 versions[entry.package] = entry.package_version
-        self.store.create_run(run_id, self.suite, self.loaded.hash, self.loaded.path, self.loaded.text,
-                              str(self.device), git_revision(), versions, options)
+        self.store.create_run(
+            run_id,
+            self.suite,
+            self.loaded.hash,
+            self.loaded.path,
+            self.loaded.text,
+            str(self.device),
+            git_revision(),
+            versions,
+            options,
+        )
         return run_id, False
 
     def _log_to_file(self, run_id: str) -> logging.Handler:
@@ -192,9 +226,16 @@ class Runner:
             by_explanation[cell.explanation].append(cell)
         datasets: dict[PluginEntry, _Once] = {}
         models: dict[tuple, _Once] = {}
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn()]
-        with Progress(*columns, console=self.console, disable=not self.options.progress, transient=True) as progress:
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
+        with Progress(
+            *columns, console=self.console, disable=not self.options.progress, transient=True
+        ) as progress:
             overall = progress.add_task("[bold]cells", total=len(pending))
             for (dataset_entry, model_entry, variant, explainer_entry, seed), cells in by_explanation.items():
                 if dataset_entry not in datasets:
@@ -205,7 +246,9 @@ class Runner:
                     models[model_id] = _Once(
                         lambda ids=model_id, load=load_data: self._model(run_id, load(), *ids)
                     )
-                explanation = f"{dataset_entry.label} · {model_entry.label} · {explainer_entry.label} · seed {seed}"
+                explanation = (
+                    f"{dataset_entry.label} · {model_entry.label} · {explainer_entry.label} · seed {seed}"
+                )
                 task = progress.add_task(explanation, total=None)
                 try:
                     dataset, examples = load_data()
@@ -221,7 +264,9 @@ class Runner:
                     continue
                 for cell in cells:
                     progress.update(task, description=f"{explanation} · {cell.metric.label}")
-                    self._metric(run_id, cell, dataset, examples, model, attributions, attribution_key, result)
+                    self._metric(
+                        run_id, cell, dataset, examples, model, attributions, attribution_key, result
+                    )
                     progress.advance(overall)
                 progress.remove_task(task)
 
@@ -242,8 +287,9 @@ class Runner:
             raise PluginError(f"dataset '{entry.label}' has no examples in its {entry.spec.split} split")
         return dataset, examples
 
-    def _model(self, run_id: str, data, dataset_entry: PluginEntry, model_entry: PluginEntry, variant: str,
-               seed: int) -> ModelHandle:
+    def _model(
+        self, run_id: str, data, dataset_entry: PluginEntry, model_entry: PluginEntry, variant: str, seed: int
+    ) -> ModelHandle:
         dataset, _ = data
         plugin = model_entry.cls(model_entry.params)
         key = cache_key("model", model_entry.identity, variant, seed, dataset.fingerprint, self.libraries)
@@ -260,7 +306,10 @@ class Runner:
         if meta is None or (model_entry.cls.trainable and directory is None):
             started = time.perf_counter()
             classifier = build()
-            training = {**plugin.training_report(classifier), "build_seconds": round(time.perf_counter() - started, 3)}
+            training = {
+                **plugin.training_report(classifier),
+                "build_seconds": round(time.perf_counter() - started, 3),
+            }
             accuracy = test_accuracy(classifier, dataset.test, self.suite.batch_size)
             meta = {"test_accuracy": accuracy, "n_test": len(dataset.test), "training": training}
             if model_entry.cls.trainable:
@@ -269,15 +318,40 @@ class Runner:
             loader = _Once(lambda: classifier)
         else:
             loader = _Once(load_cached)
-        self.store.record_model(run_id, dataset_entry.label, model_entry.label, model_entry.params_json, variant, seed,
-                                key, meta["test_accuracy"], meta["n_test"], meta["training"])
+        self.store.record_model(
+            run_id,
+            dataset_entry.label,
+            model_entry.label,
+            model_entry.params_json,
+            variant,
+            seed,
+            key,
+            meta["test_accuracy"],
+            meta["n_test"],
+            meta["training"],
+        )
         return ModelHandle(key, meta["test_accuracy"], meta["n_test"], meta["training"], loader)
 
-    def _attributions(self, run_id: str, cell: Cell, dataset: TextDataset, examples: list[Example],
-                      model: ModelHandle, progress: Progress, task) -> tuple[list[Attribution], str]:
+    def _attributions(
+        self,
+        run_id: str,
+        cell: Cell,
+        dataset: TextDataset,
+        examples: list[Example],
+        model: ModelHandle,
+        progress: Progress,
+        task,
+    ) -> tuple[list[Attribution], str]:
         explainer = cell.explainer
-        key = cache_key("attributions", model.key, explainer.identity, cell.seed, cell.dataset.spec.split,
-                        fingerprint_examples(examples), self.libraries)
+        key = cache_key(
+            "attributions",
+            model.key,
+            explainer.identity,
+            cell.seed,
+            cell.dataset.spec.split,
+            fingerprint_examples(examples),
+            self.libraries,
+        )
         cached = self.cache.get_json("attributions", key)
         if cached is not None:
             attributions = [Attribution.from_dict(item) for item in cached]
@@ -291,8 +365,15 @@ class Runner:
         self.store.record_attributions(run_id, cell, attributions)
         return attributions, key
 
-    def _explain(self, cell: Cell, dataset: TextDataset, examples: list[Example], model: ModelHandle,
-                 progress: Progress, task) -> list[Attribution]:
+    def _explain(
+        self,
+        cell: Cell,
+        dataset: TextDataset,
+        examples: list[Example],
+        model: ModelHandle,
+        progress: Progress,
+        task,
+    ) -> list[Attribution]:
         classifier = model.load()
         seed_everything(cell.seed)
         explainer = cell.explainer.cls(cell.explainer.params, seed=cell.seed)
@@ -317,20 +398,36 @@ class Runner:
                 torch.cuda.synchronize()
             seconds = (time.perf_counter() - started) / len(batch)
             if tuple(scores.shape) != tuple(encoding.input_ids.shape):
-                raise PluginError(f"explainer '{cell.explainer.name}' returned scores of shape {tuple(scores.shape)}, "
-                                  f"expected {tuple(encoding.input_ids.shape)} (batch × tokens)")
+                raise PluginError(
+                    f"explainer '{cell.explainer.name}' returned scores of shape {tuple(scores.shape)}, "
+                    f"expected {tuple(encoding.input_ids.shape)} (batch × tokens)"
+                )
             real = ~encoding.special_mask.to(scores.device)
             if not torch.isfinite(scores[real]).all():
                 raise PluginError(f"explainer '{cell.explainer.name}' returned non-finite scores")
             attributions += attributions_from_batch(
-                encoding.example_ids, encoding, scores, targets,
-                predicted, probabilities.gather(1, targets[:, None])[:, 0], seconds,
+                encoding.example_ids,
+                encoding,
+                scores,
+                targets,
+                predicted,
+                probabilities.gather(1, targets[:, None])[:, 0],
+                seconds,
             )
             progress.advance(task, len(batch))
         return attributions
 
-    def _metric(self, run_id: str, cell: Cell, dataset: TextDataset, examples: list[Example], model: ModelHandle,
-                attributions: list[Attribution], attribution_key: str, result: RunResult) -> None:
+    def _metric(
+        self,
+        run_id: str,
+        cell: Cell,
+        dataset: TextDataset,
+        examples: list[Example],
+        model: ModelHandle,
+        attributions: list[Attribution],
+        attribution_key: str,
+        result: RunResult,
+    ) -> None:
         metric = cell.metric
         key = cache_key("metric", attribution_key, metric.identity)
         started = time.perf_counter()
@@ -347,17 +444,24 @@ class Runner:
                 )
                 values = [float(value) for value in metric.cls(metric.params).compute(data)]
                 if len(values) != len(attributions):
-                    raise PluginError(f"metric '{metric.name}' returned {len(values)} values for "
-                                      f"{len(attributions)} examples")
+                    raise PluginError(
+                        f"metric '{metric.name}' returned {len(values)} values for "
+                        f"{len(attributions)} examples"
+                    )
             except Exception as error:
                 if not isinstance(error, StageFailed):
                     log.error("%s", traceback.format_exc())
-                self._fail(run_id, cell, describe_error(error) if not isinstance(error, StageFailed) else str(error),
-                           result)
+                self._fail(
+                    run_id,
+                    cell,
+                    describe_error(error) if not isinstance(error, StageFailed) else str(error),
+                    result,
+                )
                 return
             self.cache.put_json("metric-values", key, values)
-        self.store.record_cell(run_id, cell, [a.example_id for a in attributions], values,
-                               time.perf_counter() - started)
+        self.store.record_cell(
+            run_id, cell, [a.example_id for a in attributions], values, time.perf_counter() - started
+        )
 
 
 def test_accuracy(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> float | None:
@@ -379,5 +483,3 @@ def summary_line(result: RunResult) -> str:
     if failed:
         text += f", {failed} failed (see the report and results/logs/{result.run_id}.log)"
     return text + "."
-
-

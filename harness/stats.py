@@ -38,7 +38,12 @@ def summarize(values: Sequence[float | None], seed: int = 0) -> Summary:
     if np.all(data == data[0]):
         return Summary(mean, mean, mean, int(data.size))
     interval = bootstrap(
-        (data,), np.mean, confidence_level=CONFIDENCE, n_resamples=RESAMPLES, method="percentile",
-        random_state=np.random.default_rng(seed), vectorized=True,
+        (data,),
+        np.mean,
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+        vectorized=True,
     ).confidence_interval
     return Summary(mean, float(interval.low), float(interval.high), int(data.size))

@@ -105,8 +105,19 @@ CREATE INDEX IF NOT EXISTS records_by_run ON records (run_id, family, metric);
 """
 
 RECORD_FIELDS = (
-    "run_id", "suite", "dataset", "model", "variant", "explainer", "explainer_params",
-    "metric", "metric_params", "family", "seed", "example_id", "value",
+    "run_id",
+    "suite",
+    "dataset",
+    "model",
+    "variant",
+    "explainer",
+    "explainer_params",
+    "metric",
+    "metric_params",
+    "family",
+    "seed",
+    "example_id",
+    "value",
 )
 
 
@@ -143,49 +154,122 @@ class Store:
         return self.results_dir / "logs" / f"{run_id}.log"
 
     # -- writing -------------------------------------------------------------------------------
-    def create_run(self, run_id: str, suite, suite_hash: str, suite_path: str, suite_text: str,
-                   device: str, git_revision: str | None, versions: dict, options: dict) -> None:
+    def create_run(
+        self,
+        run_id: str,
+        suite,
+        suite_hash: str,
+        suite_path: str,
+        suite_text: str,
+        device: str,
+        git_revision: str | None,
+        versions: dict,
+        options: dict,
+    ) -> None:
         with closing(self.connect()) as db, db:
             db.execute(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, suite.name, suite.version, suite_hash, suite_path, suite_text, "running", now(), None,
-                 device, git_revision, json.dumps(versions), json.dumps(options), socket.gethostname(), os.getpid()),
+                (
+                    run_id,
+                    suite.name,
+                    suite.version,
+                    suite_hash,
+                    suite_path,
+                    suite_text,
+                    "running",
+                    now(),
+                    None,
+                    device,
+                    git_revision,
+                    json.dumps(versions),
+                    json.dumps(options),
+                    socket.gethostname(),
+                    os.getpid(),
+                ),
             )
 
     def claim_run(self, run_id: str, device: str) -> None:
         """Mark a resumed run as running in this process."""
         with closing(self.connect()) as db, db:
-            db.execute("UPDATE runs SET status='running', pid=?, host=?, device=?, finished_at=NULL WHERE run_id=?",
-                       (os.getpid(), socket.gethostname(), device, run_id))
+            db.execute(
+                "UPDATE runs SET status='running', pid=?, host=?, device=?, finished_at=NULL WHERE run_id=?",
+                (os.getpid(), socket.gethostname(), device, run_id),
+            )
 
     def finish_run(self, run_id: str, status: str) -> None:
         with closing(self.connect()) as db, db:
             db.execute("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", (status, now(), run_id))
 
-    def record_model(self, run_id: str, dataset: str, model: str, model_params: str, variant: str, seed: int,
-                     cache_key: str, test_accuracy: float | None, n_test: int, training: dict) -> None:
+    def record_model(
+        self,
+        run_id: str,
+        dataset: str,
+        model: str,
+        model_params: str,
+        variant: str,
+        seed: int,
+        cache_key: str,
+        test_accuracy: float | None,
+        n_test: int,
+        training: dict,
+    ) -> None:
         with closing(self.connect()) as db, db:
-            db.execute("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?)",
-                       (run_id, dataset, model, model_params, variant, seed, cache_key, test_accuracy, n_test,
-                        json.dumps(training)))
+            db.execute(
+                "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    dataset,
+                    model,
+                    model_params,
+                    variant,
+                    seed,
+                    cache_key,
+                    test_accuracy,
+                    n_test,
+                    json.dumps(training),
+                ),
+            )
 
     def record_attributions(self, run_id: str, cell: Cell, attributions: Sequence[Attribution]) -> None:
         rows = [
-            (run_id, cell.dataset.label, cell.model.label, cell.variant, cell.explainer.name,
-             cell.explainer.params_json, cell.seed, a.example_id, json.dumps(a.to_dict(), ensure_ascii=False))
+            (
+                run_id,
+                cell.dataset.label,
+                cell.model.label,
+                cell.variant,
+                cell.explainer.name,
+                cell.explainer.params_json,
+                cell.seed,
+                a.example_id,
+                json.dumps(a.to_dict(), ensure_ascii=False),
+            )
             for a in attributions
         ]
         with closing(self.connect()) as db, db:
             db.executemany("INSERT OR REPLACE INTO attributions VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
-    def record_cell(self, run_id: str, cell: Cell, example_ids: Sequence[str], values: Sequence[float],
-                    seconds: float) -> None:
+    def record_cell(
+        self, run_id: str, cell: Cell, example_ids: Sequence[str], values: Sequence[float], seconds: float
+    ) -> None:
         """A finished cell: its per-example records and its done mark, in one transaction."""
         metric = cell.metric
-        common = (run_id, cell.id, cell.dataset.label, cell.model.label, cell.variant, cell.explainer.name,
-                  cell.explainer.params_json, metric.name, metric.params_json, metric.cls.family, cell.seed)
-        rows = [(*common, example_id, None if value != value else float(value))
-                for example_id, value in zip(example_ids, values, strict=True)]
+        common = (
+            run_id,
+            cell.id,
+            cell.dataset.label,
+            cell.model.label,
+            cell.variant,
+            cell.explainer.name,
+            cell.explainer.params_json,
+            metric.name,
+            metric.params_json,
+            metric.cls.family,
+            cell.seed,
+        )
+        rows = [
+            (*common, example_id, None if value != value else float(value))
+            for example_id, value in zip(example_ids, values, strict=True)
+        ]
         with closing(self.connect()) as db, db:
             db.execute("DELETE FROM records WHERE run_id=? AND cell_id=?", (run_id, cell.id))
             db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -200,23 +284,44 @@ class Store:
         metric = cell.metric
         db.execute(
             "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_id, cell.id, cell.dataset.label, cell.model.label, cell.variant, cell.explainer.name,
-             cell.explainer.label, cell.explainer.params_json, metric.name, metric.label, metric.params_json,
-             metric.cls.family, metric.cls.direction, cell.seed, status, error, seconds, now()),
+            (
+                run_id,
+                cell.id,
+                cell.dataset.label,
+                cell.model.label,
+                cell.variant,
+                cell.explainer.name,
+                cell.explainer.label,
+                cell.explainer.params_json,
+                metric.name,
+                metric.label,
+                metric.params_json,
+                metric.cls.family,
+                metric.cls.direction,
+                cell.seed,
+                status,
+                error,
+                seconds,
+                now(),
+            ),
         )
 
     # -- reading -------------------------------------------------------------------------------
     def done_cells(self, run_id: str) -> set[str]:
         with closing(self.connect()) as db:
-            return {row["cell_id"] for row in db.execute(
-                "SELECT cell_id FROM cells WHERE run_id=? AND status='done'", (run_id,))}
+            return {
+                row["cell_id"]
+                for row in db.execute("SELECT cell_id FROM cells WHERE run_id=? AND status='done'", (run_id,))
+            }
 
     def resumable_run(self, suite_hash: str) -> str | None:
         """The latest unfinished run of this exact suite whose process is gone (killed or crashed)."""
         with closing(self.connect()) as db:
             row = db.execute(
                 "SELECT run_id, pid, host FROM runs WHERE suite_hash=? AND status='running' "
-                "ORDER BY started_at DESC, rowid DESC LIMIT 1", (suite_hash,)).fetchone()
+                "ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                (suite_hash,),
+            ).fetchone()
         if row is None:
             return None
         if row["host"] == socket.gethostname() and _pid_alive(row["pid"]) and row["pid"] != os.getpid():
@@ -229,7 +334,9 @@ class Store:
             raise BenchError(f"{self.path}: no results yet; run a suite first (bench run SUITE)")
         with closing(self.connect()) as db:
             if run == "latest":
-                row = db.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
+                row = db.execute(
+                    "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1"
+                ).fetchone()
                 if row is None:
                     raise BenchError(f"{self.path}: no runs stored yet; run a suite first (bench run SUITE)")
                 return row["run_id"]
@@ -252,19 +359,29 @@ class Store:
         if not self.path.exists():
             return []
         with closing(self.connect()) as db:
-            return [dict(row) for row in db.execute(
-                "SELECT r.run_id, r.suite, r.suite_version, r.status, r.started_at, r.finished_at, r.device, "
-                "(SELECT COUNT(*) FROM cells c WHERE c.run_id=r.run_id AND c.status='done') AS done, "
-                "(SELECT COUNT(*) FROM cells c WHERE c.run_id=r.run_id AND c.status='failed') AS failed "
-                "FROM runs r ORDER BY r.started_at, r.rowid")]
+            return [
+                dict(row)
+                for row in db.execute(
+                    "SELECT r.run_id, r.suite, r.suite_version, r.status, r.started_at, r.finished_at, r.device, "
+                    "(SELECT COUNT(*) FROM cells c WHERE c.run_id=r.run_id AND c.status='done') AS done, "
+                    "(SELECT COUNT(*) FROM cells c WHERE c.run_id=r.run_id AND c.status='failed') AS failed "
+                    "FROM runs r ORDER BY r.started_at, r.rowid"
+                )
+            ]
 
     def cells(self, run_id: str) -> list[dict]:
         with closing(self.connect()) as db:
-            return [dict(row) for row in db.execute("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", (run_id,))]
+            return [
+                dict(row)
+                for row in db.execute("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", (run_id,))
+            ]
 
     def models(self, run_id: str) -> list[dict]:
         with closing(self.connect()) as db:
-            rows = [dict(row) for row in db.execute("SELECT * FROM models WHERE run_id=? ORDER BY rowid", (run_id,))]
+            rows = [
+                dict(row)
+                for row in db.execute("SELECT * FROM models WHERE run_id=? ORDER BY rowid", (run_id,))
+            ]
         for row in rows:
             row["training"] = json.loads(row["training"])
         return rows
@@ -286,10 +403,15 @@ class Store:
     def report_rows(self, run_id: str) -> list[dict]:
         """Per-example values with the labels and metadata reports group and rank by."""
         with closing(self.connect()) as db:
-            return [dict(row) for row in db.execute(
-                "SELECT c.family, c.direction, c.dataset, c.model, c.variant, c.explainer_label, c.metric_label, "
-                "r.seed, r.example_id, r.value FROM records r JOIN cells c "
-                "ON c.run_id = r.run_id AND c.cell_id = r.cell_id WHERE r.run_id=? ORDER BY r.rowid", (run_id,))]
+            return [
+                dict(row)
+                for row in db.execute(
+                    "SELECT c.family, c.direction, c.dataset, c.model, c.variant, c.explainer_label, c.metric_label, "
+                    "r.seed, r.example_id, r.value FROM records r JOIN cells c "
+                    "ON c.run_id = r.run_id AND c.cell_id = r.cell_id WHERE r.run_id=? ORDER BY r.rowid",
+                    (run_id,),
+                )
+            ]
 
     def attributions(self, run_id: str) -> Iterator[dict]:
         with closing(self.connect()) as db:

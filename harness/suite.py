@@ -33,7 +33,9 @@ class Spec(BaseModel):
 
 
 class DatasetSpec(Spec):
-    split: Literal["test", "validation", "train"] = Field("test", description="split whose examples are explained")
+    split: Literal["test", "validation", "train"] = Field(
+        "test", description="split whose examples are explained"
+    )
     sample: int | None = Field(
         None, ge=1, description="explain only the first N examples of the split (the split order is fixed)"
     )
@@ -119,14 +121,17 @@ def load_suite(path: str | Path, registry: Registry) -> LoadedSuite:
             where = (section, index)
             if spec.name not in registry.names(kind):
                 raise locator.fail(
-                    (*where, "name"), f"unknown {kind} '{spec.name}'{suggest(spec.name, registry.names(kind))}"
+                    (*where, "name"),
+                    f"unknown {kind} '{spec.name}'{suggest(spec.name, registry.names(kind))}",
                 )
             info = registry.get(kind, spec.name)
             for user_params in _expand_grid(spec.params, locator, (*where, "params")):
                 try:
                     params = info.cls.Params.model_validate(user_params)
                 except ValidationError as error:
-                    raise locator.error(error.errors()[0], info.cls.Params, prefix=(*where, "params")) from None
+                    raise locator.error(
+                        error.errors()[0], info.cls.Params, prefix=(*where, "params")
+                    ) from None
                 entries[section].append(PluginEntry.create(info, spec, params, user_params))
     return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries)
 

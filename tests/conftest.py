@@ -28,8 +28,20 @@ def example_plugin_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
     skip = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
     shutil.copytree(EXAMPLE_PLUGIN, source, ignore=skip)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(target),
+            str(source),
+        ],
         capture_output=True,
         text=True,
     )
@@ -42,8 +54,9 @@ TINY_DATA = FIXTURES / "tiny_sentiment.jsonl"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def make_distribution(root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str],
-                      version: str = "1.0") -> Path:
+def make_distribution(
+    root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "1.0"
+) -> Path:
     """Write an installed-looking distribution into ``root``: modules plus a ``.dist-info`` whose
     ``entry_points.txt`` registers them under ``bench.plugins``. Put ``root`` on ``sys.path`` (or
     ``PYTHONPATH``) and entry-point discovery finds it exactly as it finds a pip-installed package."""
@@ -60,16 +73,22 @@ def make_distribution(root: Path, name: str, modules: dict[str, str], entry_poin
 
 def tiny_suite_text(explainers: str = "", metrics: str = "", extra: str = "") -> str:
     """A suite on the tiny fixture dataset and the bag-of-words model: runs in seconds."""
-    explainers = explainers or """
+    explainers = (
+        explainers
+        or """
   - name: random
   - name: saliency
     params: {reduction: input_x_gradient}"""
-    metrics = metrics or """
+    )
+    metrics = (
+        metrics
+        or """
   - name: comprehensiveness
     params: {bins: [10, 50]}
   - name: sufficiency
     params: {bins: [10, 50]}
   - name: runtime"""
+    )
     return f"""name: tiny
 version: 1
 seeds: [0]

@@ -17,8 +17,13 @@ from harness.store import RECORD_FIELDS
 
 
 def bench(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +70,13 @@ def test_report_markdown_and_csv_carry_the_same_cells(finished_run):
     root, env, _ = finished_run
     markdown = bench("report", "latest", "--results", root / "results", "--format", "md", env=env).stdout
     assert "## faithfulness" in markdown and "| explainer |" in markdown and "**" in markdown
-    table = list(csv.DictReader(io.StringIO(bench("report", "latest", "--results", root / "results",
-                                                   "--format", "csv", env=env).stdout)))
+    table = list(
+        csv.DictReader(
+            io.StringIO(
+                bench("report", "latest", "--results", root / "results", "--format", "csv", env=env).stdout
+            )
+        )
+    )
     assert len(table) == 3 * 3  # explainers × metrics
     assert {row["family"] for row in table} == {"faithfulness", "cost", "complexity"}
 
@@ -79,13 +89,24 @@ def test_export_jsonl_has_exactly_the_documented_fields(finished_run):
     assert all(tuple(row) == RECORD_FIELDS for row in rows)
     comprehensiveness = next(r for r in rows if r["metric"] == "comprehensiveness")
     assert comprehensiveness["metric_params"] == {"bins": [10.0, 50.0], "masking": "delete"}
-    assert comprehensiveness["family"] == "faithfulness" and isinstance(comprehensiveness["explainer_params"], dict)
+    assert comprehensiveness["family"] == "faithfulness" and isinstance(
+        comprehensiveness["explainer_params"], dict
+    )
 
 
 def test_export_parquet_and_csv(finished_run, tmp_path):
     root, env, _ = finished_run
-    bench("export", "latest", "--results", root / "results", "--format", "parquet", "--out", tmp_path / "r.parquet",
-          env=env)
+    bench(
+        "export",
+        "latest",
+        "--results",
+        root / "results",
+        "--format",
+        "parquet",
+        "--out",
+        tmp_path / "r.parquet",
+        env=env,
+    )
     frame = pd.read_parquet(tmp_path / "r.parquet")
     assert tuple(frame.columns) == RECORD_FIELDS and len(frame) == 54
     text = bench("export", "latest", "--results", root / "results", "--format", "csv", env=env).stdout

@@ -42,8 +42,12 @@ def write_jsonl(path: Path, rows) -> Path:
 def sentiment_rows(prefix: str, count: int):
     """``count`` rows alternating negative / positive."""
     return [
-        {"id": f"{prefix}-{i}", "text": f"{prefix} text {i}", "label": i % 2,
-         "label_name": ["negative", "positive"][i % 2]}
+        {
+            "id": f"{prefix}-{i}",
+            "text": f"{prefix} text {i}",
+            "label": i % 2,
+            "label_name": ["negative", "positive"][i % 2],
+        }
         for i in range(count)
     ]
 
@@ -150,25 +154,41 @@ def test_jsonl_single_file_is_split_three_ways_stratified(tmp_path):
 
 
 def test_jsonl_reads_single_text_rows_into_examples(tmp_path):
-    write_jsonl(tmp_path / "tiny" / "test.jsonl", [{"id": "a", "text": "good film", "label": 1,
-                                                   "label_name": "positive", "extra": 3}])
-    write_jsonl(tmp_path / "tiny" / "train.jsonl", [{"id": "b", "text": "bad film", "label": 0,
-                                                    "label_name": "negative"}])
+    write_jsonl(
+        tmp_path / "tiny" / "test.jsonl",
+        [{"id": "a", "text": "good film", "label": 1, "label_name": "positive", "extra": 3}],
+    )
+    write_jsonl(
+        tmp_path / "tiny" / "train.jsonl",
+        [{"id": "b", "text": "bad film", "label": 0, "label_name": "negative"}],
+    )
     dataset = load_jsonl(path=str(tmp_path / "tiny"), validation_fraction=0.0)
     (example,) = dataset.test
     assert (example.id, example.text, example.label, example.text_pair, example.rationale) == (
-        "a", "good film", 1, None, None
+        "a",
+        "good film",
+        1,
+        None,
+        None,
     )
     assert dataset.labels == ("negative", "positive")
     assert dataset.name == "tiny"
 
 
 def test_jsonl_reads_rationales_as_tuples_of_spans(tmp_path):
-    file = write_jsonl(tmp_path / "r.jsonl", [
-        {"id": "a", "text": "a truly great film", "label": 1, "label_name": "pos",
-         "rationale": [[2, 7], [8, 13]]},
-        {"id": "b", "text": "dull", "label": 0, "label_name": "neg", "rationale": []},
-    ])
+    file = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {
+                "id": "a",
+                "text": "a truly great film",
+                "label": 1,
+                "label_name": "pos",
+                "rationale": [[2, 7], [8, 13]],
+            },
+            {"id": "b", "text": "dull", "label": 0, "label_name": "neg", "rationale": []},
+        ],
+    )
     dataset = load_jsonl(path=str(file), test_fraction=1.0, validation_fraction=0.0)
     by_id = {example.id: example for example in dataset.test}
     assert by_id["a"].rationale == ((2, 7), (8, 13))
@@ -176,12 +196,27 @@ def test_jsonl_reads_rationales_as_tuples_of_spans(tmp_path):
 
 
 def test_jsonl_reads_pairs_with_rationales_on_both_texts(tmp_path):
-    file = write_jsonl(tmp_path / "nli.jsonl", [
-        {"id": "p", "text_a": "a man sleeps", "text_b": "a person rests", "label": 0,
-         "label_name": "entailment", "rationale_a": [[6, 12]], "rationale_b": [[9, 14]]},
-        {"id": "q", "text_a": "a dog runs", "text_b": "a cat sits", "label": 1,
-         "label_name": "contradiction"},
-    ])
+    file = write_jsonl(
+        tmp_path / "nli.jsonl",
+        [
+            {
+                "id": "p",
+                "text_a": "a man sleeps",
+                "text_b": "a person rests",
+                "label": 0,
+                "label_name": "entailment",
+                "rationale_a": [[6, 12]],
+                "rationale_b": [[9, 14]],
+            },
+            {
+                "id": "q",
+                "text_a": "a dog runs",
+                "text_b": "a cat sits",
+                "label": 1,
+                "label_name": "contradiction",
+            },
+        ],
+    )
     dataset = load_jsonl(path=str(file), test_fraction=1.0, validation_fraction=0.0)
     assert dataset.is_pair
     by_id = {example.id: example for example in dataset.test}
@@ -289,9 +324,13 @@ def test_jsonl_missing_field_error_names_file_line_and_field(tmp_path):
 
 
 def test_jsonl_one_label_with_two_names_is_an_error(tmp_path):
-    file = write_jsonl(tmp_path / "d.jsonl", [
-        {"text": "x", "label": 0, "label_name": "negative"}, {"text": "y", "label": 0, "label_name": "bad"},
-    ])
+    file = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"text": "x", "label": 0, "label_name": "negative"},
+            {"text": "y", "label": 0, "label_name": "bad"},
+        ],
+    )
     with pytest.raises(BenchError, match="label 0 is named 'bad' here but 'negative' earlier"):
         load_jsonl(path=str(file))
 
@@ -339,8 +378,10 @@ def test_eraser_rationales_are_character_spans_over_the_text():
     assert (len(dataset.train), len(dataset.test)) == (0, 199)
     assert all(example.rationale for example in dataset.test)
     for example in dataset.test:
-        assert all(isinstance(span, tuple) and 0 <= span[0] < span[1] <= len(example.text)
-                   for span in example.rationale)
+        assert all(
+            isinstance(span, tuple) and 0 <= span[0] < span[1] <= len(example.text)
+            for span in example.rationale
+        )
     first = dataset.test[0]
     start, end = first.rationale[0]
     assert first.text[start:end] == first.text[start:end].strip()  # spans start and end on tokens
@@ -413,8 +454,10 @@ def test_hf_reads_class_label_names_and_carves_validation_from_train(monkeypatch
     def load_dataset(path, name=None, revision=None):
         calls.append((path, name, revision))
         return {
-            "train": FakeSplit({"text": [f"t{i}" for i in range(20)], "label": [i % 2 for i in range(20)]},
-                               {"label": class_label}),
+            "train": FakeSplit(
+                {"text": [f"t{i}" for i in range(20)], "label": [i % 2 for i in range(20)]},
+                {"label": class_label},
+            ),
             "test": FakeSplit({"text": ["a", "b"], "label": [0, 1]}, {"label": class_label}),
         }
 
@@ -425,7 +468,8 @@ def test_hf_reads_class_label_names_and_carves_validation_from_train(monkeypatch
     assert dataset.labels == ("World", "Sports")
     assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (16, 4, 2)
     assert [(example.id, example.text, example.label) for example in dataset.test] == [
-        ("test-0", "a", 0), ("test-1", "b", 1)
+        ("test-0", "a", 0),
+        ("test-1", "b", 1),
     ]
 
 

@@ -51,8 +51,14 @@ def encoding(rows: list[list[tuple[str, tuple[int, int], int]]]) -> Encoding:
 # "hello world" (4 tokens) and the pair ("abc", "no") (6 tokens), so row 0 has two padding positions.
 BATCH = [
     [("[CLS]", (0, 0), -1), ("hello", (0, 5), 0), ("world", (6, 11), 0), ("[SEP]", (0, 0), -1)],
-    [("[CLS]", (0, 0), -1), ("ab", (0, 2), 0), ("##c", (2, 3), 0), ("[SEP]", (0, 0), -1),
-     ("no", (0, 2), 1), ("[SEP]", (0, 0), -1)],
+    [
+        ("[CLS]", (0, 0), -1),
+        ("ab", (0, 2), 0),
+        ("##c", (2, 3), 0),
+        ("[SEP]", (0, 0), -1),
+        ("no", (0, 2), 1),
+        ("[SEP]", (0, 0), -1),
+    ],
 ]
 TARGETS = torch.tensor([1, 0])
 
@@ -129,8 +135,9 @@ def test_entropy_of_uniform_scores_is_log_n():
 
 
 def test_entropy_of_one_token_holding_all_the_score_is_zero_and_zero_scores_add_nothing():
-    one_hot, with_zero = entropy_of(attribution([0, 0, 7, 0, 0], [-1, 0, 0, 0, -1]),
-                                    attribution([0, 0, 2, 2, 0], [-1, 0, 0, 0, -1]))
+    one_hot, with_zero = entropy_of(
+        attribution([0, 0, 7, 0, 0], [-1, 0, 0, 0, -1]), attribution([0, 0, 2, 2, 0], [-1, 0, 0, 0, -1])
+    )
     assert one_hot == 0.0
     assert with_zero == pytest.approx(math.log(2))
 
@@ -163,8 +170,14 @@ print(json.dumps({"rows": rows, "module": bench_plugin_example.__file__}))
 
 def test_installed_example_package_is_discovered_through_the_entry_point_group(example_plugin_target: Path):
     env = {**os.environ, "PYTHONPATH": str(example_plugin_target)}
-    result = subprocess.run([sys.executable, "-c", DISCOVER], capture_output=True, text=True, env=env,
-                            cwd=example_plugin_target, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", DISCOVER],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=example_plugin_target,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(found["module"]).resolve().is_relative_to(example_plugin_target.resolve())
@@ -172,13 +185,19 @@ def test_installed_example_package_is_discovered_through_the_entry_point_group(e
     rows = {(row["kind"], row["name"]): row for row in found["rows"] if row["package"] == package}
     assert rows == {
         ("explainer", "token-length"): {
-            "kind": "explainer", "name": "token-length", "package": package, "version": "0.1.0",
+            "kind": "explainer",
+            "name": "token-length",
+            "package": package,
+            "version": "0.1.0",
             "plugin_version": "1",
             "description": "Token-length heuristic: scores each token by the number of characters it covers.",
         },
         ("metric", "attribution-entropy"): {
-            "kind": "metric", "name": "attribution-entropy", "package": package,
-            "version": "0.1.0", "plugin_version": "1",
+            "kind": "metric",
+            "name": "attribution-entropy",
+            "package": package,
+            "version": "0.1.0",
+            "plugin_version": "1",
             "description": "Attribution entropy (Bhatt et al. 2020 complexity): lower means fewer tokens "
             "carry the score.",
         },

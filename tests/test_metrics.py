@@ -45,10 +45,18 @@ def attribution(classifier, text: str, scores: list[float], seconds: float = 0.0
     encoding = classifier.encode([Example("x", text, 1)])
     length = len(encoding.tokens[0])
     return Attribution(
-        example_id=text, target=1, predicted=1, probability=0.0,
-        input_ids=encoding.input_ids[0, :length].tolist(), token_type_ids=None, tokens=encoding.tokens[0],
-        offsets=encoding.offsets[0], word_ids=encoding.word_ids[0], segments=encoding.segments[0],
-        scores=scores, seconds=seconds,
+        example_id=text,
+        target=1,
+        predicted=1,
+        probability=0.0,
+        input_ids=encoding.input_ids[0, :length].tolist(),
+        token_type_ids=None,
+        tokens=encoding.tokens[0],
+        offsets=encoding.offsets[0],
+        word_ids=encoding.word_ids[0],
+        segments=encoding.segments[0],
+        scores=scores,
+        seconds=seconds,
     )
 
 

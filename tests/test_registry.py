@@ -32,7 +32,11 @@ def bench_explainers():
 def test_builtins_are_discovered_through_the_entry_point_group():
     registry = Registry.discover()
     builtin = {(info.kind, info.name) for info in registry.all() if info.package == "xai-bench-harness"}
-    assert {("explainer", "random"), ("explainer", "saliency"), ("explainer", "integrated-gradients")} <= builtin
+    assert {
+        ("explainer", "random"),
+        ("explainer", "saliency"),
+        ("explainer", "integrated-gradients"),
+    } <= builtin
     assert {("model", "minilm-head"), ("model", "hf"), ("model", "bow")} <= builtin
     assert {("dataset", "bbc-news"), ("dataset", "jsonl"), ("dataset", "hf")} <= builtin
     assert {("metric", "comprehensiveness"), ("metric", "sufficiency"), ("metric", "runtime")} <= builtin
@@ -40,10 +44,18 @@ def test_builtins_are_discovered_through_the_entry_point_group():
 
 
 def test_two_plugins_with_one_name_is_an_error_naming_both_packages(tmp_path, monkeypatch):
-    make_distribution(tmp_path / "a", "alpha-plugins", {"alpha_mod": EXPLAINER_MODULE.format(cls="A", name="twin")},
-                      {"alpha": "alpha_mod"})
-    make_distribution(tmp_path / "b", "beta-plugins", {"beta_mod": EXPLAINER_MODULE.format(cls="B", name="twin")},
-                      {"beta": "beta_mod"})
+    make_distribution(
+        tmp_path / "a",
+        "alpha-plugins",
+        {"alpha_mod": EXPLAINER_MODULE.format(cls="A", name="twin")},
+        {"alpha": "alpha_mod"},
+    )
+    make_distribution(
+        tmp_path / "b",
+        "beta-plugins",
+        {"beta_mod": EXPLAINER_MODULE.format(cls="B", name="twin")},
+        {"beta": "beta_mod"},
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "a"))
     monkeypatch.syspath_prepend(str(tmp_path / "b"))
     with pytest.raises(BenchError) as error:
@@ -53,8 +65,12 @@ def test_two_plugins_with_one_name_is_an_error_naming_both_packages(tmp_path, mo
 
 
 def test_a_plugin_that_fails_to_import_warns_and_the_rest_still_loads(tmp_path, monkeypatch):
-    make_distribution(tmp_path, "broken-plugins", {"broken_mod": "import does_not_exist_anywhere\n"},
-                      {"broken": "broken_mod"})
+    make_distribution(
+        tmp_path,
+        "broken-plugins",
+        {"broken_mod": "import does_not_exist_anywhere\n"},
+        {"broken": "broken_mod"},
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.warns(PluginLoadWarning, match="'broken'.*'broken-plugins'.*does_not_exist_anywhere"):
         registry = Registry.discover()
@@ -78,8 +94,13 @@ def test_unknown_plugin_name_suggests_the_closest():
 
 def test_bench_plugins_lists_the_installed_example_plugin(example_plugin_target):
     env = {**os.environ, "PYTHONPATH": str(example_plugin_target)}
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "plugins", "--json"], capture_output=True,
-                            text=True, env=env, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     plugins = json.loads(result.stdout)["plugins"]
     rows = {(p["kind"], p["name"]): p for p in plugins}
     assert rows[("explainer", "token-length")]["package"] == "bench-plugin-example"

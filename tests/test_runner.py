@@ -11,7 +11,7 @@ import pytest
 from conftest import make_distribution, tiny_suite_text
 
 from harness.registry import get_registry
-from harness.runner import RunOptions, Runner
+from harness.runner import Runner, RunOptions
 from harness.store import Store
 from harness.suite import load_suite
 
@@ -54,15 +54,30 @@ def bench_explainers():
 
 def run_suite(path, tmp_path, **options):
     loaded = load_suite(path, get_registry())
-    options = {"results_dir": tmp_path / "results", "cache_dir": tmp_path / "cache", "progress": False, **options}
+    options = {
+        "results_dir": tmp_path / "results",
+        "cache_dir": tmp_path / "cache",
+        "progress": False,
+        **options,
+    }
     return Runner(loaded, RunOptions(**options)).run()
 
 
 def deterministic_records(store: Store, run_id: str) -> list[tuple]:
     return sorted(
-        (r["dataset"], r["model"], r["explainer"], str(r["explainer_params"]), r["metric"], str(r["metric_params"]),
-         r["seed"], r["example_id"], r["value"])
-        for r in store.records(run_id) if r["metric"] != "runtime"
+        (
+            r["dataset"],
+            r["model"],
+            r["explainer"],
+            str(r["explainer_params"]),
+            r["metric"],
+            str(r["metric_params"]),
+            r["seed"],
+            r["example_id"],
+            r["value"],
+        )
+        for r in store.records(run_id)
+        if r["metric"] != "runtime"
     )
 
 
@@ -115,8 +130,12 @@ def test_no_cache_recomputes(write_suite, tmp_path, monkeypatch):
 
 
 def test_a_raising_plugin_fails_only_its_own_cells(write_suite, tmp_path, monkeypatch, fresh_registry):
-    make_distribution(tmp_path / "site", "exploding-plugin", {"exploding_mod": RAISING_EXPLAINER},
-                      {"exploding": "exploding_mod"})
+    make_distribution(
+        tmp_path / "site",
+        "exploding-plugin",
+        {"exploding_mod": RAISING_EXPLAINER},
+        {"exploding": "exploding_mod"},
+    )
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     fresh_registry()
     explainers = "\n  - name: random\n  - name: exploding\n  - name: saliency"
@@ -133,23 +152,37 @@ def test_a_raising_plugin_fails_only_its_own_cells(write_suite, tmp_path, monkey
 
 
 def test_a_failing_model_fails_its_cells_and_reports_why(write_suite, tmp_path):
-    text = tiny_suite_text().replace("params: {dim: 8, max_epochs: 20}", "params: {dim: 8}\n    variants: [other]")
+    text = tiny_suite_text().replace(
+        "params: {dim: 8, max_epochs: 20}", "params: {dim: 8}\n    variants: [other]"
+    )
     result = run_suite(write_suite(text), tmp_path)
     assert len(result.failed) == 6
     assert all(error == "bow has no variant 'other'" for _, error in result.failed)
 
 
 def test_a_run_killed_mid_way_resumes_and_matches_an_uninterrupted_run(write_suite, tmp_path):
-    site = make_distribution(tmp_path / "site", "kill-plugin", {"kill_mod": KILL_SWITCH_EXPLAINER},
-                             {"kill": "kill_mod"})
-    explainers = "\n  - name: random\n  - name: saliency\n  - name: kill-switch\n  - name: integrated-gradients"
+    site = make_distribution(
+        tmp_path / "site", "kill-plugin", {"kill_mod": KILL_SWITCH_EXPLAINER}, {"kill": "kill_mod"}
+    )
+    explainers = (
+        "\n  - name: random\n  - name: saliency\n  - name: kill-switch\n  - name: integrated-gradients"
+    )
     path = write_suite(tiny_suite_text(explainers=explainers))
     marker = tmp_path / "kill-now"
     env = {**os.environ, "PYTHONPATH": str(site), "BENCH_TEST_KILL_MARKER": str(marker)}
 
     def bench(results, cache):
-        command = [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(results),
-                   "--cache-dir", str(cache)]
+        command = [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            str(path),
+            "--out",
+            str(results),
+            "--cache-dir",
+            str(cache),
+        ]
         return subprocess.run(command, capture_output=True, text=True, env=env)
 
     marker.touch()

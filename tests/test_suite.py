@@ -72,7 +72,7 @@ def test_wrong_type_names_the_field_and_the_value(write_suite):
 def test_invalid_plugin_parameter_value_is_reported_with_its_line(write_suite):
     text = tiny_suite_text().replace("reduction: input_x_gradient", "reduction: cubic")
     path = write_suite(text)
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if "reduction: cubic" in l)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "reduction: cubic" in row)
     message = error_of(path)
     assert message.startswith(f"{path}:{line}: explainers[1].params.reduction: ") and "'cubic'" in message
 
@@ -125,8 +125,9 @@ def test_grid_entries_must_be_lists(write_suite):
 
 def test_validate_command_exits_2_with_one_line_and_no_traceback(write_suite):
     path = write_suite(tiny_suite_text().replace("name: random", "name: randon"))
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(path)], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", str(path)], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip().count("\n") == 0
@@ -135,7 +136,8 @@ def test_validate_command_exits_2_with_one_line_and_no_traceback(write_suite):
 
 def test_validate_command_counts_the_cells(write_suite):
     path = write_suite(tiny_suite_text())
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(path)], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", str(path)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "valid — 6 cells" in result.stdout

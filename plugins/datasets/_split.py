@@ -16,13 +16,16 @@ class SubsetParams(Params):
     """Parameters of every built-in dataset: how validation is carved, the seed, a train cap."""
 
     validation_fraction: float = Field(
-        0.1, ge=0.0, le=1.0,
+        0.1,
+        ge=0.0,
+        le=1.0,
         description="fraction of the examples held out as the validation split when the data has none "
         "(stratified by label)",
     )
     split_seed: int = Field(0, description="seed of the stratified splits and of the max_train subsample")
     max_train: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="keep at most this many train examples (stratified subsample), for quick suites; "
         "none keeps all",
     )
@@ -32,7 +35,9 @@ class SplitParams(SubsetParams):
     """Parameters of a dataset that is split into train, validation and test by fractions."""
 
     test_fraction: float = Field(
-        0.2, ge=0.0, le=1.0,
+        0.2,
+        ge=0.0,
+        le=1.0,
         description="fraction of the examples held out as the test split when the data has none "
         "(stratified by label); 1.0 puts everything in test, for evaluation-only data",
     )
@@ -141,7 +146,11 @@ def example_from_row(
         rationale = _optional_spans(row, "rationale_a", text, where)
         rationale_pair = _optional_spans(row, "rationale_b", text_pair, where)
     return Example(
-        id=example_id, text=text, label=label, text_pair=text_pair, rationale=rationale,
+        id=example_id,
+        text=text,
+        label=label,
+        text_pair=text_pair,
+        rationale=rationale,
         rationale_pair=rationale_pair,
     )
 

@@ -100,7 +100,10 @@ class HuggingFaceDataset(Dataset):
             test=examples["test"],
             is_pair=params.text_pair_field is not None,
             extra={
-                "path": params.path, "config": params.config, "revision": params.revision, "splits": splits,
+                "path": params.path,
+                "config": params.config,
+                "revision": params.revision,
+                "splits": splits,
             },
         )
 
@@ -120,8 +123,12 @@ class HuggingFaceDataset(Dataset):
                 row[params.text_pair_field] = pairs[index]
             examples.append(
                 example_from_row(
-                    row, example_id=f"{split}-{index}", label=to_id[value], where=where,
-                    text_field=params.text_field, text_pair_field=params.text_pair_field,
+                    row,
+                    example_id=f"{split}-{index}",
+                    label=to_id[value],
+                    where=where,
+                    text_field=params.text_field,
+                    text_pair_field=params.text_pair_field,
                 )
             )
         return tuple(examples)

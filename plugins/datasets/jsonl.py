@@ -204,8 +204,12 @@ class _Reader:
         self.ids[example_id] = where
         if is_pair:
             return example_from_row(
-                row, example_id=example_id, label=label, where=where,
-                text_field="text_a", text_pair_field="text_b",
+                row,
+                example_id=example_id,
+                label=label,
+                where=where,
+                text_field="text_a",
+                text_pair_field="text_b",
             )
         return example_from_row(row, example_id=example_id, label=label, where=where)
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from captum.attr import InputXGradient, IntegratedGradients as CaptumIntegratedGradients, Saliency as CaptumSaliency
+from captum.attr import (
+    InputXGradient,
+)
+from captum.attr import (
+    IntegratedGradients as CaptumIntegratedGradients,
+)
+from captum.attr import (
+    Saliency as CaptumSaliency,
+)
 from pydantic import Field
 
 from harness import Classifier, Encoding, Explainer, Params, PluginError
@@ -59,7 +67,9 @@ class Saliency(Explainer):
                 embeddings, target=targets, additional_forward_args=extra, abs=False
             )
             return gradients.norm(dim=-1)
-        products = InputXGradient(forward).attribute(embeddings, target=targets, additional_forward_args=extra)
+        products = InputXGradient(forward).attribute(
+            embeddings, target=targets, additional_forward_args=extra
+        )
         return products.sum(dim=-1)
 
 
@@ -95,7 +105,9 @@ class IntegratedGradients(Explainer):
             "mask": classifier.mask_token_id,
         }[self.params.baseline]
         if token_id is None:
-            raise PluginError(f"baseline '{self.params.baseline}' is not available: the tokenizer has no such token")
+            raise PluginError(
+                f"baseline '{self.params.baseline}' is not available: the tokenizer has no such token"
+            )
         ids = torch.where(real, torch.full_like(encoding.input_ids, token_id), encoding.input_ids)
         return classifier.input_embeddings(ids).detach()
 

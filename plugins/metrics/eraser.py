@@ -47,8 +47,12 @@ class Comprehensiveness(Metric):
 
     def compute(self, data: MetricInput) -> np.ndarray:
         full, removed = removal_curves(
-            data.classifier, data.attributions, self.params.bins, keep=False,
-            masking=self.params.masking, batch_size=data.batch_size,
+            data.classifier,
+            data.attributions,
+            self.params.bins,
+            keep=False,
+            masking=self.params.masking,
+            batch_size=data.batch_size,
         )
         return (full[:, None] - removed).mean(axis=1)
 
@@ -68,7 +72,11 @@ class Sufficiency(Metric):
 
     def compute(self, data: MetricInput) -> np.ndarray:
         full, kept = removal_curves(
-            data.classifier, data.attributions, self.params.bins, keep=True,
-            masking=self.params.masking, batch_size=data.batch_size,
+            data.classifier,
+            data.attributions,
+            self.params.bins,
+            keep=True,
+            masking=self.params.masking,
+            batch_size=data.batch_size,
         )
         return (full[:, None] - kept).mean(axis=1)

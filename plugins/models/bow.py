@@ -65,7 +65,9 @@ class BagOfWordsClassifier(Classifier, torch.nn.Module):
         input_ids = torch.full((len(rows), max(width, 1)), PAD, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for r, row in enumerate(rows):
-            input_ids[r, : len(row)] = torch.tensor([self.index.get(t, UNK) for t, _, _ in row], dtype=torch.long)
+            input_ids[r, : len(row)] = torch.tensor(
+                [self.index.get(t, UNK) for t, _, _ in row], dtype=torch.long
+            )
             attention_mask[r, : len(row)] = 1
         word_ids = [[None if s < 0 else i for i, (_, _, s) in enumerate(row)] for row in rows]
         return Encoding(
@@ -81,7 +83,9 @@ class BagOfWordsClassifier(Classifier, torch.nn.Module):
     def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(input_ids)
 
-    def logits(self, *, attention_mask, input_ids=None, inputs_embeds=None, token_type_ids=None) -> torch.Tensor:
+    def logits(
+        self, *, attention_mask, input_ids=None, inputs_embeds=None, token_type_ids=None
+    ) -> torch.Tensor:
         if inputs_embeds is None:
             inputs_embeds = self.embedding(input_ids)
         weights = attention_mask.unsqueeze(-1).to(inputs_embeds.dtype)
@@ -117,7 +121,9 @@ class BagOfWords(Model):
         started = time.perf_counter()
         params = self.params
         counts = Counter(
-            token for example in dataset.train for text in (example.text, example.text_pair or "")
+            token
+            for example in dataset.train
+            for text in (example.text, example.text_pair or "")
             for token, _, _ in word_tokens(text, 0)
         )
         vocabulary = list(SPECIALS) + [
@@ -135,7 +141,9 @@ class BagOfWords(Model):
             model.train()
             for batch in torch.randperm(len(train_labels), generator=generator).split(params.batch_size):
                 optimizer.zero_grad()
-                logits = model.logits(input_ids=train.input_ids[batch], attention_mask=train.attention_mask[batch])
+                logits = model.logits(
+                    input_ids=train.input_ids[batch], attention_mask=train.attention_mask[batch]
+                )
                 torch.nn.functional.cross_entropy(logits, train_labels[batch]).backward()
                 optimizer.step()
             model.eval()
@@ -143,10 +151,19 @@ class BagOfWords(Model):
                 best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
                 continue
             with torch.no_grad():
-                predictions = model.logits(input_ids=validation.input_ids, attention_mask=validation.attention_mask)
-            accuracy = (predictions.argmax(-1) == torch.tensor([e.label for e in dataset.validation])).float().mean()
+                predictions = model.logits(
+                    input_ids=validation.input_ids, attention_mask=validation.attention_mask
+                )
+            accuracy = (
+                (predictions.argmax(-1) == torch.tensor([e.label for e in dataset.validation])).float().mean()
+            )
             if accuracy > best:
-                best, best_state, best_epoch, stale = float(accuracy), copy.deepcopy(model.state_dict()), epoch, 0
+                best, best_state, best_epoch, stale = (
+                    float(accuracy),
+                    copy.deepcopy(model.state_dict()),
+                    epoch,
+                    0,
+                )
             else:
                 stale += 1
                 if stale >= params.patience:
@@ -155,13 +172,19 @@ class BagOfWords(Model):
         model.requires_grad_(False)
         model.eval()
         model.training_report = {
-            "epochs": epoch, "best_epoch": best_epoch, "validation_accuracy": best if best >= 0 else None,
-            "train_seconds": round(time.perf_counter() - started, 3), "vocabulary": len(vocabulary),
+            "epochs": epoch,
+            "best_epoch": best_epoch,
+            "validation_accuracy": best if best >= 0 else None,
+            "train_seconds": round(time.perf_counter() - started, 3),
+            "vocabulary": len(vocabulary),
         }
         return model.to_device(device)
 
     def save(self, classifier: BagOfWordsClassifier, directory: Path) -> None:
-        save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(directory / "weights.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in classifier.state_dict().items()},
+            str(directory / "weights.safetensors"),
+        )
         (directory / "vocabulary.json").write_text(json.dumps(classifier.vocabulary, ensure_ascii=False))
 
     def load(self, directory: Path, dataset: TextDataset, device: torch.device) -> BagOfWordsClassifier:

@@ -38,8 +38,10 @@ class TokenLength(Explainer):
         scores = torch.zeros(encoding.input_ids.shape, dtype=torch.float32)
         for row, (offsets, segments) in enumerate(zip(encoding.offsets, encoding.segments, strict=True)):
             lengths = torch.tensor(
-                [float(end - start) if segment >= 0 else 0.0
-                 for (start, end), segment in zip(offsets, segments, strict=True)],
+                [
+                    float(end - start) if segment >= 0 else 0.0
+                    for (start, end), segment in zip(offsets, segments, strict=True)
+                ],
                 dtype=torch.float32,
             )
             if self.params.normalize and lengths.numel() and lengths.max() > 0:
