@@ -26,6 +26,7 @@ app = typer.Typer(
 out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
+RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")]
 ResultsOption = Annotated[Path, typer.Option("--results", help="results folder holding bench.sqlite")]
 
 
@@ -128,9 +129,7 @@ def run(
 
 @app.command()
 def report(
-    run_id: Annotated[
-        str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")
-    ] = "latest",
+    run_id: RunArgument = "latest",
     results: ResultsOption = Path("results"),
     fmt: Annotated[ReportFormat, typer.Option("--format", help="output format")] = ReportFormat.table,
 ) -> None:
@@ -168,9 +167,7 @@ def runs(results: ResultsOption = Path("results")) -> None:
 
 @app.command()
 def export(
-    run_id: Annotated[
-        str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")
-    ] = "latest",
+    run_id: RunArgument = "latest",
     results: ResultsOption = Path("results"),
     fmt: Annotated[ExportFormat, typer.Option("--format", help="output format")] = ExportFormat.jsonl,
     attributions: Annotated[

@@ -102,7 +102,8 @@ def git_revision() -> str | None:
 
 def describe_error(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}" if not isinstance(error, PluginError | BenchError) else text
+    expected = PluginError | BenchError | StageFailed  # messages written for the user, shown as they are
+    return text if isinstance(error, expected) else f"{type(error).__name__}: {text}"
 
 
 class StageFailed(Exception):
@@ -310,7 +311,7 @@ class Runner:
                 **plugin.training_report(classifier),
                 "build_seconds": round(time.perf_counter() - started, 3),
             }
-            accuracy = test_accuracy(classifier, dataset.test, self.suite.batch_size)
+            accuracy = accuracy_on(classifier, dataset.test, self.suite.batch_size)
             meta = {"test_accuracy": accuracy, "n_test": len(dataset.test), "training": training}
             if model_entry.cls.trainable:
                 self.cache.put_directory("models", key, lambda path: plugin.save(classifier, path))
@@ -449,14 +450,9 @@ class Runner:
                         f"{len(attributions)} examples"
                     )
             except Exception as error:
-                if not isinstance(error, StageFailed):
+                if not isinstance(error, StageFailed):  # a failed stage was logged where it failed
                     log.error("%s", traceback.format_exc())
-                self._fail(
-                    run_id,
-                    cell,
-                    describe_error(error) if not isinstance(error, StageFailed) else str(error),
-                    result,
-                )
+                self._fail(run_id, cell, describe_error(error), result)
                 return
             self.cache.put_json("metric-values", key, values)
         self.store.record_cell(
@@ -464,7 +460,7 @@ class Runner:
         )
 
 
-def test_accuracy(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> float | None:
+def accuracy_on(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> float | None:
     """Accuracy on the test split (all of it, not only the explained sample)."""
     if not examples:
         return None

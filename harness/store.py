@@ -254,18 +254,9 @@ class Store:
         """A finished cell: its per-example records and its done mark, in one transaction."""
         metric = cell.metric
         common = (
-            run_id,
-            cell.id,
-            cell.dataset.label,
-            cell.model.label,
-            cell.variant,
-            cell.explainer.name,
-            cell.explainer.params_json,
-            metric.name,
-            metric.params_json,
-            metric.cls.family,
-            cell.seed,
-        )
+            run_id, cell.id, cell.dataset.label, cell.model.label, cell.variant, cell.explainer.name,
+            cell.explainer.params_json, metric.name, metric.params_json, metric.cls.family, cell.seed,
+        )  # fmt: skip
         rows = [
             (*common, example_id, None if value != value else float(value))
             for example_id, value in zip(example_ids, values, strict=True)
@@ -303,7 +294,7 @@ class Store:
                 error,
                 seconds,
                 now(),
-            ),
+            ),  # fmt: skip
         )
 
     # -- reading -------------------------------------------------------------------------------

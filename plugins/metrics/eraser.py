@@ -31,7 +31,29 @@ class RemovalParams(Params):
         return bins
 
 
-class Comprehensiveness(Metric):
+class _BinnedRemoval(Metric):
+    """Shared computation: 1/|B| · Σ_{k∈B} [ p(ŷ|x) − p(ŷ|x') ], x' the input with its top-k % tokens
+    removed (``keep = False``) or with only them kept (``keep = True``)."""
+
+    keep: ClassVar[bool]
+    Params = RemovalParams
+    paper: ClassVar[str] = ERASER
+    family: ClassVar[str] = "faithfulness"
+    range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        full, perturbed = removal_curves(
+            data.classifier,
+            data.attributions,
+            self.params.bins,
+            keep=self.keep,
+            masking=self.params.masking,
+            batch_size=data.batch_size,
+        )
+        return (full[:, None] - perturbed).mean(axis=1)
+
+
+class Comprehensiveness(_BinnedRemoval):
     """ERASER comprehensiveness: mean drop in p(ŷ) when the top-k % tokens are removed.
 
     comprehensiveness(x) = 1/|B| · Σ_{k∈B} [ p(ŷ|x) − p(ŷ|x \\ r_k) ], with r_k the ⌊k·n/100 + ½⌋
@@ -39,44 +61,16 @@ class Comprehensiveness(Metric):
     """
 
     name: ClassVar[str] = "comprehensiveness"
-    Params = RemovalParams
-    paper: ClassVar[str] = ERASER
-    family: ClassVar[str] = "faithfulness"
     direction: ClassVar[str] = "higher"
-    range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
-
-    def compute(self, data: MetricInput) -> np.ndarray:
-        full, removed = removal_curves(
-            data.classifier,
-            data.attributions,
-            self.params.bins,
-            keep=False,
-            masking=self.params.masking,
-            batch_size=data.batch_size,
-        )
-        return (full[:, None] - removed).mean(axis=1)
+    keep: ClassVar[bool] = False
 
 
-class Sufficiency(Metric):
+class Sufficiency(_BinnedRemoval):
     """ERASER sufficiency: mean drop in p(ŷ) when only the top-k % tokens are kept.
 
     sufficiency(x) = 1/|B| · Σ_{k∈B} [ p(ŷ|x) − p(ŷ|r_k) ]. Lower is more faithful.
     """
 
     name: ClassVar[str] = "sufficiency"
-    Params = RemovalParams
-    paper: ClassVar[str] = ERASER
-    family: ClassVar[str] = "faithfulness"
     direction: ClassVar[str] = "lower"
-    range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
-
-    def compute(self, data: MetricInput) -> np.ndarray:
-        full, kept = removal_curves(
-            data.classifier,
-            data.attributions,
-            self.params.bins,
-            keep=True,
-            masking=self.params.masking,
-            batch_size=data.batch_size,
-        )
-        return (full[:, None] - kept).mean(axis=1)
+    keep: ClassVar[bool] = True
