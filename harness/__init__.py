@@ -12,7 +12,16 @@ from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
 from harness.errors import BenchError, PluginError
 from harness.hookspecs import hookimpl
-from harness.plugin import Dataset, Explainer, Metric, MetricInput, Model, Params
+from harness.plugin import (
+    Dataset,
+    Explainer,
+    ExplainerParams,
+    Metric,
+    MetricInput,
+    MetricOutput,
+    Model,
+    Params,
+)
 
 try:
     __version__ = version("xai-bench-harness")
@@ -27,8 +36,10 @@ __all__ = [
     "Encoding",
     "Example",
     "Explainer",
+    "ExplainerParams",
     "Metric",
     "MetricInput",
+    "MetricOutput",
     "Model",
     "Params",
     "PluginError",

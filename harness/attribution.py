@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from harness.classifier import Encoding
+
+Granularity = Literal["token", "word"]
+Order = Literal["descending", "ascending", "absolute"]
 
 
 @dataclass
@@ -38,11 +42,35 @@ class Attribution:
         """Positions of real (non-special) tokens: the ones metrics may remove or keep."""
         return np.flatnonzero(np.asarray(self.segments) >= 0)
 
-    def ranking(self) -> np.ndarray:
-        """Removable positions from the highest score to the lowest; ties keep text order."""
+    def units(self, granularity: Granularity = "token") -> list[np.ndarray]:
+        """The removable units in text order, each an array of token positions: one per real token
+        (``token``), or one per word with all its sub-tokens (``word``)."""
         positions = self.removable
-        scores = np.asarray(self.scores, dtype=np.float64)[positions]
-        return positions[np.argsort(-scores, kind="stable")]
+        if granularity == "token":
+            return [positions[i : i + 1] for i in range(len(positions))]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for position in positions:
+            word = self.word_ids[position]
+            key = (self.segments[position], position if word is None else word)
+            groups.setdefault(key, []).append(int(position))
+        return [np.asarray(group) for group in groups.values()]
+
+    def unit_scores(self, units: list[np.ndarray]) -> np.ndarray:
+        """A unit's score is the mean of its tokens' scores (for word-level attributions, whose
+        sub-tokens share one score, that is the word's score)."""
+        scores = np.asarray(self.scores, dtype=np.float64)
+        return np.array([scores[unit].mean() for unit in units], dtype=np.float64)
+
+    def ranking(self, granularity: Granularity = "token", order: Order = "descending") -> list[np.ndarray]:
+        """Units from the most to the least important; ties keep text order.
+
+        ``descending``: highest score first (most positive evidence for the target); ``ascending``:
+        lowest first; ``absolute``: largest magnitude first.
+        """
+        units = self.units(granularity)
+        scores = self.unit_scores(units)
+        key = {"descending": -scores, "ascending": scores, "absolute": -np.abs(scores)}[order]
+        return [units[i] for i in np.argsort(key, kind="stable")]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,4 +115,20 @@ def attributions_from_batch(
                 seconds=seconds_per_example,
             )
         )
+    return result
+
+
+def aggregate_words(scores: torch.Tensor, encoding: Encoding, reduction: str) -> torch.Tensor:
+    """Word-level scores: each token gets the sum, mean or max of its word's sub-token scores, so the
+    attribution stays aligned with the tokens the model read."""
+    result = scores.clone()
+    for row, word_ids in enumerate(encoding.word_ids):
+        groups: dict[int, list[int]] = {}
+        for position, word in enumerate(word_ids):
+            if word is not None:
+                groups.setdefault(word, []).append(position)
+        for positions in groups.values():
+            values = scores[row, positions]
+            value = {"sum": values.sum, "mean": values.mean, "max": values.max}[reduction]()
+            result[row, positions] = value
     return result

@@ -90,6 +90,13 @@ class Classifier(ABC):
     ) -> torch.Tensor:
         """Class logits (B, K) from ids or from word embeddings (exactly one of the two)."""
 
+    def attentions(self, encoding: Encoding) -> tuple[torch.Tensor, ...]:
+        """Per-layer attention probabilities, each (B, heads, L, L), for attention explainers.
+        Models without attention raise ``PluginError`` (the cell fails with that message)."""
+        from harness.errors import PluginError
+
+        raise PluginError(f"model {type(self).__name__} exposes no attention weights")
+
     def torch_modules(self) -> list[torch.nn.Module]:
         """The modules whose parameters the model owns (for device moves and ``eval()``)."""
         return []

@@ -173,14 +173,25 @@ def export(
     attributions: Annotated[
         bool, typer.Option("--attributions", help="export the attributions (tokens, offsets, scores, target)")
     ] = False,
+    curves: Annotated[
+        bool, typer.Option("--curves", help="export the curves behind curve metrics (e.g. degradation)")
+    ] = False,
     output: Annotated[Path | None, typer.Option("--out", help="output file [default: stdout]")] = None,
 ) -> None:
-    """Export a run's per-example records (or its attributions)."""
+    """Export a run's per-example records (or its attributions, or its curves)."""
     from harness.store import Store
 
     store = Store(results)
     resolved = store.resolve(run_id)
-    rows = list(store.attributions(resolved) if attributions else store.records(resolved))
+    if attributions and curves:
+        raise BenchError("--attributions and --curves: choose one")
+    rows = list(
+        store.attributions(resolved)
+        if attributions
+        else store.curves(resolved)
+        if curves
+        else store.records(resolved)
+    )
     if fmt is ExportFormat.parquet:
         if output is None:
             raise BenchError("--format parquet writes a binary file: give --out FILE.parquet")

@@ -1,8 +1,9 @@
-"""The perturbation engine shared by removal-based metrics.
+"""The perturbation engine shared by every removal-based metric.
 
-Metrics describe perturbations (which token positions of which attribution to remove, or to keep);
-the engine builds every perturbed input of a whole cell and runs them through the model in batched
-forward passes, longest-first so that padding is minimal. No metric runs its own forward loop.
+Metrics describe perturbations as boolean masks (which token positions of which attribution to
+remove); the engine builds every perturbed input of a whole cell and runs them through the model in
+batched forward passes, longest first so that padding is minimal, and returns the full class
+probabilities. No metric runs its own forward loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness.attribution import Attribution
+from harness.attribution import Attribution, Granularity, Order
 from harness.classifier import Classifier
 from harness.errors import PluginError
 
@@ -22,6 +23,7 @@ MASKING_DOC = (
     "how a removed token is removed: replaced by the tokenizer's mask, unk or pad token (attention kept), "
     "or deleted from the sequence"
 )
+GRANULARITY_DOC = "unit of removal: single tokens, or whole words (all their sub-tokens; a word's score is the mean of its tokens')"
 
 
 def replacement_id(classifier: Classifier, masking: Masking) -> int | None:
@@ -40,67 +42,106 @@ def replacement_id(classifier: Classifier, masking: Masking) -> int | None:
     return int(token_id)
 
 
-def top_count(fraction_percent: float, n_tokens: int) -> int:
-    """How many tokens "the top k %" of ``n_tokens`` is: k·n/100 rounded half up, at least one (so
+def top_count(fraction_percent: float, n_units: int) -> int:
+    """How many units "the top k %" of ``n_units`` is: k·n/100 rounded half up, at least one (so
     that small bins of short texts still remove something) and at most n."""
-    count = int(np.floor(fraction_percent * n_tokens / 100.0 + 0.5))
-    return min(max(count, 1), n_tokens)
+    count = int(np.floor(fraction_percent * n_units / 100.0 + 0.5))
+    return min(max(count, 1), n_units)
 
 
-def perturbed_rows(
-    attribution: Attribution, remove: np.ndarray, replacement: int | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """One perturbed input per row of ``remove`` (a boolean matrix S × L over token positions).
-
-    Returns ``ids`` (S × L, or a ragged object array for deletion) and token type ids alike.
-    """
+def _perturbed_rows(attribution: Attribution, remove: np.ndarray, replacement: int | None):
+    """One perturbed input per row of ``remove`` (boolean, S × L over token positions)."""
     ids = np.asarray(attribution.input_ids, dtype=np.int64)
     types = (
         None if attribution.token_type_ids is None else np.asarray(attribution.token_type_ids, dtype=np.int64)
     )
     if replacement is not None:
         rows = np.where(remove, replacement, ids[None, :])
-        return rows, None if types is None else np.broadcast_to(types, rows.shape)
-    kept = [ids[~row] for row in remove]
-    kept_types = None if types is None else [types[~row] for row in remove]
-    return kept, kept_types
+        return list(rows), None if types is None else [types] * len(rows)
+    return [ids[~row] for row in remove], None if types is None else [types[~row] for row in remove]
 
 
-def target_probabilities(
+def _forward(
     classifier: Classifier,
     sequences: Sequence[np.ndarray],
     type_sequences: Sequence[np.ndarray] | None,
-    targets: Sequence[int],
     batch_size: int,
 ) -> np.ndarray:
-    """p(target | sequence) for many sequences, in batched forward passes sorted by length."""
+    """Class probabilities (N × K, float64) for many id sequences, batched longest first."""
     lengths = np.array([len(sequence) for sequence in sequences])
     order = np.argsort(-lengths, kind="stable")
-    result = np.empty(len(sequences), dtype=np.float64)
-    pad = classifier.pad_token_id
+    result = np.empty((len(sequences), len(classifier.labels)), dtype=np.float64)
+    device = classifier.device
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            width = int(lengths[chunk].max())
-            ids = np.full((len(chunk), width), pad, dtype=np.int64)
+            width = max(int(lengths[chunk].max()), 1)
+            ids = np.full((len(chunk), width), classifier.pad_token_id, dtype=np.int64)
             mask = np.zeros((len(chunk), width), dtype=np.int64)
             types = None if type_sequences is None else np.zeros((len(chunk), width), dtype=np.int64)
             for row, index in enumerate(chunk):
-                length = lengths[index]
-                ids[row, :length] = sequences[index]
-                mask[row, :length] = 1
+                ids[row, : lengths[index]] = sequences[index]
+                mask[row, : lengths[index]] = 1
                 if types is not None:
-                    types[row, :length] = type_sequences[index]
-            device = classifier.device
+                    types[row, : lengths[index]] = type_sequences[index]
             logits = classifier.logits(
                 input_ids=torch.from_numpy(ids).to(device),
                 attention_mask=torch.from_numpy(mask).to(device),
                 token_type_ids=None if types is None else torch.from_numpy(types).to(device),
             )
-            probabilities = torch.softmax(logits.double(), dim=-1)
-            chunk_targets = torch.as_tensor([targets[i] for i in chunk], device=probabilities.device)
-            result[chunk] = probabilities.gather(1, chunk_targets[:, None])[:, 0].cpu().numpy()
+            result[chunk] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
     return result
+
+
+def evaluate(
+    classifier: Classifier,
+    attributions: Sequence[Attribution],
+    removals: Sequence[np.ndarray],
+    *,
+    masking: Masking,
+    batch_size: int,
+) -> list[np.ndarray]:
+    """Class probabilities of perturbed inputs.
+
+    ``removals[i]`` is a boolean matrix S_i × L_i: row s removes those positions of attribution i (an
+    all-False row is the unperturbed input). Every row of every attribution goes through the model in
+    the same batched passes. Returns one S_i × K probability matrix per attribution.
+    """
+    replacement = replacement_id(classifier, masking)
+    with_types = all(attribution.token_type_ids is not None for attribution in attributions)
+    sequences: list[np.ndarray] = []
+    type_sequences: list[np.ndarray] | None = [] if with_types else None
+    for attribution, remove in zip(attributions, removals, strict=True):
+        rows, type_rows = _perturbed_rows(attribution, remove, replacement)
+        sequences.extend(rows)
+        if type_sequences is not None:
+            type_sequences.extend(type_rows)
+    probabilities = _forward(classifier, sequences, type_sequences, batch_size)
+    bounds = np.cumsum([0] + [len(remove) for remove in removals])
+    return [probabilities[bounds[i] : bounds[i + 1]] for i in range(len(removals))]
+
+
+def top_unit_masks(
+    attribution: Attribution,
+    counts: Sequence[int],
+    *,
+    keep: bool = False,
+    granularity: Granularity = "token",
+    order: Order = "descending",
+) -> np.ndarray:
+    """Boolean removal masks (len(counts) × L): row j removes the top ``counts[j]`` units of the
+    ranking (``keep=False``) or every real token except them (``keep=True``)."""
+    ranking = attribution.ranking(granularity, order)
+    masks = np.zeros((len(counts), len(attribution.input_ids)), dtype=bool)
+    everything = np.concatenate(ranking) if ranking else np.zeros(0, dtype=int)
+    for row, count in enumerate(counts):
+        top = np.concatenate(ranking[:count]) if count > 0 and ranking else np.zeros(0, dtype=int)
+        if keep:
+            masks[row, everything] = True
+            masks[row, top] = False
+        else:
+            masks[row, top] = True
+    return masks
 
 
 def removal_curves(
@@ -111,35 +152,21 @@ def removal_curves(
     keep: bool,
     masking: Masking,
     batch_size: int,
+    granularity: Granularity = "token",
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each attribution: p(target | full input) and, for each k in ``percents``, p(target | input)
-    with the top-k % tokens (by descending score) removed (``keep=False``) or with only them kept
-    (``keep=True``, every other real token removed). Special tokens are never removed.
-
-    Returns ``(full, curves)`` with shapes (N,) and (N, len(percents)).
-    """
-    replacement = replacement_id(classifier, masking)
-    sequences: list[np.ndarray] = []
-    type_sequences: list[np.ndarray] | None = (
-        None if any(a.token_type_ids is None for a in attributions) else []
-    )
-    targets: list[int] = []
-    steps = len(percents) + 1  # the full input first, then one row per percent
+    with the top-k % units (by descending score) removed (``keep=False``) or with only them kept
+    (``keep=True``). Special tokens are never removed. Returns shapes (N,) and (N, len(percents))."""
+    removals = []
     for attribution in attributions:
-        ranking = attribution.ranking()
-        remove = np.zeros((steps, len(attribution.input_ids)), dtype=bool)
-        for step, percent in enumerate(percents, start=1):
-            top = ranking[: top_count(percent, len(ranking))]
-            if keep:
-                remove[step, ranking] = True
-                remove[step, top] = False
-            else:
-                remove[step, top] = True
-        rows, type_rows = perturbed_rows(attribution, remove, replacement)
-        sequences.extend(rows)
-        if type_sequences is not None:
-            type_sequences.extend(type_rows)
-        targets.extend([attribution.target] * steps)
-    probabilities = target_probabilities(classifier, sequences, type_sequences, targets, batch_size)
-    probabilities = probabilities.reshape(len(attributions), steps)
-    return probabilities[:, 0], probabilities[:, 1:]
+        n_units = len(attribution.units(granularity))
+        counts = [top_count(percent, n_units) if n_units else 0 for percent in percents]
+        full = np.zeros((1, len(attribution.input_ids)), dtype=bool)
+        removals.append(
+            np.vstack([full, top_unit_masks(attribution, counts, keep=keep, granularity=granularity)])
+        )
+    matrices = evaluate(classifier, attributions, removals, masking=masking, batch_size=batch_size)
+    target = np.array(
+        [matrix[:, attribution.target] for matrix, attribution in zip(matrices, attributions, strict=True)]
+    )
+    return target[:, 0], target[:, 1:]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 from harness.attribution import Attribution
 from harness.classifier import Classifier, Encoding
@@ -84,6 +84,20 @@ class Model(Plugin, ABC):
         return dict(getattr(classifier, "training_report", {}) or {})
 
 
+class ExplainerParams(Params):
+    """Parameters every explainer has; the runner applies them, explainers need not."""
+
+    target: Literal["predicted"] | NonNegativeInt = Field(
+        "predicted", description="class explained: the model's prediction, or a fixed class index"
+    )
+    granularity: Literal["token", "word"] = Field(
+        "token", description="token scores, or word scores (every sub-token of a word gets the word's score)"
+    )
+    word_reduction: Literal["sum", "mean", "max"] = Field(
+        "sum", description="how a word's score is made from its sub-tokens' scores (granularity: word)"
+    )
+
+
 class Explainer(Plugin, ABC):
     """An explainer plugin: a batch of encoded texts in, one score per token out (B, L).
 
@@ -92,6 +106,7 @@ class Explainer(Plugin, ABC):
     """
 
     kind: ClassVar[str] = "explainer"
+    Params: ClassVar[type[Params]] = ExplainerParams
 
     def __init__(self, params: Params | None = None, seed: int = 0):
         super().__init__(params)
@@ -120,6 +135,15 @@ class MetricInput:
         return self.load_classifier()
 
 
+@dataclass
+class MetricOutput:
+    """Per-example values and, for curve metrics, the curve behind each value (for example
+    ``{"x": [fractions removed], "y": [probabilities]}``), stored alongside the records."""
+
+    values: Sequence[float]
+    curves: Sequence[dict[str, list[float]]] | None = None
+
+
 class Metric(Plugin, ABC):
     """A metric plugin: one value per attribution (NaN where undefined).
 
@@ -133,7 +157,7 @@ class Metric(Plugin, ABC):
     range: ClassVar[tuple[float, float]]
 
     @abstractmethod
-    def compute(self, data: MetricInput) -> Sequence[float]: ...
+    def compute(self, data: MetricInput) -> Sequence[float] | MetricOutput: ...
 
 
 def metadata_problem(cls: type[Plugin]) -> str | None:

@@ -34,13 +34,13 @@ from rich.progress import (
 )
 
 from harness import __version__
-from harness.attribution import Attribution, attributions_from_batch
+from harness.attribution import Attribution, aggregate_words, attributions_from_batch
 from harness.cache import Cache, cache_key, default_cache_dir, library_versions
 from harness.classifier import Classifier
 from harness.data import Example, TextDataset, fingerprint_examples
 from harness.errors import BenchError, PluginError
 from harness.grid import Cell, PluginEntry, expand
-from harness.plugin import MetricInput
+from harness.plugin import MetricInput, MetricOutput
 from harness.store import Store
 from harness.suite import LoadedSuite
 
@@ -377,7 +377,14 @@ class Runner:
     ) -> list[Attribution]:
         classifier = model.load()
         seed_everything(cell.seed)
-        explainer = cell.explainer.cls(cell.explainer.params, seed=cell.seed)
+        params = cell.explainer.params
+        explainer = cell.explainer.cls(params, seed=cell.seed)
+        target = getattr(params, "target", "predicted")
+        granularity = getattr(params, "granularity", "token")
+        if target != "predicted" and target >= len(classifier.labels):
+            raise PluginError(
+                f"target class {target} does not exist: the model has {len(classifier.labels)} classes"
+            )
         explainer.fit(classifier, dataset)
         progress.update(task, total=len(examples), completed=0)
         cuda = classifier.device.type == "cuda"
@@ -388,7 +395,7 @@ class Runner:
             encoding.example_ids = [example.id for example in batch]
             probabilities = classifier.predict_proba(encoding)
             predicted = probabilities.argmax(dim=-1)
-            targets = predicted
+            targets = predicted if target == "predicted" else torch.full_like(predicted, target)
             if cuda and start == 0:
                 explainer.explain(classifier, encoding, targets)  # warm-up (kernels, allocator), untimed
             if cuda:
@@ -403,6 +410,8 @@ class Runner:
                     f"explainer '{cell.explainer.name}' returned scores of shape {tuple(scores.shape)}, "
                     f"expected {tuple(encoding.input_ids.shape)} (batch × tokens)"
                 )
+            if granularity == "word":
+                scores = aggregate_words(scores, encoding, params.word_reduction)
             real = ~encoding.special_mask.to(scores.device)
             if not torch.isfinite(scores[real]).all():
                 raise PluginError(f"explainer '{cell.explainer.name}' returned non-finite scores")
@@ -432,8 +441,8 @@ class Runner:
         metric = cell.metric
         key = cache_key("metric", attribution_key, metric.identity)
         started = time.perf_counter()
-        values = self.cache.get_json("metric-values", key)
-        if values is None:
+        cached = self.cache.get_json("metric-values", key)
+        if cached is None:
             try:
                 seed_everything(cell.seed)
                 data = MetricInput(
@@ -443,20 +452,32 @@ class Runner:
                     load_classifier=model.load,
                     batch_size=self.suite.batch_size,
                 )
-                values = [float(value) for value in metric.cls(metric.params).compute(data)]
-                if len(values) != len(attributions):
-                    raise PluginError(
-                        f"metric '{metric.name}' returned {len(values)} values for "
-                        f"{len(attributions)} examples"
-                    )
+                output = metric.cls(metric.params).compute(data)
+                if not isinstance(output, MetricOutput):
+                    output = MetricOutput(output)
+                cached = {
+                    "values": [float(value) for value in output.values],
+                    "curves": None if output.curves is None else list(output.curves),
+                }
+                for what in ("values", "curves"):
+                    if cached[what] is not None and len(cached[what]) != len(attributions):
+                        raise PluginError(
+                            f"metric '{metric.name}' returned {len(cached[what])} {what} for "
+                            f"{len(attributions)} examples"
+                        )
             except Exception as error:
                 if not isinstance(error, StageFailed):  # a failed stage was logged where it failed
                     log.error("%s", traceback.format_exc())
                 self._fail(run_id, cell, describe_error(error), result)
                 return
-            self.cache.put_json("metric-values", key, values)
+            self.cache.put_json("metric-values", key, cached)
         self.store.record_cell(
-            run_id, cell, [a.example_id for a in attributions], values, time.perf_counter() - started
+            run_id,
+            cell,
+            [a.example_id for a in attributions],
+            cached["values"],
+            time.perf_counter() - started,
+            curves=cached["curves"],
         )
 
 

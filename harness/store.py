@@ -101,6 +101,13 @@ CREATE TABLE IF NOT EXISTS attributions (
     attribution      TEXT NOT NULL,       -- JSON: harness.Attribution (tokens, offsets, word ids, scores...)
     PRIMARY KEY (run_id, dataset, model, variant, explainer, explainer_params, seed, example_id)
 );
+CREATE TABLE IF NOT EXISTS curves (
+    run_id     TEXT NOT NULL,
+    cell_id    TEXT NOT NULL,
+    example_id TEXT NOT NULL,
+    curve      TEXT NOT NULL,             -- JSON: the curve behind the record's value, e.g. {"x": [...], "y": [...]}
+    PRIMARY KEY (run_id, cell_id, example_id)
+);
 CREATE INDEX IF NOT EXISTS records_by_run ON records (run_id, family, metric);
 """
 
@@ -249,7 +256,13 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO attributions VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
     def record_cell(
-        self, run_id: str, cell: Cell, example_ids: Sequence[str], values: Sequence[float], seconds: float
+        self,
+        run_id: str,
+        cell: Cell,
+        example_ids: Sequence[str],
+        values: Sequence[float],
+        seconds: float,
+        curves: Sequence[dict] | None = None,
     ) -> None:
         """A finished cell: its per-example records and its done mark, in one transaction."""
         metric = cell.metric
@@ -264,6 +277,15 @@ class Store:
         with closing(self.connect()) as db, db:
             db.execute("DELETE FROM records WHERE run_id=? AND cell_id=?", (run_id, cell.id))
             db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.execute("DELETE FROM curves WHERE run_id=? AND cell_id=?", (run_id, cell.id))
+            if curves is not None:
+                db.executemany(
+                    "INSERT INTO curves VALUES (?,?,?,?)",
+                    [
+                        (run_id, cell.id, example_id, json.dumps(curve))
+                        for example_id, curve in zip(example_ids, curves, strict=True)
+                    ],
+                )
             self._mark(db, run_id, cell, "done", None, seconds)
 
     def fail_cell(self, run_id: str, cell: Cell, error: str) -> None:
@@ -403,6 +425,21 @@ class Store:
                     (run_id,),
                 )
             ]
+
+    def curves(self, run_id: str) -> Iterator[dict]:
+        """Per-example curves with the record's identifying fields."""
+        with closing(self.connect()) as db:
+            query = (
+                "SELECT r.run_id, r.dataset, r.model, r.variant, r.explainer, r.explainer_params, r.metric, "
+                "r.metric_params, r.seed, r.example_id, c.curve FROM curves c JOIN records r "
+                "ON r.run_id = c.run_id AND r.cell_id = c.cell_id AND r.example_id = c.example_id "
+                "WHERE c.run_id=? ORDER BY c.rowid"
+            )
+            for row in db.execute(query, (run_id,)):
+                record = dict(row)
+                for key in ("explainer_params", "metric_params", "curve"):
+                    record[key] = json.loads(record[key])
+                yield record
 
     def attributions(self, run_id: str) -> Iterator[dict]:
         with closing(self.connect()) as db:

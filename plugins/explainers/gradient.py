@@ -16,7 +16,7 @@ from captum.attr import (
 )
 from pydantic import Field
 
-from harness import Classifier, Encoding, Explainer, Params, PluginError
+from harness import Classifier, Encoding, Explainer, ExplainerParams, PluginError
 
 Output = Literal["logit", "probability"]
 OUTPUT_DOC = "the differentiated output of the target class: its logit, or its softmax probability"
@@ -39,7 +39,7 @@ def embedded_inputs(classifier: Classifier, encoding: Encoding) -> tuple[torch.T
     return embeddings, (encoding.attention_mask, encoding.token_type_ids)
 
 
-class SaliencyParams(Params):
+class SaliencyParams(ExplainerParams):
     reduction: Literal["l2", "input_x_gradient"] = Field(
         "l2",
         description="l2: L2 norm of the gradient over the embedding dimension (Simonyan et al. 2014); "
@@ -73,7 +73,7 @@ class Saliency(Explainer):
         return products.sum(dim=-1)
 
 
-class IntegratedGradientsParams(Params):
+class IntegratedGradientsParams(ExplainerParams):
     n_steps: int = Field(50, ge=2, description="steps of the Riemann/Gauss-Legendre path integral")
     baseline: Literal["pad", "unk", "mask", "zero"] = Field(
         "pad",

@@ -7,10 +7,10 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from harness import Classifier, Encoding, Explainer, Params
+from harness import Classifier, Encoding, Explainer, ExplainerParams
 
 
-class TokenLengthParams(Params):
+class TokenLengthParams(ExplainerParams):
     normalize: bool = Field(
         False, description="divide each example's scores by its longest token's length (scores in [0, 1])"
     )
