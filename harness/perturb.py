@@ -67,7 +67,7 @@ def _forward(
     type_sequences: Sequence[np.ndarray] | None,
     batch_size: int,
 ) -> np.ndarray:
-    """Class probabilities (N × K, float64) for many id sequences, batched longest first."""
+    """Class log-probabilities (N × K, float64) for many id sequences, batched longest first."""
     lengths = np.array([len(sequence) for sequence in sequences])
     order = np.argsort(-lengths, kind="stable")
     result = np.empty((len(sequences), len(classifier.labels)), dtype=np.float64)
@@ -89,7 +89,7 @@ def _forward(
                 attention_mask=torch.from_numpy(mask).to(device),
                 token_type_ids=None if types is None else torch.from_numpy(types).to(device),
             )
-            result[chunk] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+            result[chunk] = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
     return result
 
 
@@ -101,11 +101,11 @@ def evaluate(
     masking: Masking,
     batch_size: int,
 ) -> list[np.ndarray]:
-    """Class probabilities of perturbed inputs.
+    """Class log-probabilities of perturbed inputs (log space keeps log-odds exact for confident models).
 
     ``removals[i]`` is a boolean matrix S_i × L_i: row s removes those positions of attribution i (an
     all-False row is the unperturbed input). Every row of every attribution goes through the model in
-    the same batched passes. Returns one S_i × K probability matrix per attribution.
+    the same batched passes. Returns one S_i × K log-probability matrix per attribution.
     """
     replacement = replacement_id(classifier, masking)
     with_types = all(attribution.token_type_ids is not None for attribution in attributions)
@@ -116,9 +116,9 @@ def evaluate(
         sequences.extend(rows)
         if type_sequences is not None:
             type_sequences.extend(type_rows)
-    probabilities = _forward(classifier, sequences, type_sequences, batch_size)
+    log_probabilities = _forward(classifier, sequences, type_sequences, batch_size)
     bounds = np.cumsum([0] + [len(remove) for remove in removals])
-    return [probabilities[bounds[i] : bounds[i + 1]] for i in range(len(removals))]
+    return [log_probabilities[bounds[i] : bounds[i + 1]] for i in range(len(removals))]
 
 
 def top_unit_masks(
@@ -166,7 +166,7 @@ def removal_curves(
             np.vstack([full, top_unit_masks(attribution, counts, keep=keep, granularity=granularity)])
         )
     matrices = evaluate(classifier, attributions, removals, masking=masking, batch_size=batch_size)
-    target = np.array(
+    target = np.exp(
         [matrix[:, attribution.target] for matrix, attribution in zip(matrices, attributions, strict=True)]
     )
     return target[:, 0], target[:, 1:]

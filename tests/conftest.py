@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from harness import Attribution, Example, MetricInput, MetricOutput, TextDataset
+from plugins.models.bow import SPECIALS, BagOfWordsClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN = REPO / "examples" / "plugin-example"
@@ -130,3 +136,60 @@ def fresh_registry(monkeypatch: pytest.MonkeyPatch):
         return registry_module.get_registry()
 
     return discover
+
+
+# -- the toy model -------------------------------------------------------------------------------------
+# A bag-of-words classifier with hand-set weights: each word has a one-dimensional embedding e(w),
+# logits = (−m, m) with m the mean embedding of the attended tokens, so p(positive) = σ(2m).
+# [PAD] and [MASK] embed to 0, [UNK] to −1. Metric tests compute their expectations from that formula.
+# The model computes in float32, so values are compared to 1e-6.
+EMBEDDING = {"good": 2.0, "bad": -2.0, "the": 0.0}
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@pytest.fixture
+def classifier() -> BagOfWordsClassifier:
+    vocabulary = [*SPECIALS, *EMBEDDING]
+    model = BagOfWordsClassifier(vocabulary, ("negative", "positive"), dim=1)
+    with torch.no_grad():
+        model.embedding.weight.zero_()
+        for word, value in EMBEDDING.items():
+            model.embedding.weight[vocabulary.index(word), 0] = value
+        model.embedding.weight[vocabulary.index("[UNK]"), 0] = -1.0  # so that unk differs from mask
+        model.linear.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        model.linear.bias.zero_()
+    return model.eval()
+
+
+def attribution(
+    classifier, text: str, scores: list[float], seconds: float = 0.0, target: int = 1
+) -> Attribution:
+    encoding = classifier.encode([Example("x", text, 1)])
+    length = len(encoding.tokens[0])
+    return Attribution(
+        example_id=text,
+        target=target,
+        predicted=target,
+        probability=0.0,
+        input_ids=encoding.input_ids[0, :length].tolist(),
+        token_type_ids=None,
+        tokens=encoding.tokens[0],
+        offsets=encoding.offsets[0],
+        word_ids=encoding.word_ids[0],
+        segments=encoding.segments[0],
+        scores=scores,
+        seconds=seconds,
+    )
+
+
+def values_of(metric, data: MetricInput) -> np.ndarray:
+    output = metric.compute(data)
+    return np.asarray(output.values if isinstance(output, MetricOutput) else output)
+
+
+def metric_input(classifier, attributions) -> MetricInput:
+    dataset = TextDataset("toy", ("negative", "positive"), (), (), ())
+    return MetricInput(attributions, {}, dataset, load_classifier=lambda: classifier, batch_size=3)

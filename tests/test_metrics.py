@@ -1,69 +1,16 @@
-"""Comprehensiveness and sufficiency against values computed by hand on a tiny deterministic model.
-
-The model is a bag-of-words classifier with hand-set weights: each word has a one-dimensional
-embedding e(w), logits = (−m, m) with m the mean embedding of the attended tokens, so
-p(positive) = σ(2m). Everything below is computed from that formula, not from the model.
-"""
+"""Comprehensiveness and sufficiency against values computed by hand on the toy model of conftest.py:
+p(positive) = σ(2m), m the mean of the attended tokens' one-dimensional embeddings."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-import torch
+from conftest import attribution, metric_input, sigmoid, values_of
 
-from harness import Attribution, Example, MetricInput, TextDataset
+from harness import MetricInput, TextDataset
 from harness.perturb import top_count
 from plugins.metrics.eraser import Comprehensiveness, Sufficiency
 from plugins.metrics.runtime import Runtime
-from plugins.models.bow import SPECIALS, BagOfWordsClassifier
-
-# The model computes in float32, so values are compared to 1e-6.
-EMBEDDING = {"good": 2.0, "bad": -2.0, "the": 0.0}
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
-
-
-@pytest.fixture
-def classifier() -> BagOfWordsClassifier:
-    vocabulary = [*SPECIALS, *EMBEDDING]
-    model = BagOfWordsClassifier(vocabulary, ("negative", "positive"), dim=1)
-    with torch.no_grad():
-        model.embedding.weight.zero_()
-        for word, value in EMBEDDING.items():
-            model.embedding.weight[vocabulary.index(word), 0] = value
-        model.embedding.weight[vocabulary.index("[UNK]"), 0] = -1.0  # so that unk differs from mask
-        model.linear.weight.copy_(torch.tensor([[-1.0], [1.0]]))
-        model.linear.bias.zero_()
-    return model.eval()
-
-
-def attribution(classifier, text: str, scores: list[float], seconds: float = 0.0) -> Attribution:
-    encoding = classifier.encode([Example("x", text, 1)])
-    length = len(encoding.tokens[0])
-    return Attribution(
-        example_id=text,
-        target=1,
-        predicted=1,
-        probability=0.0,
-        input_ids=encoding.input_ids[0, :length].tolist(),
-        token_type_ids=None,
-        tokens=encoding.tokens[0],
-        offsets=encoding.offsets[0],
-        word_ids=encoding.word_ids[0],
-        segments=encoding.segments[0],
-        scores=scores,
-        seconds=seconds,
-    )
-
-
-def metric_input(classifier, attributions) -> MetricInput:
-    dataset = TextDataset("toy", ("negative", "positive"), (), (), ())
-    return MetricInput(attributions, {}, dataset, load_classifier=lambda: classifier, batch_size=3)
-
 
 # "the good good bad": m = (0 + 2 + 2 − 2)/4 = 0.5, p = σ(1). Scores rank good₁ > good₂ > the > bad.
 TEXT, SCORES = "the good good bad", [0.1, 0.9, 0.8, -0.5]
@@ -76,8 +23,9 @@ def test_top_count_rounds_half_up_with_at_least_one_token():
 
 
 def test_comprehensiveness_by_hand_with_deletion(classifier):
-    values = Comprehensiveness(Comprehensiveness.Params(bins=(25, 50), masking="delete")).compute(
-        metric_input(classifier, [attribution(classifier, TEXT, SCORES)])
+    values = values_of(
+        Comprehensiveness(Comprehensiveness.Params(bins=(25, 50), masking="delete")),
+        metric_input(classifier, [attribution(classifier, TEXT, SCORES)]),
     )
     # 25 % = 1 token: "the good bad" → m = 0 → p = ½;  50 % = 2 tokens: "the bad" → m = −1 → p = σ(−2)
     expected = ((sigmoid(1) - 0.5) + (sigmoid(1) - sigmoid(-2))) / 2
@@ -85,8 +33,9 @@ def test_comprehensiveness_by_hand_with_deletion(classifier):
 
 
 def test_comprehensiveness_by_hand_with_mask_token(classifier):
-    values = Comprehensiveness(Comprehensiveness.Params(bins=(25, 50), masking="mask")).compute(
-        metric_input(classifier, [attribution(classifier, TEXT, SCORES)])
+    values = values_of(
+        Comprehensiveness(Comprehensiveness.Params(bins=(25, 50), masking="mask")),
+        metric_input(classifier, [attribution(classifier, TEXT, SCORES)]),
     )
     # [MASK] has embedding 0 but still counts in the mean: m = 0/4 → ½, then (0+0+0−2)/4 → σ(−1)
     expected = ((sigmoid(1) - 0.5) + (sigmoid(1) - sigmoid(-1))) / 2
@@ -94,16 +43,18 @@ def test_comprehensiveness_by_hand_with_mask_token(classifier):
 
 
 def test_comprehensiveness_unk_masking_uses_the_unk_embedding(classifier):
-    values = Comprehensiveness(Comprehensiveness.Params(bins=(25,), masking="unk")).compute(
-        metric_input(classifier, [attribution(classifier, TEXT, SCORES)])
+    values = values_of(
+        Comprehensiveness(Comprehensiveness.Params(bins=(25,), masking="unk")),
+        metric_input(classifier, [attribution(classifier, TEXT, SCORES)]),
     )
     # [UNK] = −1: "the [UNK] good bad" → m = (0 − 1 + 2 − 2)/4 = −¼ → σ(−½)
     assert values[0] == pytest.approx(sigmoid(1) - sigmoid(-0.5), abs=1e-6)
 
 
 def test_sufficiency_by_hand(classifier):
-    values = Sufficiency(Sufficiency.Params(bins=(25, 50, 75), masking="delete")).compute(
-        metric_input(classifier, [attribution(classifier, TEXT, SCORES)])
+    values = values_of(
+        Sufficiency(Sufficiency.Params(bins=(25, 50, 75), masking="delete")),
+        metric_input(classifier, [attribution(classifier, TEXT, SCORES)]),
     )
     # keep "good" → σ(4); keep "good good" → σ(4); keep "the good good" (text order) → m = 4/3 → σ(8/3)
     expected = ((sigmoid(1) - sigmoid(4)) * 2 + (sigmoid(1) - sigmoid(8 / 3))) / 3
@@ -111,15 +62,16 @@ def test_sufficiency_by_hand(classifier):
 
 
 def test_sufficiency_with_pad_masking_keeps_the_sequence_length(classifier):
-    values = Sufficiency(Sufficiency.Params(bins=(25,), masking="pad")).compute(
-        metric_input(classifier, [attribution(classifier, TEXT, SCORES)])
+    values = values_of(
+        Sufficiency(Sufficiency.Params(bins=(25,), masking="pad")),
+        metric_input(classifier, [attribution(classifier, TEXT, SCORES)]),
     )
     # pad embedding is 0 and attended: "[PAD] good [PAD] [PAD]" → m = 2/4 → σ(1): nothing lost
     assert values[0] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_default_eraser_bins_on_a_short_text(classifier):
-    values = Comprehensiveness().compute(metric_input(classifier, [attribution(classifier, TEXT, SCORES)]))
+    values = values_of(Comprehensiveness(), metric_input(classifier, [attribution(classifier, TEXT, SCORES)]))
     # bins 1, 5, 10, 20 % of 4 tokens → 1 token each; 50 % → 2 tokens (deletion is the default)
     expected = (4 * (sigmoid(1) - 0.5) + (sigmoid(1) - sigmoid(-2))) / 5
     assert values[0] == pytest.approx(expected, abs=1e-6)
@@ -130,15 +82,16 @@ def test_many_examples_in_one_batched_call_match_one_at_a_time(classifier):
     rng = np.random.default_rng(0)
     attributions = [attribution(classifier, t, rng.normal(size=len(t.split())).tolist()) for t in texts]
     metric = Comprehensiveness(Comprehensiveness.Params(bins=(10, 30, 60)))
-    together = metric.compute(metric_input(classifier, attributions))
-    alone = [metric.compute(metric_input(classifier, [a]))[0] for a in attributions]
+    together = values_of(metric, metric_input(classifier, attributions))
+    alone = [values_of(metric, metric_input(classifier, [a]))[0] for a in attributions]
     np.testing.assert_allclose(together, alone, atol=1e-7)
 
 
 def test_ties_in_scores_keep_text_order(classifier):
     # all scores equal: the first token ("bad") is removed first
-    values = Comprehensiveness(Comprehensiveness.Params(bins=(50,))).compute(
-        metric_input(classifier, [attribution(classifier, "bad good", [1.0, 1.0])])
+    values = values_of(
+        Comprehensiveness(Comprehensiveness.Params(bins=(50,))),
+        metric_input(classifier, [attribution(classifier, "bad good", [1.0, 1.0])]),
     )
     # p(full) = σ(0) = ½ (target positive), removing "bad" leaves "good" → σ(4)
     assert values[0] == pytest.approx(0.5 - sigmoid(4), abs=1e-6)

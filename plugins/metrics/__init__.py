@@ -6,6 +6,30 @@ from harness import hookimpl
 @hookimpl
 def bench_metrics():
     from plugins.metrics.eraser import Comprehensiveness, Sufficiency
+    from plugins.metrics.faithfulness import (
+        AOPC,
+        Degradation,
+        DeltaLogOdds,
+        LogOdds,
+        LooCorrelation,
+        MorfLerf,
+        PostHocAccuracy,
+        PredictionAgreement,
+        SwitchingPoint,
+    )
     from plugins.metrics.runtime import Runtime
 
-    return [Comprehensiveness, Sufficiency, Runtime]
+    return [
+        Comprehensiveness,
+        Sufficiency,
+        AOPC,
+        DeltaLogOdds,
+        LogOdds,
+        Degradation,
+        SwitchingPoint,
+        MorfLerf,
+        PostHocAccuracy,
+        PredictionAgreement,
+        LooCorrelation,
+        Runtime,
+    ]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 from pydantic import Field, field_validator
 
-from harness import Metric, MetricInput, Params
-from harness.perturb import MASKING_DOC, Masking, removal_curves
+from harness import Metric, MetricInput, MetricOutput, Params
+from harness.attribution import Granularity
+from harness.perturb import GRANULARITY_DOC, MASKING_DOC, Masking, removal_curves
 
 ERASER = "DeYoung et al. 2020, ERASER: A Benchmark to Evaluate Rationalized NLP Models, §4 (eqs. 1-3)"
 
@@ -22,6 +22,7 @@ class RemovalParams(Params):
         (1, 5, 10, 20, 50), description="percentages k of the top-scored tokens removed or kept"
     )
     masking: Masking = Field("delete", description=MASKING_DOC)
+    granularity: Granularity = Field("token", description=GRANULARITY_DOC)
 
     @field_validator("bins")
     @classmethod
@@ -41,7 +42,7 @@ class _BinnedRemoval(Metric):
     family: ClassVar[str] = "faithfulness"
     range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
 
-    def compute(self, data: MetricInput) -> np.ndarray:
+    def compute(self, data: MetricInput) -> MetricOutput:
         full, perturbed = removal_curves(
             data.classifier,
             data.attributions,
@@ -49,8 +50,13 @@ class _BinnedRemoval(Metric):
             keep=self.keep,
             masking=self.params.masking,
             batch_size=data.batch_size,
+            granularity=self.params.granularity,
         )
-        return (full[:, None] - perturbed).mean(axis=1)
+        curves = [
+            {"x": [0, *self.params.bins], "y": [f, *row]}
+            for f, row in zip(full, perturbed.tolist(), strict=True)
+        ]
+        return MetricOutput((full[:, None] - perturbed).mean(axis=1), curves)
 
 
 class Comprehensiveness(_BinnedRemoval):

@@ -1,0 +1,445 @@
+"""Faithfulness metrics on the shared perturbation engine (``harness.perturb``).
+
+Each metric builds, for every attribution of a cell, the boolean removal masks its definition needs,
+sends all of them through ``harness.perturb.evaluate`` at once, and reduces the class log-probabilities
+to one value per example (plus the curve behind it where there is one). Defaults (masking, unit of
+removal, amounts) follow the paper that defines each metric.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+from scipy.special import logsumexp
+from scipy.stats import kendalltau
+
+from harness import Metric, MetricInput, MetricOutput, Params
+from harness.attribution import Attribution, Granularity
+from harness.perturb import GRANULARITY_DOC, MASKING_DOC, Masking, evaluate, top_count, top_unit_masks
+
+GMASK = "Chen et al. 2021, Explaining Neural Network Predictions on Sentence Pairs via Learning Word-Group Masks (GMASK)"
+L2E = "Situ et al. 2021, Learning to Explain: Generating Stable Explanations Fast (L2E), §4.4"
+LDAV = "LDAV: explanation-specific word representations learned during training (shared/papers/ldav-*), §4.3"
+ZAFAR = "Zafar et al. 2021, On the Lack of Robust Interpretability of Neural Text Classifiers, §2.3"
+
+
+def _params(default_masking: Masking, default_granularity: Granularity) -> type[Params]:
+    """A Params base with the masking and unit-of-removal defaults of one paper."""
+
+    class PerturbationParams(Params):
+        masking: Masking = Field(default_masking, description=MASKING_DOC)
+        granularity: Granularity = Field(default_granularity, description=GRANULARITY_DOC)
+
+    return PerturbationParams
+
+
+def _evaluate(metric: Metric, data: MetricInput, removals: list[np.ndarray]) -> list[np.ndarray]:
+    return evaluate(
+        data.classifier,
+        data.attributions,
+        removals,
+        masking=metric.params.masking,
+        batch_size=data.batch_size,
+    )
+
+
+def _n_units(attribution: Attribution, granularity: Granularity) -> int:
+    return len(attribution.units(granularity))
+
+
+def _count(percent: float, n_units: int) -> int:
+    """Units in "the top ``percent`` %": 0 for 0 %, else ``top_count`` (rounded half up, ≥ 1)."""
+    return 0 if percent == 0 or n_units == 0 else top_count(percent, n_units)
+
+
+def _with_full(attribution: Attribution, masks: np.ndarray) -> np.ndarray:
+    """Prepend the unperturbed input (an all-False row)."""
+    return np.vstack([np.zeros((1, len(attribution.input_ids)), dtype=bool), masks])
+
+
+def _log_odds(log_probabilities: np.ndarray, target: int) -> np.ndarray:
+    """log(p / (1 − p)) of the target class, exact in log space even when p rounds to 1."""
+    others = np.delete(log_probabilities, target, axis=-1)
+    return log_probabilities[..., target] - logsumexp(others, axis=-1)
+
+
+# -- GMASK -------------------------------------------------------------------------------------------
+
+
+class AOPCParams(_params("delete", "word")):
+    steps: int = Field(10, ge=1, description="U: remove the top 1, 2, ..., U units (GMASK uses U = 10 words)")
+
+
+class AOPC(Metric):
+    """Area over the perturbation curve: mean drop in p(ŷ) as the top 1..U words are removed.
+
+    GMASK eq. 9: AOPC = 1/(U+1) · Σ_{u=1..U} [ p(ŷ|x) − p(ŷ|x∖1..u) ] (Samek et al. 2016; Nguyen 2018);
+    stored per example, averaged over examples by the report. Texts with fewer than u units lose all of
+    them. The curve stored per example is p(ŷ|x∖1..u) for u = 0..U. Higher is better.
+    """
+
+    name: ClassVar[str] = "aopc"
+    Params = AOPCParams
+    paper: ClassVar[str] = GMASK
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+    def compute(self, data: MetricInput) -> MetricOutput:
+        steps, granularity = self.params.steps, self.params.granularity
+        removals = [
+            top_unit_masks(
+                a, [min(u, _n_units(a, granularity)) for u in range(steps + 1)], granularity=granularity
+            )
+            for a in data.attributions
+        ]
+        values, curves = [], []
+        for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
+            p = np.exp(log_p[:, attribution.target])
+            values.append(float((p[0] - p[1:]).sum() / (steps + 1)))
+            curves.append({"x": list(range(steps + 1)), "y": p.tolist()})
+        return MetricOutput(values, curves)
+
+
+class PostHocAccuracyParams(_params("delete", "word")):
+    top: int = Field(10, ge=1, description="v: keep only the top v units (GMASK plots v = 1..10 words)")
+
+
+class PostHocAccuracy(Metric):
+    """Post-hoc accuracy: does the prediction from only the top v words equal the full-input prediction?
+
+    GMASK §5.1.2 (Chen et al. 2018): post-hoc-acc(v) = 1/M Σ_m 1[ŷ_v = ŷ]; the value per example is the
+    indicator at v, and the stored curve the indicator for 1..v. Higher is better.
+    """
+
+    name: ClassVar[str] = "post-hoc-accuracy"
+    Params = PostHocAccuracyParams
+    paper: ClassVar[str] = GMASK
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def compute(self, data: MetricInput) -> MetricOutput:
+        top, granularity = self.params.top, self.params.granularity
+        removals = [
+            _with_full(
+                a,
+                top_unit_masks(
+                    a,
+                    [min(v, _n_units(a, granularity)) for v in range(1, top + 1)],
+                    keep=True,
+                    granularity=granularity,
+                ),
+            )
+            for a in data.attributions
+        ]
+        values, curves = [], []
+        for log_p in _evaluate(self, data, removals):
+            same = (log_p[1:].argmax(axis=-1) == log_p[0].argmax()).astype(float)
+            values.append(float(same[-1]))
+            curves.append({"x": list(range(1, top + 1)), "y": same.tolist()})
+        return MetricOutput(values, curves)
+
+
+class MorfLerfParams(_params("delete", "word")):
+    percents: tuple[float, ...] = Field(
+        tuple(range(0, 101, 10)), description="degradation proportions ρ (% of units removed), from 0 to 100"
+    )
+
+
+class MorfLerf(Metric):
+    """Degradation score: area between the least- and most-relevant-first removal curves.
+
+    GMASK §5.1.3, eq. 10: S(x_ρ) = (p(ŷ|x_ρ) − p(ŷ|x_o)) / (p(ŷ|x) − p(ŷ|x_o)) with x_o the fully degraded
+    input and the probabilities averaged over the test examples; score = ∫₀¹⁰⁰ (S_LeRF − S_MoRF) dρ/100
+    (trapezoid over ``percents``). Since the normaliser is an average over the cell's examples (the same
+    for every explainer), the value stored per example is ∫ (p_LeRF − p_MoRF) dρ/100 divided by it, so the
+    mean over examples is exactly the paper's score. The curves (MoRF, LeRF) are stored. Higher is better.
+    """
+
+    name: ClassVar[str] = "morf-lerf"
+    Params = MorfLerfParams
+    paper: ClassVar[str] = GMASK
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (-float("inf"), float("inf"))
+
+    def compute(self, data: MetricInput) -> MetricOutput:
+        percents, granularity = np.asarray(self.params.percents, dtype=float), self.params.granularity
+        removals = []
+        for a in data.attributions:
+            n = _n_units(a, granularity)
+            counts = [_count(percent, n) for percent in percents]
+            morf = top_unit_masks(a, counts, granularity=granularity)
+            lerf = top_unit_masks(a, counts, granularity=granularity, order="ascending")
+            everything = top_unit_masks(a, [n], granularity=granularity)
+            removals.append(np.vstack([_with_full(a, morf), lerf, everything]))
+        k = len(percents)
+        full, degraded, morf_curves, lerf_curves = [], [], [], []
+        for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
+            p = np.exp(log_p[:, attribution.target])
+            full.append(p[0])
+            morf_curves.append(p[1 : 1 + k])
+            lerf_curves.append(p[1 + k : 1 + 2 * k])
+            degraded.append(p[-1])
+        normaliser = float(np.mean(full) - np.mean(degraded))
+        values, curves = [], []
+        for morf, lerf in zip(morf_curves, lerf_curves, strict=True):
+            area = float(np.trapezoid(lerf - morf, percents / 100.0))
+            values.append(area / normaliser if abs(normaliser) > 1e-12 else float("nan"))
+            curves.append({"x": percents.tolist(), "morf": morf.tolist(), "lerf": lerf.tolist()})
+        return MetricOutput(values, curves)
+
+
+# -- L2E ---------------------------------------------------------------------------------------------
+
+
+class DeltaLogOddsParams(_params("mask", "word")):
+    percent: float = Field(
+        30, gt=0, le=100, description="K: mask the top K % units (L2E uses 30 % of the words)"
+    )
+    select: Literal["positive", "negative", "absolute"] = Field(
+        "positive",
+        description="which units count as the explanation: the highest positive scores, the most negative "
+        "scores, or the largest magnitudes (at most K % of the units, fewer if fewer have that sign)",
+    )
+
+
+class DeltaLogOdds(Metric):
+    """Δlog-odds of the predicted class when the explanation's top K % words are masked out.
+
+    L2E §4.4 (Schwab & Karlen 2019; Shrikumar et al. 2017): Δlog-odds(x) = log-odds(p(ŷ|x)) −
+    log-odds(p(ŷ|x̃)), log-odds(p) = log(p / (1 − p)), x̃ = x with the selected units masked. Computed in log
+    space, so it stays exact when p rounds to 1. With ``select: positive`` higher is better (masking
+    evidence for ŷ should lower confidence); for ``negative`` selections expect low values (L2E Table 8).
+    An explanation with no unit of the selected sign masks nothing and scores 0.
+    """
+
+    name: ClassVar[str] = "delta-log-odds"
+    Params = DeltaLogOddsParams
+    paper: ClassVar[str] = L2E
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (-float("inf"), float("inf"))
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        granularity, select = self.params.granularity, self.params.select
+        order = {"positive": "descending", "negative": "ascending", "absolute": "absolute"}[select]
+        removals = []
+        for a in data.attributions:
+            units = a.units(granularity)
+            scores = a.unit_scores(units)
+            eligible = {
+                "positive": scores > 0,
+                "negative": scores < 0,
+                "absolute": np.ones_like(scores, bool),
+            }[select]
+            count = min(_count(self.params.percent, len(units)), int(eligible.sum()))
+            removals.append(_with_full(a, top_unit_masks(a, [count], granularity=granularity, order=order)))
+        values = []
+        for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
+            log_odds = _log_odds(log_p, attribution.target)
+            values.append(float(log_odds[0] - log_odds[1]))
+        return np.asarray(values)
+
+
+class PredictionAgreementParams(_params("delete", "word")):
+    percent: float = Field(
+        30, gt=0, le=100, description="K: the explanation is the top K % units (L2E: 30 %)"
+    )
+
+
+class PredictionAgreement(Metric):
+    """Does the model predict the same class from the explanation alone as from the full input?
+
+    L2E §4.4 and Table 1 (Ribeiro et al. 2016): the input keeps only the top K % units (the others
+    removed); the value is 1[argmax p(·|explanation) = argmax p(·|x)], its mean the percentage agreement.
+    Higher is better.
+    """
+
+    name: ClassVar[str] = "prediction-agreement"
+    Params = PredictionAgreementParams
+    paper: ClassVar[str] = L2E
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        granularity = self.params.granularity
+        removals = [
+            _with_full(
+                a,
+                top_unit_masks(
+                    a,
+                    [_count(self.params.percent, _n_units(a, granularity))],
+                    keep=True,
+                    granularity=granularity,
+                ),
+            )
+            for a in data.attributions
+        ]
+        return np.array(
+            [float(log_p[1].argmax() == log_p[0].argmax()) for log_p in _evaluate(self, data, removals)]
+        )
+
+
+# -- LDAV --------------------------------------------------------------------------------------------
+
+
+class LogOddsParams(_params("pad", "word")):
+    percent: float = Field(20, gt=0, le=100, description="u: mask the top u % units")
+
+
+class LogOdds(Metric):
+    """Log-odds ratio of the predicted class after masking the top u % words.
+
+    LDAV eq. 7 (Chen et al. 2018): log( p(ŷ|x_u) / p(ŷ|x) ), x_u = x with its top-u words masked (LDAV
+    masks with <pad>). Lower (more negative) is better: the masked words mattered.
+    """
+
+    name: ClassVar[str] = "log-odds"
+    Params = LogOddsParams
+    paper: ClassVar[str] = LDAV
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "lower"
+    range: ClassVar[tuple[float, float]] = (-float("inf"), float("inf"))
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        granularity = self.params.granularity
+        removals = [
+            _with_full(
+                a,
+                top_unit_masks(
+                    a, [_count(self.params.percent, _n_units(a, granularity))], granularity=granularity
+                ),
+            )
+            for a in data.attributions
+        ]
+        return np.array(
+            [
+                float(log_p[1, a.target] - log_p[0, a.target])
+                for a, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True)
+            ]
+        )
+
+
+class DegradationParams(_params("pad", "word")):
+    percents: tuple[float, ...] = Field(
+        tuple(range(10, 101, 10)), description="u: the % of top units masked at each step of the curve"
+    )
+
+
+class Degradation(Metric):
+    """Degradation test: does the prediction survive masking the top u % words? (area under the curve)
+
+    LDAV eq. 6 (Nguyen 2018): degradation(u) = 1/m Σ_i 1[ŷ_u⁽ⁱ⁾ = ŷ⁽ⁱ⁾], words masked with <pad> in
+    attribution order. The curve 1[ŷ_u = ŷ] over ``percents`` is stored per example; the value is its
+    mean over the steps (the normalised area under the degradation curve). Lower is better: a faithful
+    explanation flips the prediction after few words.
+    """
+
+    name: ClassVar[str] = "degradation"
+    Params = DegradationParams
+    paper: ClassVar[str] = LDAV
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "lower"
+    range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def compute(self, data: MetricInput) -> MetricOutput:
+        percents, granularity = self.params.percents, self.params.granularity
+        removals = [
+            _with_full(
+                a,
+                top_unit_masks(
+                    a, [_count(u, _n_units(a, granularity)) for u in percents], granularity=granularity
+                ),
+            )
+            for a in data.attributions
+        ]
+        values, curves = [], []
+        for log_p in _evaluate(self, data, removals):
+            same = (log_p[1:].argmax(axis=-1) == log_p[0].argmax()).astype(float)
+            values.append(float(same.mean()))
+            curves.append({"x": list(percents), "y": same.tolist()})
+        return MetricOutput(values, curves)
+
+
+class SwitchingPointParams(_params("unk", "token")):
+    pass
+
+
+class SwitchingPoint(Metric):
+    """Switching point (infidelity): the fraction of units removed, most important first, until the
+    prediction changes; 1 when it never changes.
+
+    LDAV §4.3.3 (Nguyen 2018) and Zafar et al. 2021 §2.3 ("interpretation infidelity", tokens replaced by
+    the unknown token — the defaults here). Every prefix of the ranking is evaluated, batched. Lower is
+    better.
+    """
+
+    name: ClassVar[str] = "switching-point"
+    Params = SwitchingPointParams
+    paper: ClassVar[str] = f"{LDAV}; {ZAFAR}"
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "lower"
+    range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        granularity = self.params.granularity
+        removals = [
+            _with_full(
+                a, top_unit_masks(a, list(range(1, _n_units(a, granularity) + 1)), granularity=granularity)
+            )
+            for a in data.attributions
+        ]
+        values = []
+        for log_p in _evaluate(self, data, removals):
+            n = len(log_p) - 1
+            switched = np.flatnonzero(log_p[1:].argmax(axis=-1) != log_p[0].argmax())
+            values.append(float((switched[0] + 1) / n) if len(switched) else 1.0 if n else float("nan"))
+        return np.asarray(values)
+
+
+# -- ferret ------------------------------------------------------------------------------------------
+
+
+class LooCorrelationParams(_params("delete", "token")):
+    pass
+
+
+class LooCorrelation(Metric):
+    """Kendall τ between the attribution scores and leave-one-out drops in p(ŷ).
+
+    Drop of unit i = p(ŷ|x) − p(ŷ|x∖i); τ-b (scipy) between the units' scores and their drops, per example
+    (ferret's ``taucorr_loo``, Attanasio et al. 2023). NaN with fewer than two units or constant inputs.
+    Higher is better.
+    """
+
+    name: ClassVar[str] = "loo-correlation"
+    Params = LooCorrelationParams
+    paper: ClassVar[str] = "Attanasio et al. 2023, ferret; leave-one-out after Li et al. 2016"
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        granularity = self.params.granularity
+        removals = []
+        for a in data.attributions:
+            units = a.units(granularity)
+            masks = np.zeros((len(units), len(a.input_ids)), dtype=bool)
+            for row, unit in enumerate(units):
+                masks[row, unit] = True
+            removals.append(_with_full(a, masks))
+        values = []
+        for a, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
+            p = np.exp(log_p[:, a.target])
+            scores = a.unit_scores(a.units(granularity))
+            drops = p[0] - p[1:]
+            if len(scores) < 2 or np.ptp(scores) == 0 or np.ptp(drops) == 0:
+                values.append(float("nan"))
+            else:
+                values.append(float(kendalltau(scores, drops).statistic))
+        return np.asarray(values)
