@@ -33,14 +33,26 @@ class PluginEntry:
     params_json: str  # every parameter, defaults included: what determines results
     label: str  # the name with the parameters the suite set, for tables
     spec: Spec = field(compare=False, repr=False)
+    train_on: PluginEntry | None = (
+        None  # models only: the dataset the model is trained on, if not the evaluated one
+    )
 
     @classmethod
-    def create(cls, info: PluginInfo, spec: Spec, params: Params, user_params: dict) -> PluginEntry:
+    def create(
+        cls,
+        info: PluginInfo,
+        spec: Spec,
+        params: Params,
+        user_params: dict,
+        train_on: PluginEntry | None = None,
+    ) -> PluginEntry:
         label = spec.label or info.name + (
             "(" + ", ".join(f"{key}={_short(value)}" for key, value in sorted(user_params.items())) + ")"
             if user_params
             else ""
         )
+        if train_on is not None and not spec.label:
+            label += f" trained on {train_on.label}"
         return cls(
             kind=info.kind,
             name=info.name,
@@ -51,6 +63,7 @@ class PluginEntry:
             params_json=canonical_json(params.model_dump(mode="json")),
             label=label,
             spec=spec,
+            train_on=train_on,
         )
 
     @property
@@ -60,7 +73,10 @@ class PluginEntry:
     @property
     def identity(self) -> dict:
         """What determines this plugin's results: name, plugin version, every parameter."""
-        return {"name": self.name, "version": self.cls.version, "params": self.params_dict}
+        identity = {"name": self.name, "version": self.cls.version, "params": self.params_dict}
+        if self.train_on is not None:
+            identity["train_on"] = self.train_on.identity
+        return identity
 
 
 def _short(value: Any) -> str:

@@ -154,6 +154,7 @@ class Runner:
         self.cache = Cache(options.cache_dir or default_cache_dir(), read=options.use_cache)
         self.device = resolve_device(options.device or self.suite.device)
         self.libraries = library_versions()
+        self._training_datasets: dict[PluginEntry, TextDataset] = {}
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -292,46 +293,50 @@ class Runner:
         self, run_id: str, data, dataset_entry: PluginEntry, model_entry: PluginEntry, variant: str, seed: int
     ) -> ModelHandle:
         dataset, _ = data
+        train_data = dataset
+        if model_entry.train_on is not None:
+            train_data = self._load_training_dataset(model_entry.train_on)
+            if tuple(train_data.labels) != tuple(dataset.labels):
+                raise PluginError(
+                    f"model trained on '{model_entry.train_on.label}' predicts {list(train_data.labels)} but "
+                    f"dataset '{dataset_entry.label}' has classes {list(dataset.labels)}"
+                )
         plugin = model_entry.cls(model_entry.params)
-        key = cache_key("model", model_entry.identity, variant, seed, dataset.fingerprint, self.libraries)
+        key = cache_key("model", model_entry.identity, variant, seed, train_data.fingerprint, self.libraries)
         meta = self.cache.get_json("model-meta", key) if model_entry.cls.trainable else None
         directory = self.cache.get_directory("models", key) if meta else None
-
-        def build() -> Classifier:
-            seed_everything(seed)
-            return plugin.build(dataset, seed=seed, device=self.device, variant=variant)
-
-        def load_cached() -> Classifier:
-            return plugin.load(directory, dataset, self.device)
-
         if meta is None or (model_entry.cls.trainable and directory is None):
             started = time.perf_counter()
-            classifier = build()
-            training = {
-                **plugin.training_report(classifier),
-                "build_seconds": round(time.perf_counter() - started, 3),
+            seed_everything(seed)
+            classifier = plugin.build(train_data, seed=seed, device=self.device, variant=variant)
+            meta = {
+                "training": {
+                    **plugin.training_report(classifier),
+                    "build_seconds": round(time.perf_counter() - started, 3),
+                }
             }
-            accuracy = accuracy_on(classifier, dataset.test, self.suite.batch_size)
-            meta = {"test_accuracy": accuracy, "n_test": len(dataset.test), "training": training}
             if model_entry.cls.trainable:
                 self.cache.put_directory("models", key, lambda path: plugin.save(classifier, path))
                 self.cache.put_json("model-meta", key, meta)
             loader = _Once(lambda: classifier)
         else:
-            loader = _Once(load_cached)
+            loader = _Once(lambda: plugin.load(directory, dataset, self.device))
+        # Test accuracy on the evaluated dataset's test split (all of it), cached per (model, dataset).
+        accuracy_key = cache_key("accuracy", key, dataset.fingerprint)
+        accuracy = self.cache.get_json("accuracy", accuracy_key)
+        if accuracy is None:
+            accuracy = {"test_accuracy": accuracy_on(loader(), dataset.test, self.suite.batch_size)}
+            self.cache.put_json("accuracy", accuracy_key, accuracy)
         self.store.record_model(
-            run_id,
-            dataset_entry.label,
-            model_entry.label,
-            model_entry.params_json,
-            variant,
-            seed,
-            key,
-            meta["test_accuracy"],
-            meta["n_test"],
-            meta["training"],
-        )
-        return ModelHandle(key, meta["test_accuracy"], meta["n_test"], meta["training"], loader)
+            run_id, dataset_entry.label, model_entry.label, model_entry.params_json, variant, seed, key,
+            accuracy["test_accuracy"], len(dataset.test), meta["training"],
+        )  # fmt: skip
+        return ModelHandle(key, accuracy["test_accuracy"], len(dataset.test), meta["training"], loader)
+
+    def _load_training_dataset(self, entry: PluginEntry) -> TextDataset:
+        if entry not in self._training_datasets:
+            self._training_datasets[entry] = entry.cls(entry.params).load()
+        return self._training_datasets[entry]
 
     def _attributions(
         self,

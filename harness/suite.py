@@ -43,6 +43,9 @@ class DatasetSpec(Spec):
 
 class ModelSpec(Spec):
     variants: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    train_on: Spec | None = Field(
+        None, description="train on this dataset instead of the evaluated one (the class names must match)"
+    )
 
 
 class Suite(BaseModel):
@@ -132,8 +135,33 @@ def load_suite(path: str | Path, registry: Registry) -> LoadedSuite:
                     raise locator.error(
                         error.errors()[0], info.cls.Params, prefix=(*where, "params")
                     ) from None
-                entries[section].append(PluginEntry.create(info, spec, params, user_params))
+                train_on = _train_on(spec, registry, locator, where) if isinstance(spec, ModelSpec) else None
+                entries[section].append(PluginEntry.create(info, spec, params, user_params, train_on))
     return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries)
+
+
+def _train_on(spec: ModelSpec, registry: Registry, locator: _Locator, where: tuple):
+    """The validated dataset entry a model is trained on, when the suite names one."""
+    from harness.grid import PluginEntry
+
+    if spec.train_on is None:
+        return None
+    where = (*where, "train_on")
+    names = registry.names("dataset")
+    if spec.train_on.name not in names:
+        raise locator.fail(
+            (*where, "name"), f"unknown dataset '{spec.train_on.name}'{suggest(spec.train_on.name, names)}"
+        )
+    info = registry.get("dataset", spec.train_on.name)
+    if "grid" in spec.train_on.params:
+        raise locator.fail(
+            (*where, "params", "grid"), "a training dataset takes one set of parameters, not a grid"
+        )
+    try:
+        params = info.cls.Params.model_validate(spec.train_on.params)
+    except ValidationError as error:
+        raise locator.error(error.errors()[0], info.cls.Params, prefix=(*where, "params")) from None
+    return PluginEntry.create(info, spec.train_on, params, spec.train_on.params)
 
 
 def _expand_grid(params: dict, locator: _Locator, where: tuple) -> list[dict]:

@@ -88,7 +88,11 @@ def test_export_jsonl_has_exactly_the_documented_fields(finished_run):
     assert len(rows) == 9 * 6
     assert all(tuple(row) == RECORD_FIELDS for row in rows)
     comprehensiveness = next(r for r in rows if r["metric"] == "comprehensiveness")
-    assert comprehensiveness["metric_params"] == {"bins": [10.0, 50.0], "masking": "delete"}
+    assert comprehensiveness["metric_params"] == {
+        "bins": [10.0, 50.0],
+        "masking": "delete",
+        "granularity": "token",
+    }
     assert comprehensiveness["family"] == "faithfulness" and isinstance(
         comprehensiveness["explainer_params"], dict
     )

@@ -215,3 +215,38 @@ def test_cuda_request_without_cuda_is_a_clear_error(write_suite, tmp_path):
 
     with pytest.raises(BenchError, match="CUDA is not available"):
         run_suite(write_suite(tiny_suite_text()), tmp_path, device="cuda")
+
+
+def test_a_model_can_be_trained_on_another_dataset(write_suite, tmp_path):
+    from conftest import TINY_DATA
+
+    text = tiny_suite_text().replace(
+        "    params: {dim: 8, max_epochs: 20}",
+        f"    params: {{dim: 8, max_epochs: 20}}\n    train_on: {{name: jsonl, label: tiny-train, params: {{path: {TINY_DATA}}}}}",
+    )
+    text = text.replace("test_fraction: 0.25}", "test_fraction: 1.0, validation_fraction: 0.0}")
+    result = run_suite(write_suite(text), tmp_path)
+    assert not result.failed
+    [model] = Store(tmp_path / "results").models(result.run_id)
+    assert model["model"] == "bow(dim=8, max_epochs=20) trained on tiny-train"
+    assert model["n_test"] == 72  # accuracy on the evaluated dataset: all of it is its test split
+
+
+def test_training_on_a_dataset_with_other_classes_fails_the_cells(write_suite, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text(
+        "\n".join(
+            f'{{"id": "o{i}", "text": "w{i} x", "label": {i % 3}, "label_name": "c{i % 3}"}}'
+            for i in range(30)
+        )
+    )
+    text = tiny_suite_text().replace(
+        "    params: {dim: 8, max_epochs: 20}",
+        f"    params: {{dim: 8}}\n    train_on: {{name: jsonl, params: {{path: {other}}}}}",
+    )
+    result = run_suite(write_suite(text), tmp_path)
+    assert len(result.failed) == 6
+    assert (
+        "predicts ['c0', 'c1', 'c2'] but dataset 'tiny' has classes ['negative', 'positive']"
+        in result.failed[0][1]
+    )

@@ -17,6 +17,7 @@ def bench_metrics():
         PredictionAgreement,
         SwitchingPoint,
     )
+    from plugins.metrics.plausibility import Auprc, IouF1, TokenF1
     from plugins.metrics.runtime import Runtime
 
     return [
@@ -31,5 +32,8 @@ def bench_metrics():
         PostHocAccuracy,
         PredictionAgreement,
         LooCorrelation,
+        TokenF1,
+        IouF1,
+        Auprc,
         Runtime,
     ]

@@ -221,8 +221,7 @@ class IouF1(_Plausibility):
 
 
 class Auprc(_Plausibility):
-    """AUPRC: area under the precision-recall curve of the unit scores against the rationale (ERASER,
-    ferret).
+    """AUPRC: area under the precision-recall curve of the unit scores against the rationale.
 
     Per example, ``sklearn.metrics.auc(recall, precision)`` on ``precision_recall_curve(labels,
     scores)`` (trapezoids; tied scores form one threshold), as ERASER and ferret compute it; average
