@@ -231,12 +231,11 @@ def main() -> None:
     """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
     warnings.showwarning = _show_warning
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns (not raises) the code of typer.Exit.
+        code = app(standalone_mode=False)
     except BenchError as error:
         err.print(f"error: {error}", style="red", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print(
             "interrupted: finished cells are stored; run the same command again to resume", style="yellow"
@@ -249,6 +248,7 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -149,3 +149,18 @@ def test_plugins_table_lists_kind_name_package_version_description():
     assert result.returncode == 0
     line = next(line for line in result.stdout.splitlines() if " integrated-gradients " in line)
     assert "explainer" in line and "xai-bench-harness" in line and "Integrated gradients" in line
+
+
+def test_run_with_a_failing_plugin_exits_1_and_reports_the_failed_cells(tmp_path):
+    from conftest import make_distribution
+    from test_runner import RAISING_EXPLAINER
+
+    site = make_distribution(tmp_path / "site", "exploding-plugin", {"exploding_mod": RAISING_EXPLAINER},
+                             {"exploding": "exploding_mod"})  # fmt: skip
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(tiny_suite_text(explainers="\n  - name: random\n  - name: exploding"))
+    result = bench("run", suite, "--out", tmp_path / "results", "--cache-dir", tmp_path / "cache",
+                   env={"PYTHONPATH": str(site)})  # fmt: skip
+    assert result.returncode == 1
+    assert "3 cell(s) failed" in result.stdout and "RuntimeError: boom from a plugin" in result.stdout
+    assert "3 of 6 cells done, 3 failed" in result.stderr

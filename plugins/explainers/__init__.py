@@ -5,7 +5,25 @@ from harness import hookimpl
 
 @hookimpl
 def bench_explainers():
-    from plugins.explainers.gradient import IntegratedGradients, Saliency
+    from plugins.explainers.attention import Attention
+    from plugins.explainers.deeplift import LRP, DeepLift, DeepLiftShap
+    from plugins.explainers.gradient import IntegratedGradients, Saliency, SmoothGrad
+    from plugins.explainers.lime import Lime
+    from plugins.explainers.occlusion import Occlusion
     from plugins.explainers.random import RandomExplainer
+    from plugins.explainers.shap import KernelShap, PartitionShap
 
-    return [RandomExplainer, Saliency, IntegratedGradients]
+    return [
+        RandomExplainer,
+        Saliency,
+        IntegratedGradients,
+        SmoothGrad,
+        DeepLift,
+        DeepLiftShap,
+        LRP,
+        Attention,
+        Occlusion,
+        Lime,
+        KernelShap,
+        PartitionShap,
+    ]
