@@ -13,8 +13,8 @@ class Runtime(Metric):
     """Seconds per example spent in the explainer (batch time / batch size).
 
     Measured by the runner around ``Explainer.explain`` only (the forward pass that finds the predicted
-    class is not counted); on CUDA the device is synchronised before reading the clock and one warm-up
-    batch runs untimed first.
+    class is not counted), after an untimed warm-up call on one example; on CUDA the device is
+    synchronised before reading the clock.
     """
 
     name: ClassVar[str] = "runtime"
