@@ -40,8 +40,12 @@ def _examples() -> list[Example]:
 def setup():
     examples = _examples()
     train, test = examples[N_EXAMPLES:][:96], examples[:N_EXAMPLES]
-    dataset = TextDataset("bench", ("negative", "positive"), tuple(train[:64]), tuple(train[64:]), tuple(test))
-    classifier = MiniLMHead(MiniLMHead.Params(max_epochs=2)).build(dataset, seed=0, device=torch.device("cpu"))
+    dataset = TextDataset(
+        "bench", ("negative", "positive"), tuple(train[:64]), tuple(train[64:]), tuple(test)
+    )
+    classifier = MiniLMHead(MiniLMHead.Params(max_epochs=2)).build(
+        dataset, seed=0, device=torch.device("cpu")
+    )
     encoding = classifier.encode(test)
     encoding.example_ids = [e.id for e in test]
     probabilities = classifier.predict_proba(encoding)

@@ -111,14 +111,16 @@ def evaluate(
     with_types = all(attribution.token_type_ids is not None for attribution in attributions)
     sequences: list[np.ndarray] = []
     type_sequences: list[np.ndarray] | None = [] if with_types else None
+    inverses = []  # identical perturbations of one input (e.g. bins that round to the same count) run once
     for attribution, remove in zip(attributions, removals, strict=True):
-        rows, type_rows = _perturbed_rows(attribution, remove, replacement)
+        unique, inverse = np.unique(remove, axis=0, return_inverse=True)
+        rows, type_rows = _perturbed_rows(attribution, unique, replacement)
+        inverses.append(len(sequences) + inverse.reshape(-1))
         sequences.extend(rows)
         if type_sequences is not None:
             type_sequences.extend(type_rows)
     log_probabilities = _forward(classifier, sequences, type_sequences, batch_size)
-    bounds = np.cumsum([0] + [len(remove) for remove in removals])
-    return [log_probabilities[bounds[i] : bounds[i + 1]] for i in range(len(removals))]
+    return [log_probabilities[inverse] for inverse in inverses]
 
 
 def top_unit_masks(

@@ -17,9 +17,21 @@ from captum.attr import (
 from pydantic import Field
 
 from harness import Classifier, Encoding, Explainer, ExplainerParams, PluginError
+from plugins.explainers.random import example_rng
 
 Output = Literal["logit", "probability"]
 OUTPUT_DOC = "the differentiated output of the target class: its logit, or its softmax probability"
+Reduction = Literal["l2", "input_x_gradient", "sum"]
+REDUCTION_DOC = (
+    "how a token's score is made from its embedding's gradient: l2 = L2 norm of the gradient (Simonyan et "
+    "al. 2014; Li et al. 2016); input_x_gradient = sum over the embedding dimension of embedding × gradient "
+    "(Shrikumar et al. 2017); sum = plain sum of the gradient over the embedding dimension"
+)
+Baseline = Literal["pad", "unk", "mask", "zero"]
+BASELINE_DOC = (
+    "reference input: every real token replaced by the pad, unk or mask token's embedding, or by the zero "
+    "vector (special tokens and padding are kept)"
+)
 
 
 def forward_function(classifier: Classifier, output: Output):
@@ -39,20 +51,104 @@ def embedded_inputs(classifier: Classifier, encoding: Encoding) -> tuple[torch.T
     return embeddings, (encoding.attention_mask, encoding.token_type_ids)
 
 
-class SaliencyParams(ExplainerParams):
-    reduction: Literal["l2", "input_x_gradient"] = Field(
-        "l2",
-        description="l2: L2 norm of the gradient over the embedding dimension (Simonyan et al. 2014); "
-        "input_x_gradient: sum over the embedding dimension of embedding × gradient (Shrikumar et al. 2017)",
+def baseline_embeddings(classifier: Classifier, encoding: Encoding, baseline: Baseline) -> torch.Tensor:
+    """Reference word embeddings: every real token replaced by the ``baseline`` token's embedding (or the
+    zero vector); special tokens and padding keep their own embeddings."""
+    real = ~encoding.special_mask.to(encoding.input_ids.device)
+    if baseline == "zero":
+        embeddings = classifier.input_embeddings(encoding.input_ids).detach()
+        return embeddings * (~real).unsqueeze(-1)
+    token_id = {
+        "pad": classifier.pad_token_id,
+        "unk": classifier.unk_token_id,
+        "mask": classifier.mask_token_id,
+    }[baseline]
+    if token_id is None:
+        raise PluginError(f"baseline '{baseline}' is not available: the tokenizer has no such token")
+    ids = torch.where(real, torch.full_like(encoding.input_ids, token_id), encoding.input_ids)
+    return classifier.input_embeddings(ids).detach()
+
+
+def example_generators(seed: int, encoding: Encoding) -> list[torch.Generator]:
+    """One CPU torch generator per example, seeded from the explainer's seed and the example alone (its id,
+    or its token ids where the encoding carries no ids), so that noise never depends on the batch."""
+    generators = []
+    for row, tokens in enumerate(encoding.tokens):
+        if len(encoding.example_ids) == len(encoding.tokens):
+            key = encoding.example_ids[row]
+        else:
+            key = " ".join(map(str, encoding.input_ids[row, : len(tokens)].tolist()))
+        generators.append(torch.Generator().manual_seed(int(example_rng(seed, key).integers(2**63))))
+    return generators
+
+
+def real_token_scale(embeddings: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+    """Per example, the standard deviation of its real (non-special) tokens' word embeddings, all tokens
+    and dimensions pooled (B,): the unit in which noise levels are given."""
+    real = ~encoding.special_mask.to(embeddings.device)
+    scales = []
+    for row in range(len(embeddings)):
+        values = embeddings[row][real[row]]
+        if values.numel() == 0:  # no real token: fall back to everything the model reads
+            values = embeddings[row, : len(encoding.tokens[row])]
+        scales.append(values.float().std(correction=0) if values.numel() else values.new_zeros(()))
+    return torch.stack(scales).to(embeddings.dtype)
+
+
+def example_noise(
+    generators: list[torch.Generator],
+    encoding: Encoding,
+    embeddings: torch.Tensor,
+    samples: int,
+    stdev: torch.Tensor,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gaussian noise (B, samples, L, D) with per-example standard deviation ``stdev`` (B,), drawn on the
+    CPU from each example's own generator over its own length only (padding gets none), so an example gets
+    the same noise alone and in any batch, on any device. ``positions`` (B, L) limits where noise goes."""
+    batch, length, dim = embeddings.shape
+    noise = torch.zeros(batch, samples, length, dim)
+    for row, generator in enumerate(generators):
+        tokens = len(encoding.tokens[row])
+        noise[row, :, :tokens] = torch.randn(samples, tokens, dim, generator=generator) * float(stdev[row])
+    noise = noise.to(embeddings.device, embeddings.dtype)
+    if positions is not None:
+        noise = noise * positions[:, None, :, None].to(noise.dtype)
+    return noise
+
+
+def token_gradient_scores(
+    classifier: Classifier,
+    embeddings: torch.Tensor,
+    targets: torch.Tensor,
+    extra: tuple,
+    reduction: Reduction,
+    output: Output,
+) -> torch.Tensor:
+    """Per-token gradient scores (B, L) of the target output at ``embeddings`` (which require grad)."""
+    forward = forward_function(classifier, output)
+    if reduction == "input_x_gradient":
+        products = InputXGradient(forward).attribute(
+            embeddings, target=targets, additional_forward_args=extra
+        )
+        return products.sum(dim=-1)
+    gradients = CaptumSaliency(forward).attribute(
+        embeddings, target=targets, additional_forward_args=extra, abs=False
     )
+    return gradients.norm(dim=-1) if reduction == "l2" else gradients.sum(dim=-1)
+
+
+class SaliencyParams(ExplainerParams):
+    reduction: Reduction = Field("l2", description=REDUCTION_DOC)
     output: Output = Field("logit", description=OUTPUT_DOC)
 
 
 class Saliency(Explainer):
     """Vanilla gradient of the target output w.r.t. the input word embeddings, reduced per token.
 
-    Simonyan et al. 2014 (saliency maps); for text, the L2 reduction follows Li et al. 2016 and the
-    input×gradient reduction Shrikumar et al. 2017 / Denil et al. 2014.
+    Simonyan et al. 2014 (saliency maps); for text, the L2 reduction follows Li et al. 2016, the
+    input×gradient reduction Shrikumar et al. 2017 / Denil et al. 2014; ``sum`` is the plain, signed sum
+    of the gradient over the embedding dimension.
     """
 
     name: ClassVar[str] = "saliency"
@@ -61,25 +157,77 @@ class Saliency(Explainer):
 
     def explain(self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor) -> torch.Tensor:
         embeddings, extra = embedded_inputs(classifier, encoding)
-        forward = forward_function(classifier, self.params.output)
-        if self.params.reduction == "l2":
-            gradients = CaptumSaliency(forward).attribute(
-                embeddings, target=targets, additional_forward_args=extra, abs=False
+        return token_gradient_scores(
+            classifier, embeddings, targets, extra, self.params.reduction, self.params.output
+        ).detach()
+
+
+class SmoothGradParams(ExplainerParams):
+    reduction: Reduction = Field(
+        "l2", description=REDUCTION_DOC + "; each noisy copy is reduced, then averaged"
+    )
+    samples: int = Field(20, ge=1, description="noisy copies of each input averaged (Smilkov et al.: n)")
+    noise: float = Field(
+        0.1,
+        ge=0,
+        description="standard deviation of the Gaussian noise added to the word embeddings, relative to "
+        "the embedding scale: stdev = noise × the standard deviation of the example's real-token "
+        "embeddings (tokens and dimensions pooled); 0 gives saliency",
+    )
+    output: Output = Field("logit", description=OUTPUT_DOC)
+    internal_batch_size: int = Field(
+        64, ge=1, description="noisy rows (examples × samples) per forward/backward pass"
+    )
+
+
+class SmoothGrad(Explainer):
+    """SmoothGrad: saliency averaged over noisy copies of the input word embeddings.
+
+    Smilkov et al. 2017, SmoothGrad: removing noise by adding noise. Each example's word embeddings get
+    ``samples`` draws of Gaussian noise (every token it reads, special ones included; never padding), the
+    chosen saliency ``reduction`` is computed on each noisy copy with captum (``Saliency`` /
+    ``InputXGradient``) and the token scores are averaged: the paper's mean of sensitivity maps, as
+    captum's ``NoiseTunnel(nt_type="smoothgrad")`` computes it.
+
+    The noise level is relative, as in the paper (σ over the input's range): its standard deviation is
+    ``noise`` × the standard deviation of the example's real-token embeddings. captum's default (stdev 1.0)
+    is about 18 times the scale of MiniLM's word embeddings (std ≈ 0.056) and would drown the input.
+
+    Not ``NoiseTunnel`` itself: it draws one noise tensor for the whole batch from the global RNG with one
+    stdev, so an example's scores would depend on the rest of its batch. Here each example's noise comes
+    from a generator seeded from ``self.seed`` and the example alone (its scale, too, is its own), so
+    results are the same alone, in any batch, and in any batch order.
+    """
+
+    name: ClassVar[str] = "smoothgrad"
+    Params = SmoothGradParams
+    paper: ClassVar[str] = "Smilkov et al. 2017, SmoothGrad: removing noise by adding noise"
+
+    def explain(self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        embeddings = classifier.input_embeddings(encoding.input_ids).detach()
+        batch, length, dim = embeddings.shape
+        stdev = p.noise * real_token_scale(embeddings, encoding)
+        noise = example_noise(example_generators(self.seed, encoding), encoding, embeddings, p.samples, stdev)
+        noisy = (embeddings[:, None] + noise).reshape(batch * p.samples, length, dim)
+        rows = [
+            None if tensor is None else tensor.repeat_interleave(p.samples, dim=0)
+            for tensor in (encoding.attention_mask, encoding.token_type_ids, targets)
+        ]
+        scores = []
+        for start in range(0, len(noisy), p.internal_batch_size):
+            chunk = slice(start, start + p.internal_batch_size)
+            extra = tuple(None if tensor is None else tensor[chunk] for tensor in rows[:2])
+            part = noisy[chunk].clone().requires_grad_(True)
+            scores.append(
+                token_gradient_scores(classifier, part, rows[2][chunk], extra, p.reduction, p.output).detach()
             )
-            return gradients.norm(dim=-1)
-        products = InputXGradient(forward).attribute(
-            embeddings, target=targets, additional_forward_args=extra
-        )
-        return products.sum(dim=-1)
+        return torch.cat(scores).view(batch, p.samples, length).mean(dim=1)
 
 
 class IntegratedGradientsParams(ExplainerParams):
     n_steps: int = Field(50, ge=2, description="steps of the Riemann/Gauss-Legendre path integral")
-    baseline: Literal["pad", "unk", "mask", "zero"] = Field(
-        "pad",
-        description="reference input: every real token replaced by the pad, unk or mask token's embedding, "
-        "or by the zero vector (special tokens are kept)",
-    )
+    baseline: Baseline = Field("pad", description=BASELINE_DOC)
     output: Output = Field("logit", description=OUTPUT_DOC)
     internal_batch_size: int = Field(256, ge=1, description="rows per forward pass when expanding steps")
 
@@ -95,21 +243,7 @@ class IntegratedGradients(Explainer):
     paper: ClassVar[str] = "Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks"
 
     def baseline_embeddings(self, classifier: Classifier, encoding: Encoding) -> torch.Tensor:
-        real = ~encoding.special_mask.to(encoding.input_ids.device)
-        if self.params.baseline == "zero":
-            embeddings = classifier.input_embeddings(encoding.input_ids).detach()
-            return embeddings * (~real).unsqueeze(-1)
-        token_id = {
-            "pad": classifier.pad_token_id,
-            "unk": classifier.unk_token_id,
-            "mask": classifier.mask_token_id,
-        }[self.params.baseline]
-        if token_id is None:
-            raise PluginError(
-                f"baseline '{self.params.baseline}' is not available: the tokenizer has no such token"
-            )
-        ids = torch.where(real, torch.full_like(encoding.input_ids, token_id), encoding.input_ids)
-        return classifier.input_embeddings(ids).detach()
+        return baseline_embeddings(classifier, encoding, self.params.baseline)
 
     def explain(self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor) -> torch.Tensor:
         embeddings, extra = embedded_inputs(classifier, encoding)

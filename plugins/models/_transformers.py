@@ -1,8 +1,9 @@
 """What every transformers-based classifier shares: a tokenizer, a torch network, the captum pattern.
 
 ``TransformersClassifier`` implements ``encode`` (through ``encode_with_tokenizer``), ``input_embeddings``
-(the network's word-embedding layer) and ``logits`` (ids or word embeddings in; the model adds position
-and token-type embeddings itself). Subclasses say how the network turns its inputs into logits.
+(the network's word-embedding layer), ``logits`` (ids or word embeddings in; the model adds position
+and token-type embeddings itself) and ``attentions``. Subclasses say how the network turns its inputs into
+logits.
 """
 
 from __future__ import annotations
@@ -16,9 +17,32 @@ import torch
 
 from harness.classifier import Classifier, Encoding
 from harness.data import Example
+from harness.errors import PluginError
 from harness.tokenization import encode_with_tokenizer
 
 _TRUE = {"1", "on", "yes", "true"}
+
+
+@contextmanager
+def eager_attention(model) -> Iterator[None]:
+    """Run a transformers model with its ``eager`` attention implementation, the one that can return
+    attention probabilities (``sdpa`` and flash kernels never form them), then restore the original.
+    Only calls inside the block are affected: the implementations agree to float tolerance, not bit for
+    bit, so the normal path (logits, explainers, metrics) keeps its own."""
+    original = getattr(model.config, "_attn_implementation", None)
+    if original in (None, "eager"):
+        yield
+        return
+    try:
+        model.set_attn_implementation("eager")
+    except (AttributeError, ValueError, ImportError) as error:
+        raise PluginError(
+            f"{type(model).__name__} cannot switch to eager attention, needed for attention weights: {error}"
+        ) from error
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(original)
 
 
 @contextmanager
@@ -129,6 +153,35 @@ class TransformersClassifier(Classifier):
                 else None
             ),
         )
+
+    @property
+    def attention_model(self) -> torch.nn.Module:
+        """The transformers model whose attentions ``attentions`` returns: the network itself when it is a
+        ``PreTrainedModel`` (``hf``), else the first one inside it (``minilm-head``'s encoder)."""
+        from transformers import PreTrainedModel
+
+        for module in self.network.modules():
+            if isinstance(module, PreTrainedModel):
+                return module
+        raise PluginError(f"model {type(self).__name__} holds no transformers model to read attentions from")
+
+    @torch.no_grad()
+    def attentions(self, encoding: Encoding) -> tuple[torch.Tensor, ...]:
+        """Per-layer attention probabilities, each (B, heads, L, L), from a forward pass with the eager
+        attention implementation (see ``eager_attention``); rows are queries, columns keys, and padded
+        keys get zero weight."""
+        model = self.attention_model
+        inputs = {
+            "input_ids": encoding.input_ids.to(self.device),
+            "attention_mask": encoding.attention_mask.to(self.device),
+        }
+        if encoding.token_type_ids is not None and self.uses_token_type_ids:
+            inputs["token_type_ids"] = encoding.token_type_ids.to(self.device)
+        with eager_attention(model):
+            attentions = model(**inputs, output_attentions=True).attentions
+        if not attentions:
+            raise PluginError(f"model {type(model).__name__} returned no attention weights")
+        return tuple(attentions)
 
     def torch_modules(self) -> list[torch.nn.Module]:
         return [self.network]
