@@ -22,6 +22,8 @@ class Attribution:
 
     ``target`` is the explained class, ``predicted`` the model's prediction on the full input and
     ``probability`` its probability of ``target``; ``seconds`` is the explainer's time for this example.
+    ``log_probabilities`` are the model's class log-probabilities on the full input, computed once when
+    explaining and reused by every metric (``None`` when unknown: the engine then computes them).
     """
 
     example_id: str
@@ -36,6 +38,7 @@ class Attribution:
     segments: list[int]
     scores: list[float]
     seconds: float
+    log_probabilities: list[float] | None = None
 
     @property
     def removable(self) -> np.ndarray:
@@ -87,24 +90,26 @@ def attributions_from_batch(
     encoding: Encoding,
     scores: torch.Tensor,
     targets: torch.Tensor,
-    predicted: torch.Tensor,
-    probabilities: torch.Tensor,
+    log_probabilities: torch.Tensor,
     seconds_per_example: float,
 ) -> list[Attribution]:
-    """Split a batch of explainer output into per-example attributions (padding dropped)."""
+    """Split a batch of explainer output into per-example attributions (padding dropped).
+    ``log_probabilities`` (B, K) are the model's on the unperturbed batch."""
     scores = scores.detach().to("cpu", torch.float64)
+    log_probabilities = log_probabilities.detach().to("cpu", torch.float64)
     result = []
     for row, example_id in enumerate(example_ids):
         length = len(encoding.tokens[row])
         token_type_ids = (
             None if encoding.token_type_ids is None else encoding.token_type_ids[row, :length].tolist()
         )
+        target = int(targets[row])
         result.append(
             Attribution(
                 example_id=example_id,
-                target=int(targets[row]),
-                predicted=int(predicted[row]),
-                probability=float(probabilities[row]),
+                target=target,
+                predicted=int(log_probabilities[row].argmax()),
+                probability=float(log_probabilities[row, target].exp()),
                 input_ids=encoding.input_ids[row, :length].tolist(),
                 token_type_ids=token_type_ids,
                 tokens=list(encoding.tokens[row]),
@@ -113,6 +118,7 @@ def attributions_from_batch(
                 segments=list(encoding.segments[row]),
                 scores=scores[row, :length].tolist(),
                 seconds=seconds_per_example,
+                log_probabilities=log_probabilities[row].tolist(),
             )
         )
     return result

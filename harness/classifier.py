@@ -102,12 +102,14 @@ class Classifier(ABC):
         return []
 
     @torch.no_grad()
-    def predict_proba(self, encoding: Encoding) -> torch.Tensor:
-        return torch.softmax(
-            self.logits(
-                input_ids=encoding.input_ids,
-                attention_mask=encoding.attention_mask,
-                token_type_ids=encoding.token_type_ids,
-            ),
-            dim=-1,
+    def log_probabilities(self, encoding: Encoding) -> torch.Tensor:
+        """Class log-probabilities (B, K) in float64, exact in log space for confident predictions."""
+        logits = self.logits(
+            input_ids=encoding.input_ids,
+            attention_mask=encoding.attention_mask,
+            token_type_ids=encoding.token_type_ids,
         )
+        return torch.log_softmax(logits.double(), dim=-1)
+
+    def predict_proba(self, encoding: Encoding) -> torch.Tensor:
+        return self.log_probabilities(encoding).exp()

@@ -111,16 +111,28 @@ def evaluate(
     with_types = all(attribution.token_type_ids is not None for attribution in attributions)
     sequences: list[np.ndarray] = []
     type_sequences: list[np.ndarray] | None = [] if with_types else None
-    inverses = []  # identical perturbations of one input (e.g. bins that round to the same count) run once
+    # Identical perturbations of one input (e.g. bins that round to the same count) run once, and the
+    # unperturbed input reuses the log-probabilities stored with the attribution when it has them.
+    plans = []
     for attribution, remove in zip(attributions, removals, strict=True):
         unique, inverse = np.unique(remove, axis=0, return_inverse=True)
-        rows, type_rows = _perturbed_rows(attribution, unique, replacement)
-        inverses.append(len(sequences) + inverse.reshape(-1))
+        known = attribution.log_probabilities is not None and not unique[0].any()
+        to_run = unique[1:] if known else unique
+        rows, type_rows = _perturbed_rows(attribution, to_run, replacement)
+        plans.append((len(sequences), len(rows), known, inverse.reshape(-1)))
         sequences.extend(rows)
         if type_sequences is not None:
             type_sequences.extend(type_rows)
-    log_probabilities = _forward(classifier, sequences, type_sequences, batch_size)
-    return [log_probabilities[inverse] for inverse in inverses]
+    log_probabilities = _forward(classifier, sequences, type_sequences, batch_size) if sequences else None
+    results = []
+    for attribution, (start, count, known, inverse) in zip(attributions, plans, strict=True):
+        computed = (
+            log_probabilities[start : start + count] if count else np.zeros((0, len(classifier.labels)))
+        )
+        if known:
+            computed = np.vstack([np.asarray(attribution.log_probabilities)[None, :], computed])
+        results.append(computed[inverse])
+    return results
 
 
 def top_unit_masks(

@@ -398,8 +398,8 @@ class Runner:
             batch = examples[start : start + self.suite.batch_size]
             encoding = classifier.encode(batch)
             encoding.example_ids = [example.id for example in batch]
-            probabilities = classifier.predict_proba(encoding)
-            predicted = probabilities.argmax(dim=-1)
+            log_probabilities = classifier.log_probabilities(encoding)
+            predicted = log_probabilities.argmax(dim=-1)
             targets = predicted if target == "predicted" else torch.full_like(predicted, target)
             if start == 0:
                 # Warm-up, untimed, on the first batch's first example: lazy imports, allocator, CUDA
@@ -429,8 +429,7 @@ class Runner:
                 encoding,
                 scores,
                 targets,
-                predicted,
-                probabilities.gather(1, targets[:, None])[:, 0],
+                log_probabilities,
                 seconds,
             )
             progress.advance(task, len(batch))

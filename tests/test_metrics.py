@@ -3,6 +3,8 @@ p(positive) = σ(2m), m the mean of the attended tokens' one-dimensional embeddi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from conftest import attribution, metric_input, sigmoid, values_of
@@ -111,3 +113,14 @@ def test_runtime_reports_the_explainer_seconds_without_loading_the_model(classif
     data = MetricInput(attributions, {}, TextDataset("toy", ("a", "b"), (), (), ()), load_classifier=no_model)
     np.testing.assert_array_equal(Runtime().compute(data), [0.5, 0.25])
     assert (Runtime.direction, Runtime.family) == ("lower", "cost")
+
+
+def test_the_engine_reuses_the_full_input_log_probabilities_stored_with_the_attribution(classifier):
+    from harness.perturb import evaluate
+
+    a = attribution(classifier, TEXT, SCORES)
+    a.log_probabilities = [math.log(0.25), math.log(0.75)]  # not the model's σ(1): proves reuse
+    removals = [np.array([[False] * 4, [False, True, False, False], [False] * 4])]
+    [log_p] = evaluate(classifier, [a], removals, masking="delete", batch_size=4)
+    np.testing.assert_allclose(np.exp(log_p[[0, 2], 1]), [0.75, 0.75])
+    assert np.exp(log_p[1, 1]) == pytest.approx(0.5, abs=1e-6)  # the perturbed row is computed
