@@ -250,3 +250,32 @@ def test_training_on_a_dataset_with_other_classes_fails_the_cells(write_suite, t
         "predicts ['c0', 'c1', 'c2'] but dataset 'tiny' has classes ['negative', 'positive']"
         in result.failed[0][1]
     )
+
+
+def test_explainer_target_and_word_granularity_are_applied_by_the_runner(write_suite, tmp_path):
+    explainers = """
+  - name: saliency
+    params: {target: 0}
+  - name: saliency
+    params: {granularity: word, word_reduction: max, reduction: l2}"""
+    metrics = "\n  - name: runtime"
+    result = run_suite(write_suite(tiny_suite_text(explainers=explainers, metrics=metrics)), tmp_path)
+    assert not result.failed
+    rows = list(Store(tmp_path / "results").attributions(result.run_id))
+    fixed = [r for r in rows if r["explainer_params"]["target"] == 0]
+    assert fixed and all(r["target"] == 0 for r in fixed)
+    words = [r for r in rows if r["explainer_params"]["granularity"] == "word"]
+    assert words and all(r["target"] == r["predicted"] for r in words)
+    for row in words:  # every token of a word carries the word's score (bow: one token per word)
+        by_word: dict[int, set] = {}
+        for word, score in zip(row["word_ids"], row["scores"], strict=True):
+            if word is not None:
+                by_word.setdefault(word, set()).add(score)
+        assert all(len(scores) == 1 for scores in by_word.values())
+
+
+def test_a_target_class_the_model_does_not_have_fails_the_cells(write_suite, tmp_path):
+    explainers = "\n  - name: random\n    params: {target: 5}"
+    result = run_suite(write_suite(tiny_suite_text(explainers=explainers)), tmp_path)
+    assert len(result.failed) == 3
+    assert result.failed[0][1] == "target class 5 does not exist: the model has 2 classes"
