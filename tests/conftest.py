@@ -150,18 +150,23 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-@pytest.fixture
-def classifier() -> BagOfWordsClassifier:
-    vocabulary = [*SPECIALS, *EMBEDDING]
+def hand_bow(embedding: dict[str, float] = EMBEDDING) -> BagOfWordsClassifier:
+    """The toy model with one-dimensional embeddings ``embedding`` (and [UNK] = −1, [PAD] = [MASK] = 0)."""
+    vocabulary = [*SPECIALS, *embedding]
     model = BagOfWordsClassifier(vocabulary, ("negative", "positive"), dim=1)
     with torch.no_grad():
         model.embedding.weight.zero_()
-        for word, value in EMBEDDING.items():
+        for word, value in embedding.items():
             model.embedding.weight[vocabulary.index(word), 0] = value
         model.embedding.weight[vocabulary.index("[UNK]"), 0] = -1.0  # so that unk differs from mask
         model.linear.weight.copy_(torch.tensor([[-1.0], [1.0]]))
         model.linear.bias.zero_()
-    return model.eval()
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def classifier() -> BagOfWordsClassifier:
+    return hand_bow()
 
 
 def attribution(

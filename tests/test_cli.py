@@ -164,3 +164,13 @@ def test_run_with_a_failing_plugin_exits_1_and_reports_the_failed_cells(tmp_path
     assert result.returncode == 1
     assert "3 cell(s) failed" in result.stdout and "RuntimeError: boom from a plugin" in result.stdout
     assert "3 of 6 cells done, 3 failed" in result.stderr
+
+
+def test_export_curves_of_curve_metrics(finished_run):
+    root, env, _ = finished_run
+    result = bench("export", "latest", "--results", root / "results", "--curves", env=env)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 3 * 6  # comprehensiveness is the only curve metric of that suite
+    assert {row["metric"] for row in rows} == {"comprehensiveness"}
+    curve = rows[0]["curve"]
+    assert curve["x"] == [0, 10.0, 50.0] and len(curve["y"]) == 3

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from conftest import hand_bow
 from torch import nn
 
 from harness import Example, PluginError
@@ -22,7 +23,6 @@ from plugins.models.bow import SPECIALS, BagOfWordsClassifier
 
 WORDS = ["the", "good", "bad", "film", "was", "not", "very", "plot"]
 TEXTS = ["the film was very good", "bad", "not good plot", "the plot was not very bad at all"]
-EMBEDDING = {"good": 2.0, "bad": -2.0, "the": 0.0}  # the hand-set one-dimensional model
 
 
 def make_bow(cls=BagOfWordsClassifier, dim: int = 4, seed: int = 0, **kwargs) -> BagOfWordsClassifier:
@@ -36,20 +36,11 @@ def make_bow(cls=BagOfWordsClassifier, dim: int = 4, seed: int = 0, **kwargs) ->
     return model.eval().requires_grad_(False)
 
 
-@pytest.fixture
-def hand_bow() -> BagOfWordsClassifier:
+@pytest.fixture(name="hand_bow")
+def hand_bow_fixture() -> BagOfWordsClassifier:
     """e(good) = 2, e(bad) = −2, e(the) = 0, e([UNK]) = −1, pad and mask 0; logits = (−m, m) for the mean
     embedding m, so the positive logit's gradient per token is 1/n."""
-    vocabulary = [*SPECIALS, *EMBEDDING]
-    model = BagOfWordsClassifier(vocabulary, ("negative", "positive"), dim=1)
-    with torch.no_grad():
-        model.embedding.weight.zero_()
-        for word, value in EMBEDDING.items():
-            model.embedding.weight[vocabulary.index(word), 0] = value
-        model.embedding.weight[vocabulary.index("[UNK]"), 0] = -1.0
-        model.linear.weight.copy_(torch.tensor([[-1.0], [1.0]]))
-        model.linear.bias.zero_()
-    return model.eval().requires_grad_(False)
+    return hand_bow()
 
 
 class HiddenReLUBagOfWords(BagOfWordsClassifier):

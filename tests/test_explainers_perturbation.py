@@ -15,13 +15,15 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import hand_bow
 
 from harness import Encoding, Example, PluginError, TextDataset
 from harness.perturb import evaluate
+from plugins.explainers._perturbation import engine_inputs
 from plugins.explainers.lime import Lime
-from plugins.explainers.occlusion import Occlusion, engine_inputs
+from plugins.explainers.occlusion import Occlusion
 from plugins.explainers.shap import KernelShap, PartitionShap
-from plugins.models.bow import SPECIALS, BagOfWordsClassifier
+from plugins.models.bow import BagOfWordsClassifier
 
 EMBEDDING = {"good": 2.0, "bad": -2.0, "the": 0.0, "film": 0.1, "was": -0.1, "plot": 0.05, "and": 0.0}
 POSITIVE = torch.tensor([1])
@@ -41,16 +43,7 @@ def sigmoid(x: float) -> float:
 
 @pytest.fixture(scope="module")
 def toy() -> BagOfWordsClassifier:
-    vocabulary = [*SPECIALS, *EMBEDDING]
-    model = BagOfWordsClassifier(vocabulary, ("negative", "positive"), dim=1)
-    with torch.no_grad():
-        model.embedding.weight.zero_()
-        for word, value in EMBEDDING.items():
-            model.embedding.weight[vocabulary.index(word), 0] = value
-        model.embedding.weight[vocabulary.index("[UNK]"), 0] = -1.0
-        model.linear.weight.copy_(torch.tensor([[-1.0], [1.0]]))
-        model.linear.bias.zero_()
-    return model.eval()
+    return hand_bow(EMBEDDING)
 
 
 def encode(classifier, *examples: Example) -> Encoding:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from harness import Classifier, Encoding, Explainer, ExplainerParams
 from harness.perturb import MASKING_DOC, Masking
-from plugins.explainers.occlusion import (
+from plugins.explainers._perturbation import (
     BATCH_SIZE_DOC,
     OUTPUT_DOC,
     Output,

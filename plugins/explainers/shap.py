@@ -11,8 +11,7 @@ from pydantic import Field
 
 from harness import Classifier, Encoding, Example, Explainer, ExplainerParams, PluginError, TextDataset
 from harness.perturb import MASKING_DOC, Masking
-from plugins.explainers.lime import centred_model
-from plugins.explainers.occlusion import (
+from plugins.explainers._perturbation import (
     BATCH_SIZE_DOC,
     OUTPUT_DOC,
     Output,
@@ -22,6 +21,7 @@ from plugins.explainers.occlusion import (
     presence_function,
     removable_positions,
 )
+from plugins.explainers.lime import centred_model
 
 SHAP_PAPER = "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions"
 
