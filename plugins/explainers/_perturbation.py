@@ -13,10 +13,11 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.special import logsumexp
 
-from harness import Attribution, Classifier, Encoding
-from harness.perturb import Masking, evaluate
+from harness import Attribution, Classifier, Encoding, ExplainerParams
+from harness.perturb import MASKING_DOC, Masking, evaluate
 from plugins.explainers.random import example_rng
 
 Output = Literal["probability", "log-odds"]
@@ -103,3 +104,12 @@ def presence_function(
         return explained_output(log_probabilities, output)[:, target]
 
     return forward
+
+
+class PerturbationParams(ExplainerParams):
+    """What every perturbation explainer takes: how a token is removed, what output is explained, and
+    how many perturbed inputs go through the engine per forward pass."""
+
+    masking: Masking = Field("mask", description=MASKING_DOC)
+    output: Output = Field("probability", description=OUTPUT_DOC)
+    batch_size: int = Field(128, ge=1, description=BATCH_SIZE_DOC)

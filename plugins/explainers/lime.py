@@ -9,12 +9,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from harness import Classifier, Encoding, Explainer, ExplainerParams
-from harness.perturb import MASKING_DOC, Masking
+from harness import Classifier, Encoding, Explainer
 from plugins.explainers._perturbation import (
-    BATCH_SIZE_DOC,
-    OUTPUT_DOC,
-    Output,
+    PerturbationParams,
     engine_inputs,
     example_seed,
     presence_function,
@@ -25,7 +22,7 @@ from plugins.explainers._perturbation import (
 _REMOVED = "_"
 
 
-class LimeParams(ExplainerParams):
+class LimeParams(PerturbationParams):
     backend: Literal["lime", "captum"] = Field(
         "lime",
         description="lime: the lime package's LimeTextExplainer (draws how many tokens to remove uniformly, "
@@ -45,9 +42,6 @@ class LimeParams(ExplainerParams):
         "kept/removed vector and the full input's (lime's default: 25 on 100·d, the same kernel)",
     )
     alpha: float = Field(1.0, ge=0, description="L2 penalty of the ridge surrogate (lime's default: 1)")
-    masking: Masking = Field("mask", description=MASKING_DOC)
-    output: Output = Field("probability", description=OUTPUT_DOC)
-    batch_size: int = Field(128, ge=1, description=BATCH_SIZE_DOC)
 
 
 class Lime(Explainer):

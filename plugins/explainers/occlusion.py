@@ -6,24 +6,15 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from harness import Classifier, Encoding, Explainer, ExplainerParams
-from harness.perturb import MASKING_DOC, Masking, evaluate
+from harness import Classifier, Encoding, Explainer
+from harness.perturb import evaluate
 from plugins.explainers._perturbation import (
-    BATCH_SIZE_DOC,
-    OUTPUT_DOC,
-    Output,
+    PerturbationParams,
     engine_inputs,
     explained_output,
     removable_positions,
 )
-
-
-class OcclusionParams(ExplainerParams):
-    masking: Masking = Field("mask", description=MASKING_DOC)
-    output: Output = Field("probability", description=OUTPUT_DOC)
-    batch_size: int = Field(128, ge=1, description=BATCH_SIZE_DOC)
 
 
 class Occlusion(Explainer):
@@ -38,7 +29,7 @@ class Occlusion(Explainer):
     """
 
     name: ClassVar[str] = "occlusion"
-    Params = OcclusionParams
+    Params = PerturbationParams
     paper: ClassVar[str] = (
         "Li, Monroe & Jurafsky 2016, Understanding Neural Networks through Representation Erasure"
     )

@@ -10,11 +10,10 @@ import torch
 from pydantic import Field
 
 from harness import Classifier, Encoding, Example, Explainer, ExplainerParams, PluginError, TextDataset
-from harness.perturb import MASKING_DOC, Masking
 from plugins.explainers._perturbation import (
-    BATCH_SIZE_DOC,
     OUTPUT_DOC,
     Output,
+    PerturbationParams,
     engine_inputs,
     example_seed,
     explained_output,
@@ -26,7 +25,7 @@ from plugins.explainers.lime import centred_model
 SHAP_PAPER = "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions"
 
 
-class KernelShapParams(ExplainerParams):
+class KernelShapParams(PerturbationParams):
     backend: Literal["captum", "shap"] = Field(
         "captum",
         description="captum: captum.attr.KernelShap (draws coalition sizes from the Shapley kernel, fits an "
@@ -39,9 +38,6 @@ class KernelShapParams(ExplainerParams):
         description="coalitions evaluated per example, each one forward pass: the runtime is proportional to "
         "it (minilm-head, 128 tokens, 2 CPU cores: about 11 s per example at 500)",
     )
-    masking: Masking = Field("mask", description=MASKING_DOC)
-    output: Output = Field("probability", description=OUTPUT_DOC)
-    batch_size: int = Field(128, ge=1, description=BATCH_SIZE_DOC)
 
 
 class KernelShap(Explainer):

@@ -59,6 +59,11 @@ def _with_full(attribution: Attribution, masks: np.ndarray) -> np.ndarray:
     return np.vstack([np.zeros((1, len(attribution.input_ids)), dtype=bool), masks])
 
 
+def _prediction_unchanged(matrices: list[np.ndarray]) -> list[np.ndarray]:
+    """Per attribution, 1.0 where a perturbed row's prediction equals the full input's (row 0), else 0."""
+    return [(log_p[1:].argmax(axis=-1) == log_p[0].argmax()).astype(float) for log_p in matrices]
+
+
 def _log_odds(log_probabilities: np.ndarray, target: int) -> np.ndarray:
     """log(p / (1 − p)) of the target class, exact in log space even when p rounds to 1."""
     others = np.delete(log_probabilities, target, axis=-1)
@@ -135,12 +140,9 @@ class PostHocAccuracy(Metric):
             )
             for a in data.attributions
         ]
-        values, curves = [], []
-        for log_p in _evaluate(self, data, removals):
-            same = (log_p[1:].argmax(axis=-1) == log_p[0].argmax()).astype(float)
-            values.append(float(same[-1]))
-            curves.append({"x": list(range(1, top + 1)), "y": same.tolist()})
-        return MetricOutput(values, curves)
+        unchanged = _prediction_unchanged(_evaluate(self, data, removals))
+        curves = [{"x": list(range(1, top + 1)), "y": row.tolist()} for row in unchanged]
+        return MetricOutput([float(row[-1]) for row in unchanged], curves)
 
 
 class MorfLerfParams(_params("delete", "word")):
@@ -280,9 +282,7 @@ class PredictionAgreement(Metric):
             )
             for a in data.attributions
         ]
-        return np.array(
-            [float(log_p[1].argmax() == log_p[0].argmax()) for log_p in _evaluate(self, data, removals)]
-        )
+        return np.array([row[0] for row in _prediction_unchanged(_evaluate(self, data, removals))])
 
 
 # -- LDAV --------------------------------------------------------------------------------------------
@@ -358,12 +358,9 @@ class Degradation(Metric):
             )
             for a in data.attributions
         ]
-        values, curves = [], []
-        for log_p in _evaluate(self, data, removals):
-            same = (log_p[1:].argmax(axis=-1) == log_p[0].argmax()).astype(float)
-            values.append(float(same.mean()))
-            curves.append({"x": list(percents), "y": same.tolist()})
-        return MetricOutput(values, curves)
+        unchanged = _prediction_unchanged(_evaluate(self, data, removals))
+        curves = [{"x": list(percents), "y": row.tolist()} for row in unchanged]
+        return MetricOutput([float(row.mean()) for row in unchanged], curves)
 
 
 class SwitchingPointParams(_params("unk", "token")):
