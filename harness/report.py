@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from harness.stats import Summary, summarize
+from harness.stats import ALPHA, CORRECTION, TEST_NAME, Comparison, Summary, holm, paired_wilcoxon, summarize
 from harness.store import Store
 
 ARROWS = {"higher": "↑", "lower": "↓"}
@@ -49,6 +49,12 @@ class FamilyTable:
     rows: list[str]
     cells: dict[tuple[str, Column], Summary]
     best: set[tuple[str, Column]] = field(default_factory=set)
+    # each non-best cell against its column's best, paired by example, Holm-corrected over the table
+    comparisons: dict[tuple[str, Column], Comparison] = field(default_factory=dict)
+
+    def significant(self, row: str, column: Column) -> bool:
+        comparison = self.comparisons.get((row, column))
+        return comparison is not None and comparison.significant
 
 
 @dataclass
@@ -61,7 +67,7 @@ class Report:
     # -- building -------------------------------------------------------------------------------
     @classmethod
     def build(cls, store: Store, run_id: str) -> Report:
-        values: dict[str, dict[tuple[str, Column], list]] = defaultdict(lambda: defaultdict(list))
+        values: dict[str, dict[tuple[str, Column], dict]] = defaultdict(lambda: defaultdict(dict))
         row_order: dict[str, list[str]] = defaultdict(list)
         column_order: dict[str, list[Column]] = defaultdict(list)
         for record in store.report_rows(run_id):
@@ -77,10 +83,13 @@ class Report:
                 row_order[family].append(record["explainer_label"])
             if column not in column_order[family]:
                 column_order[family].append(column)
-            values[family][(record["explainer_label"], column)].append(record["value"])
+            value = record["value"]
+            values[family][(record["explainer_label"], column)][(record["seed"], record["example_id"])] = (
+                float("nan") if value is None else value
+            )
         tables = []
         for family in sorted(values):
-            cells = {key: summarize(vals) for key, vals in values[family].items()}
+            cells = {key: summarize(list(vals.values())) for key, vals in values[family].items()}
             table = FamilyTable(family, column_order[family], row_order[family], cells)
             for column in table.columns:
                 means = {
@@ -91,11 +100,16 @@ class Report:
                 if len(means) > 1:
                     target = (max if column.direction == "higher" else min)(means.values())
                     table.best |= {(row, column) for row, mean in means.items() if mean == target}
+            table.comparisons = compare_with_best(table, values[family])
             tables.append(table)
         failed = [cell for cell in store.cells(run_id) if cell["status"] == "failed"]
         return cls(store.run(run_id), store.models(run_id), tables, failed)
 
     # -- rendering ------------------------------------------------------------------------------
+    def _cell(self, table: FamilyTable, row: str, column: Column) -> str:
+        text = _cell_text(table.cells.get((row, column)))
+        return text + (" †" if table.significant(row, column) else "")
+
     def to_json(self) -> dict:
         run = {
             key: self.run[key]
@@ -128,13 +142,25 @@ class Report:
                         "center": "mean over examples",
                         "interval": "95% percentile bootstrap, 2000 resamples",
                         "best": "per column, by the metric's direction",
+                        "test": TEST_NAME + ", each cell against its column's best",
+                        "correction": CORRECTION,
+                        "alpha": ALPHA,
+                        "comparisons": len(table.comparisons),
                     },
                     "columns": [column.as_dict() for column in table.columns],
                     "rows": [
                         {
                             "explainer": row,
                             "cells": [
-                                {**table.cells[(row, column)].as_dict(), "best": (row, column) in table.best}
+                                {
+                                    **table.cells[(row, column)].as_dict(),
+                                    "best": (row, column) in table.best,
+                                    "vs_best": (
+                                        table.comparisons[(row, column)].as_dict()
+                                        if (row, column) in table.comparisons
+                                        else None
+                                    ),
+                                }
                                 if (row, column) in table.cells
                                 else None
                                 for column in table.columns
@@ -179,6 +205,9 @@ class Report:
                 "ci_high",
                 "n",
                 "best",
+                "p_vs_best",
+                "p_adjusted",
+                "significant_vs_best",
             ]
         )
         for table in self.tables:
@@ -187,6 +216,7 @@ class Report:
                     summary = table.cells.get((row, column))
                     if summary is None:
                         continue
+                    comparison = table.comparisons.get((row, column))
                     writer.writerow(
                         [
                             table.family,
@@ -201,6 +231,9 @@ class Report:
                             summary.ci_high,
                             summary.n,
                             (row, column) in table.best,
+                            None if comparison is None else comparison.p_value,
+                            None if comparison is None else comparison.p_adjusted,
+                            None if comparison is None else comparison.significant,
                         ]
                     )
         return buffer.getvalue()
@@ -221,9 +254,10 @@ class Report:
             for row in table.rows:
                 cells = []
                 for column in table.columns:
-                    text = _cell_text(table.cells.get((row, column)))
+                    text = self._cell(table, row, column)
                     cells.append(f"**{text}**" if (row, column) in table.best else text)
                 lines.append("| " + " | ".join([row, *cells]) + " |")
+            lines += ["", _significance_line(table)]
         lines += ["", _legend()]
         lines += self._failure_lines()
         return "\n".join(lines) + "\n"
@@ -247,10 +281,11 @@ class Report:
             for row in table.rows:
                 cells = []
                 for column in table.columns:
-                    text = _cell_text(table.cells.get((row, column)))
+                    text = self._cell(table, row, column)
                     cells.append(f"[bold green]{text} ★[/]" if (row, column) in table.best else text)
                 rich_table.add_row(row, *cells)
             console.print(rich_table)
+            console.print(_significance_line(table), style="dim", highlight=False)
         console.print(_legend().replace("**bold**", "★"), style="dim", highlight=False)
         for line in self._failure_lines():
             console.print(line, style="red", highlight=False, markup=False)
@@ -287,6 +322,31 @@ def _cell_text(summary: Summary | None) -> str:
         return "—"
     interval = "" if summary.ci_low is None else f" [{_number(summary.ci_low)}, {_number(summary.ci_high)}]"
     return f"{_number(summary.mean)}{interval} n={summary.n}"
+
+
+def compare_with_best(table: FamilyTable, values: dict[tuple[str, Column], dict]) -> dict:
+    """Each cell against its column's best cell, paired by (seed, example), Holm-corrected together."""
+    keys, comparisons = [], []
+    for column in table.columns:
+        best = next((row for row in table.rows if (row, column) in table.best), None)
+        if best is None:
+            continue
+        for row in table.rows:
+            if row != best and (row, column) in values:
+                keys.append((row, column))
+                comparisons.append(paired_wilcoxon(values[(best, column)], values[(row, column)]))
+    return dict(zip(keys, holm(comparisons), strict=True))
+
+
+def _significance_line(table: FamilyTable) -> str:
+    if not table.comparisons:
+        return "† none: fewer than two explainers per column, nothing to compare."
+    untestable = sum(c.p_value is None for c in table.comparisons.values())
+    text = (
+        f"† significantly different from the column's best: {TEST_NAME}, {CORRECTION} "
+        f"({len(table.comparisons) - untestable} comparisons), α = {ALPHA}."
+    )
+    return text + (f" {untestable} comparison(s) had no paired examples." if untestable else "")
 
 
 def _legend() -> str:

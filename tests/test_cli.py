@@ -174,3 +174,20 @@ def test_export_curves_of_curve_metrics(finished_run):
     assert {row["metric"] for row in rows} == {"comprehensiveness"}
     curve = rows[0]["curve"]
     assert curve["x"] == [0, 10.0, 50.0] and len(curve["y"]) == 3
+
+
+def test_reports_say_which_test_was_used_and_carry_the_p_values(finished_run):
+    root, env, _ = finished_run
+    report = json.loads(
+        bench("report", "latest", "--results", root / "results", "--format", "json", env=env).stdout
+    )
+    faithfulness = next(t for t in report["tables"] if t["family"] == "faithfulness")
+    assert faithfulness["statistics"]["test"].startswith("Wilcoxon signed-rank")
+    assert faithfulness["statistics"]["comparisons"] == 2  # three explainers, one column
+    others = [row["cells"][0] for row in faithfulness["rows"] if not row["cells"][0]["best"]]
+    assert all(cell["vs_best"]["n_pairs"] == 6 and 0 < cell["vs_best"]["p_adjusted"] <= 1 for cell in others)
+    markdown = bench("report", "latest", "--results", root / "results", "--format", "md", env=env).stdout
+    assert "† significantly different from the column's best: Wilcoxon signed-rank" in markdown
+    assert "Holm-Bonferroni" in markdown and "(2 comparisons)" in markdown
+    table = bench("report", "latest", "--results", root / "results", env=env).stdout
+    assert "Holm-Bonferroni" in table
