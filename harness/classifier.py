@@ -110,6 +110,3 @@ class Classifier(ABC):
             token_type_ids=encoding.token_type_ids,
         )
         return torch.log_softmax(logits.double(), dim=-1)
-
-    def predict_proba(self, encoding: Encoding) -> torch.Tensor:
-        return self.log_probabilities(encoding).exp()

@@ -135,6 +135,11 @@ def evaluate(
     return results
 
 
+def with_unperturbed(attribution: Attribution, masks: np.ndarray) -> np.ndarray:
+    """Prepend the unperturbed input (an all-False row) to removal masks."""
+    return np.vstack([np.zeros((1, len(attribution.input_ids)), dtype=bool), masks])
+
+
 def top_unit_masks(
     attribution: Attribution,
     counts: Sequence[int],

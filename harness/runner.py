@@ -138,9 +138,6 @@ class ModelHandle:
     """A trained model known by its cache key; loaded into memory only when something needs it."""
 
     key: str
-    test_accuracy: float | None
-    n_test: int
-    training: dict
     load: Callable[[], Classifier]
 
 
@@ -331,7 +328,7 @@ class Runner:
             run_id, dataset_entry.label, model_entry.label, model_entry.params_json, variant, seed, key,
             accuracy["test_accuracy"], len(dataset.test), meta["training"],
         )  # fmt: skip
-        return ModelHandle(key, accuracy["test_accuracy"], len(dataset.test), meta["training"], loader)
+        return ModelHandle(key, loader)
 
     def _load_training_dataset(self, entry: PluginEntry) -> TextDataset:
         if entry not in self._training_datasets:
@@ -497,7 +494,7 @@ def accuracy_on(classifier: Classifier, examples: Sequence[Example], batch_size:
     with torch.inference_mode():
         for start in range(0, len(examples), max(batch_size, 32)):
             batch = examples[start : start + max(batch_size, 32)]
-            predicted = classifier.predict_proba(classifier.encode(batch)).argmax(dim=-1).cpu()
+            predicted = classifier.log_probabilities(classifier.encode(batch)).argmax(dim=-1).cpu()
             correct += int((predicted == torch.tensor([example.label for example in batch])).sum())
     return correct / len(examples)
 

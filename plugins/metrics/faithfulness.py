@@ -17,7 +17,15 @@ from scipy.stats import kendalltau
 
 from harness import Metric, MetricInput, MetricOutput, Params
 from harness.attribution import Attribution, Granularity
-from harness.perturb import GRANULARITY_DOC, MASKING_DOC, Masking, evaluate, top_count, top_unit_masks
+from harness.perturb import (
+    GRANULARITY_DOC,
+    MASKING_DOC,
+    Masking,
+    evaluate,
+    top_count,
+    top_unit_masks,
+    with_unperturbed,
+)
 
 GMASK = "Chen et al. 2021, Explaining Neural Network Predictions on Sentence Pairs via Learning Word-Group Masks (GMASK)"
 L2E = "Situ et al. 2021, Learning to Explain: Generating Stable Explanations Fast (L2E), §4.4"
@@ -52,11 +60,6 @@ def _n_units(attribution: Attribution, granularity: Granularity) -> int:
 def _count(percent: float, n_units: int) -> int:
     """Units in "the top ``percent`` %": 0 for 0 %, else ``top_count`` (rounded half up, ≥ 1)."""
     return 0 if percent == 0 or n_units == 0 else top_count(percent, n_units)
-
-
-def _with_full(attribution: Attribution, masks: np.ndarray) -> np.ndarray:
-    """Prepend the unperturbed input (an all-False row)."""
-    return np.vstack([np.zeros((1, len(attribution.input_ids)), dtype=bool), masks])
 
 
 def _prediction_unchanged(matrices: list[np.ndarray]) -> list[np.ndarray]:
@@ -129,7 +132,7 @@ class PostHocAccuracy(Metric):
     def compute(self, data: MetricInput) -> MetricOutput:
         top, granularity = self.params.top, self.params.granularity
         removals = [
-            _with_full(
+            with_unperturbed(
                 a,
                 top_unit_masks(
                     a,
@@ -177,7 +180,7 @@ class MorfLerf(Metric):
             morf = top_unit_masks(a, counts, granularity=granularity)
             lerf = top_unit_masks(a, counts, granularity=granularity, order="ascending")
             everything = top_unit_masks(a, [n], granularity=granularity)
-            removals.append(np.vstack([_with_full(a, morf), lerf, everything]))
+            removals.append(np.vstack([with_unperturbed(a, morf), lerf, everything]))
         k = len(percents)
         full, degraded, morf_curves, lerf_curves = [], [], [], []
         for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
@@ -239,7 +242,9 @@ class DeltaLogOdds(Metric):
                 "absolute": np.ones_like(scores, bool),
             }[select]
             count = min(_count(self.params.percent, len(units)), int(eligible.sum()))
-            removals.append(_with_full(a, top_unit_masks(a, [count], granularity=granularity, order=order)))
+            removals.append(
+                with_unperturbed(a, top_unit_masks(a, [count], granularity=granularity, order=order))
+            )
         values = []
         for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
             log_odds = _log_odds(log_p, attribution.target)
@@ -271,7 +276,7 @@ class PredictionAgreement(Metric):
     def compute(self, data: MetricInput) -> np.ndarray:
         granularity = self.params.granularity
         removals = [
-            _with_full(
+            with_unperturbed(
                 a,
                 top_unit_masks(
                     a,
@@ -309,7 +314,7 @@ class LogOdds(Metric):
     def compute(self, data: MetricInput) -> np.ndarray:
         granularity = self.params.granularity
         removals = [
-            _with_full(
+            with_unperturbed(
                 a,
                 top_unit_masks(
                     a, [_count(self.params.percent, _n_units(a, granularity))], granularity=granularity
@@ -350,7 +355,7 @@ class Degradation(Metric):
     def compute(self, data: MetricInput) -> MetricOutput:
         percents, granularity = self.params.percents, self.params.granularity
         removals = [
-            _with_full(
+            with_unperturbed(
                 a,
                 top_unit_masks(
                     a, [_count(u, _n_units(a, granularity)) for u in percents], granularity=granularity
@@ -386,7 +391,7 @@ class SwitchingPoint(Metric):
     def compute(self, data: MetricInput) -> np.ndarray:
         granularity = self.params.granularity
         removals = [
-            _with_full(
+            with_unperturbed(
                 a, top_unit_masks(a, list(range(1, _n_units(a, granularity) + 1)), granularity=granularity)
             )
             for a in data.attributions
@@ -429,7 +434,7 @@ class LooCorrelation(Metric):
             masks = np.zeros((len(units), len(a.input_ids)), dtype=bool)
             for row, unit in enumerate(units):
                 masks[row, unit] = True
-            removals.append(_with_full(a, masks))
+            removals.append(with_unperturbed(a, masks))
         values = []
         for a, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
             p = np.exp(log_p[:, a.target])
