@@ -24,6 +24,9 @@ class Attribution:
     ``probability`` its probability of ``target``; ``seconds`` is the explainer's time for this example.
     ``log_probabilities`` are the model's class log-probabilities on the full input, computed once when
     explaining and reused by every metric (``None`` when unknown: the engine then computes them).
+    ``labels`` is set by explainers that also output a discrete label per token (e.g. L2E's sequence
+    labelling: -2 high negative, -1 low negative, 0 neutral, 1 low positive, 2 high positive); ``None``
+    for explainers that only score.
     """
 
     example_id: str
@@ -39,6 +42,7 @@ class Attribution:
     scores: list[float]
     seconds: float
     log_probabilities: list[float] | None = None
+    labels: list[int] | None = None
 
     @property
     def removable(self) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.plugin import Params, Plugin
@@ -111,6 +111,14 @@ class Cell:
         ]
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
 
+    @property
+    def reference(self) -> Cell | None:
+        """For a metric comparing variants: the cell whose attributions it compares with (same
+        dataset, model, explainer and seed; the reference variant)."""
+        if self.metric.cls.compares != "variant":
+            return None
+        return replace(self, variant=self.metric.params.reference)
+
     def describe(self) -> str:
         variant = "" if self.variant == "default" else f"[{self.variant}]"
         return (
@@ -121,7 +129,8 @@ class Cell:
 
 def expand(loaded: LoadedSuite) -> list[Cell]:
     """The cells of a suite, ordered so that work sharing a dataset, a model and an explainer is
-    adjacent (each is loaded, trained or computed once)."""
+    adjacent (each is loaded, trained or computed once). A metric comparing variants gets no cell on
+    its own reference variant (the comparison with itself is trivially perfect)."""
     entries = loaded.entries
     cells = []
     for dataset in entries["datasets"]:
@@ -130,5 +139,7 @@ def expand(loaded: LoadedSuite) -> list[Cell]:
                 for variant in model.spec.variants:
                     for explainer in entries["explainers"]:
                         for metric in entries["metrics"]:
+                            if metric.cls.compares == "variant" and metric.params.reference == variant:
+                                continue
                             cells.append(Cell(dataset, model, variant, explainer, metric, seed))
     return cells

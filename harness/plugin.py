@@ -61,12 +61,26 @@ class Dataset(Plugin, ABC):
     def load(self) -> TextDataset: ...
 
 
+VARIANT_PATTERN = r"^(default|untrained|init:[1-9][0-9]*)$"
+
+
 class Model(Plugin, ABC):
     """A model plugin. ``build`` returns a ready classifier, training it when ``trainable`` is true;
-    the harness then caches it through ``save``/``load``, keyed by everything that determines it."""
+    the harness then caches it through ``save``/``load``, keyed by everything that determines it.
+
+    ``variants`` lists what ``build(..., variant=)`` accepts, for randomization tests (Zafar et al.
+    2021): ``default``; ``init:N`` (any N ≥ 1), the same model trained from its N-th initialisation
+    and training seed, ``init:1`` being ``default``; ``untrained``, the same architecture with its
+    trainable layers freshly initialised and not trained.
+    """
 
     kind: ClassVar[str] = "model"
     trainable: ClassVar[bool] = True
+    variants: ClassVar[tuple[str, ...]] = ("default",)
+
+    @classmethod
+    def builds_variant(cls, variant: str) -> bool:
+        return variant in cls.variants or (variant.startswith("init:") and "init:N" in cls.variants)
 
     @abstractmethod
     def build(
@@ -121,13 +135,19 @@ class Explainer(Plugin, ABC):
 
 @dataclass
 class MetricInput:
-    """What a metric sees for one (dataset, model, variant, explainer, seed) cell."""
+    """What a metric sees for one (dataset, model, variant, explainer, seed) cell.
+
+    ``reference`` is set only for metrics that compare two cells (``Metric.compares``): the same
+    explainer, examples and seed on the reference variant of the model, as its own ``MetricInput``.
+    """
 
     attributions: Sequence[Attribution]
     examples: dict[str, Example]
     dataset: TextDataset
     load_classifier: Callable[[], Classifier] = field(repr=False)
     batch_size: int = 32
+    variant: str = "default"
+    reference: MetricInput | None = None
 
     @cached_property
     def classifier(self) -> Classifier:
@@ -149,12 +169,18 @@ class Metric(Plugin, ABC):
 
     ``family``, ``direction`` and ``range`` are read by reports and leaderboards; nothing downstream
     knows metric names.
+
+    A metric that compares two cells sets ``compares = "variant"`` and has a ``reference`` parameter
+    naming a model variant (e.g. ``init:1``): the runner then also explains the same examples with the
+    same explainer and seed on that variant (cached like any explanation) and passes them as
+    ``MetricInput.reference``. Cells whose variant is the reference itself are not in the grid.
     """
 
     kind: ClassVar[str] = "metric"
     family: ClassVar[str]
     direction: ClassVar[Literal["higher", "lower"]]
     range: ClassVar[tuple[float, float]]
+    compares: ClassVar[Literal["variant"] | None] = None
 
     @abstractmethod
     def compute(self, data: MetricInput) -> Sequence[float] | MetricOutput: ...
@@ -173,6 +199,12 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
         bounds = getattr(cls, "range", None)
         if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
             return f"metric '{name}' must declare range as (low, high)"
+        compares = getattr(cls, "compares", None)
+        if compares not in (None, "variant"):
+            return f"metric '{name}': compares must be None or 'variant'"
+        params = getattr(cls, "Params", None)
+        if compares == "variant" and "reference" not in getattr(params, "model_fields", {}):
+            return f"metric '{name}' compares variants but its Params have no 'reference' field"
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
         return f"'{name}'.Params is not a pydantic model"
     return None

@@ -141,6 +141,27 @@ class ModelHandle:
     load: Callable[[], Classifier]
 
 
+@dataclass
+class Explained:
+    """One explanation of the grid: the examples, the model and the attributions with their cache key."""
+
+    dataset: TextDataset
+    examples: list[Example]
+    model: ModelHandle
+    attributions: list[Attribution]
+    key: str
+
+    def metric_input(self, batch_size: int, variant: str) -> MetricInput:
+        return MetricInput(
+            attributions=self.attributions,
+            examples={example.id: example for example in self.examples},
+            dataset=self.dataset,
+            load_classifier=self.model.load,
+            batch_size=batch_size,
+            variant=variant,
+        )
+
+
 class Runner:
     def __init__(self, loaded: LoadedSuite, options: RunOptions, console: Console | None = None):
         self.loaded = loaded
@@ -223,8 +244,11 @@ class Runner:
         by_explanation: dict[tuple, list[Cell]] = defaultdict(list)
         for cell in pending:
             by_explanation[cell.explanation].append(cell)
-        datasets: dict[PluginEntry, _Once] = {}
-        models: dict[tuple, _Once] = {}
+        # Explanations that other cells compare with stay in memory for the whole run.
+        self._referenced = {cell.reference.explanation for cell in pending if cell.reference is not None}
+        self._datasets: dict[PluginEntry, _Once] = {}
+        self._models: dict[tuple, _Once] = {}
+        self._explanations: dict[tuple, _Once] = {}
         columns = [
             TextColumn("{task.description}"),
             BarColumn(),
@@ -236,25 +260,14 @@ class Runner:
             *columns, console=self.console, disable=not self.options.progress, transient=True
         ) as progress:
             overall = progress.add_task("[bold]cells", total=len(pending))
-            for (dataset_entry, model_entry, variant, explainer_entry, seed), cells in by_explanation.items():
-                if dataset_entry not in datasets:
-                    datasets[dataset_entry] = _Once(lambda entry=dataset_entry: self._load_dataset(entry))
-                load_data = datasets[dataset_entry]
-                model_id = (dataset_entry, model_entry, variant, seed)
-                if model_id not in models:
-                    models[model_id] = _Once(
-                        lambda ids=model_id, load=load_data: self._model(run_id, load(), *ids)
-                    )
+            for explanation_id, cells in by_explanation.items():
+                dataset_entry, model_entry, _, explainer_entry, seed = explanation_id
                 explanation = (
                     f"{dataset_entry.label} · {model_entry.label} · {explainer_entry.label} · seed {seed}"
                 )
                 task = progress.add_task(explanation, total=None)
                 try:
-                    dataset, examples = load_data()
-                    model = models[model_id]()
-                    attributions, attribution_key = self._attributions(
-                        run_id, cells[0], dataset, examples, model, progress, task
-                    )
+                    explained = self._explanation(run_id, cells[0], progress, task)
                 except StageFailed as error:
                     for cell in cells:
                         self._fail(run_id, cell, str(error), result)
@@ -263,11 +276,31 @@ class Runner:
                     continue
                 for cell in cells:
                     progress.update(task, description=f"{explanation} · {cell.metric.label}")
-                    self._metric(
-                        run_id, cell, dataset, examples, model, attributions, attribution_key, result
-                    )
+                    self._metric(run_id, cell, explained, progress, task, result)
                     progress.advance(overall)
+                if explanation_id not in self._referenced:
+                    self._explanations.pop(explanation_id, None)  # free the attributions
                 progress.remove_task(task)
+
+    def _explanation(self, run_id: str, cell: Cell, progress: Progress, task) -> Explained:
+        """The attributions of a cell's explanation (dataset, model, variant, explainer, seed), computed
+        or read from the cache once per run; raises ``StageFailed`` when a stage fails."""
+        if cell.dataset not in self._datasets:
+            self._datasets[cell.dataset] = _Once(lambda entry=cell.dataset: self._load_dataset(entry))
+        load_data = self._datasets[cell.dataset]
+        model_id = (cell.dataset, cell.model, cell.variant, cell.seed)
+        if model_id not in self._models:
+            self._models[model_id] = _Once(lambda: self._model(run_id, load_data(), *model_id))
+        if cell.explanation not in self._explanations:
+
+            def explain() -> Explained:
+                dataset, examples = load_data()
+                model = self._models[model_id]()
+                attributions, key = self._attributions(run_id, cell, dataset, examples, model, progress, task)
+                return Explained(dataset, examples, model, attributions, key)
+
+            self._explanations[cell.explanation] = _Once(explain)
+        return self._explanations[cell.explanation]()
 
     def _fail(self, run_id: str, cell: Cell, error: str, result: RunResult) -> None:
         log.error("cell failed: %s: %s", cell.describe(), error)
@@ -318,15 +351,21 @@ class Runner:
             loader = _Once(lambda: classifier)
         else:
             loader = _Once(lambda: plugin.load(directory, dataset, self.device))
-        # Test accuracy on the evaluated dataset's test split (all of it), cached per (model, dataset).
-        accuracy_key = cache_key("accuracy", key, dataset.fingerprint)
-        accuracy = self.cache.get_json("accuracy", accuracy_key)
-        if accuracy is None:
-            accuracy = {"test_accuracy": accuracy_on(loader(), dataset.test, self.suite.batch_size)}
-            self.cache.put_json("accuracy", accuracy_key, accuracy)
+        # Test accuracy and predictions on the evaluated dataset's whole test split, cached per
+        # (model, dataset); the predictions let reports compare variants (shared predictions).
+        accuracy_key = cache_key("test-predictions", key, dataset.fingerprint)
+        evaluation = self.cache.get_json("accuracy", accuracy_key)
+        if evaluation is None:
+            predictions = predict(loader(), dataset.test, self.suite.batch_size)
+            correct = sum(p == example.label for p, example in zip(predictions, dataset.test, strict=True))
+            evaluation = {
+                "test_accuracy": correct / len(predictions) if predictions else None,
+                "test_predictions": predictions,
+            }
+            self.cache.put_json("accuracy", accuracy_key, evaluation)
         self.store.record_model(
             run_id, dataset_entry.label, model_entry.label, model_entry.params_json, variant, seed, key,
-            accuracy["test_accuracy"], len(dataset.test), meta["training"],
+            evaluation["test_accuracy"], len(dataset.test), meta["training"], evaluation["test_predictions"],
         )  # fmt: skip
         return ModelHandle(key, loader)
 
@@ -433,30 +472,29 @@ class Runner:
         return attributions
 
     def _metric(
-        self,
-        run_id: str,
-        cell: Cell,
-        dataset: TextDataset,
-        examples: list[Example],
-        model: ModelHandle,
-        attributions: list[Attribution],
-        attribution_key: str,
-        result: RunResult,
+        self, run_id: str, cell: Cell, explained: Explained, progress: Progress, task, result: RunResult
     ) -> None:
         metric = cell.metric
-        key = cache_key("metric", attribution_key, metric.identity)
         started = time.perf_counter()
+        try:
+            reference = (
+                None
+                if cell.reference is None
+                else self._explanation(run_id, cell.reference, progress, task)
+            )
+        except StageFailed as error:
+            self._fail(run_id, cell, f"reference variant '{cell.reference.variant}': {error}", result)
+            return
+        key = cache_key(
+            "metric", explained.key, metric.identity, None if reference is None else reference.key
+        )
         cached = self.cache.get_json("metric-values", key)
         if cached is None:
             try:
                 seed_everything(cell.seed)
-                data = MetricInput(
-                    attributions=attributions,
-                    examples={example.id: example for example in examples},
-                    dataset=dataset,
-                    load_classifier=model.load,
-                    batch_size=self.suite.batch_size,
-                )
+                data = explained.metric_input(self.suite.batch_size, cell.variant)
+                if reference is not None:
+                    data.reference = reference.metric_input(self.suite.batch_size, cell.reference.variant)
                 output = metric.cls(metric.params).compute(data)
                 if not isinstance(output, MetricOutput):
                     output = MetricOutput(output)
@@ -465,10 +503,10 @@ class Runner:
                     "curves": None if output.curves is None else list(output.curves),
                 }
                 for what in ("values", "curves"):
-                    if cached[what] is not None and len(cached[what]) != len(attributions):
+                    if cached[what] is not None and len(cached[what]) != len(explained.attributions):
                         raise PluginError(
                             f"metric '{metric.name}' returned {len(cached[what])} {what} for "
-                            f"{len(attributions)} examples"
+                            f"{len(explained.attributions)} examples"
                         )
             except Exception as error:
                 if not isinstance(error, StageFailed):  # a failed stage was logged where it failed
@@ -479,24 +517,21 @@ class Runner:
         self.store.record_cell(
             run_id,
             cell,
-            [a.example_id for a in attributions],
+            [a.example_id for a in explained.attributions],
             cached["values"],
             time.perf_counter() - started,
             curves=cached["curves"],
         )
 
 
-def accuracy_on(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> float | None:
-    """Accuracy on the test split (all of it, not only the explained sample)."""
-    if not examples:
-        return None
-    correct = 0
+def predict(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> list[int]:
+    """The classifier's predicted class for each example."""
+    predictions: list[int] = []
     with torch.inference_mode():
         for start in range(0, len(examples), max(batch_size, 32)):
             batch = examples[start : start + max(batch_size, 32)]
-            predicted = classifier.log_probabilities(classifier.encode(batch)).argmax(dim=-1).cpu()
-            correct += int((predicted == torch.tensor([example.label for example in batch])).sum())
-    return correct / len(examples)
+            predictions += classifier.log_probabilities(classifier.encode(batch)).argmax(dim=-1).tolist()
+    return predictions
 
 
 def summary_line(result: RunResult) -> str:

@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS models (
     test_accuracy REAL,
     n_test        INTEGER,
     training      TEXT NOT NULL,          -- JSON: the model plugin's training report
+    test_predictions TEXT,                -- JSON: predicted class per test example, in split order
     PRIMARY KEY (run_id, dataset, model, model_params, variant, seed)
 );
 CREATE TABLE IF NOT EXISTS attributions (
@@ -128,6 +129,14 @@ RECORD_FIELDS = (
 )
 
 
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Add the columns later versions introduced to a store written by an earlier one."""
+    columns = {row["name"] for row in connection.execute("PRAGMA table_info(models)")}
+    if "test_predictions" not in columns:
+        with connection:
+            connection.execute("ALTER TABLE models ADD COLUMN test_predictions TEXT")
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -155,6 +164,7 @@ class Store:
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA journal_mode=WAL")
         connection.executescript(SCHEMA)
+        _upgrade(connection)
         return connection
 
     def log_path(self, run_id: str) -> Path:
@@ -219,10 +229,11 @@ class Store:
         test_accuracy: float | None,
         n_test: int,
         training: dict,
+        test_predictions: Sequence[int] | None = None,
     ) -> None:
         with closing(self.connect()) as db, db:
             db.execute(
-                "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     dataset,
@@ -234,6 +245,7 @@ class Store:
                     test_accuracy,
                     n_test,
                     json.dumps(training),
+                    None if test_predictions is None else json.dumps(list(test_predictions)),
                 ),
             )
 
@@ -397,6 +409,7 @@ class Store:
             ]
         for row in rows:
             row["training"] = json.loads(row["training"])
+            row["test_predictions"] = json.loads(row["test_predictions"] or "null")
         return rows
 
     def records(self, run_id: str) -> Iterator[dict]:

@@ -10,12 +10,13 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import BenchError
+from harness.plugin import VARIANT_PATTERN
 from harness.registry import Registry, suggest
 
 KINDS = {"datasets": "dataset", "models": "model", "explainers": "explainer", "metrics": "metric"}
@@ -41,11 +42,39 @@ class DatasetSpec(Spec):
     )
 
 
+def canonical_variant(value: Any) -> Any:
+    """``{init: 2}`` (the mapping form) → ``"init:2"``; strings pass through to validation."""
+    if isinstance(value, dict) and list(value) == ["init"] and isinstance(value["init"], int):
+        return f"init:{value['init']}"
+    return value
+
+
 class ModelSpec(Spec):
-    variants: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    variants: list[Annotated[str, Field(pattern=VARIANT_PATTERN)]] = Field(
+        default_factory=lambda: ["default"],
+        min_length=1,
+        description=(
+            "model variants (Zafar et al. 2021): default; init:N, the same model trained from the N-th "
+            "initialisation and training seed (init:1 is default); untrained, its trainable layers freshly "
+            "initialised and not trained"
+        ),
+    )
     train_on: Spec | None = Field(
         None, description="train on this dataset instead of the evaluated one (the class names must match)"
     )
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variant_mappings(cls, value: Any) -> Any:
+        return [canonical_variant(item) for item in value] if isinstance(value, list) else value
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct_variants(cls, value: list[str]) -> list[str]:
+        duplicates = sorted({variant for variant in value if value.count(variant) > 1})
+        if duplicates:
+            raise ValueError(f"variant {duplicates[0]!r} is listed twice")
+        return value
 
 
 class Suite(BaseModel):
@@ -137,7 +166,35 @@ def load_suite(path: str | Path, registry: Registry) -> LoadedSuite:
                     ) from None
                 train_on = _train_on(spec, registry, locator, where) if isinstance(spec, ModelSpec) else None
                 entries[section].append(PluginEntry.create(info, spec, params, user_params, train_on))
+            if isinstance(spec, ModelSpec):
+                _check_variants(spec, info.cls, locator, where)
+    _check_references(entries, locator)
     return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries)
+
+
+def _check_variants(spec: ModelSpec, cls: type, locator: _Locator, where: tuple) -> None:
+    for index, variant in enumerate(spec.variants):
+        if not cls.builds_variant(variant):
+            raise locator.fail(
+                (*where, "variants", index),
+                f"model '{spec.name}' has no variant '{variant}' (it builds: {', '.join(cls.variants)})",
+            )
+
+
+def _check_references(entries: dict[str, list[Any]], locator: _Locator) -> None:
+    """A metric comparing variants names a reference variant every model of the suite can build."""
+    for metric in entries["metrics"]:
+        if getattr(metric.cls, "compares", None) != "variant":
+            continue
+        index = next(i for i, spec in enumerate(locator.data["metrics"]) if spec.get("name") == metric.name)
+        reference = metric.params.reference
+        for model in entries["models"]:
+            if not model.cls.builds_variant(reference):
+                raise locator.fail(
+                    ("metrics", index, "params", "reference"),
+                    f"metric '{metric.name}' compares with variant '{reference}', which model "
+                    f"'{model.name}' cannot build (it builds: {', '.join(model.cls.variants)})",
+                )
 
 
 def _train_on(spec: ModelSpec, registry: Registry, locator: _Locator, where: tuple):

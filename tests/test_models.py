@@ -216,7 +216,7 @@ def test_minilm_head_without_train_split_is_a_plugin_error():
 
 def test_minilm_head_unknown_variant_is_a_plugin_error():
     with pytest.raises(PluginError, match="variant"):
-        MiniLMHead().build(toy_dataset(), seed=0, device=CPU, variant="untrained")
+        MiniLMHead().build(toy_dataset(), seed=0, device=CPU, variant="shuffled")
 
 
 # -- hf ------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 import pytest
 from conftest import make_distribution, tiny_suite_text
 
+from harness.errors import PluginError
 from harness.registry import get_registry
 from harness.runner import Runner, RunOptions
 from harness.store import Store
@@ -151,13 +152,16 @@ def test_a_raising_plugin_fails_only_its_own_cells(write_suite, tmp_path, monkey
     assert "Traceback" in log and "boom from a plugin" in log
 
 
-def test_a_failing_model_fails_its_cells_and_reports_why(write_suite, tmp_path):
-    text = tiny_suite_text().replace(
-        "params: {dim: 8, max_epochs: 20}", "params: {dim: 8}\n    variants: [other]"
-    )
-    result = run_suite(write_suite(text), tmp_path)
+def test_a_failing_model_fails_its_cells_and_reports_why(write_suite, tmp_path, monkeypatch):
+    from plugins.models.bow import BagOfWords
+
+    def broken_build(self, dataset, **options):
+        raise PluginError("bow: out of disk space")
+
+    monkeypatch.setattr(BagOfWords, "build", broken_build)
+    result = run_suite(write_suite(tiny_suite_text()), tmp_path, use_cache=False)
     assert len(result.failed) == 6
-    assert all(error == "bow has no variant 'other'" for _, error in result.failed)
+    assert all(error == "bow: out of disk space" for _, error in result.failed)
 
 
 def test_a_run_killed_mid_way_resumes_and_matches_an_uninterrupted_run(write_suite, tmp_path):

