@@ -11,11 +11,16 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from harness.expectations import TEST as EXPECTATION_TEST
+from harness.expectations import Verdict, check_expectations
 from harness.stats import ALPHA, CORRECTION, TEST_NAME, Comparison, Summary, holm, paired_wilcoxon, summarize
 from harness.store import Store
+from harness.suite import Suite
 
 ARROWS = {"higher": "↑", "lower": "↓"}
 
@@ -63,6 +68,7 @@ class Report:
     models: list[dict]
     tables: list[FamilyTable]
     failed: list[dict]
+    verdicts: list[Verdict] = field(default_factory=list)
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -70,7 +76,8 @@ class Report:
         values: dict[str, dict[tuple[str, Column], dict]] = defaultdict(lambda: defaultdict(dict))
         row_order: dict[str, list[str]] = defaultdict(list)
         column_order: dict[str, list[Column]] = defaultdict(list)
-        for record in store.report_rows(run_id):
+        records = store.report_rows(run_id)
+        for record in records:
             column = Column(
                 record["dataset"],
                 record["model"],
@@ -103,7 +110,11 @@ class Report:
             table.comparisons = compare_with_best(table, values[family])
             tables.append(table)
         failed = [cell for cell in store.cells(run_id) if cell["status"] == "failed"]
-        return cls(store.run(run_id), store.models(run_id), tables, failed)
+        run = store.run(run_id)
+        verdicts = check_expectations(
+            Suite.model_validate(yaml.safe_load(run["suite_text"])).expectations, records
+        )
+        return cls(run, with_shared_predictions(store.models(run_id)), tables, failed, verdicts)
 
     # -- rendering ------------------------------------------------------------------------------
     def _cell(self, table: FamilyTable, row: str, column: Column) -> str:
@@ -131,10 +142,25 @@ class Report:
             "models": [
                 {
                     key: model[key]
-                    for key in ("dataset", "model", "variant", "seed", "test_accuracy", "n_test", "training")
+                    for key in (
+                        "dataset",
+                        "model",
+                        "variant",
+                        "seed",
+                        "test_accuracy",
+                        "n_test",
+                        "shared_predictions",
+                        "training",
+                    )
                 }
                 for model in self.models
             ],
+            "expectations": {
+                "test": EXPECTATION_TEST,
+                "correction": "Holm-Bonferroni across every expectation comparison of the run",
+                "alpha": ALPHA,
+                "verdicts": [verdict.as_dict() for verdict in self.verdicts],
+            },
             "tables": [
                 {
                     "family": table.family,
@@ -258,6 +284,13 @@ class Report:
                     cells.append(f"**{text}**" if (row, column) in table.best else text)
                 lines.append("| " + " | ".join([row, *cells]) + " |")
             lines += ["", _significance_line(table)]
+        if self.verdicts:
+            lines += ["", "## expected orders", ""]
+            lines.append("| " + " | ".join(VERDICT_HEADERS) + " |")
+            lines.append("|" + "---|" * len(VERDICT_HEADERS))
+            for verdict in self.verdicts:
+                lines.append("| " + " | ".join(_verdict_cells(verdict)) + " |")
+            lines += ["", _verdict_line(self.verdicts)]
         lines += ["", _legend()]
         lines += self._failure_lines()
         return "\n".join(lines) + "\n"
@@ -286,6 +319,16 @@ class Report:
                 rich_table.add_row(row, *cells)
             console.print(rich_table)
             console.print(_significance_line(table), style="dim", highlight=False)
+        if self.verdicts:
+            rich_table = Table(title="expected orders", title_justify="left", title_style="bold")
+            for header in VERDICT_HEADERS:
+                rich_table.add_column(header, justify="right" if header in ("n", "p (Holm)") else "left")
+            for verdict in self.verdicts:
+                cells = _verdict_cells(verdict)
+                style = "green" if verdict.holds else "yellow"
+                rich_table.add_row(*cells[:-1], f"[{style}]{cells[-1]}[/]")
+            console.print(rich_table)
+            console.print(_verdict_line(self.verdicts), style="dim", highlight=False)
         console.print(_legend().replace("**bold**", "★"), style="dim", highlight=False)
         for line in self._failure_lines():
             console.print(line, style="red", highlight=False, markup=False)
@@ -295,9 +338,15 @@ class Report:
         for model in self.models:
             accuracy = "n/a" if model["test_accuracy"] is None else f"{100 * model['test_accuracy']:.1f} %"
             variant = "" if model["variant"] == "default" else f"[{model['variant']}]"
+            shared = model.get("shared_predictions")
+            shared_text = (
+                ""
+                if shared is None
+                else f", shares {100 * shared['fraction']:.1f} % of test predictions with {shared['with']}"
+            )
             lines.append(
                 f"{'- ' if markdown else ''}model {model['model']}{variant} on {model['dataset']}, seed "
-                f"{model['seed']}: test accuracy {accuracy} (n={model['n_test']})"
+                f"{model['seed']}: test accuracy {accuracy} (n={model['n_test']}){shared_text}"
             )
         return lines
 
@@ -311,6 +360,87 @@ class Report:
                 f" × seed {cell['seed']}: {cell['error']}"
             )
         return lines
+
+
+def stored_expectations(suite_text: str) -> list:
+    """The expectations of the suite a run stored (none for a suite this version cannot read)."""
+    try:
+        return Suite.model_validate(yaml.safe_load(suite_text)).expectations
+    except (ValidationError, yaml.YAMLError):
+        return []
+
+
+def with_shared_predictions(models: list[dict]) -> list[dict]:
+    """Each variant's fraction of test predictions equal to those of the first initialisation of the
+    same model (``init:1``, or ``default``, which is the same model), as Zafar et al.'s Table 6."""
+    by_identity = defaultdict(dict)
+    for model in models:
+        identity = (model["dataset"], model["model"], model["model_params"], model["seed"])
+        by_identity[identity][model["variant"]] = model
+    result = []
+    for model in models:
+        variants = by_identity[(model["dataset"], model["model"], model["model_params"], model["seed"])]
+        anchor_name = "init:1" if "init:1" in variants else "default"
+        anchor = variants.get(anchor_name)
+        shared = None
+        if (
+            anchor is not None
+            and anchor is not model
+            and model["test_predictions"]
+            and anchor["test_predictions"]
+        ):
+            mine, theirs = model["test_predictions"], anchor["test_predictions"]
+            if len(mine) == len(theirs):
+                same = sum(a == b for a, b in zip(mine, theirs, strict=True))
+                shared = {"with": anchor_name, "fraction": same / len(mine)}
+        result.append({**model, "shared_predictions": shared})
+    return result
+
+
+VERDICT_HEADERS = [
+    "expectation",
+    "dataset",
+    "model",
+    "fixed",
+    "metric",
+    "above",
+    "below",
+    "means",
+    "n",
+    "p (Holm)",
+    "verdict",
+]
+
+
+def _verdict_cells(verdict: Verdict) -> list[str]:
+    comparison = verdict.comparison
+    means = (
+        "—"
+        if verdict.mean_above is None or verdict.mean_below is None
+        else (f"{_number(verdict.mean_above)} vs {_number(verdict.mean_below)}")
+    )
+    p = "—" if comparison.p_adjusted is None else _number(comparison.p_adjusted)
+    return [
+        verdict.expectation,
+        verdict.dataset,
+        verdict.model,
+        verdict.variant or verdict.explainer,
+        verdict.metric,
+        verdict.above,
+        verdict.below,
+        means,
+        str(comparison.n_pairs),
+        p,
+        verdict.outcome,
+    ]
+
+
+def _verdict_line(verdicts: list[Verdict]) -> str:
+    tested = sum(v.comparison.p_value is not None for v in verdicts)
+    return (
+        f"Expected orders: {EXPECTATION_TEST}; Holm-Bonferroni across the {tested} comparisons; "
+        f"holds = corrected p < {ALPHA}."
+    )
 
 
 def _number(value: float) -> str:

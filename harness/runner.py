@@ -478,9 +478,7 @@ class Runner:
         started = time.perf_counter()
         try:
             reference = (
-                None
-                if cell.reference is None
-                else self._explanation(run_id, cell.reference, progress, task)
+                None if cell.reference is None else self._explanation(run_id, cell.reference, progress, task)
             )
         except StageFailed as error:
             self._fail(run_id, cell, f"reference variant '{cell.reference.variant}': {error}", result)

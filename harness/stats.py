@@ -70,8 +70,9 @@ class Comparison:
         return asdict(self)
 
 
-def paired_wilcoxon(a: dict, b: dict) -> Comparison:
-    """Wilcoxon signed-rank test of the differences a − b over the keys (examples) both have.
+def paired_wilcoxon(a: dict, b: dict, alternative: str = "two-sided") -> Comparison:
+    """Wilcoxon signed-rank test of the differences a − b over the keys (examples) both have;
+    ``alternative="greater"`` tests the one-sided hypothesis that a tends to exceed b.
 
     Zero differences are dropped (Wilcoxon's treatment); when every difference is zero the samples
     are identical (p = 1), and with no pair at all there is nothing to test (p undefined).
@@ -82,7 +83,7 @@ def paired_wilcoxon(a: dict, b: dict) -> Comparison:
         return Comparison(0, None, None, note="no paired examples")
     if not np.any(differences != 0):
         return Comparison(len(differences), 0.0, 1.0, note="all paired differences are zero")
-    result = wilcoxon(differences, zero_method="wilcox", alternative="two-sided")
+    result = wilcoxon(differences, zero_method="wilcox", alternative=alternative)
     return Comparison(len(differences), float(result.statistic), float(result.pvalue))
 
 

@@ -432,7 +432,8 @@ class Store:
             return [
                 dict(row)
                 for row in db.execute(
-                    "SELECT c.family, c.direction, c.dataset, c.model, c.variant, c.explainer_label, c.metric_label, "
+                    "SELECT c.family, c.direction, c.dataset, c.model, c.variant, c.explainer, c.explainer_label, "
+                    "c.metric, c.metric_label, "
                     "r.seed, r.example_id, r.value FROM records r JOIN cells c "
                     "ON c.run_id = r.run_id AND c.cell_id = r.cell_id WHERE r.run_id=? ORDER BY r.rowid",
                     (run_id,),

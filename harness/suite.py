@@ -77,6 +77,57 @@ class ModelSpec(Spec):
         return value
 
 
+Axis = Literal["variant", "explainer"]
+
+
+class Expectation(BaseModel):
+    """An order the suite expects, tested by the report: on ``metric``, the cells at ``above`` score
+    higher than those at ``below``, everything else equal (one-sided paired Wilcoxon over examples).
+
+    Both sides name the same axis: ``{variant: init:2}`` vs ``{variant: untrained}`` (Zafar et al.'s
+    randomization tests), or ``{explainer: random}`` vs ``{explainer: "*"}`` ("*": every other value).
+    An explainer is named by its name or its label.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = Field(description="metric name (every parameter set of it gets its own verdicts)")
+    above: dict[Axis, str] = Field(min_length=1, max_length=1)
+    below: dict[Axis, str] = Field(min_length=1, max_length=1)
+
+    @field_validator("above", "below", mode="before")
+    @classmethod
+    def _variant_mapping(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "variant" in value:
+            return {**value, "variant": canonical_variant(value["variant"])}
+        return value
+
+    @model_validator(mode="after")
+    def _one_axis(self) -> Expectation:
+        if set(self.above) != set(self.below):
+            raise ValueError("above and below must name the same axis (both variant or both explainer)")
+        if self.axis == "variant" and self.above_value == self.below_value:
+            raise ValueError("above and below name the same variant")
+        if self.above_value == "*" and self.below_value == "*":
+            raise ValueError("at most one side can be '*'")
+        return self
+
+    @property
+    def axis(self) -> Axis:
+        return next(iter(self.above))
+
+    @property
+    def above_value(self) -> str:
+        return self.above[self.axis]
+
+    @property
+    def below_value(self) -> str:
+        return self.below[self.axis]
+
+    def describe(self) -> str:
+        return f"{self.metric}: {self.axis} {self.above_value} above {self.below_value}"
+
+
 class Suite(BaseModel):
     """A benchmark suite: the grid datasets × models × explainers × metrics × seeds."""
 
@@ -92,6 +143,9 @@ class Suite(BaseModel):
     models: list[ModelSpec] = Field(min_length=1)
     explainers: list[Spec] = Field(min_length=1)
     metrics: list[Spec] = Field(min_length=1)
+    expectations: list[Expectation] = Field(
+        default_factory=list, description="orders the report tests and states verdicts for"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -169,7 +223,30 @@ def load_suite(path: str | Path, registry: Registry) -> LoadedSuite:
             if isinstance(spec, ModelSpec):
                 _check_variants(spec, info.cls, locator, where)
     _check_references(entries, locator)
+    _check_expectations(suite, entries, locator)
     return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries)
+
+
+def _check_expectations(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:
+    """Expectations name metrics, variants and explainers the suite has."""
+    metrics = {entry.name for entry in entries["metrics"]}
+    variants = {variant for spec in suite.models for variant in spec.variants}
+    explainers = {entry.name for entry in entries["explainers"]} | {e.label for e in entries["explainers"]}
+    for index, expectation in enumerate(suite.expectations):
+        where = ("expectations", index)
+        if expectation.metric not in metrics:
+            raise locator.fail(
+                (*where, "metric"),
+                f"the suite has no metric '{expectation.metric}'{suggest(expectation.metric, sorted(metrics))}",
+            )
+        known = variants if expectation.axis == "variant" else explainers
+        for side in ("above", "below"):
+            value = getattr(expectation, f"{side}_value")
+            if value != "*" and value not in known:
+                raise locator.fail(
+                    (*where, side, expectation.axis),
+                    f"the suite has no {expectation.axis} '{value}'{suggest(value, sorted(known))}",
+                )
 
 
 def _check_variants(spec: ModelSpec, cls: type, locator: _Locator, where: tuple) -> None:

@@ -18,6 +18,7 @@ def bench_metrics():
         SwitchingPoint,
     )
     from plugins.metrics.plausibility import Auprc, IouF1, TokenF1
+    from plugins.metrics.randomization import Jaccard
     from plugins.metrics.runtime import Runtime
     from plugins.metrics.stability import IouStability
 
@@ -36,6 +37,7 @@ def bench_metrics():
         TokenF1,
         IouF1,
         Auprc,
+        Jaccard,
         IouStability,
         Runtime,
     ]

@@ -1,0 +1,153 @@
+"""Expected orders → verdicts: does the order a suite expects hold in its stored records?
+
+Each expectation (``Suite.expectations``) becomes one comparison per group of cells that differ only
+on its axis: for a variant expectation, one per (dataset, model, explainer, metric parameters); for an
+explainer expectation, one per (dataset, model, variant, metric parameters) and explainer on the "*"
+side. A comparison is a one-sided Wilcoxon signed-rank test of the paired per-example differences
+above − below (paired by seed and example), Holm-Bonferroni corrected over every comparison of the
+run. The order holds when the corrected p-value is below α.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from harness.stats import ALPHA, Comparison, holm, paired_wilcoxon
+from harness.suite import Expectation
+
+TEST = "Wilcoxon signed-rank, one-sided (above > below), paired by example"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    expectation: str
+    dataset: str
+    model: str
+    variant: str  # the fixed variant (explainer expectations) or "" (variant expectations)
+    explainer: str  # the fixed explainer (variant expectations) or "" (explainer expectations)
+    metric: str
+    above: str
+    below: str
+    mean_above: float | None
+    mean_below: float | None
+    comparison: Comparison
+
+    @property
+    def holds(self) -> bool:
+        return self.comparison.significant
+
+    @property
+    def outcome(self) -> str:
+        if self.comparison.p_value is None:
+            return "untestable (no paired examples)"
+        if self.holds:
+            return "holds"
+        if self.mean_above is not None and self.mean_below is not None and self.mean_above < self.mean_below:
+            return "not shown (reversed on average)"
+        return "not shown"
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["comparison"] = self.comparison.as_dict()
+        data["outcome"] = self.outcome
+        return data
+
+
+Values = dict[tuple[int, str], float]  # (seed, example id) -> value
+
+
+def check_expectations(expectations: Sequence[Expectation], records: Iterable[dict]) -> list[Verdict]:
+    """Verdicts for every expectation over report rows (``Store.report_rows``)."""
+    cells: dict[tuple[str, str, str, str, str], Values] = defaultdict(dict)
+    metric_names: dict[str, str] = {}
+    explainer_names: dict[str, str] = {}
+    for record in records:
+        key = (
+            record["dataset"],
+            record["model"],
+            record["variant"],
+            record["explainer_label"],
+            record["metric_label"],
+        )
+        value = record["value"]
+        cells[key][(record["seed"], record["example_id"])] = float("nan") if value is None else value
+        metric_names[record["metric_label"]] = record["metric"]
+        explainer_names[record["explainer_label"]] = record["explainer"]
+
+    pending: list[tuple[Expectation, tuple, str, str]] = []  # expectation, fixed key parts, above, below
+    for expectation in expectations:
+        labels = [label for label, name in metric_names.items() if name == expectation.metric]
+        groups: dict[tuple, set[str]] = defaultdict(set)  # everything but the axis -> values of the axis
+        for dataset, model, variant, explainer, metric in cells:
+            if metric not in labels:
+                continue
+            if expectation.axis == "variant":
+                groups[(dataset, model, "", explainer, metric)].add(variant)
+            else:
+                groups[(dataset, model, variant, "", metric)].add(explainer)
+        for fixed, present in groups.items():
+            for above, below in _pairs(expectation, present, explainer_names):
+                pending.append((expectation, fixed, above, below))
+
+    comparisons, means = [], []
+    for expectation, fixed, above, below in pending:
+        a, b = cells[_key(expectation, fixed, above)], cells[_key(expectation, fixed, below)]
+        comparisons.append(paired_wilcoxon(a, b, alternative="greater"))
+        means.append((_mean(a), _mean(b)))
+    verdicts = []
+    for (expectation, fixed, above, below), comparison, (mean_above, mean_below) in zip(
+        pending, holm(comparisons, ALPHA), means, strict=True
+    ):
+        dataset, model, variant, explainer, metric = fixed
+        verdicts.append(
+            Verdict(
+                expectation.describe(),
+                dataset,
+                model,
+                variant,
+                explainer,
+                metric,
+                above,
+                below,
+                mean_above,
+                mean_below,
+                comparison,
+            )  # fmt: skip
+        )
+    return verdicts
+
+
+def _pairs(
+    expectation: Expectation, present: set[str], explainer_names: dict[str, str]
+) -> list[tuple[str, str]]:
+    """The (above, below) axis values compared within one group of cells."""
+
+    def matching(value: str) -> list[str]:
+        if expectation.axis == "variant":
+            return [value] if value in present else []
+        return sorted(label for label in present if value in (label, explainer_names.get(label)))
+
+    above, below = expectation.above_value, expectation.below_value
+    if above == "*":
+        lows = matching(below)
+        return [(high, low) for low in lows for high in sorted(present - set(lows))]
+    if below == "*":
+        highs = matching(above)
+        return [(high, low) for high in highs for low in sorted(present - set(highs))]
+    return [(high, low) for high in matching(above) for low in matching(below) if high != low]
+
+
+def _key(expectation: Expectation, fixed: tuple, value: str) -> tuple:
+    dataset, model, variant, explainer, metric = fixed
+    if expectation.axis == "variant":
+        return (dataset, model, value, explainer, metric)
+    return (dataset, model, variant, value, metric)
+
+
+def _mean(values: Values) -> float | None:
+    finite = [v for v in values.values() if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None

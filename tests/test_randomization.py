@@ -1,0 +1,351 @@
+"""Randomization tests (Zafar et al. 2021): Jaccard@K%, model variants in the grid, expected orders."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import TINY_DATA, metric_input, values_of
+
+from harness import Attribution, MetricInput, PluginError, TextDataset
+from harness.errors import BenchError
+from harness.expectations import check_expectations
+from harness.grid import expand
+from harness.registry import get_registry
+from harness.report import Report, render
+from harness.runner import Runner, RunOptions
+from harness.store import Store
+from harness.suite import Expectation, load_suite
+from plugins.metrics.randomization import Jaccard, JaccardParams, top_percent_count
+from plugins.models.minilm_head import load_tokenizer
+
+# -- Jaccard@K% against the paper's App. D examples -------------------------------------------------
+
+
+def minilm_attribution(
+    text: str, ranked: list[str], predicted: int = 1, example_id: str = "x"
+) -> Attribution:
+    """An attribution over the MiniLM tokens of ``text`` whose ranking starts with the tokens
+    ``ranked`` (first occurrence of each), in that order; every other token scores 0."""
+    encoding = load_tokenizer()(text, return_offsets_mapping=True)
+    tokens = load_tokenizer().convert_ids_to_tokens(encoding["input_ids"])
+    n = len(tokens)
+    scores = [0.0] * n
+    for rank, token in enumerate(ranked):
+        scores[tokens.index(token)] = float(len(ranked) - rank)
+    return Attribution(
+        example_id=example_id,
+        target=predicted,
+        predicted=predicted,
+        probability=0.9,
+        input_ids=encoding["input_ids"],
+        token_type_ids=None,
+        tokens=tokens,
+        offsets=[tuple(span) for span in encoding["offset_mapping"]],
+        word_ids=encoding.word_ids(),
+        segments=[-1] + [0] * (n - 2) + [-1],
+        scores=scores,
+        seconds=0.0,
+    )
+
+
+def jaccard_of(first: list[Attribution], second: list[Attribution], **params) -> np.ndarray:
+    dataset = TextDataset("d", ("negative", "positive"), (), (), ())
+
+    def unused():
+        raise AssertionError("jaccard must not load the model")
+
+    data = MetricInput(first, {}, dataset, load_classifier=unused, variant="init:2")
+    data.reference = MetricInput(second, {}, dataset, load_classifier=unused, variant="init:1")
+    return values_of(Jaccard(JaccardParams(**params)), data)
+
+
+EXAMPLE_1 = (
+    "at heart the movie is a deftly wrought suspense yarn whose richer shadings work as coloring "
+    "rather than substance"
+)
+EXAMPLE_2 = "an infectious cultural fable with a tasty balance of family drama and frenetic comedy"
+
+
+def test_jaccard_reproduces_the_papers_appendix_d_example_1():
+    # 22 tokens, top 25 % = ⌈5.5⌉ = 6 each; the sets share {at, yarn}: 2 of 10 distinct tokens.
+    init1 = minilm_attribution(EXAMPLE_1, ["substance", "rather", "at", "yarn", "coloring", "movie"])
+    init2 = minilm_attribution(EXAMPLE_1, ["heart", "##tly", "suspense", "at", "yarn", "def"])
+    assert jaccard_of([init2], [init1], k=25) == pytest.approx([0.2])
+
+
+def test_jaccard_reproduces_the_papers_appendix_d_example_2_same_set_different_order():
+    init1 = minilm_attribution(EXAMPLE_2, ["fable", "infectious", "cultural", "balance", "an"])
+    init2 = minilm_attribution(EXAMPLE_2, ["cultural", "balance", "infectious", "fable", "an"])
+    assert jaccard_of([init2], [init1], k=25) == pytest.approx([1.0])
+
+
+def test_top_k_percent_is_rounded_up_as_in_the_papers_examples():
+    # App. D lists 5 tokens for the 17-token example 2 and 6 for the 22-token example 1.
+    assert top_percent_count(25, 17) == 5
+    assert top_percent_count(25, 22) == 6
+    assert top_percent_count(25, 31) == 8
+    assert top_percent_count(10, 20) == 2  # exact products are not pushed up
+    assert top_percent_count(100, 7) == 7
+
+
+def test_jaccard_at_10_percent_counts_by_hand():
+    # 22 tokens, top 10 % = ⌈2.2⌉ = 3: {substance, rather, at} vs {at, rather, heart}: 2 / 4.
+    init1 = minilm_attribution(EXAMPLE_1, ["substance", "rather", "at"])
+    init2 = minilm_attribution(EXAMPLE_1, ["at", "rather", "heart"])
+    assert jaccard_of([init2], [init1], k=10) == pytest.approx([0.5])
+
+
+def test_jaccard_ties_are_broken_by_text_order():
+    # All scores equal: both rankings are text order, so the sets coincide.
+    flat = minilm_attribution(EXAMPLE_2, [])
+    assert jaccard_of([flat], [flat], k=25) == pytest.approx([1.0])
+
+
+def test_jaccard_is_undefined_where_the_variants_predict_different_classes():
+    init1 = minilm_attribution(EXAMPLE_2, ["fable"], predicted=1)
+    untrained = minilm_attribution(EXAMPLE_2, ["fable"], predicted=0)
+    assert math.isnan(jaccard_of([untrained], [init1])[0])
+
+
+def test_jaccard_pairs_examples_by_id_not_by_position():
+    a1 = minilm_attribution(EXAMPLE_1, ["at"], example_id="a")
+    b1 = minilm_attribution(EXAMPLE_2, ["an"], example_id="b")
+    a2 = minilm_attribution(EXAMPLE_1, ["at"], example_id="a")
+    b2 = minilm_attribution(EXAMPLE_2, ["an"], example_id="b")
+    assert jaccard_of([a2, b2], [b1, a1], k=5) == pytest.approx([1.0, 1.0])
+
+
+def test_jaccard_without_a_reference_is_a_plugin_error(classifier):
+    with pytest.raises(PluginError, match="reference"):
+        Jaccard().compute(metric_input(classifier, []))
+
+
+# -- expected orders ------------------------------------------------------------------------------------
+
+
+def rows(variant: str, explainer: str, values: list[float], metric: str = "jaccard") -> list[dict]:
+    return [
+        {
+            "dataset": "d",
+            "model": "m",
+            "variant": variant,
+            "explainer": explainer,
+            "explainer_label": explainer,
+            "metric": metric,
+            "metric_label": metric + "(k=25)",
+            "seed": 0,
+            "example_id": f"e{i}",
+            "value": value,
+        }
+        for i, value in enumerate(values)
+    ]
+
+
+def test_expected_order_is_a_one_sided_wilcoxon_with_holm_over_all_verdicts():
+    from scipy.stats import wilcoxon
+    from statsmodels.stats.multitest import multipletests
+
+    above = [0.9, 0.8, 0.85, 0.7, 0.95, 0.6, 0.75, 0.9]
+    below = [0.5, 0.6, 0.4, 0.72, 0.3, 0.6, 0.2, 0.45]  # one tie (0.6 vs 0.6) and one reversal
+    flat = [0.5] * 8
+    records = (
+        rows("init:2", "saliency", above)
+        + rows("untrained", "saliency", below)
+        + rows("init:2", "random", flat)
+        + rows("untrained", "random", flat)
+    )
+    expectation = Expectation(metric="jaccard", above={"variant": "init:2"}, below={"variant": "untrained"})
+    verdicts = {v.explainer: v for v in check_expectations([expectation], records)}
+    assert set(verdicts) == {"saliency", "random"}
+
+    differences = np.array(above) - np.array(below)
+    expected_p = wilcoxon(differences[differences != 0], alternative="greater").pvalue
+    saliency = verdicts["saliency"]
+    assert saliency.comparison.n_pairs == 8  # pairs; the test itself drops the zero difference
+    assert saliency.comparison.p_value == pytest.approx(expected_p)
+    # random: every difference is zero → p = 1; Holm over the two comparisons.
+    assert verdicts["random"].comparison.p_value == 1.0
+    _, adjusted, _, _ = multipletests([expected_p, 1.0], method="holm")
+    assert saliency.comparison.p_adjusted == pytest.approx(adjusted[0])
+    assert saliency.outcome == "holds" and verdicts["random"].outcome == "not shown"
+
+
+def test_explainer_expectations_compare_every_other_explainer_with_the_named_one():
+    records = (
+        rows("init:1", "random", [0.9, 0.8, 0.7, 0.95, 0.85, 0.9], metric="switching-point")
+        + rows("init:1", "saliency", [0.1, 0.2, 0.3, 0.1, 0.2, 0.1], metric="switching-point")
+        + rows("init:1", "lime", [0.95, 0.9, 0.8, 0.99, 0.9, 0.95], metric="switching-point")
+    )
+    # Switching point: lower is better, so a faithful explainer is *below* random.
+    expectation = Expectation(
+        metric="switching-point", above={"explainer": "random"}, below={"explainer": "*"}
+    )
+    verdicts = {v.below: v for v in check_expectations([expectation], records)}
+    assert set(verdicts) == {"saliency", "lime"}
+    assert verdicts["saliency"].above == "random" and verdicts["saliency"].variant == "init:1"
+    assert verdicts["saliency"].comparison.p_value == pytest.approx(1 / 64)  # all 6 differences positive
+    assert verdicts["lime"].outcome == "not shown (reversed on average)"
+
+
+def test_an_expectation_names_one_axis_on_both_sides():
+    with pytest.raises(ValueError, match="same axis"):
+        Expectation(metric="jaccard", above={"variant": "init:2"}, below={"explainer": "random"})
+    with pytest.raises(ValueError, match="at most one"):
+        Expectation(metric="jaccard", above={"explainer": "*"}, below={"explainer": "*"})
+    assert Expectation(
+        metric="j", above={"variant": {"init": 2}}, below={"variant": "untrained"}
+    ).above_value == ("init:2")
+
+
+# -- the grid: variants, references, suite validation ----------------------------------------------------
+
+
+def randomization_suite(tmp_path, *, variants="[init:1, init:2, untrained]", metrics=None, expectations=None):
+    metrics = (
+        metrics
+        or """
+  - name: jaccard
+    params: {k: 25}
+  - name: switching-point"""
+    )
+    expectations = (
+        expectations
+        or """
+expectations:
+  - metric: jaccard
+    above: {variant: "init:2"}
+    below: {variant: untrained}
+  - metric: switching-point
+    above: {explainer: random}
+    below: {explainer: "*"}"""
+    )
+    path = tmp_path / "randomization.yaml"
+    path.write_text(f"""name: tiny-randomization
+version: 1
+device: cpu
+batch_size: 8
+datasets:
+  - name: jsonl
+    label: tiny
+    params: {{path: {TINY_DATA}, test_fraction: 0.25}}
+    sample: 10
+models:
+  - name: minilm-head
+    params: {{hidden_size: 16, max_epochs: 3}}
+    variants: {variants}
+explainers:
+  - name: random
+  - name: saliency
+metrics:{metrics}
+{expectations}
+""")
+    return path
+
+
+def test_a_metric_comparing_variants_gets_no_cell_on_its_own_reference(tmp_path):
+    loaded = load_suite(randomization_suite(tmp_path), get_registry())
+    cells = expand(loaded)
+    jaccard = [cell for cell in cells if cell.metric.name == "jaccard"]
+    assert sorted({cell.variant for cell in jaccard}) == ["init:2", "untrained"]
+    assert all(cell.reference.variant == "init:1" for cell in jaccard)
+    assert len([cell for cell in cells if cell.metric.name == "switching-point"]) == 3 * 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"variants": "[init:1, shuffled]"}, "variants[1]: String should match pattern"),
+        ({"variants": "[init:1, init:1]"}, "variant 'init:1' is listed twice"),
+        (
+            {"metrics": "\n  - name: jaccard\n    params: {reference: init:0}"},
+            "metrics[0].params.reference: String should match pattern",
+        ),
+        (
+            {
+                "expectations": "expectations:\n  - metric: jacard\n    above: {variant: init:2}\n    below: {variant: untrained}"
+            },
+            "the suite has no metric 'jacard'; did you mean 'jaccard'?",
+        ),
+        (
+            {
+                "expectations": "expectations:\n  - metric: jaccard\n    above: {variant: init:3}\n    below: {variant: untrained}"
+            },
+            "expectations[0].above.variant: the suite has no variant 'init:3'",
+        ),
+    ],
+)
+def test_bad_variants_references_and_expectations_are_one_line_errors(tmp_path, change, message):
+    with pytest.raises(BenchError) as error:
+        load_suite(randomization_suite(tmp_path, **change), get_registry())
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_model_without_variants_rejects_them_at_load_time(tmp_path):
+    path = randomization_suite(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            "name: minilm-head\n    params: {hidden_size: 16, max_epochs: 3}",
+            "name: bow\n    params: {dim: 8}",
+        )
+    )
+    with pytest.raises(
+        BenchError,
+        match=r"models\[0\].variants\[0\]: model 'bow' has no variant 'init:1' \(it builds: default\)",
+    ):
+        load_suite(path, get_registry())
+
+
+@pytest.fixture(scope="module")
+def randomization_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("randomization")
+    loaded = load_suite(randomization_suite(tmp_path), get_registry())
+    options = RunOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", progress=False)
+    result = Runner(loaded, options).run()
+    return Store(tmp_path / "results"), result
+
+
+def test_the_randomization_grid_runs_and_jaccard_uses_the_reference_variants_attributions(randomization_run):
+    store, result = randomization_run
+    assert not result.failed
+    assert result.cells == 2 * 2 + 3 * 2  # jaccard on init:2 and untrained, switching-point on all three
+    fields = set(Attribution.__dataclass_fields__)
+    stored = {
+        (row["variant"], row["explainer"], row["example_id"]): Attribution.from_dict(
+            {key: value for key, value in row.items() if key in fields}
+        )
+        for row in store.attributions(result.run_id)
+    }
+    records = [r for r in store.records(result.run_id) if r["metric"] == "jaccard"]
+    assert len(records) == 2 * 2 * 10
+    for record in records:
+        mine = stored[(record["variant"], record["explainer"], record["example_id"])]
+        reference = stored[("init:1", record["explainer"], record["example_id"])]
+        if mine.predicted != reference.predicted:
+            assert record["value"] is None
+            continue
+        expected = jaccard_of([mine], [reference], k=25)[0]
+        assert record["value"] == pytest.approx(expected)
+
+
+def test_the_report_shows_shared_predictions_and_expected_order_verdicts(randomization_run):
+    store, result = randomization_run
+    report = Report.build(store, result.run_id)
+    shared = {model["variant"]: model["shared_predictions"] for model in report.models}
+    assert shared["init:1"] is None
+    assert shared["init:2"]["with"] == "init:1" and 0 <= shared["untrained"]["fraction"] <= 1
+    data = json.loads(render(report, "json"))
+    verdicts = data["expectations"]["verdicts"]
+    jaccard = [v for v in verdicts if v["expectation"] == "jaccard: variant init:2 above untrained"]
+    assert sorted(v["explainer"] for v in jaccard) == ["random", "saliency"]
+    switching = [v for v in verdicts if v["expectation"] == "switching-point: explainer random above *"]
+    assert sorted(v["variant"] for v in switching) == ["init:1", "init:2", "untrained"]
+    assert all(v["above"] == "random" and v["below"] == "saliency" for v in switching)
+    assert all(
+        v["comparison"]["p_adjusted"] is None or 0 <= v["comparison"]["p_adjusted"] <= 1 for v in verdicts
+    )
+    markdown = render(report, "md")
+    assert "## expected orders" in markdown and "one-sided" in markdown
+    assert "shares" in markdown and "of test predictions with init:1" in markdown
