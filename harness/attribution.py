@@ -96,10 +96,13 @@ def attributions_from_batch(
     targets: torch.Tensor,
     log_probabilities: torch.Tensor,
     seconds_per_example: float,
+    labels: torch.Tensor | None = None,
 ) -> list[Attribution]:
     """Split a batch of explainer output into per-example attributions (padding dropped).
-    ``log_probabilities`` (B, K) are the model's on the unperturbed batch."""
+    ``log_probabilities`` (B, K) are the model's on the unperturbed batch; ``labels`` (B, L) the
+    explainer's discrete token labels, if it gives any."""
     scores = scores.detach().to("cpu", torch.float64)
+    labels = None if labels is None else labels.detach().to("cpu", torch.long)
     log_probabilities = log_probabilities.detach().to("cpu", torch.float64)
     result = []
     for row, example_id in enumerate(example_ids):
@@ -123,6 +126,7 @@ def attributions_from_batch(
                 scores=scores[row, :length].tolist(),
                 seconds=seconds_per_example,
                 log_probabilities=log_probabilities[row].tolist(),
+                labels=None if labels is None else labels[row, :length].tolist(),
             )
         )
     return result

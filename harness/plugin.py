@@ -112,8 +112,19 @@ class ExplainerParams(Params):
     )
 
 
+@dataclass
+class LabelledScores:
+    """What an explainer returns when it also gives each token a discrete label (e.g. L2E's sequence
+    labelling): ``scores`` (B, L) floats and ``labels`` (B, L) integers, 0 meaning neutral. The labels
+    are stored with the attribution (``Attribution.labels``) for label-wise metrics."""
+
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+
 class Explainer(Plugin, ABC):
-    """An explainer plugin: a batch of encoded texts in, one score per token out (B, L).
+    """An explainer plugin: a batch of encoded texts in, one score per token out (B, L), or
+    ``LabelledScores`` for explainers that also label tokens.
 
     Scores at special-token and padding positions are ignored. Randomness must come from
     ``self.seed`` so that results do not depend on batch order.
@@ -130,7 +141,9 @@ class Explainer(Plugin, ABC):
         """Explainers that learn (e.g. a distilled explainer network) train here; others do nothing."""
 
     @abstractmethod
-    def explain(self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor) -> torch.Tensor: ...
+    def explain(
+        self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor
+    ) -> torch.Tensor | LabelledScores: ...
 
 
 @dataclass

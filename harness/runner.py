@@ -40,7 +40,7 @@ from harness.classifier import Classifier
 from harness.data import Example, TextDataset, fingerprint_examples
 from harness.errors import BenchError, PluginError
 from harness.grid import Cell, PluginEntry, expand
-from harness.plugin import MetricInput, MetricOutput
+from harness.plugin import LabelledScores, MetricInput, MetricOutput
 from harness.store import Store
 from harness.suite import LoadedSuite
 
@@ -446,15 +446,19 @@ class Runner:
             if cuda:
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            scores = explainer.explain(classifier, encoding, targets)
+            output = explainer.explain(classifier, encoding, targets)
             if cuda:
                 torch.cuda.synchronize()
             seconds = (time.perf_counter() - started) / len(batch)
-            if tuple(scores.shape) != tuple(encoding.input_ids.shape):
-                raise PluginError(
-                    f"explainer '{cell.explainer.name}' returned scores of shape {tuple(scores.shape)}, "
-                    f"expected {tuple(encoding.input_ids.shape)} (batch × tokens)"
-                )
+            scores, labels = (
+                (output.scores, output.labels) if isinstance(output, LabelledScores) else (output, None)
+            )
+            for what, tensor in (("scores", scores), ("labels", labels)):
+                if tensor is not None and tuple(tensor.shape) != tuple(encoding.input_ids.shape):
+                    raise PluginError(
+                        f"explainer '{cell.explainer.name}' returned {what} of shape {tuple(tensor.shape)}, "
+                        f"expected {tuple(encoding.input_ids.shape)} (batch × tokens)"
+                    )
             if granularity == "word":
                 scores = aggregate_words(scores, encoding, params.word_reduction)
             real = ~encoding.special_mask.to(scores.device)
@@ -467,6 +471,7 @@ class Runner:
                 targets,
                 log_probabilities,
                 seconds,
+                labels=labels,
             )
             progress.advance(task, len(batch))
         return attributions

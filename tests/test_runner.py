@@ -283,3 +283,44 @@ def test_a_target_class_the_model_does_not_have_fails_the_cells(write_suite, tmp
     result = run_suite(write_suite(tiny_suite_text(explainers=explainers)), tmp_path)
     assert len(result.failed) == 3
     assert result.failed[0][1] == "target class 5 does not exist: the model has 2 classes"
+
+
+LABELLING_EXPLAINER = '''
+import torch
+from harness import Explainer, LabelledScores, hookimpl
+
+class Labelling(Explainer):
+    """Labels every token 'low positive' (1) except position 1, labelled 'high positive' (2)."""
+    name = "labelling"
+    def explain(self, classifier, encoding, targets):
+        labels = torch.ones_like(encoding.input_ids)
+        labels[:, 1] = 2
+        return LabelledScores(labels.float(), labels)
+
+@hookimpl
+def bench_explainers():
+    return [Labelling]
+'''
+
+
+def test_an_explainer_may_label_tokens_and_label_wise_metrics_read_the_labels(
+    write_suite, tmp_path, monkeypatch, fresh_registry
+):
+    make_distribution(
+        tmp_path / "site",
+        "labelling-plugin",
+        {"labelling_mod": LABELLING_EXPLAINER},
+        {"lab": "labelling_mod"},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    fresh_registry()
+    metrics = "\n  - name: iou-stability\n    params: {form: labels, similarity: lexical, granularity: token}"
+    result = run_suite(
+        write_suite(tiny_suite_text(explainers="\n  - name: labelling", metrics=metrics)), tmp_path
+    )
+    assert not result.failed
+    store = Store(tmp_path / "results")
+    attributions = list(store.attributions(result.run_id))
+    assert attributions and all(a["labels"][1] == 2 and set(a["labels"][2:-1]) <= {1} for a in attributions)
+    values = [r["value"] for r in store.records(result.run_id)]
+    assert len(values) == 6 and all(v is None or 0.0 <= v <= 1.0 for v in values)
