@@ -79,11 +79,20 @@ def validate(suite: Annotated[Path, typer.Argument(help="suite YAML file")]) -> 
     cells = expand(loaded)
     entries = loaded.entries
     variants = sum(len(m.spec.variants) for m in entries["models"])
+    full = (
+        len(entries["datasets"]) * variants * len(entries["explainers"]) * len(entries["metrics"])
+        * len(loaded.suite.seeds)
+    )  # fmt: skip
+    skipped = (
+        f"; {full - len(cells)} skipped: a metric comparing variants has no cell on its reference"
+        if full != len(cells)
+        else ""
+    )
     out.print(
         f"{suite}: valid — {len(cells)} cells ({len(entries['datasets'])} datasets × "
         f"{variants} model variants × "
         f"{len(entries['explainers'])} explainer configs × {len(entries['metrics'])} metric configs × "
-        f"{len(loaded.suite.seeds)} seeds)",
+        f"{len(loaded.suite.seeds)} seeds{skipped})",
         highlight=False,
     )
 

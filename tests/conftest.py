@@ -190,6 +190,17 @@ def attribution(
     )
 
 
+def logits_of(classifier, examples) -> torch.Tensor:
+    """A classifier's logits for ``examples``, without gradients."""
+    encoding = classifier.encode(examples)
+    with torch.no_grad():
+        return classifier.logits(
+            input_ids=encoding.input_ids,
+            attention_mask=encoding.attention_mask,
+            token_type_ids=encoding.token_type_ids,
+        )
+
+
 def values_of(metric, data: MetricInput) -> np.ndarray:
     output = metric.compute(data)
     return np.asarray(output.values if isinstance(output, MetricOutput) else output)

@@ -182,6 +182,22 @@ def test_random_explainers_repeat_under_a_seed_and_differ_across_seeds(make):
     assert not torch.allclose(explain(make(seed=2), classifier, TEXTS), first)
 
 
+def test_random_scores_depend_on_the_model_so_two_variants_get_independent_draws():
+    from plugins.explainers.random import RandomExplainer
+
+    def fitted(classifier, seed=0):
+        explainer = RandomExplainer(seed=seed)
+        explainer.fit(classifier, None)
+        return explainer
+
+    first, same_weights, other = make_bow(seed=0), make_bow(seed=0), make_bow(seed=1)
+    scores = explain(fitted(first), first, TEXTS)
+    assert torch.equal(explain(fitted(same_weights), same_weights, TEXTS), scores)
+    assert not torch.equal(explain(fitted(other), other, TEXTS), scores)
+    assert not torch.equal(explain(fitted(first, seed=1), first, TEXTS), scores)
+    assert_batch_equals_one_at_a_time(fitted(first), first, TEXTS)
+
+
 # -- saliency and smoothgrad --------------------------------------------------------------------------
 
 

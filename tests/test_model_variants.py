@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import TINY_DATA
+from conftest import TINY_DATA, logits_of
 
 from harness import PluginError, TextDataset
 from plugins.datasets.jsonl import JsonlDataset
@@ -24,16 +24,6 @@ def plugin(**params) -> MiniLMHead:
 
 def build(dataset: TextDataset, variant: str, seed: int = SEED, **params):
     return plugin(**params).build(dataset, seed=seed, device=CPU, variant=variant)
-
-
-def logits_of(classifier, examples) -> torch.Tensor:
-    encoding = classifier.encode(examples)
-    with torch.no_grad():
-        return classifier.logits(
-            input_ids=encoding.input_ids,
-            attention_mask=encoding.attention_mask,
-            token_type_ids=encoding.token_type_ids,
-        )
 
 
 def head_state(classifier) -> dict[str, torch.Tensor]:

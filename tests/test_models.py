@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import logits_of
 
 from harness import BenchError, Example, PluginError, TextDataset
 from plugins.models.hf import HuggingFaceModel
@@ -48,16 +49,6 @@ def toy_dataset(pair: bool = False, *, train: int = 32, validation: int = 12, te
 def build_minilm(seed: int = 0, dataset: TextDataset | None = None, **params):
     params = {"max_epochs": 10, **params}
     return MiniLMHead(MiniLMHead.Params(**params)).build(dataset or toy_dataset(), seed=seed, device=CPU)
-
-
-def logits_of(classifier, examples) -> torch.Tensor:
-    encoding = classifier.encode(examples)
-    with torch.no_grad():
-        return classifier.logits(
-            input_ids=encoding.input_ids,
-            attention_mask=encoding.attention_mask,
-            token_type_ids=encoding.token_type_ids,
-        )
 
 
 def accuracy(classifier, examples) -> float:
