@@ -75,3 +75,37 @@ def test_summary_interval_contains_the_mean_and_handles_constant_and_single_valu
     assert summary.ci_low <= summary.mean <= summary.ci_high and summary.n == 5
     assert summarize([0.3, 0.3]).ci_low == 0.3
     assert summarize([0.3]).ci_low is None and summarize([]).n == 0
+
+
+def test_significant_differences_are_marked_in_table_markdown_and_json(write_suite, tmp_path):
+    """Records written straight into a store: 20 examples where saliency clearly beats random."""
+    import json
+
+    from conftest import tiny_suite_text
+    from rich.console import Console
+
+    from harness.grid import expand
+    from harness.registry import get_registry
+    from harness.report import Report, render
+    from harness.store import Store
+    from harness.suite import load_suite
+
+    loaded = load_suite(write_suite(tiny_suite_text(metrics="\n  - name: sufficiency")), get_registry())
+    store = Store(tmp_path / "results")
+    store.create_run("r1", loaded.suite, loaded.hash, loaded.path, loaded.text, "cpu", None, {}, {})
+    rng = np.random.default_rng(0)
+    ids = [f"ex{i}" for i in range(20)]
+    for cell in expand(loaded):
+        centre = 0.6 if cell.explainer.name == "random" else 0.1  # sufficiency: lower is better
+        store.record_cell("r1", cell, ids, list(centre + rng.normal(0, 0.05, size=20)), 0.0)
+    report = Report.build(store, "r1")
+
+    [table] = report.tables
+    cells = json.loads(render(report, "json"))["tables"][0]["rows"]
+    random_cell = next(row["cells"][0] for row in cells if row["explainer"] == "random")
+    assert random_cell["vs_best"]["significant"] and random_cell["vs_best"]["p_adjusted"] < 0.05
+    markdown = render(report, "md")
+    assert next(line for line in markdown.splitlines() if line.startswith("| random |")).endswith("† |")
+    console = Console(record=True, width=200)
+    report.print(console)
+    assert "†" in next(line for line in console.export_text().splitlines() if line.startswith("│ random"))
