@@ -324,3 +324,24 @@ def test_an_explainer_may_label_tokens_and_label_wise_metrics_read_the_labels(
     assert attributions and all(a["labels"][1] == 2 and set(a["labels"][2:-1]) <= {1} for a in attributions)
     values = [r["value"] for r in store.records(result.run_id)]
     assert len(values) == 6 and all(v is None or 0.0 <= v <= 1.0 for v in values)
+
+
+def test_a_store_written_before_test_predictions_existed_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from harness.store import SCHEMA
+
+    old_schema = SCHEMA.replace(
+        "    test_predictions TEXT,                -- JSON: predicted class per test example, in split order\n",
+        "",
+    )
+    assert old_schema != SCHEMA
+    (tmp_path / "results").mkdir()
+    with sqlite3.connect(tmp_path / "results" / "bench.sqlite") as db:
+        db.executescript(old_schema)
+        db.execute("INSERT INTO models VALUES ('r', 'd', 'm', '{}', 'default', 0, 'k', 0.5, 10, '{}')")
+    store = Store(tmp_path / "results")
+    [model] = store.models("r")
+    assert model["test_predictions"] is None and model["test_accuracy"] == 0.5
+    store.record_model("r", "d", "m", "{}", "init:2", 0, "k2", 0.6, 2, {}, [1, 0])
+    assert [m["test_predictions"] for m in store.models("r")] == [None, [1, 0]]
