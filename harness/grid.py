@@ -139,7 +139,7 @@ def expand(loaded: LoadedSuite) -> list[Cell]:
                 for variant in model.spec.variants:
                     for explainer in entries["explainers"]:
                         for metric in entries["metrics"]:
-                            if metric.cls.compares == "variant" and metric.params.reference == variant:
-                                continue
-                            cells.append(Cell(dataset, model, variant, explainer, metric, seed))
+                            cell = Cell(dataset, model, variant, explainer, metric, seed)
+                            if cell.reference != cell:
+                                cells.append(cell)
     return cells

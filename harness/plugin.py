@@ -159,7 +159,6 @@ class MetricInput:
     dataset: TextDataset
     load_classifier: Callable[[], Classifier] = field(repr=False)
     batch_size: int = 32
-    variant: str = "default"
     reference: MetricInput | None = None
 
     @cached_property

@@ -111,9 +111,7 @@ class Report:
             tables.append(table)
         failed = [cell for cell in store.cells(run_id) if cell["status"] == "failed"]
         run = store.run(run_id)
-        verdicts = check_expectations(
-            Suite.model_validate(yaml.safe_load(run["suite_text"])).expectations, records
-        )
+        verdicts = check_expectations(stored_expectations(run["suite_text"]), records)
         return cls(run, with_shared_predictions(store.models(run_id)), tables, failed, verdicts)
 
     # -- rendering ------------------------------------------------------------------------------
@@ -373,13 +371,16 @@ def stored_expectations(suite_text: str) -> list:
 def with_shared_predictions(models: list[dict]) -> list[dict]:
     """Each variant's fraction of test predictions equal to those of the first initialisation of the
     same model (``init:1``, or ``default``, which is the same model), as Zafar et al.'s Table 6."""
+
+    def identity(model: dict) -> tuple:
+        return (model["dataset"], model["model"], model["model_params"], model["seed"])
+
     by_identity = defaultdict(dict)
     for model in models:
-        identity = (model["dataset"], model["model"], model["model_params"], model["seed"])
-        by_identity[identity][model["variant"]] = model
+        by_identity[identity(model)][model["variant"]] = model
     result = []
     for model in models:
-        variants = by_identity[(model["dataset"], model["model"], model["model_params"], model["seed"])]
+        variants = by_identity[identity(model)]
         anchor_name = "init:1" if "init:1" in variants else "default"
         anchor = variants.get(anchor_name)
         shared = None

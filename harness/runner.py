@@ -151,14 +151,13 @@ class Explained:
     attributions: list[Attribution]
     key: str
 
-    def metric_input(self, batch_size: int, variant: str) -> MetricInput:
+    def metric_input(self, batch_size: int) -> MetricInput:
         return MetricInput(
             attributions=self.attributions,
             examples={example.id: example for example in self.examples},
             dataset=self.dataset,
             load_classifier=self.model.load,
             batch_size=batch_size,
-            variant=variant,
         )
 
 
@@ -495,9 +494,9 @@ class Runner:
         if cached is None:
             try:
                 seed_everything(cell.seed)
-                data = explained.metric_input(self.suite.batch_size, cell.variant)
+                data = explained.metric_input(self.suite.batch_size)
                 if reference is not None:
-                    data.reference = reference.metric_input(self.suite.batch_size, cell.reference.variant)
+                    data.reference = reference.metric_input(self.suite.batch_size)
                 output = metric.cls(metric.params).compute(data)
                 if not isinstance(output, MetricOutput):
                     output = MetricOutput(output)

@@ -57,8 +57,8 @@ def jaccard_of(first: list[Attribution], second: list[Attribution], **params) ->
     def unused():
         raise AssertionError("jaccard must not load the model")
 
-    data = MetricInput(first, {}, dataset, load_classifier=unused, variant="init:2")
-    data.reference = MetricInput(second, {}, dataset, load_classifier=unused, variant="init:1")
+    data = MetricInput(first, {}, dataset, load_classifier=unused)
+    data.reference = MetricInput(second, {}, dataset, load_classifier=unused)
     return values_of(Jaccard(JaccardParams(**params)), data)
 
 
@@ -349,3 +349,10 @@ def test_the_report_shows_shared_predictions_and_expected_order_verdicts(randomi
     markdown = render(report, "md")
     assert "## expected orders" in markdown and "one-sided" in markdown
     assert "shares" in markdown and "of test predictions with init:1" in markdown
+
+
+def test_a_stored_suite_this_version_cannot_read_has_no_expectations():
+    from harness.report import stored_expectations
+
+    assert stored_expectations("name: old\nversion: 1\nunknown_key: 1\n") == []
+    assert stored_expectations("name: [unclosed") == []
