@@ -16,12 +16,14 @@ from harness.plugin import (
     Dataset,
     Explainer,
     ExplainerParams,
+    FitContext,
     LabelledScores,
     Metric,
     MetricInput,
     MetricOutput,
     Model,
     Params,
+    TeacherSpec,
 )
 
 try:
@@ -37,6 +39,7 @@ __all__ = [
     "Encoding",
     "Example",
     "Explainer",
+    "FitContext",
     "ExplainerParams",
     "LabelledScores",
     "Metric",
@@ -45,6 +48,7 @@ __all__ = [
     "Model",
     "Params",
     "PluginError",
+    "TeacherSpec",
     "TextDataset",
     "hookimpl",
 ]

@@ -28,6 +28,9 @@ err = Console(stderr=True)
 
 RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")]
 ResultsOption = Annotated[Path, typer.Option("--results", help="results folder holding bench.sqlite")]
+ProfileOption = Annotated[
+    str | None, typer.Option("--profile", help="apply one of the suite's profiles (e.g. full)")
+]
 
 
 class ReportFormat(StrEnum):
@@ -70,12 +73,14 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 
 
 @app.command()
-def validate(suite: Annotated[Path, typer.Argument(help="suite YAML file")]) -> None:
+def validate(
+    suite: Annotated[Path, typer.Argument(help="suite YAML file")], profile: ProfileOption = None
+) -> None:
     """Check a suite (YAML, keys, plugin names, parameters) without running it."""
     from harness.grid import expand
     from harness.suite import load_suite
 
-    loaded = load_suite(suite, _registry())
+    loaded = load_suite(suite, _registry(), profile)
     cells = expand(loaded)
     entries = loaded.entries
     variants = sum(len(m.spec.variants) for m in entries["models"])
@@ -84,7 +89,7 @@ def validate(suite: Annotated[Path, typer.Argument(help="suite YAML file")]) -> 
         * len(loaded.suite.seeds)
     )  # fmt: skip
     skipped = (
-        f"; {full - len(cells)} skipped: a metric comparing variants has no cell on its reference"
+        f"; {full - len(cells)} skipped: comparisons of a variant with itself or with a missing teacher"
         if full != len(cells)
         else ""
     )
@@ -113,6 +118,7 @@ def run(
     new_run: Annotated[
         bool, typer.Option("--new-run", help="do not resume an interrupted run of this suite")
     ] = False,
+    profile: ProfileOption = None,
 ) -> None:
     """Run a suite: train or load models, explain, evaluate, store, and print the report."""
     from harness.report import Report
@@ -120,7 +126,7 @@ def run(
     from harness.store import Store
     from harness.suite import load_suite
 
-    loaded = load_suite(suite, _registry())
+    loaded = load_suite(suite, _registry(), profile)
     options = RunOptions(
         results_dir=out_dir,
         cache_dir=cache_dir,

@@ -36,6 +36,7 @@ class PluginEntry:
     train_on: PluginEntry | None = (
         None  # models only: the dataset the model is trained on, if not the evaluated one
     )
+    teacher: PluginEntry | None = None  # students only: the explainer they distil (see TeacherSpec)
 
     @classmethod
     def create(
@@ -45,6 +46,7 @@ class PluginEntry:
         params: Params,
         user_params: dict,
         train_on: PluginEntry | None = None,
+        teacher: PluginEntry | None = None,
     ) -> PluginEntry:
         label = spec.label or info.name + (
             "(" + ", ".join(f"{key}={_short(value)}" for key, value in sorted(user_params.items())) + ")"
@@ -64,6 +66,7 @@ class PluginEntry:
             label=label,
             spec=spec,
             train_on=train_on,
+            teacher=teacher,
         )
 
     @property
@@ -76,10 +79,18 @@ class PluginEntry:
         identity = {"name": self.name, "version": self.cls.version, "params": self.params_dict}
         if self.train_on is not None:
             identity["train_on"] = self.train_on.identity
+        if self.teacher is not None:
+            identity["teacher"] = self.teacher.identity
         return identity
 
 
 def _short(value: Any) -> str:
+    """A parameter value as labels show it; a plugin named with its parameters (a teacher) reads
+    ``name(key=value, ...)``."""
+    if isinstance(value, dict) and isinstance(value.get("name"), str) and set(value) <= {"name", "params"}:
+        params = value.get("params") or {}
+        inner = ", ".join(f"{key}={_short(item)}" for key, item in sorted(params.items()))
+        return value["name"] + (f"({inner})" if inner else "")
     return canonical_json(value) if isinstance(value, dict | list) else str(value)
 
 
@@ -113,11 +124,22 @@ class Cell:
 
     @property
     def reference(self) -> Cell | None:
-        """For a metric comparing variants: the cell whose attributions it compares with (same
-        dataset, model, explainer and seed; the reference variant)."""
-        if self.metric.cls.compares != "variant":
-            return None
-        return replace(self, variant=self.metric.params.reference)
+        """For a metric comparing two cells: the cell whose attributions it compares with. Comparing
+        variants: same dataset, model, explainer and seed on the reference variant. Comparing with the
+        teacher: same dataset, model, variant and seed, explained by the teacher."""
+        if self.metric.cls.compares == "variant":
+            return replace(self, variant=self.metric.params.reference)
+        if self.metric.cls.compares == "teacher" and self.explainer.teacher is not None:
+            return replace(self, explainer=self.explainer.teacher)
+        return None
+
+    @property
+    def in_grid(self) -> bool:
+        """False for comparisons that mean nothing: a variant with itself, a teacher-less explainer
+        with its teacher."""
+        if self.metric.cls.compares == "teacher":
+            return self.explainer.teacher is not None
+        return self.reference != self
 
     def describe(self) -> str:
         variant = "" if self.variant == "default" else f"[{self.variant}]"
@@ -130,7 +152,8 @@ class Cell:
 def expand(loaded: LoadedSuite) -> list[Cell]:
     """The cells of a suite, ordered so that work sharing a dataset, a model and an explainer is
     adjacent (each is loaded, trained or computed once). A metric comparing variants gets no cell on
-    its own reference variant (the comparison with itself is trivially perfect)."""
+    its own reference variant (the comparison with itself is trivially perfect), nor a metric comparing
+    with the teacher on an explainer that has none."""
     entries = loaded.entries
     cells = []
     for dataset in entries["datasets"]:
@@ -140,6 +163,6 @@ def expand(loaded: LoadedSuite) -> list[Cell]:
                     for explainer in entries["explainers"]:
                         for metric in entries["metrics"]:
                             cell = Cell(dataset, model, variant, explainer, metric, seed)
-                            if cell.reference != cell:
+                            if cell.in_grid:
                                 cells.append(cell)
     return cells

@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 from harness.attribution import Attribution
+from harness.cache import Cache
 from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
 
@@ -112,6 +113,43 @@ class ExplainerParams(Params):
     )
 
 
+class TeacherSpec(Params):
+    """Another registered explainer, named with its parameters, that a learned explainer distils (L2E).
+    An explainer whose ``Params`` has a ``teacher: TeacherSpec`` field is a *student*: the suite
+    validates the teacher like any explainer, ``FitContext.teacher_attributions`` computes (and caches)
+    the teacher's attributions, and metrics with ``compares = "teacher"`` compare the two."""
+
+    name: str = Field(description="the teacher explainer's registered name")
+    params: dict[str, Any] = Field(default_factory=dict, description="the teacher's parameters")
+
+
+@dataclass
+class FitContext:
+    """What the runner lends ``Explainer.fit``: a content-addressed cache entry for what the explainer
+    learns, and (for students) the teacher's attributions on any examples, computed once and cached
+    exactly like the attributions of an evaluated cell (so a suite that evaluates the teacher on the
+    same examples, or a second suite distilling the same teacher, reuses them).
+
+    ``key`` determines the fit: the model's cache key, the explainer's name, version and parameters
+    (the teacher's included), the seed and the numeric libraries' versions.
+    """
+
+    cache: Cache
+    key: str
+    seed: int
+    batch_size: int
+    teacher_attributions: Callable[[Sequence[Example], str], list[Attribution]] | None = None
+    progress: Callable[[str, int, int], None] = lambda description, done, total: None
+
+    def cached_directory(self, write: Callable[[Path], None]) -> Path:
+        """The folder holding what this fit learned: read from the cache, else filled by ``write`` and
+        stored atomically."""
+        directory = self.cache.get_directory("explainer-fits", self.key)
+        if directory is None:
+            directory = self.cache.put_directory("explainer-fits", self.key, write)
+        return directory
+
+
 @dataclass
 class LabelledScores:
     """What an explainer returns when it also gives each token a discrete label (e.g. L2E's sequence
@@ -137,8 +175,22 @@ class Explainer(Plugin, ABC):
         super().__init__(params)
         self.seed = seed
 
-    def fit(self, classifier: Classifier, dataset: TextDataset) -> None:  # noqa: B027 - optional hook
-        """Explainers that learn (e.g. a distilled explainer network) train here; others do nothing."""
+    def fit(  # noqa: B027 - optional hook
+        self, classifier: Classifier, dataset: TextDataset, context: FitContext | None = None
+    ) -> None:
+        """Explainers that learn (e.g. a distilled explainer network) train here; others do nothing.
+        The runner always passes ``context``; what is learned belongs in ``context.cached_directory``."""
+
+    def fit_report(self) -> dict:
+        """Facts about fitting (documents, seconds, epochs...), stored with the run and reported as
+        training cost, apart from the per-document runtime."""
+        return {}
+
+    @classmethod
+    def teacher_of(cls, params: Params) -> TeacherSpec | None:
+        """The explainer this one distils, read from its ``teacher`` parameter (None for most)."""
+        teacher = getattr(params, "teacher", None)
+        return teacher if isinstance(teacher, TeacherSpec) else None
 
     @abstractmethod
     def explain(
@@ -151,7 +203,8 @@ class MetricInput:
     """What a metric sees for one (dataset, model, variant, explainer, seed) cell.
 
     ``reference`` is set only for metrics that compare two cells (``Metric.compares``): the same
-    explainer, examples and seed on the reference variant of the model, as its own ``MetricInput``.
+    examples and seed explained by the same explainer on the reference variant of the model, or by the
+    cell's teacher on the same model, as its own ``MetricInput``.
     """
 
     attributions: Sequence[Attribution]
@@ -182,17 +235,21 @@ class Metric(Plugin, ABC):
     ``family``, ``direction`` and ``range`` are read by reports and leaderboards; nothing downstream
     knows metric names.
 
-    A metric that compares two cells sets ``compares = "variant"`` and has a ``reference`` parameter
-    naming a model variant (e.g. ``init:1``): the runner then also explains the same examples with the
-    same explainer and seed on that variant (cached like any explanation) and passes them as
-    ``MetricInput.reference``. Cells whose variant is the reference itself are not in the grid.
+    A metric that compares two cells sets ``compares``:
+
+    - ``"variant"``, with a ``reference`` parameter naming a model variant (e.g. ``init:1``): the runner
+      also explains the same examples with the same explainer and seed on that variant (cached like any
+      explanation) and passes them as ``MetricInput.reference``. Cells whose variant is the reference
+      itself are not in the grid.
+    - ``"teacher"``: the reference is the same examples explained by the cell's teacher (students
+      only, see ``TeacherSpec``); cells of explainers without a teacher are not in the grid.
     """
 
     kind: ClassVar[str] = "metric"
     family: ClassVar[str]
     direction: ClassVar[Literal["higher", "lower"]]
     range: ClassVar[tuple[float, float]]
-    compares: ClassVar[Literal["variant"] | None] = None
+    compares: ClassVar[Literal["variant", "teacher"] | None] = None
 
     @abstractmethod
     def compute(self, data: MetricInput) -> Sequence[float] | MetricOutput: ...
@@ -212,8 +269,8 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
         if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
             return f"metric '{name}' must declare range as (low, high)"
         compares = getattr(cls, "compares", None)
-        if compares not in (None, "variant"):
-            return f"metric '{name}': compares must be None or 'variant'"
+        if compares not in (None, "variant", "teacher"):
+            return f"metric '{name}': compares must be None, 'variant' or 'teacher'"
         params = getattr(cls, "Params", None)
         if compares == "variant" and "reference" not in getattr(params, "model_fields", {}):
             return f"metric '{name}' compares variants but its Params have no 'reference' field"

@@ -16,11 +16,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from harness.distillation import TEST as PAIRING_TEST
+from harness.distillation import Pairing, pair_students, teacher_labels
 from harness.expectations import TEST as EXPECTATION_TEST
 from harness.expectations import Verdict, check_expectations
 from harness.stats import ALPHA, CORRECTION, TEST_NAME, Comparison, Summary, holm, paired_wilcoxon, summarize
 from harness.store import Store
-from harness.suite import Suite
+from harness.suite import Suite, with_profile
 
 ARROWS = {"higher": "↑", "lower": "↓"}
 
@@ -69,6 +71,8 @@ class Report:
     tables: list[FamilyTable]
     failed: list[dict]
     verdicts: list[Verdict] = field(default_factory=list)
+    fits: list[dict] = field(default_factory=list)  # explainers' training cost (Store.fits)
+    pairings: list[Pairing] = field(default_factory=list)  # students vs their teachers
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -109,10 +113,15 @@ class Report:
                     table.best |= {(row, column) for row, mean in means.items() if mean == target}
             table.comparisons = compare_with_best(table, values[family])
             tables.append(table)
-        failed = [cell for cell in store.cells(run_id) if cell["status"] == "failed"]
+        cells = store.cells(run_id)
+        failed = [cell for cell in cells if cell["status"] == "failed"]
         run = store.run(run_id)
-        verdicts = check_expectations(stored_expectations(run["suite_text"]), records)
-        return cls(run, with_shared_predictions(store.models(run_id)), tables, failed, verdicts)
+        expectations = stored_expectations(run["suite_text"], run["options"].get("profile"))
+        verdicts = check_expectations(expectations, records)
+        fits = store.fits(run_id)
+        pairings = pair_students(records, teacher_labels(fits, cells))
+        models = with_shared_predictions(store.models(run_id))
+        return cls(run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings)
 
     # -- rendering ------------------------------------------------------------------------------
     def _cell(self, table: FamilyTable, row: str, column: Column) -> str:
@@ -158,6 +167,19 @@ class Report:
                 "correction": "Holm-Bonferroni across every expectation comparison of the run",
                 "alpha": ALPHA,
                 "verdicts": [verdict.as_dict() for verdict in self.verdicts],
+            },
+            "explainer_training": [
+                {
+                    key: fit[key]
+                    for key in ("dataset", "model", "variant", "explainer_label", "seed", "report")
+                }
+                for fit in self.fits
+            ],
+            "teacher_vs_student": {
+                "test": PAIRING_TEST,
+                "correction": "Holm-Bonferroni across every teacher-student comparison of the run",
+                "alpha": ALPHA,
+                "pairings": [pairing.as_dict() for pairing in self.pairings],
             },
             "tables": [
                 {
@@ -289,6 +311,16 @@ class Report:
             for verdict in self.verdicts:
                 lines.append("| " + " | ".join(_verdict_cells(verdict)) + " |")
             lines += ["", _verdict_line(self.verdicts)]
+        if self.pairings:
+            lines += ["", "## teacher vs student", ""]
+            lines.append("| " + " | ".join(PAIRING_HEADERS) + " |")
+            lines.append("|" + "---|" * len(PAIRING_HEADERS))
+            for pairing in self.pairings:
+                lines.append("| " + " | ".join(_pairing_cells(pairing)) + " |")
+            lines += ["", _pairing_line(self.pairings)]
+        if self.fits:
+            lines += ["", "## explainer training (not counted in runtime)", ""]
+            lines += [f"- {_fit_line(fit)}" for fit in self.fits]
         lines += ["", _legend()]
         lines += self._failure_lines()
         return "\n".join(lines) + "\n"
@@ -327,6 +359,20 @@ class Report:
                 rich_table.add_row(*cells[:-1], f"[{style}]{cells[-1]}[/]")
             console.print(rich_table)
             console.print(_verdict_line(self.verdicts), style="dim", highlight=False)
+        if self.pairings:
+            rich_table = Table(title="teacher vs student", title_justify="left", title_style="bold")
+            for header in PAIRING_HEADERS:
+                rich_table.add_column(header, justify="right" if header in ("n", "p (Holm)") else "left")
+            for pairing in self.pairings:
+                cells = _pairing_cells(pairing)
+                style = {"student better": "green", "teacher better": "yellow"}.get(pairing.outcome, "")
+                rich_table.add_row(*cells[:-1], f"[{style}]{cells[-1]}[/]" if style else cells[-1])
+            console.print(rich_table)
+            console.print(_pairing_line(self.pairings), style="dim", highlight=False)
+        if self.fits:
+            console.print("[bold]explainer training[/] (not counted in runtime)")
+            for fit in self.fits:
+                console.print(f"  {_fit_line(fit)}", highlight=False)
         console.print(_legend().replace("**bold**", "★"), style="dim", highlight=False)
         for line in self._failure_lines():
             console.print(line, style="red", highlight=False, markup=False)
@@ -360,11 +406,12 @@ class Report:
         return lines
 
 
-def stored_expectations(suite_text: str) -> list:
-    """The expectations of the suite a run stored (none for a suite this version cannot read)."""
+def stored_expectations(suite_text: str, profile: str | None = None) -> list:
+    """The expectations of the suite a run stored, with the run's profile applied (none for a suite this
+    version cannot read)."""
     try:
-        return Suite.model_validate(yaml.safe_load(suite_text)).expectations
-    except (ValidationError, yaml.YAMLError):
+        return Suite.model_validate(with_profile(yaml.safe_load(suite_text), profile)).expectations
+    except (ValidationError, yaml.YAMLError, KeyError, TypeError):
         return []
 
 
@@ -434,6 +481,56 @@ def _verdict_cells(verdict: Verdict) -> list[str]:
         p,
         verdict.outcome,
     ]
+
+
+PAIRING_HEADERS = [
+    "dataset",
+    "model",
+    "metric",
+    "teacher",
+    "student",
+    "teacher mean",
+    "student mean",
+    "n",
+    "p (Holm)",
+    "outcome",
+]
+
+
+def _pairing_cells(pairing: Pairing) -> list[str]:
+    comparison = pairing.comparison
+    model = pairing.model if pairing.variant == "default" else f"{pairing.model}[{pairing.variant}]"
+    return [
+        pairing.dataset,
+        model,
+        f"{pairing.metric} {ARROWS[pairing.direction]}",
+        pairing.teacher,
+        pairing.student,
+        "—" if pairing.mean_teacher is None else _number(pairing.mean_teacher),
+        "—" if pairing.mean_student is None else _number(pairing.mean_student),
+        str(comparison.n_pairs),
+        "—" if comparison.p_adjusted is None else _number(comparison.p_adjusted),
+        pairing.outcome,
+    ]
+
+
+def _pairing_line(pairings: list[Pairing]) -> str:
+    tested = sum(p.comparison.p_value is not None for p in pairings)
+    return (
+        f"Teacher vs student: {PAIRING_TEST}; Holm-Bonferroni across the {tested} comparisons; "
+        f"significant = corrected p < {ALPHA}."
+    )
+
+
+def _fit_line(fit: dict) -> str:
+    variant = "" if fit["variant"] == "default" else f"[{fit['variant']}]"
+    facts = ", ".join(
+        f"{key.replace('_', ' ')} {_number(value) if isinstance(value, float) else value}"
+        for key, value in fit["report"].items()
+    )
+    return (
+        f"{fit['explainer_label']} on {fit['dataset']} · {fit['model']}{variant}, seed {fit['seed']}: {facts}"
+    )
 
 
 def _verdict_line(verdicts: list[Verdict]) -> str:

@@ -40,7 +40,7 @@ from harness.classifier import Classifier
 from harness.data import Example, TextDataset, fingerprint_examples
 from harness.errors import BenchError, PluginError
 from harness.grid import Cell, PluginEntry, expand
-from harness.plugin import LabelledScores, MetricInput, MetricOutput
+from harness.plugin import FitContext, LabelledScores, MetricInput, MetricOutput
 from harness.store import Store
 from harness.suite import LoadedSuite
 
@@ -200,6 +200,7 @@ class Runner:
             "use_cache": self.options.use_cache,
             "cache_dir": str(self.cache.root),
             "device": self.options.device,
+            "profile": self.suite.profile,
         }
         if self.options.resume:
             candidate = self.store.resumable_run(self.loaded.hash)
@@ -383,50 +384,112 @@ class Runner:
         progress: Progress,
         task,
     ) -> tuple[list[Attribution], str]:
-        explainer = cell.explainer
+        """A cell's attributions (cached), recorded with the run along with the explainer's fit report."""
+        attributions, key, fit_report = self._cached_attributions(
+            cell.explainer, cell.seed, cell.dataset.spec.split, dataset, examples, model, progress, task
+        )
+        self.store.record_attributions(run_id, cell, attributions)
+        if fit_report or cell.explainer.teacher is not None:
+            self.store.record_fit(run_id, cell, fit_report)
+        return attributions, key
+
+    def _cached_attributions(
+        self,
+        explainer: PluginEntry,
+        seed: int,
+        split: str,
+        dataset: TextDataset,
+        examples: Sequence[Example],
+        model: ModelHandle,
+        progress: Progress,
+        task,
+    ) -> tuple[list[Attribution], str, dict]:
+        """Attributions of ``examples`` (from ``split``) by one explainer on one model: read from the cache
+        or computed and cached, with the explainer's fit report. Teachers' attributions for a student
+        come through here too, so they are shared with any cell that evaluates the teacher."""
         key = cache_key(
             "attributions",
             model.key,
             explainer.identity,
-            cell.seed,
-            cell.dataset.spec.split,
+            seed,
+            split,
             fingerprint_examples(examples),
             self.libraries,
         )
         cached = self.cache.get_json("attributions", key)
+        fit_report = self.cache.get_json("fit-reports", key) or {}
         if cached is not None:
-            attributions = [Attribution.from_dict(item) for item in cached]
-        else:
-            try:
-                attributions = self._explain(cell, dataset, examples, model, progress, task)
-            except Exception as error:
-                log.error("%s", traceback.format_exc())
-                raise StageFailed(describe_error(error)) from error
-            self.cache.put_json("attributions", key, [a.to_dict() for a in attributions])
-        self.store.record_attributions(run_id, cell, attributions)
-        return attributions, key
+            return [Attribution.from_dict(item) for item in cached], key, fit_report
+        try:
+            attributions, fit_report = self._explain(
+                explainer, seed, dataset, examples, model, progress, task
+            )
+        except StageFailed:
+            raise
+        except Exception as error:
+            log.error("%s", traceback.format_exc())
+            raise StageFailed(describe_error(error)) from error
+        self.cache.put_json("attributions", key, [a.to_dict() for a in attributions])
+        if fit_report:
+            self.cache.put_json("fit-reports", key, fit_report)
+        return attributions, key, fit_report
 
-    def _explain(
+    def _fit_context(
         self,
-        cell: Cell,
+        entry: PluginEntry,
+        seed: int,
         dataset: TextDataset,
-        examples: list[Example],
         model: ModelHandle,
         progress: Progress,
         task,
-    ) -> list[Attribution]:
+    ) -> FitContext:
+        def teacher_attributions(examples: Sequence[Example], split: str) -> list[Attribution]:
+            attributions, _, _ = self._cached_attributions(
+                entry.teacher, seed, split, dataset, examples, model, progress, task
+            )
+            return attributions
+
+        base = next((t.description for t in progress.tasks if t.id == task), "")
+
+        def report_progress(description: str, done: int, total: int) -> None:
+            progress.update(task, description=f"{base} · {description}", completed=done, total=total)
+
+        return FitContext(
+            cache=self.cache,
+            key=cache_key(
+                "explainer-fit", model.key, entry.identity, seed, dataset.fingerprint, self.libraries
+            ),
+            seed=seed,
+            batch_size=self.suite.batch_size,
+            teacher_attributions=None if entry.teacher is None else teacher_attributions,
+            progress=report_progress,
+        )
+
+    def _explain(
+        self,
+        entry: PluginEntry,
+        seed: int,
+        dataset: TextDataset,
+        examples: Sequence[Example],
+        model: ModelHandle,
+        progress: Progress,
+        task,
+    ) -> tuple[list[Attribution], dict]:
         classifier = model.load()
-        seed_everything(cell.seed)
-        params = cell.explainer.params
-        explainer = cell.explainer.cls(params, seed=cell.seed)
+        params = entry.params
+        explainer = entry.cls(params, seed=seed)
         target = getattr(params, "target", "predicted")
         granularity = getattr(params, "granularity", "token")
         if target != "predicted" and target >= len(classifier.labels):
             raise PluginError(
                 f"target class {target} does not exist: the model has {len(classifier.labels)} classes"
             )
-        explainer.fit(classifier, dataset)
-        progress.update(task, total=len(examples), completed=0)
+        description = next((t.description for t in progress.tasks if t.id == task), "")
+        seed_everything(seed)
+        explainer.fit(classifier, dataset, self._fit_context(entry, seed, dataset, model, progress, task))
+        fit_report = explainer.fit_report()
+        seed_everything(seed)
+        progress.update(task, description=description, total=len(examples), completed=0)
         cuda = classifier.device.type == "cuda"
         attributions: list[Attribution] = []
         for start in range(0, len(examples), self.suite.batch_size):
@@ -455,14 +518,14 @@ class Runner:
             for what, tensor in (("scores", scores), ("labels", labels)):
                 if tensor is not None and tuple(tensor.shape) != tuple(encoding.input_ids.shape):
                     raise PluginError(
-                        f"explainer '{cell.explainer.name}' returned {what} of shape {tuple(tensor.shape)}, "
+                        f"explainer '{entry.name}' returned {what} of shape {tuple(tensor.shape)}, "
                         f"expected {tuple(encoding.input_ids.shape)} (batch × tokens)"
                     )
             if granularity == "word":
                 scores = aggregate_words(scores, encoding, params.word_reduction)
             real = ~encoding.special_mask.to(scores.device)
             if not torch.isfinite(scores[real]).all():
-                raise PluginError(f"explainer '{cell.explainer.name}' returned non-finite scores")
+                raise PluginError(f"explainer '{entry.name}' returned non-finite scores")
             attributions += attributions_from_batch(
                 encoding.example_ids,
                 encoding,
@@ -473,7 +536,7 @@ class Runner:
                 labels=labels,
             )
             progress.advance(task, len(batch))
-        return attributions
+        return attributions, fit_report
 
     def _metric(
         self, run_id: str, cell: Cell, explained: Explained, progress: Progress, task, result: RunResult

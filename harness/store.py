@@ -109,6 +109,19 @@ CREATE TABLE IF NOT EXISTS curves (
     curve      TEXT NOT NULL,             -- JSON: the curve behind the record's value, e.g. {"x": [...], "y": [...]}
     PRIMARY KEY (run_id, cell_id, example_id)
 );
+CREATE TABLE IF NOT EXISTS explainer_fits (
+    run_id           TEXT NOT NULL,
+    dataset          TEXT NOT NULL,
+    model            TEXT NOT NULL,
+    variant          TEXT NOT NULL,
+    explainer        TEXT NOT NULL,
+    explainer_label  TEXT NOT NULL,
+    explainer_params TEXT NOT NULL,
+    seed             INTEGER NOT NULL,
+    report           TEXT NOT NULL,       -- JSON: the explainer's fit report (training cost, never in runtime)
+    teacher          TEXT,                -- JSON {"name", "params"} of the explainer a student distils
+    PRIMARY KEY (run_id, dataset, model, variant, explainer, explainer_params, seed)
+);
 CREATE INDEX IF NOT EXISTS records_by_run ON records (run_id, family, metric);
 """
 
@@ -266,6 +279,30 @@ class Store:
         ]
         with closing(self.connect()) as db, db:
             db.executemany("INSERT OR REPLACE INTO attributions VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def record_fit(self, run_id: str, cell: Cell, report: dict) -> None:
+        """What fitting the cell's explainer cost (e.g. a distilled explainer's training), and the teacher
+        it distils, if any."""
+        teacher = cell.explainer.teacher
+        teacher_json = (
+            None if teacher is None else json.dumps({"name": teacher.name, "params": teacher.params_json})
+        )
+        row = (
+            run_id, cell.dataset.label, cell.model.label, cell.variant, cell.explainer.name,
+            cell.explainer.label, cell.explainer.params_json, cell.seed, json.dumps(report), teacher_json,
+        )  # fmt: skip
+        with closing(self.connect()) as db, db:
+            db.execute("INSERT OR REPLACE INTO explainer_fits VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+
+    def fits(self, run_id: str) -> list[dict]:
+        with closing(self.connect()) as db:
+            rows = [
+                dict(row)
+                for row in db.execute("SELECT * FROM explainer_fits WHERE run_id=? ORDER BY rowid", (run_id,))
+            ]
+        for row in rows:
+            row["report"] = json.loads(row["report"])
+        return rows
 
     def record_cell(
         self,

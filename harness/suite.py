@@ -146,6 +146,24 @@ class Suite(BaseModel):
     expectations: list[Expectation] = Field(
         default_factory=list, description="orders the report tests and states verdicts for"
     )
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named alternatives (e.g. full: the paper's sizes for a GPU): each maps top-level keys "
+        "to the values that replace the suite's when run with --profile NAME",
+    )
+    profile: str | None = Field(None, description="the profile applied (set by --profile, not written)")
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_keys(cls, profiles: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        allowed = set(cls.model_fields) - {"name", "profiles", "profile"}
+        for name, overrides in profiles.items():
+            if not isinstance(overrides, dict):
+                raise ValueError(f"profile '{name}' must map suite keys to values")
+            for key in overrides:
+                if key not in allowed:
+                    raise ValueError(f"profile '{name}' cannot set '{key}'{suggest(key, sorted(allowed))}")
+        return profiles
 
     @model_validator(mode="before")
     @classmethod
@@ -182,8 +200,20 @@ class LoadedSuite(BaseModel):
         return self.suite.canonical_hash()
 
 
-def load_suite(path: str | Path, registry: Registry) -> LoadedSuite:
-    """Read, parse and validate a suite file, and validate every plugin name and parameter."""
+def with_profile(data: dict, profile: str | None) -> dict:
+    """The suite's mapping with a profile's keys replacing its own; raises ``KeyError`` for an unknown
+    profile."""
+    if profile is None:
+        return data
+    profiles = data.get("profiles")
+    if not isinstance(profiles, dict) or not isinstance(profiles.get(profile), dict):
+        raise KeyError(profile)
+    return {**data, **profiles[profile], "profile": profile}
+
+
+def load_suite(path: str | Path, registry: Registry, profile: str | None = None) -> LoadedSuite:
+    """Read, parse and validate a suite file (with ``profile`` applied), and validate every plugin name
+    and parameter."""
     from harness.grid import PluginEntry
 
     path = Path(path)
@@ -195,6 +225,20 @@ def load_suite(path: str | Path, registry: Registry) -> LoadedSuite:
     data = locator.data
     if not isinstance(data, dict):
         raise BenchError(f"{path}:1: a suite is a YAML mapping with name, version, datasets, models, ...")
+    if "profile" in data:
+        raise locator.fail(
+            ("profile",), "choose a profile with --profile NAME; it is not written in the suite"
+        )
+    try:
+        data = with_profile(data, profile)
+    except KeyError:
+        known = sorted(data.get("profiles") or {}) if isinstance(data.get("profiles"), dict) else []
+        raise BenchError(
+            f"{path}: --profile: the suite has no profile '{profile}'"
+            + (f" (it has: {', '.join(known)})" if known else " (it defines none)")
+        ) from None
+    if profile is not None:
+        locator.overrides = {key: ("profiles", profile) for key in data["profiles"][profile]}
     try:
         suite = Suite.model_validate(data)
     except ValidationError as error:
@@ -219,10 +263,15 @@ def load_suite(path: str | Path, registry: Registry) -> LoadedSuite:
                         error.errors()[0], info.cls.Params, prefix=(*where, "params")
                     ) from None
                 train_on = _train_on(spec, registry, locator, where) if isinstance(spec, ModelSpec) else None
-                entries[section].append(PluginEntry.create(info, spec, params, user_params, train_on))
+                teacher = (
+                    _teacher(info.cls, params, registry, locator, where) if kind == "explainer" else None
+                )
+                entries[section].append(
+                    PluginEntry.create(info, spec, params, user_params, train_on=train_on, teacher=teacher)
+                )
             if isinstance(spec, ModelSpec):
                 _check_variants(spec, info.cls, locator, where)
-    _check_references(entries, locator)
+    _check_references(suite, entries, locator)
     _check_expectations(suite, entries, locator)
     return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries)
 
@@ -258,12 +307,12 @@ def _check_variants(spec: ModelSpec, cls: type, locator: _Locator, where: tuple)
             )
 
 
-def _check_references(entries: dict[str, list[Any]], locator: _Locator) -> None:
+def _check_references(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:
     """A metric comparing variants names a reference variant every model of the suite can build."""
     for metric in entries["metrics"]:
         if getattr(metric.cls, "compares", None) != "variant":
             continue
-        index = next(i for i, spec in enumerate(locator.data["metrics"]) if spec.get("name") == metric.name)
+        index = next(i for i, spec in enumerate(suite.metrics) if spec.name == metric.name)
         reference = metric.params.reference
         for model in entries["models"]:
             if not model.cls.builds_variant(reference):
@@ -272,6 +321,31 @@ def _check_references(entries: dict[str, list[Any]], locator: _Locator) -> None:
                     f"metric '{metric.name}' compares with variant '{reference}', which model "
                     f"'{model.name}' cannot build (it builds: {', '.join(model.cls.variants)})",
                 )
+
+
+def _teacher(cls: type, params: Any, registry: Registry, locator: _Locator, where: tuple):
+    """The validated explainer entry a student distils (its ``teacher`` parameter), or None."""
+    from harness.grid import PluginEntry
+
+    teacher = cls.teacher_of(params)
+    if teacher is None:
+        return None
+    where = (*where, "params", "teacher")
+    names = registry.names("explainer")
+    if teacher.name not in names:
+        raise locator.fail(
+            (*where, "name"), f"unknown explainer '{teacher.name}'{suggest(teacher.name, names)}"
+        )
+    info = registry.get("explainer", teacher.name)
+    if "grid" in teacher.params:
+        raise locator.fail((*where, "params", "grid"), "a teacher takes one set of parameters, not a grid")
+    try:
+        teacher_params = info.cls.Params.model_validate(teacher.params)
+    except ValidationError as error:
+        raise locator.error(error.errors()[0], info.cls.Params, prefix=(*where, "params")) from None
+    spec = Spec(name=teacher.name, params=teacher.params)
+    nested = _teacher(info.cls, teacher_params, registry, locator, where)
+    return PluginEntry.create(info, spec, teacher_params, teacher.params, teacher=nested)
 
 
 def _train_on(spec: ModelSpec, registry: Registry, locator: _Locator, where: tuple):
@@ -319,6 +393,7 @@ class _Locator:
 
     def __init__(self, path: Path, text: str):
         self.path = path
+        self.overrides: dict[str, tuple] = {}  # top-level key -> where a profile gives it instead
         try:
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(text)
@@ -329,6 +404,8 @@ class _Locator:
             raise BenchError(f"{path}:{line}: malformed YAML: {problem}") from None
 
     def line(self, location: tuple) -> int:
+        if location and location[0] in self.overrides:
+            location = (*self.overrides[location[0]], *location)
         node, line = self.root, 1
         for part in location:
             if node is None:

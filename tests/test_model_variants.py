@@ -10,8 +10,9 @@ import torch
 from conftest import TINY_DATA, logits_of
 
 from harness import PluginError, TextDataset
+from harness.seeds import derive_seed
 from plugins.datasets.jsonl import JsonlDataset
-from plugins.models.minilm_head import MiniLMHead, _pristine_encoder, derive_seed
+from plugins.models.minilm_head import MiniLMHead, _pristine_encoder
 
 CPU = torch.device("cpu")
 SEED = 7

@@ -8,6 +8,7 @@ def bench_explainers():
     from plugins.explainers.attention import Attention
     from plugins.explainers.deeplift import LRP, DeepLift, DeepLiftShap
     from plugins.explainers.gradient import IntegratedGradients, Saliency, SmoothGrad
+    from plugins.explainers.l2e import L2E
     from plugins.explainers.lime import Lime
     from plugins.explainers.occlusion import Occlusion
     from plugins.explainers.random import RandomExplainer
@@ -26,4 +27,5 @@ def bench_explainers():
         Lime,
         KernelShap,
         PartitionShap,
+        L2E,
     ]

@@ -46,7 +46,7 @@ class RandomExplainer(Explainer):
         super().__init__(params, seed)
         self.model_stream = 0
 
-    def fit(self, classifier: Classifier, dataset) -> None:
+    def fit(self, classifier: Classifier, dataset, context=None) -> None:
         self.model_stream = model_fingerprint(classifier)
 
     def explain(self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor) -> torch.Tensor:

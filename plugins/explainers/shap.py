@@ -154,7 +154,7 @@ class PartitionShap(Explainer):
         super().__init__(params, seed)
         self.examples: dict[str, Example] = {}
 
-    def fit(self, classifier: Classifier, dataset: TextDataset) -> None:
+    def fit(self, classifier: Classifier, dataset: TextDataset, context=None) -> None:
         """Remember the raw texts by example id: shap masks text, and the encoding carries none."""
         self.examples = {
             example.id: example

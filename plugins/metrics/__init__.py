@@ -16,10 +16,11 @@ def bench_metrics():
         PostHocAccuracy,
         PredictionAgreement,
         SwitchingPoint,
+        TeacherAgreement,
     )
     from plugins.metrics.plausibility import Auprc, IouF1, TokenF1
     from plugins.metrics.randomization import Jaccard
-    from plugins.metrics.runtime import Runtime
+    from plugins.metrics.runtime import Runtime, SpeedUp
     from plugins.metrics.stability import IouStability
 
     return [
@@ -33,6 +34,7 @@ def bench_metrics():
         MorfLerf,
         PostHocAccuracy,
         PredictionAgreement,
+        TeacherAgreement,
         LooCorrelation,
         TokenF1,
         IouF1,
@@ -40,4 +42,5 @@ def bench_metrics():
         Jaccard,
         IouStability,
         Runtime,
+        SpeedUp,
     ]

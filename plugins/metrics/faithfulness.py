@@ -290,6 +290,42 @@ class PredictionAgreement(Metric):
         return np.array([row[0] for row in _prediction_unchanged(_evaluate(self, data, removals))])
 
 
+class TeacherAgreement(Metric):
+    """Do the student's and its teacher's explanations lead the model to the same prediction?
+
+    L2E Table 1, "Both": the input keeps only the top K % units of the student's explanation, then only
+    those of the teacher's (same document, same model); the value is 1[argmax p(·|student's
+    explanation) = argmax p(·|teacher's explanation)], its mean the percentage agreement. Only for
+    explainers that distil a teacher (the grid has no other cell). Higher is better.
+    """
+
+    name: ClassVar[str] = "teacher-agreement"
+    Params = PredictionAgreementParams
+    paper: ClassVar[str] = L2E
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    compares: ClassVar[str] = "teacher"
+
+    def compute(self, data: MetricInput) -> np.ndarray:
+        granularity = self.params.granularity
+        teacher = {a.example_id: a for a in data.reference.attributions}
+        removals = []
+        for student in data.attributions:
+            count = _count(self.params.percent, _n_units(student, granularity))
+            removals.append(
+                np.vstack(
+                    [
+                        top_unit_masks(a, [count], keep=True, granularity=granularity)
+                        for a in (student, teacher[student.example_id])
+                    ]
+                )
+            )
+        return np.array(
+            [float(log_p[0].argmax() == log_p[1].argmax()) for log_p in _evaluate(self, data, removals)]
+        )
+
+
 # -- LDAV --------------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -18,6 +17,7 @@ from torch import nn
 
 from harness import Model, Params, PluginError, TextDataset
 from harness.data import Example
+from harness.seeds import derive_seed
 from plugins.models._transformers import TransformersClassifier, mean_pool, quiet_transformers
 
 _WEIGHTS_FILE = "weights.safetensors"
@@ -54,13 +54,6 @@ def load_tokenizer():
 
     with quiet_transformers():
         return AutoTokenizer.from_pretrained(str(get_model_path()))
-
-
-def derive_seed(seed: int, stream: str) -> int:
-    """An independent 63-bit seed per random stream (head initialisation, data order), so that one can
-    change without the other (e.g. a different-initialisation variant with the same data order)."""
-    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 class MiniLMNetwork(nn.Module):
