@@ -48,10 +48,15 @@ class PluginEntry:
         train_on: PluginEntry | None = None,
         teacher: PluginEntry | None = None,
     ) -> PluginEntry:
-        label = spec.label or info.name + (
-            "(" + ", ".join(f"{key}={_short(value)}" for key, value in sorted(user_params.items())) + ")"
-            if user_params
-            else ""
+        label = (
+            spec.label.format(**user_params)
+            if spec.label
+            else info.name
+            + (
+                "(" + ", ".join(f"{key}={_short(value)}" for key, value in sorted(user_params.items())) + ")"
+                if user_params
+                else ""
+            )
         )
         if train_on is not None and not spec.label:
             label += f" trained on {train_on.label}"

@@ -30,7 +30,11 @@ class Spec(BaseModel):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = Field(None, description="the name shown in reports (default: name and params)")
+    label: str | None = Field(
+        None,
+        description="the name shown in reports (default: name and params); {param} inserts a parameter "
+        "set here, so that each entry of a grid gets its own label",
+    )
 
 
 class DatasetSpec(Spec):
@@ -266,9 +270,15 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
                 teacher = (
                     _teacher(info.cls, params, registry, locator, where) if kind == "explainer" else None
                 )
-                entries[section].append(
-                    PluginEntry.create(info, spec, params, user_params, train_on=train_on, teacher=teacher)
-                )
+                try:
+                    entry = PluginEntry.create(
+                        info, spec, params, user_params, train_on=train_on, teacher=teacher
+                    )
+                except (KeyError, IndexError, ValueError) as error:
+                    raise locator.fail(
+                        (*where, "label"), f"the label names {error} but only parameters set here can be used"
+                    ) from None
+                entries[section].append(entry)
             if isinstance(spec, ModelSpec):
                 _check_variants(spec, info.cls, locator, where)
     _check_references(suite, entries, locator)

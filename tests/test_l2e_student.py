@@ -126,7 +126,7 @@ def test_scores_and_labels_for_sequence_labeling_are_expected_value_and_most_pro
 
 
 def test_scores_and_labels_for_ranking_are_positive_in_the_students_order():
-    output = torch.tensor([[0.3, -1.0, 2.0]])
+    output = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64)
     scores, labels = scores_and_labels(output, "ranking")
     # softplus(x) = log(1 + e^x)
     expected = [math.log(1 + math.exp(x)) for x in (0.3, -1.0, 2.0)]

@@ -38,12 +38,13 @@ class L2EParams(ExplainerParams):
         description="ranking: learn the order of |teacher weight| (pairwise loss, quadratic in length); "
         "sequence-labeling: learn the teacher's weights discretised into 5 labels (linear in length)",
     )
-    train_documents: PositiveInt = Field(
+    train_documents: PositiveInt | None = Field(
         500,
-        description="training budget: the first N documents of the train split are explained by the teacher",
+        description="training budget: the first N documents of the train split, explained by the teacher "
+        "(null: the whole split)",
     )
-    validation_documents: PositiveInt = Field(
-        100, description="the first N documents of the validation split, for early stopping"
+    validation_documents: PositiveInt | None = Field(
+        100, description="the first N documents of the validation split, for early stopping (null: all)"
     )
     max_epochs: PositiveInt = Field(40, description="training budget: at most this many epochs")
     patience: PositiveInt = Field(
