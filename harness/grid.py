@@ -48,16 +48,7 @@ class PluginEntry:
         train_on: PluginEntry | None = None,
         teacher: PluginEntry | None = None,
     ) -> PluginEntry:
-        label = (
-            spec.label.format(**user_params)
-            if spec.label
-            else info.name
-            + (
-                "(" + ", ".join(f"{key}={_short(value)}" for key, value in sorted(user_params.items())) + ")"
-                if user_params
-                else ""
-            )
-        )
+        label = spec.label.format(**user_params) if spec.label else _default_label(info.name, user_params)
         if train_on is not None and not spec.label:
             label += f" trained on {train_on.label}"
         return cls(
@@ -87,6 +78,15 @@ class PluginEntry:
         if self.teacher is not None:
             identity["teacher"] = self.teacher.identity
         return identity
+
+
+def _default_label(name: str, user_params: dict) -> str:
+    """The plugin's name with the parameters the suite set: ``saliency(reduction=l2)``."""
+    if not user_params:
+        return name
+    return (
+        name + "(" + ", ".join(f"{key}={_short(value)}" for key, value in sorted(user_params.items())) + ")"
+    )
 
 
 def _short(value: Any) -> str:
