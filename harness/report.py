@@ -305,19 +305,13 @@ class Report:
                 lines.append("| " + " | ".join([row, *cells]) + " |")
             lines += ["", _significance_line(table)]
         if self.verdicts:
-            lines += ["", "## expected orders", ""]
-            lines.append("| " + " | ".join(VERDICT_HEADERS) + " |")
-            lines.append("|" + "---|" * len(VERDICT_HEADERS))
-            for verdict in self.verdicts:
-                lines.append("| " + " | ".join(_verdict_cells(verdict)) + " |")
-            lines += ["", _verdict_line(self.verdicts)]
+            rows = [_verdict_cells(verdict) for verdict in self.verdicts]
+            lines += _markdown_section("expected orders", VERDICT_HEADERS, rows, _verdict_line(self.verdicts))
         if self.pairings:
-            lines += ["", "## teacher vs student", ""]
-            lines.append("| " + " | ".join(PAIRING_HEADERS) + " |")
-            lines.append("|" + "---|" * len(PAIRING_HEADERS))
-            for pairing in self.pairings:
-                lines.append("| " + " | ".join(_pairing_cells(pairing)) + " |")
-            lines += ["", _pairing_line(self.pairings)]
+            rows = [_pairing_cells(pairing) for pairing in self.pairings]
+            lines += _markdown_section(
+                "teacher vs student", PAIRING_HEADERS, rows, _pairing_line(self.pairings)
+            )
         if self.fits:
             lines += ["", "## explainer training (not counted in runtime)", ""]
             lines += [f"- {_fit_line(fit)}" for fit in self.fits]
@@ -350,25 +344,20 @@ class Report:
             console.print(rich_table)
             console.print(_significance_line(table), style="dim", highlight=False)
         if self.verdicts:
-            rich_table = Table(title="expected orders", title_justify="left", title_style="bold")
-            for header in VERDICT_HEADERS:
-                rich_table.add_column(header, justify="right" if header in ("n", "p (Holm)") else "left")
-            for verdict in self.verdicts:
-                cells = _verdict_cells(verdict)
-                style = "green" if verdict.holds else "yellow"
-                rich_table.add_row(*cells[:-1], f"[{style}]{cells[-1]}[/]")
-            console.print(rich_table)
-            console.print(_verdict_line(self.verdicts), style="dim", highlight=False)
+            rows = [_verdict_cells(verdict) for verdict in self.verdicts]
+            styles = ["green" if verdict.holds else "yellow" for verdict in self.verdicts]
+            _print_section(
+                console, "expected orders", VERDICT_HEADERS, rows, styles, _verdict_line(self.verdicts)
+            )
         if self.pairings:
-            rich_table = Table(title="teacher vs student", title_justify="left", title_style="bold")
-            for header in PAIRING_HEADERS:
-                rich_table.add_column(header, justify="right" if header in ("n", "p (Holm)") else "left")
-            for pairing in self.pairings:
-                cells = _pairing_cells(pairing)
-                style = {"student better": "green", "teacher better": "yellow"}.get(pairing.outcome, "")
-                rich_table.add_row(*cells[:-1], f"[{style}]{cells[-1]}[/]" if style else cells[-1])
-            console.print(rich_table)
-            console.print(_pairing_line(self.pairings), style="dim", highlight=False)
+            rows = [_pairing_cells(pairing) for pairing in self.pairings]
+            styles = [
+                {"student better": "green", "teacher better": "yellow"}.get(pairing.outcome, "")
+                for pairing in self.pairings
+            ]
+            _print_section(
+                console, "teacher vs student", PAIRING_HEADERS, rows, styles, _pairing_line(self.pairings)
+            )
         if self.fits:
             console.print("[bold]explainer training[/] (not counted in runtime)")
             for fit in self.fits:
@@ -539,6 +528,25 @@ def _verdict_line(verdicts: list[Verdict]) -> str:
         f"Expected orders: {EXPECTATION_TEST}; Holm-Bonferroni across the {tested} comparisons; "
         f"holds = corrected p < {ALPHA}."
     )
+
+
+def _markdown_section(title: str, headers: list[str], rows: list[list[str]], footer: str) -> list[str]:
+    lines = ["", f"## {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, "", footer]
+
+
+def _print_section(
+    console: Console, title: str, headers: list[str], rows: list[list[str]], styles: list[str], footer: str
+) -> None:
+    """A rich table whose last column (the outcome) is coloured by ``styles``, one per row."""
+    table = Table(title=title, title_justify="left", title_style="bold")
+    for header in headers:
+        table.add_column(header, justify="right" if header in ("n", "p (Holm)") else "left")
+    for row, style in zip(rows, styles, strict=True):
+        table.add_row(*row[:-1], f"[{style}]{row[-1]}[/]" if style else row[-1])
+    console.print(table)
+    console.print(footer, style="dim", highlight=False)
 
 
 def _number(value: float) -> str:
