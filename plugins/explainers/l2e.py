@@ -48,7 +48,9 @@ class L2EParams(ExplainerParams):
     )
     max_epochs: PositiveInt = Field(40, description="training budget: at most this many epochs")
     patience: PositiveInt = Field(
-        4, description="stop after this many epochs without a lower validation loss"
+        8,
+        description="stop after this many epochs without a lower validation loss (students often sit on "
+        "a loss plateau for their first epochs)",
     )
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
     student_batch_size: PositiveInt = Field(32, description="documents per training step")
