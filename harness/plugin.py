@@ -251,6 +251,12 @@ class Metric(Plugin, ABC):
     range: ClassVar[tuple[float, float]]
     compares: ClassVar[Literal["variant", "teacher"] | None] = None
 
+    @classmethod
+    def direction_for(cls, params: Params) -> Literal["higher", "lower"]:
+        """Which way is better with these parameters: ``direction``, unless a parameter turns it around
+        (for example a metric that can select the evidence against the prediction). Recorded per cell."""
+        return cls.direction
+
     @abstractmethod
     def compute(self, data: MetricInput) -> Sequence[float] | MetricOutput: ...
 

@@ -359,7 +359,7 @@ class Store:
                 metric.label,
                 metric.params_json,
                 metric.cls.family,
-                metric.cls.direction,
+                metric.cls.direction_for(metric.params),
                 cell.seed,
                 status,
                 error,

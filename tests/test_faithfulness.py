@@ -95,6 +95,15 @@ def test_delta_log_odds_positive_and_negative_selection(classifier):
     assert absolute[0] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("select", "direction"), [("positive", "higher"), ("absolute", "higher"), ("negative", "lower")]
+)
+def test_delta_log_odds_of_negative_words_is_better_lower(select, direction):
+    # L2E Table 8 "Negative Δlog-odds ↓": masking evidence against ŷ should raise the log-odds
+    assert DeltaLogOdds.direction_for(DeltaLogOdds.Params(select=select)) == direction
+    assert PredictionAgreement.direction_for(PredictionAgreement.Params()) == PredictionAgreement.direction
+
+
 def test_delta_log_odds_is_exact_for_saturated_probabilities(classifier):
     text = " ".join(["good"] * 20)  # m = 2: p = σ(4); the complement is not 0
     a = attribution(classifier, text + " the", [1.0] * 20 + [0.0])

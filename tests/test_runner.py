@@ -12,6 +12,7 @@ from conftest import make_distribution, tiny_suite_text
 
 from harness.errors import PluginError
 from harness.registry import get_registry
+from harness.report import Report
 from harness.runner import Runner, RunOptions
 from harness.store import Store
 from harness.suite import load_suite
@@ -94,6 +95,26 @@ def test_a_run_stores_one_record_per_example_and_cell(write_suite, tmp_path):
     assert run["versions"]["torch"] and run["finished_at"]
     [model] = store.models(result.run_id)
     assert 0.0 <= model["test_accuracy"] <= 1.0 and model["n_test"] == 18
+
+
+def test_each_cell_records_the_direction_its_parameters_give_and_the_report_marks_by_it(
+    write_suite, tmp_path
+):
+    metrics = """
+  - name: delta-log-odds
+    params: {percent: 50, grid: {select: [positive, negative]}}"""
+    result = run_suite(write_suite(tiny_suite_text(metrics=metrics)), tmp_path)
+    store = Store(tmp_path / "results")
+    directions = {(c["metric_label"], c["direction"]) for c in store.cells(result.run_id)}
+    assert directions == {
+        ("delta-log-odds(percent=50, select=positive)", "higher"),
+        ("delta-log-odds(percent=50, select=negative)", "lower"),
+    }
+    [table] = Report.build(store, result.run_id).tables
+    for column in table.columns:
+        means = {row: table.cells[(row, column)].mean for row in table.rows}
+        best = (max if "positive" in column.metric else min)(means, key=means.get)
+        assert (best, column) in table.best
 
 
 def test_a_rerun_hits_the_cache_for_models_attributions_and_metrics(write_suite, tmp_path, monkeypatch):

@@ -217,9 +217,10 @@ class DeltaLogOdds(Metric):
 
     L2E §4.4 (Schwab & Karlen 2019; Shrikumar et al. 2017): Δlog-odds(x) = log-odds(p(ŷ|x)) −
     log-odds(p(ŷ|x̃)), log-odds(p) = log(p / (1 − p)), x̃ = x with the selected units masked. Computed in log
-    space, so it stays exact when p rounds to 1. With ``select: positive`` higher is better (masking
-    evidence for ŷ should lower confidence); for ``negative`` selections expect low values (L2E Table 8).
-    An explanation with no unit of the selected sign masks nothing and scores 0.
+    space, so it stays exact when p rounds to 1. With ``select: positive`` or ``absolute`` higher is
+    better (masking evidence for ŷ should lower confidence); with ``select: negative`` lower is better
+    (masking evidence against ŷ should raise it: L2E Table 8, "Negative Δlog-odds ↓"). An explanation with
+    no unit of the selected sign (an unsigned explainer, for ``negative``) masks nothing and scores 0.
     """
 
     name: ClassVar[str] = "delta-log-odds"
@@ -228,6 +229,10 @@ class DeltaLogOdds(Metric):
     family: ClassVar[str] = "faithfulness"
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (-float("inf"), float("inf"))
+
+    @classmethod
+    def direction_for(cls, params: DeltaLogOddsParams) -> Literal["higher", "lower"]:
+        return "lower" if params.select == "negative" else "higher"
 
     def compute(self, data: MetricInput) -> np.ndarray:
         granularity, select = self.params.granularity, self.params.select
