@@ -14,6 +14,43 @@ from harness.classifier import Encoding
 Granularity = Literal["token", "word"]
 Order = Literal["descending", "ascending", "absolute"]
 
+# L2E's token labels (Situ et al. 2021, §3), by class index: high negative, low negative, neutral, low
+# positive, high positive. ``Attribution.labels`` holds the values.
+LABEL_VALUES = (-2, -1, 0, 1, 2)
+NEUTRAL_CLASS = LABEL_VALUES.index(0)
+IGNORE_INDEX = -100  # torch's cross-entropy ignore index
+
+
+def _masked_mean(values: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """(B, 1) mean of each row's selected values; 0 where a row selects none."""
+    total = torch.where(selected, values, torch.zeros_like(values)).sum(1, keepdim=True)
+    return total / selected.sum(1, keepdim=True).clamp(min=1)
+
+
+def discretise(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L2E's heuristic h: each token's class index (0..4, see ``LABEL_VALUES``).
+
+    Thresholds are per document: the mean of its positive weights and the mean of its negative weights,
+    over the tokens where ``mask`` is True. A positive weight at or above the positive mean is high
+    positive (4), below it low positive (3); a negative weight at or below the negative mean is high
+    negative (0), above it low negative (1). Exact zeros are neutral (2). Positions where ``mask`` is
+    False get -100, the cross-entropy ignore index.
+
+    weights: (B, L) float; mask: (B, L) bool. Returns a (B, L) LongTensor.
+    """
+    mask = mask.bool()
+    positive = (weights > 0) & mask
+    negative = (weights < 0) & mask
+    positive_mean = _masked_mean(weights, positive)
+    negative_mean = _masked_mean(weights, negative)
+    classes = torch.full_like(weights, NEUTRAL_CLASS, dtype=torch.long)
+    classes[positive] = 3
+    classes[positive & (weights >= positive_mean)] = 4
+    classes[negative] = 1
+    classes[negative & (weights <= negative_mean)] = 0
+    classes[~mask] = IGNORE_INDEX
+    return classes
+
 
 @dataclass
 class Attribution:
@@ -43,6 +80,13 @@ class Attribution:
     seconds: float
     log_probabilities: list[float] | None = None
     labels: list[int] | None = None
+
+    def discretised_labels(self) -> list[int]:
+        """``scores`` as L2E's labels (-2..2), by its heuristic h over the real tokens (special tokens
+        neutral): how an explainer that only scores is compared label-wise with one that labels."""
+        real = torch.from_numpy(np.asarray(self.segments) >= 0)[None]
+        classes = discretise(torch.tensor(self.scores, dtype=torch.float64)[None], real)[0]
+        return [LABEL_VALUES[c] if c != IGNORE_INDEX else 0 for c in classes.tolist()]
 
     @property
     def removable(self) -> np.ndarray:

@@ -10,11 +10,10 @@ import math
 import pytest
 import torch
 
+from harness.attribution import LABEL_VALUES, discretise
 from plugins.explainers._l2e_student import (
-    LABEL_VALUES,
     StudentBatch,
     StudentNetwork,
-    discretise,
     distillation_loss,
     pairwise_ranking_loss,
     ranking_pair_counts,

@@ -257,9 +257,18 @@ def test_auto_form_ranks_when_an_attribution_has_no_labels():
     assert values_of(stability(), labelled_pair(None)) == pytest.approx([1.0, 1.0])
 
 
-def test_label_form_without_labels_is_a_plugin_error():
-    with pytest.raises(PluginError, match="form 'labels' needs per-token labels"):
-        values_of(stability(form="labels"), labelled_pair(None))
+def test_label_form_discretises_the_scores_of_an_explainer_without_labels():
+    # L2E's h per document, thresholds at the means of its positive and of its negative scores:
+    # x0 "a good film" [0.5, 1.5, -1.0]: positive mean 1.0 → good high positive (2), a low positive (1);
+    #    negative mean -1.0 → film high negative (-2).
+    # x1 "a good plot" [0.0, 3.0, 1.0]: positive mean 2.0 → good 2, plot 1; a is exactly 0, neutral.
+    # Σ|∩| = |{good}| = 1; Σ|∪| = v_2 1 + v_1 |{a, plot}| 2 + v_-2 1 = 4.
+    data = cell(
+        explained("a good film", "a good film", [0.5, 1.5, -1.0]),
+        explained("a good plot", "a good plot", [0.0, 3.0, 1.0]),
+    )
+    assert values_of(stability(form="labels"), data) == pytest.approx([0.25, 0.25])
+    assert data.attributions[0].discretised_labels() == [0, 1, 2, -2, 0]  # [CLS] and [SEP] neutral
 
 
 def test_a_words_label_is_its_first_tokens():

@@ -23,47 +23,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from harness.attribution import IGNORE_INDEX, LABEL_VALUES, discretise
+
 FORMULATIONS = ("ranking", "sequence-labeling")
-# Label value of each class index: high negative, low negative, neutral, low positive, high positive.
-LABEL_VALUES = (-2, -1, 0, 1, 2)
-NEUTRAL_CLASS = LABEL_VALUES.index(0)
-IGNORE_INDEX = -100  # torch's cross-entropy ignore index
 
 
 def _check_formulation(formulation: str) -> None:
     if formulation not in FORMULATIONS:
         raise ValueError(f"unknown L2E formulation {formulation!r}; expected one of {FORMULATIONS}")
-
-
-def _masked_mean(values: Tensor, selected: Tensor) -> Tensor:
-    """(B, 1) mean of each row's selected values; 0 where a row selects none."""
-    total = torch.where(selected, values, torch.zeros_like(values)).sum(1, keepdim=True)
-    return total / selected.sum(1, keepdim=True).clamp(min=1)
-
-
-def discretise(weights: Tensor, mask: Tensor) -> Tensor:
-    """The paper's heuristic h: each token's class index (0..4, see ``LABEL_VALUES``).
-
-    Thresholds are per document: the mean of its positive weights and the mean of its negative weights,
-    over the tokens where ``mask`` is True. A positive weight at or above the positive mean is high
-    positive (4), below it low positive (3); a negative weight at or below the negative mean is high
-    negative (0), above it low negative (1). Exact zeros are neutral (2). Positions where ``mask`` is
-    False get -100, the cross-entropy ignore index.
-
-    weights: (B, L) float; mask: (B, L) bool. Returns a (B, L) LongTensor.
-    """
-    mask = mask.bool()
-    positive = (weights > 0) & mask
-    negative = (weights < 0) & mask
-    positive_mean = _masked_mean(weights, positive)
-    negative_mean = _masked_mean(weights, negative)
-    classes = torch.full_like(weights, NEUTRAL_CLASS, dtype=torch.long)
-    classes[positive] = 3
-    classes[positive & (weights >= positive_mean)] = 4
-    classes[negative] = 1
-    classes[negative & (weights <= negative_mean)] = 0
-    classes[~mask] = IGNORE_INDEX
-    return classes
 
 
 def _ordered_pairs(weights: Tensor, mask: Tensor) -> Tensor:

@@ -204,9 +204,11 @@ class IouStabilityParams(Params):
     form: Literal["auto", "ranking", "labels"] = Field(
         "auto",
         description=(
-            "the label set L of Eq. 1: the explainer's discrete per-token labels (labels; 0 is neutral), "
-            "the single set of the top k % units (ranking), or labels when every attribution has them, "
-            "else ranking (auto)"
+            "the label set L of Eq. 1: discrete per-token labels (labels; 0 is neutral): the explainer's, "
+            "or for an explainer that only scores, its scores discretised by L2E's heuristic h as the paper "
+            "does for its baselines; the single set of the top k % units (ranking); or labels when every "
+            "attribution has them, else ranking (auto). Compare a labelling explainer with a scoring one "
+            "in the same explicit form"
         ),
     )
 
@@ -238,7 +240,9 @@ class IouStability(Metric):
 
     v_ℓ^x is the set of words of x with label ℓ, as lower-cased strings (a word occurring twice counts
     once). In the labels form, L is the explainer's discrete labels (``Attribution.labels``; a word's label
-    is its first token's) and neutral (0) is left out; in the ranking form, L is the single set "the top
+    is its first token's) and neutral (0) is left out; an explainer that only scores gets its scores
+    discretised by L2E's heuristic h (``Attribution.discretised_labels``), as the paper compares its
+    baselines with sequence-labelling students; in the ranking form, L is the single set "the top
     k % units" of ``Attribution.ranking`` (by |score| by default, ties in text order). For each neighbour
     x', IoU = Σ_ℓ |v_ℓ^x ∩ v_ℓ^x'| / Σ_ℓ |v_ℓ^x ∪ v_ℓ^x'|; the value is the mean over neighbours.
 
@@ -296,15 +300,13 @@ class IouStability(Metric):
         """v_ℓ for every non-neutral label ℓ: from the discrete labels, or the top k % of the ranking."""
         granularity = self.params.granularity
         if use_labels:
-            if attribution.labels is None:
-                raise PluginError(
-                    f"iou-stability: form 'labels' needs per-token labels, and the attribution of "
-                    f"'{attribution.example_id}' has none (use form 'ranking' or 'auto')"
-                )
+            labels = attribution.labels
+            if labels is None:
+                labels = attribution.discretised_labels()
             units = attribution.units(granularity)
             sets: dict[int, set[str]] = {}
             for unit, text in zip(units, unit_texts(attribution, example, units), strict=True):
-                label = attribution.labels[int(unit[0])]
+                label = labels[int(unit[0])]
                 if label != 0:
                     sets.setdefault(label, set()).add(text)
             return {label: frozenset(texts) for label, texts in sets.items()}
