@@ -95,6 +95,15 @@ def test_delta_log_odds_positive_and_negative_selection(classifier):
     assert absolute[0] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_delta_log_odds_of_a_sign_no_document_has_is_undefined(classifier):
+    unsigned = attribution(classifier, TEXT, [0.1, 0.9, 0.8, 0.5])
+    signed = attribution(classifier, TEXT, SCORES)
+    negative = DeltaLogOdds(DeltaLogOdds.Params(percent=50, select="negative"))
+    assert np.isnan(run(negative, classifier, unsigned)[0]).all()  # scores without a sign: no negative words
+    # in a cell with negative words elsewhere, a document without any masks nothing: Δ = 0
+    assert run(negative, classifier, unsigned, signed)[0] == pytest.approx([0.0, -1.0], abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("select", "direction"), [("positive", "higher"), ("absolute", "higher"), ("negative", "lower")]
 )

@@ -219,11 +219,14 @@ class DeltaLogOdds(Metric):
     log-odds(p(ŷ|x̃)), log-odds(p) = log(p / (1 − p)), x̃ = x with the selected units masked. Computed in log
     space, so it stays exact when p rounds to 1. With ``select: positive`` or ``absolute`` higher is
     better (masking evidence for ŷ should lower confidence); with ``select: negative`` lower is better
-    (masking evidence against ŷ should raise it: L2E Table 8, "Negative Δlog-odds ↓"). An explanation with
-    no unit of the selected sign (an unsigned explainer, for ``negative``) masks nothing and scores 0.
+    (masking evidence against ŷ should raise it: L2E Table 8, "Negative Δlog-odds ↓"). A document with
+    no unit of the selected sign masks nothing and scores 0; when no document of the cell has one (an
+    explainer whose scores carry no sign, for ``negative``), the selection is undefined and every value is
+    NaN (L2E leaves such entries out).
     """
 
     name: ClassVar[str] = "delta-log-odds"
+    version: ClassVar[str] = "2"  # 2: NaN for a cell without a unit of the selected sign
     Params = DeltaLogOddsParams
     paper: ClassVar[str] = L2E
     family: ClassVar[str] = "faithfulness"
@@ -237,7 +240,7 @@ class DeltaLogOdds(Metric):
     def compute(self, data: MetricInput) -> np.ndarray:
         granularity, select = self.params.granularity, self.params.select
         order = {"positive": "descending", "negative": "ascending", "absolute": "absolute"}[select]
-        removals = []
+        removals, counts = [], []
         for a in data.attributions:
             units = a.units(granularity)
             scores = a.unit_scores(units)
@@ -246,10 +249,12 @@ class DeltaLogOdds(Metric):
                 "negative": scores < 0,
                 "absolute": np.ones_like(scores, bool),
             }[select]
-            count = min(_count(self.params.percent, len(units)), int(eligible.sum()))
+            counts.append(min(_count(self.params.percent, len(units)), int(eligible.sum())))
             removals.append(
-                with_unperturbed(a, top_unit_masks(a, [count], granularity=granularity, order=order))
+                with_unperturbed(a, top_unit_masks(a, [counts[-1]], granularity=granularity, order=order))
             )
+        if not any(counts):
+            return np.full(len(data.attributions), np.nan)
         values = []
         for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
             log_odds = _log_odds(log_p, attribution.target)
