@@ -103,7 +103,11 @@ def test_each_cell_records_the_direction_its_parameters_give_and_the_report_mark
     metrics = """
   - name: delta-log-odds
     params: {percent: 50, grid: {select: [positive, negative]}}"""
-    result = run_suite(write_suite(tiny_suite_text(metrics=metrics)), tmp_path)
+    explainers = """
+  - name: occlusion
+  - name: saliency
+    params: {reduction: input_x_gradient}"""  # both signed: each has negative words to select
+    result = run_suite(write_suite(tiny_suite_text(explainers, metrics)), tmp_path)
     store = Store(tmp_path / "results")
     directions = {(c["metric_label"], c["direction"]) for c in store.cells(result.run_id)}
     assert directions == {
@@ -113,6 +117,7 @@ def test_each_cell_records_the_direction_its_parameters_give_and_the_report_mark
     [table] = Report.build(store, result.run_id).tables
     for column in table.columns:
         means = {row: table.cells[(row, column)].mean for row in table.rows}
+        assert None not in means.values() and len(set(means.values())) == 2
         best = (max if "positive" in column.metric else min)(means, key=means.get)
         assert (best, column) in table.best
 
