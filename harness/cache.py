@@ -1,23 +1,64 @@
 """Content-addressed cache of trained models, attributions and metric values.
 
 A key is the sha256 of everything that determines the cached value (plugin names, versions and
-parameters, dataset content, seeds, library versions). Writes are atomic (a temporary file or folder
-renamed into place), so a run killed at any moment leaves either a whole entry or none.
+parameters, dataset content, seeds, library versions, the weights a model starts from). Writes are
+atomic (a temporary file or folder renamed into place), so a run killed at any moment leaves either a
+whole entry or none.
+
+Several processes may share one cache directory. A folder entry is renamed into place under a per-key
+lock (``root/.locks/<kind>/<key[:2]>/<key>.lock``, a ``filelock.FileLock``), and content-addressed
+entries are immutable: a writer that finds the entry already there when it is done keeps it and
+discards its own work (the first writer wins), so an entry, once there, never goes missing and never
+changes under a reader. Only ``replace=True`` (for an entry found unreadable) and ``discard`` take an
+entry away. A JSON entry is one ``os.replace`` of a whole file, which needs no lock.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 NUMERIC_LIBRARIES = ("torch", "transformers", "captum", "shap", "lime", "numpy", "scikit-learn", "tokenizers")
+
+# The files that hold a checkpoint's weights, in the formats Hugging Face and torch write, and the config
+# that says how they are wired together.
+WEIGHT_PATTERNS: tuple[str, ...] = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.h5",
+    "*.msgpack",
+    "*.gguf",
+    "config.json",
+)
+# The files of a Hugging Face tokenizer: they decide what the weights are fed.
+TOKENIZER_PATTERNS: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
+)
+
+LOCK_TIMEOUT_S = 600.0  # a lock is held for renames and deletions only, never while a value is computed
+_RACY_S = 2.0  # a file modified this recently is hashed again next time (timestamps are coarse)
 
 
 def library_versions(names: tuple[str, ...] = NUMERIC_LIBRARIES) -> dict[str, str]:
@@ -41,8 +82,94 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# -- fingerprints of files on disk -----------------------------------------------------------------------
+
+_FILE_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file's content, memoised per process by (path, size, mtime_ns, inode). A file modified
+    in the last few seconds is not memoised (a rewrite within one timestamp tick keeps its mtime)."""
+    before = path.stat()
+    memo_key = (str(path.resolve()), before.st_size, before.st_mtime_ns, before.st_ino)
+    if memo_key in _FILE_HASHES:
+        return _FILE_HASHES[memo_key]
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    after = path.stat()
+    unchanged = (after.st_size, after.st_mtime_ns, after.st_ino) == memo_key[1:]
+    if unchanged and time.time_ns() - after.st_mtime_ns > _RACY_S * 1e9:
+        _FILE_HASHES[memo_key] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def files_fingerprint(folder: Path | str, patterns: Iterable[str] = WEIGHT_PATTERNS) -> dict[str, Any]:
+    """What a folder's files matching ``patterns`` (shell patterns on the file name, e.g. ``*.safetensors``,
+    searched in subfolders too; hidden files and folders skipped; symlinks followed) hold:
+    ``{"sha256": ..., "files": n}``, the sha256 over the sorted relative paths and each file's content.
+
+    Overwriting a matching file changes it; changing any other file does not. Each file's hash is
+    memoised per process by (path, size, mtime_ns, inode), so calling this again costs a ``stat`` per
+    file. For a model's ``weights_identity``.
+    """
+    folder = Path(folder)
+    patterns = tuple(patterns)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    matched = []
+    for directory, subfolders, names in os.walk(folder, followlinks=True):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in names:
+            if not name.startswith(".") and any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                path = Path(directory) / name
+                matched.append((path.relative_to(folder).as_posix(), path))
+    digest = hashlib.sha256()
+    for relative, path in sorted(matched):
+        digest.update(f"{relative}\0{_file_sha256(path)}\n".encode())
+    return {"sha256": digest.hexdigest(), "files": len(matched)}
+
+
+# -- the cache -------------------------------------------------------------------------------------------
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX; a no-op where folders cannot be opened)."""
+    if os.name != "posix":
+        return
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` to disk before it is renamed into place."""
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = Path(directory) / name
+            if path.is_file() and not path.is_symlink():
+                with path.open("rb") as file:
+                    os.fsync(file.fileno())
+        _fsync_directory(Path(directory))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 class Cache:
-    """``read=False`` (``--no-cache``) recomputes everything but still refreshes the entries."""
+    """A cache directory (see the module's docstring for how processes share one).
+
+    ``read=False`` (``--no-cache``): every ``get_*`` misses, so everything is recomputed. JSON entries
+    are then refreshed with the new values; a folder entry already there stays as it is (content-addressed
+    entries are immutable; ``put_directory`` returns the existing one), unless ``replace=True``.
+    """
 
     def __init__(self, root: Path, read: bool = True):
         self.root = Path(root)
@@ -51,16 +178,24 @@ class Cache:
     def _path(self, kind: str, key: str, suffix: str = "") -> Path:
         return self.root / kind / key[:2] / f"{key}{suffix}"
 
+    def _lock(self, kind: str, key: str) -> FileLock:
+        path = self.root / ".locks" / kind / key[:2] / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(path, timeout=LOCK_TIMEOUT_S)
+
     def get_json(self, kind: str, key: str) -> Any | None:
+        """The entry's value, or None when there is none, ``read`` is off, or it cannot be read (call
+        ``discard`` to log and remove an unreadable one, or just overwrite it with ``put_json``)."""
         path = self._path(kind, key, ".json")
         if not self.read or not path.exists():
             return None
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None  # unreadable entries are recomputed and overwritten
+            return None
 
     def put_json(self, kind: str, key: str, value: Any) -> None:
+        """Write the entry (a whole file renamed over the old one: readers see the old or the new value)."""
         path = self._path(kind, key, ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
@@ -73,22 +208,70 @@ class Cache:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        _fsync_directory(path.parent)
 
     def get_directory(self, kind: str, key: str) -> Path | None:
         path = self._path(kind, key)
         return path if self.read and path.is_dir() else None
 
-    def put_directory(self, kind: str, key: str, write: Callable[[Path], None]) -> Path:
-        """Let ``write`` fill a fresh temporary folder, then move it into place in one rename."""
+    def put_directory(
+        self, kind: str, key: str, write: Callable[[Path], None], *, replace: bool = False
+    ) -> Path:
+        """Let ``write`` fill a fresh temporary folder, then move it into place in one rename; return the
+        entry's path.
+
+        If the entry is already there when ``write`` is done (another process wrote it meanwhile, or
+        ``read`` is off), the existing entry is kept, the new folder deleted, and the existing path
+        returned: entries are content-addressed, so both hold the same thing. ``replace=True`` (for an
+        entry found unreadable) puts the new folder in its place instead: under the key's lock the old
+        entry is moved aside, the new one renamed in, then the old one deleted.
+        """
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
+        old: Path | None = None
         try:
             write(temporary)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(temporary, path)
+            _fsync_tree(temporary)
+            with self._lock(kind, key):
+                if os.path.lexists(path):
+                    if not replace and path.is_dir():
+                        shutil.rmtree(temporary, ignore_errors=True)
+                        return path
+                    old = path.parent / f".old-{key}-{uuid.uuid4().hex}"
+                    os.replace(path, old)
+                try:
+                    os.replace(temporary, path)
+                except BaseException:
+                    if old is not None:  # put the old entry back rather than leave none
+                        os.replace(old, path)
+                        old = None
+                    raise
+                _fsync_directory(path.parent)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
+        if old is not None:
+            _remove(old)
         return path
+
+    def discard(self, kind: str, key: str) -> bool:
+        """Remove the entry (JSON or folder) under the key's lock, e.g. one found unreadable, so that it is
+        recomputed; return whether there was one. Log the reason before calling."""
+        removed = False
+        with self._lock(kind, key):
+            json_path = self._path(kind, key, ".json")
+            if os.path.lexists(json_path):
+                json_path.unlink(missing_ok=True)
+                removed = True
+            path = self._path(kind, key)
+            old = None
+            if os.path.lexists(path):
+                old = path.parent / f".old-{key}-{uuid.uuid4().hex}"
+                os.replace(path, old)
+                removed = True
+            if removed:
+                _fsync_directory(path.parent)
+        if old is not None:
+            _remove(old)
+        return removed

@@ -98,6 +98,15 @@ class Model(Plugin, ABC):
         """Facts about training (epochs, best validation accuracy...) stored with the run."""
         return dict(getattr(classifier, "training_report", {}) or {})
 
+    def weights_identity(self) -> dict | None:
+        """What identifies the weights the model starts from beyond its parameters (e.g. a content hash
+        of a local checkpoint folder, or the commit a Hub revision resolves to), as JSON-able values.
+        Part of every cache key derived from the model, so that cached models, attributions and metric
+        values are not reused once those weights change. ``None`` (the default): the parameters and the
+        plugin's version say it all (e.g. a model trained from scratch). May raise ``PluginError`` when
+        the weights cannot be identified."""
+        return None
+
 
 class ExplainerParams(Params):
     """Parameters every explainer has; the runner applies them, explainers need not."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import ClassVar
@@ -11,12 +12,15 @@ import torch
 from pydantic import Field
 
 from harness import BenchError, Model, Params, PluginError, TextDataset
+from harness.cache import TOKENIZER_PATTERNS, WEIGHT_PATTERNS, files_fingerprint
 from plugins.models._transformers import TransformersClassifier, hub_offline, quiet_transformers
 
 _CONFIG_FILE = "hf_model.json"
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 # Hub ids are "name" or "owner/name"; anything else that is not an existing folder is a missing path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_HUB_TIMEOUT_S = 10.0  # resolving a revision online: a slow or absent network fails fast
 
 
 class HuggingFaceClassifier(TransformersClassifier):
@@ -62,6 +66,10 @@ class HuggingFaceModel(Model):
     offsets are needed) and used as it is: its number of labels must equal the dataset's, and where its
     config names the labels they must be in the dataset's order. Weights are loaded in float32. A Hub id
     is looked up in the local Hugging Face cache first; offline it must be there.
+
+    The weights' identity, part of every cache key: for a local folder a content hash of its weight,
+    config and tokenizer files (and ``*.py`` with ``trust_remote_code``); for a Hub id the commit the
+    revision resolves to, from the local cache first (what is loaded) and else from the Hub.
     """
 
     name: ClassVar[str] = "hf"
@@ -103,18 +111,35 @@ class HuggingFaceModel(Model):
         config = json.loads((Path(directory) / _CONFIG_FILE).read_text())
         return type(self)(self.Params(**config["params"])).build(dataset, seed=0, device=device)
 
+    def weights_identity(self) -> dict:
+        """``{"source": "folder", "sha256": ..., "files": n}`` for a local folder (a fingerprint of its
+        weight, config and tokenizer files: overwriting the weights changes it), ``{"source": "hub",
+        "commit": ...}`` for a Hub id. Raises ``PluginError`` when a Hub revision cannot be resolved."""
+        p = self.params
+        source, hub = self._source()
+        if not hub:
+            patterns = WEIGHT_PATTERNS + TOKENIZER_PATTERNS + (("*.py",) if p.trust_remote_code else ())
+            return {"source": "folder", **files_fingerprint(source, patterns)}
+        return {"source": "hub", "commit": _resolve_commit(p.path, p.revision)}
+
+    def _source(self) -> tuple[str, bool]:
+        """What ``from_pretrained`` is given, and whether it is a Hub id (rather than a local folder)."""
+        p = self.params
+        local = Path(p.path).expanduser()
+        if local.is_dir():
+            return str(local), False
+        if _HUB_ID.fullmatch(p.path):
+            return p.path, True
+        raise BenchError(f"hf: model folder {p.path!r} does not exist")
+
     def _load_pretrained(self):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         p = self.params
-        local = Path(p.path).expanduser()
-        if local.is_dir():
-            source, hub = str(local), False
-        elif _HUB_ID.fullmatch(p.path):
-            source, hub = p.path, True
-        else:
-            raise BenchError(f"hf: model folder {p.path!r} does not exist")
+        source, hub = self._source()
         kwargs = {"revision": p.revision, "trust_remote_code": p.trust_remote_code}
+        if hub:  # the cache weights_identity reads
+            kwargs["cache_dir"] = str(hub_cache_dir())
 
         def load(**extra):
             with quiet_transformers():
@@ -140,6 +165,71 @@ class HuggingFaceModel(Model):
             if _is_connection_error(error):
                 raise BenchError(_offline_message(p.path)) from error
             raise BenchError(f"hf: could not load model {p.path!r}: {_first_line(error)}") from error
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face Hub cache folder. huggingface_hub reads the environment once at import, so it is
+    read again here: ``HF_HUB_CACHE`` (or the older ``HUGGINGFACE_HUB_CACHE``), else ``HF_HOME/hub``,
+    else huggingface_hub's default."""
+    from huggingface_hub import constants
+
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cached_commit(model_id: str, revision: str | None) -> str | None:
+    """The commit ``revision`` (default ``main``) of a Hub model resolves to in the local cache
+    (``models--owner--name/refs/<revision>``, with its ``snapshots/<commit>`` folder), or None."""
+    revision = revision or "main"
+    folder = hub_cache_dir() / f"models--{model_id.replace('/', '--')}"
+    if _COMMIT.fullmatch(revision):
+        commit = revision
+    else:
+        try:
+            commit = (folder / "refs" / revision).read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            return None
+    return commit if _COMMIT.fullmatch(commit) and (folder / "snapshots" / commit).is_dir() else None
+
+
+def _resolve_commit(model_id: str, revision: str | None) -> str:
+    """The commit a Hub revision resolves to: a pinned commit as is, else from the local cache (what
+    loading uses first), else from the Hub (short timeout; never when HF_HUB_OFFLINE is set)."""
+    if revision is not None and _COMMIT.fullmatch(revision):
+        return revision
+    commit = cached_commit(model_id, revision)
+    if commit is not None:
+        return commit
+    if hub_offline():
+        raise PluginError(_unidentified_message(model_id, revision, "Hugging Face Hub access is off (offline)"))
+    try:
+        from huggingface_hub import HfApi
+
+        commit = HfApi().model_info(model_id, revision=revision, timeout=_HUB_TIMEOUT_S).sha
+    except Exception as error:
+        if _is_connection_error(error):
+            raise PluginError(
+                _unidentified_message(model_id, revision, "the Hugging Face Hub cannot be reached")
+            ) from error
+        raise PluginError(
+            f"hf: could not resolve revision {revision or 'main'!r} of {model_id!r} on the Hugging Face Hub: "
+            f"{_first_line(error)}"
+        ) from error
+    if not commit:
+        raise PluginError(_unidentified_message(model_id, revision, "the Hub gave no commit"))
+    return commit
+
+
+def _unidentified_message(model_id: str, revision: str | None, why: str) -> str:
+    return (
+        f"hf: cannot tell which weights {model_id!r} (revision {revision or 'main'!r}) are, needed for the "
+        f"cache key: it is not in the local Hugging Face cache and {why}; pin 'revision' to a 40-character "
+        "commit id, make the model available (download it into the cache), or give a local folder as 'path'"
+    )
 
 
 def _check_labels(config, dataset: TextDataset, path: str) -> None:

