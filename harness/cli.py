@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
+import sqlite3
 import sys
 import warnings
 from enum import StrEnum
@@ -13,8 +15,20 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from harness.errors import BenchError
+
+try:  # typer >= 0.2x ships its own copy of click; earlier versions use click itself
+    from typer._click.exceptions import (
+        BadParameter,
+        ClickException,
+        MissingParameter,
+        NoSuchOption,
+        UsageError,
+    )
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import BadParameter, ClickException, MissingParameter, NoSuchOption, UsageError
 
 app = typer.Typer(
     name="bench",
@@ -27,6 +41,7 @@ out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique prefix), or 'latest'")]
+SuiteArgument = Annotated[Path, typer.Argument(metavar="SUITE", help="suite YAML file")]
 ResultsOption = Annotated[Path, typer.Option("--results", help="results folder holding bench.sqlite")]
 ProfileOption = Annotated[
     str | None, typer.Option("--profile", help="apply one of the suite's profiles (e.g. full)")
@@ -52,6 +67,28 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+# The results database the command is using, so that a database error can name the file.
+_database: dict[str, Path | str] = {}
+
+
+def _store(folder: Path, option: str = "--results"):
+    from harness.store import Store
+
+    store = Store(folder)
+    _database.update(path=store.path, option=option)
+    return store
+
+
+def _text(value: object, style: str = "") -> Text:
+    """A user-derived value as rich prints it literally: no markup (``[init:2]``), no emoji codes."""
+    return Text("" if value is None else str(value), style=style)
+
+
+def _say(console: Console, line: str, style: str = "") -> None:
+    """One literal line: markup, emoji codes and line breaks in ``line`` are printed as they are."""
+    console.print(_text(" ".join(line.splitlines()), style), highlight=False, soft_wrap=True)
+
+
 def _registry():
     from harness.registry import get_registry
 
@@ -68,14 +105,12 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
         return
     table = Table("kind", "name", "package", "version", "description")
     for info in infos:
-        table.add_row(info["kind"], info["name"], info["package"], info["version"], info["description"])
+        table.add_row(*(_text(info[key]) for key in ("kind", "name", "package", "version", "description")))
     out.print(table)
 
 
 @app.command()
-def validate(
-    suite: Annotated[Path, typer.Argument(help="suite YAML file")], profile: ProfileOption = None
-) -> None:
+def validate(suite: SuiteArgument, profile: ProfileOption = None) -> None:
     """Check a suite (YAML, keys, plugin names, parameters) without running it."""
     from harness.grid import expand
     from harness.suite import load_suite
@@ -93,18 +128,18 @@ def validate(
         if full != len(cells)
         else ""
     )
-    out.print(
+    _say(
+        out,
         f"{suite}: valid — {len(cells)} cells ({len(entries['datasets'])} datasets × "
         f"{variants} model variants × "
         f"{len(entries['explainers'])} explainer configs × {len(entries['metrics'])} metric configs × "
         f"{len(loaded.suite.seeds)} seeds{skipped})",
-        highlight=False,
     )
 
 
 @app.command()
 def run(
-    suite: Annotated[Path, typer.Argument(help="suite YAML file")],
+    suite: SuiteArgument,
     out_dir: Annotated[Path, typer.Option("--out", help="results folder")] = Path("results"),
     cache_dir: Annotated[
         Path | None,
@@ -123,9 +158,9 @@ def run(
     """Run a suite: train or load models, explain, evaluate, store, and print the report."""
     from harness.report import Report
     from harness.runner import Runner, RunOptions, summary_line
-    from harness.store import Store
     from harness.suite import load_suite
 
+    store = _store(out_dir, "--out")
     loaded = load_suite(suite, _registry(), profile)
     options = RunOptions(
         results_dir=out_dir,
@@ -136,8 +171,8 @@ def run(
         resume=not new_run,
     )
     result = Runner(loaded, options, console=err).run()
-    Report.build(Store(out_dir), result.run_id).print(out)
-    err.print(summary_line(result), highlight=False)
+    Report.build(store, result.run_id).print(out)
+    _say(err, summary_line(result))
     if result.failed:
         raise typer.Exit(1)
 
@@ -150,9 +185,8 @@ def report(
 ) -> None:
     """Show a stored run's report again."""
     from harness.report import Report, render
-    from harness.store import Store
 
-    store = Store(results)
+    store = _store(results)
     built = Report.build(store, store.resolve(run_id))
     if fmt is ReportFormat.table:
         built.print(out)
@@ -163,20 +197,10 @@ def report(
 @app.command()
 def runs(results: ResultsOption = Path("results")) -> None:
     """List the stored runs."""
-    from harness.store import Store
-
     table = Table("run", "suite", "version", "status", "started", "device", "cells done", "failed")
-    for row in Store(results).runs():
-        table.add_row(
-            row["run_id"],
-            row["suite"],
-            row["suite_version"],
-            row["status"],
-            row["started_at"],
-            row["device"],
-            str(row["done"]),
-            str(row["failed"]),
-        )
+    keys = ("run_id", "suite", "suite_version", "status", "started_at", "device", "done", "failed")
+    for row in _store(results).runs():
+        table.add_row(*(_text(row[key]) for key in keys))
     out.print(table)
 
 
@@ -194,9 +218,7 @@ def export(
     output: Annotated[Path | None, typer.Option("--out", help="output file [default: stdout]")] = None,
 ) -> None:
     """Export a run's per-example records (or its attributions, or its curves)."""
-    from harness.store import Store
-
-    store = Store(results)
+    store = _store(results)
     resolved = store.resolve(run_id)
     if attributions and curves:
         raise BenchError("--attributions and --curves: choose one")
@@ -213,7 +235,7 @@ def export(
         import pandas as pd
 
         pd.DataFrame(rows).to_parquet(output, index=False)
-        err.print(f"wrote {len(rows)} rows to {output}", highlight=False)
+        _say(err, f"wrote {len(rows)} rows to {output}")
         return
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout  # noqa: SIM115
     try:
@@ -235,34 +257,109 @@ def export(
         if output:
             stream.close()
     if output:
-        err.print(f"wrote {len(rows)} rows to {output}", highlight=False)
+        _say(err, f"wrote {len(rows)} rows to {output}")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err.print(f"warning: {message}", style="yellow", highlight=False, markup=False)
+    _say(err, f"warning: {message}", "yellow")
 
 
-def main() -> None:
+def _fail(message: str) -> None:
+    """A mistake on the command line or in a file it names: one line on stderr, exit code 2."""
+    _say(err, f"error: {message}", "red")
+    sys.exit(2)
+
+
+def _sentence(message: str) -> str:
+    """A click/typer/pydantic message as the middle of a line: no capital, no final full stop."""
+    message = " ".join(message.split()).removeprefix("Value error, ").rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    return message
+
+
+def _usage_message(error: ClickException, args: list[str]) -> str:
+    """One line for a usage error: what is wrong, then where the help is."""
+    ctx = getattr(error, "ctx", None)
+    param = getattr(error, "param", None)
+    if isinstance(error, MissingParameter):
+        if param is not None and param.param_type_name == "argument":
+            message = f"missing argument {param.metavar or (param.name or '').upper()}"
+        else:
+            message = _sentence(error.format_message())
+    elif isinstance(error, BadParameter) and param is not None:
+        if param.param_type_name == "option" and param.opts:
+            label = "/".join(param.opts)
+        else:
+            label = param.metavar or (param.name or "").upper()
+        message = _sentence(error.message)
+        # typer validates with pydantic, whose error carries the rejected value
+        errors = getattr(error.__cause__, "errors", None)
+        value = errors()[0].get("input") if callable(errors) and errors() else None
+        if value is not None and f"'{value}'" not in message:
+            label = f"{label} {shlex.quote(str(value))}"
+        message = f"{label}: {message}"
+    elif isinstance(error, NoSuchOption) and error.possibilities:
+        message = (
+            f"no such option: {error.option_name}; did you mean {' or '.join(sorted(error.possibilities))}?"
+        )
+    else:
+        message = _sentence(error.format_message())
+    if ctx is not None:
+        command = ctx.command_path
+    else:  # some parser errors carry no context: name the command from the arguments
+        command = " ".join(["bench", *[a for a in args[:1] if a in _command_names()]])
+    help_hint = f"'{command} --help'"
+    return f"{message} (see {help_hint})" if message.endswith("?") else f"{message}; try {help_hint}"
+
+
+def _command_names() -> set[str]:
+    return {info.name or info.callback.__name__ for info in app.registered_commands if info.callback}
+
+
+def _database_message(error: sqlite3.DatabaseError) -> str:
+    path = _database.get("path")
+    option = _database.get("option", "--results")
+    if "locked" in str(error):
+        return (
+            f"{path or 'the results database'}: {error}; another bench process is writing it: "
+            "try again when it has finished"
+        )
+    name = f"{path} cannot be read as" if path else "cannot read the results folder's bench.sqlite as"
+    return (
+        f"{name} a bench results database ({error}); give {option} a folder written by 'bench run', "
+        "or move that file away"
+    )
+
+
+def main(args: list[str] | None = None) -> None:
     """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
+    args = sys.argv[1:] if args is None else list(args)
     warnings.showwarning = _show_warning
     try:
-        # Outside standalone mode click returns (not raises) the code of typer.Exit.
-        code = app(standalone_mode=False)
+        # Outside standalone mode click returns (not raises) the code of typer.Exit, and raises its
+        # usage errors, which are printed here as one line rather than as a usage box.
+        code = app(args, prog_name="bench", standalone_mode=False)
     except BenchError as error:
-        err.print(f"error: {error}", style="red", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(error))
+    except sqlite3.DatabaseError as error:
+        _fail(_database_message(error))
     except (typer.Abort, KeyboardInterrupt):
-        err.print(
-            "interrupted: finished cells are stored; run the same command again to resume", style="yellow"
-        )
+        _say(err, "interrupted: finished cells are stored; run the same command again to resume", "yellow")
         sys.exit(130)
-    except Exception as error:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+    except ClickException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # plain `bench`: the help is already printed
+            _fail(f"missing command; choose one of {', '.join(sorted(_command_names()))}")
+        if isinstance(error, UsageError):
+            _fail(_usage_message(error, args))
+        _say(err, f"error: {_sentence(error.format_message())}", "red")
+        sys.exit(error.exit_code)
+    except OSError as error:
+        if error.filename is None:
+            raise
+        _fail(
+            f"{error.filename}: {_sentence(error.strerror or str(error))}; check that path (--out, --results, --cache-dir)"
+        )
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -191,3 +191,70 @@ def test_reports_say_which_test_was_used_and_carry_the_p_values(finished_run):
     assert "Holm-Bonferroni" in markdown and "(2 comparisons)" in markdown
     table = bench("report", "latest", "--results", root / "results", env=env).stdout
     assert "Holm-Bonferroni" in table
+
+
+# -- user strings print literally, never as rich markup ([bold]…[/], name[init:2]) or emoji codes (:x:) --
+
+ODD_PLUGIN = '''
+from harness import Explainer, hookimpl
+
+class Odd(Explainer):
+    """Scores [bold]every[/] token :x: alike."""
+    name = "odd[init:2]"
+    def explain(self, classifier, encoding, targets):
+        raise RuntimeError("never run")
+
+@hookimpl
+def bench_explainers():
+    return [Odd]
+'''
+
+
+def test_plugins_table_and_warnings_print_plugin_strings_literally(tmp_path):
+    from conftest import make_distribution
+
+    site = make_distribution(
+        tmp_path / "site",
+        "odd-plugin",
+        {"odd_mod": ODD_PLUGIN, "broken_mod": "raise ImportError('broken [red]on purpose[/] :x:')"},
+        {"odd": "odd_mod", "broken": "broken_mod"},
+    )
+    result = bench("plugins", env={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "odd-plugin" in line)
+    assert "odd[init:2]" in line and "Scores [bold]every[/] token :x: alike." in line
+    warning = next(line for line in result.stderr.splitlines() if "broken" in line)
+    assert warning.startswith("warning: ") and "broken [red]on purpose[/] :x:" in warning
+
+
+def test_validate_prints_the_suite_path_literally(tmp_path):
+    suite = tmp_path / "tiny[init:2] :x:.yaml"
+    suite.write_text(tiny_suite_text())
+    result = bench("validate", suite)
+    assert result.returncode == 0, result.stderr
+    assert f"{suite}: valid" in result.stdout
+
+
+def test_runs_table_and_error_lines_print_stored_strings_literally(tmp_path):
+    from contextlib import closing
+
+    from harness.store import Store
+
+    store = Store(tmp_path / "results")
+    values = {"run_id": "r1", "suite": "tiny[init:2]", "suite_version": "[bold]v1[/]", "device": ":x:",
+              "status": "complete", "started_at": "2024-01-01T00:00:00+00:00"}  # fmt: skip
+    with closing(store.connect()) as db, db:
+        columns = db.execute("PRAGMA table_info(runs)").fetchall()
+        for column in columns:  # whatever else the schema requires
+            if column["notnull"] and column["dflt_value"] is None and column["name"] not in values:
+                values[column["name"]] = "{}"
+        db.execute(
+            f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            list(values.values()),
+        )
+    result = bench("runs", "--results", store.results_dir)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if " r1 " in line)
+    assert "tiny[init:2]" in line and "[bold]v1[/]" in line and ":x:" in line
+    missing = bench("report", "[bold]nope:x:[/]", "--results", store.results_dir)
+    assert missing.returncode == 2 and "run '[bold]nope:x:[/]' not found" in missing.stderr
