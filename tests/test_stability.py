@@ -244,7 +244,6 @@ def labelled_pair(second_labels: tuple[int, ...] | None = (0, 2, 1)) -> MetricIn
     ("form", "expected"),
     [
         # Σ|∩| = |{good}| = 1; Σ|∪| = v_2 1 + v_-1 1 + v_1 1 = 3 (the neutral "a" would make it 2/4)
-        ("auto", 1 / 3),
         ("labels", 1 / 3),
         ("ranking", 1.0),  # {a} vs {a}
     ],
@@ -253,8 +252,15 @@ def test_label_form_sums_intersections_and_unions_over_non_neutral_labels(form, 
     assert values_of(stability(form=form), labelled_pair()) == pytest.approx([expected, expected])
 
 
-def test_auto_form_ranks_when_an_attribution_has_no_labels():
+def test_the_default_form_is_ranking_even_when_every_attribution_has_labels():
+    # one definition per column: the form never depends on what the attributions carry
+    assert values_of(stability(), labelled_pair()) == pytest.approx([1.0, 1.0])
     assert values_of(stability(), labelled_pair(None)) == pytest.approx([1.0, 1.0])
+
+
+def test_there_is_no_automatic_form():
+    with pytest.raises(ValueError, match="form"):
+        IouStability.Params(form="auto")
 
 
 def test_label_form_discretises_the_scores_of_an_explainer_without_labels():
@@ -277,7 +283,7 @@ def test_a_words_label_is_its_first_tokens():
         explained("an amazing film", "an amaz ##ing film", [0.0] * 4, labels=[0, 2, 0, -1]),
         explained("amazing acting", "amaz ##ing acting", [0.0] * 3, labels=[2, 1, 0]),
     )
-    assert values_of(stability(), data) == pytest.approx([0.5, 0.5])
+    assert values_of(stability(form="labels"), data) == pytest.approx([0.5, 0.5])
 
 
 # -- undefined values ----------------------------------------------------------------------------------
@@ -304,7 +310,9 @@ def test_pairs_where_neither_explanation_selects_anything_are_skipped(neighbours
         explained("a good plot", "a good plot", [0.0] * 3, labels=[0, 0, 0]),
         explained("the stock fell", "the stock fell", [0.0] * 3, labels=[0, 2, 0]),
     )
-    assert values_of(stability(neighbours=neighbours), data) == pytest.approx(expected, nan_ok=True)
+    values = values_of(stability(form="labels", neighbours=neighbours), data)
+    assert values == pytest.approx(expected, nan_ok=True)
+    assert values[2] == 0.0  # never all NaN
 
 
 def test_an_example_missing_from_the_cell_is_a_plugin_error():

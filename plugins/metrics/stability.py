@@ -201,14 +201,13 @@ class IouStabilityParams(Params):
             "|weight|), highest score (descending) or lowest (ascending)"
         ),
     )
-    form: Literal["auto", "ranking", "labels"] = Field(
-        "auto",
+    form: Literal["ranking", "labels"] = Field(
+        "ranking",
         description=(
-            "the label set L of Eq. 1: discrete per-token labels (labels; 0 is neutral): the explainer's, "
-            "or for an explainer that only scores, its scores discretised by L2E's heuristic h as the paper "
-            "does for its baselines; the single set of the top k % units (ranking); or labels when every "
-            "attribution has them, else ranking (auto). Compare a labelling explainer with a scoring one "
-            "in the same explicit form"
+            "the label set L of Eq. 1: the single set of the top k % units (ranking), or discrete per-token "
+            "labels (labels; 0 is neutral): the explainer's, or for an explainer that only scores, its "
+            "scores discretised by L2E's heuristic h as the paper does for its baselines. One form for "
+            "every explainer, so that a column holds one definition"
         ),
     )
 
@@ -239,12 +238,13 @@ class IouStability(Metric):
     """IoU stability: agreement of a document's explanation with its nearest neighbours' (L2E Eq. 1).
 
     v_ℓ^x is the set of words of x with label ℓ, as lower-cased strings (a word occurring twice counts
-    once). In the labels form, L is the explainer's discrete labels (``Attribution.labels``; a word's label
-    is its first token's) and neutral (0) is left out; an explainer that only scores gets its scores
-    discretised by L2E's heuristic h (``Attribution.discretised_labels``), as the paper compares its
-    baselines with sequence-labelling students; in the ranking form, L is the single set "the top
-    k % units" of ``Attribution.ranking`` (by |score| by default, ties in text order). For each neighbour
-    x', IoU = Σ_ℓ |v_ℓ^x ∩ v_ℓ^x'| / Σ_ℓ |v_ℓ^x ∪ v_ℓ^x'|; the value is the mean over neighbours.
+    once). In the ranking form (the default), L is the single set "the top k % units" of
+    ``Attribution.ranking`` (by |score| by default, ties in text order). In the labels form, L is the
+    explainer's discrete labels (``Attribution.labels``; a word's label is its first token's) and neutral
+    (0) is left out; an explainer that only scores gets its scores discretised by L2E's heuristic h
+    (``Attribution.discretised_labels``), as the paper compares its baselines with sequence-labelling
+    students. The form is a parameter, never chosen from the attributions, so that every explainer's cell
+    of a column has the same definition. For each neighbour x', IoU = Σ_ℓ |v_ℓ^x ∩ v_ℓ^x'| / Σ_ℓ |v_ℓ^x ∪ v_ℓ^x'|; the value is the mean over neighbours.
 
     Neighbours are the ``neighbours`` most similar other documents of the cell's sample (ties by sample
     order), by semantic or lexical similarity (L2E App. C; see ``nearest_neighbours``). L2E draws them
@@ -255,6 +255,7 @@ class IouStability(Metric):
     """
 
     name: ClassVar[str] = "iou-stability"
+    version: ClassVar[str] = "2"  # 2: no form "auto" (its default); the default form is ranking
     Params = IouStabilityParams
     paper: ClassVar[str] = L2E
     family: ClassVar[str] = "stability"
@@ -265,7 +266,7 @@ class IouStability(Metric):
 
     def compute(self, data: MetricInput) -> np.ndarray:
         examples = [self._example(data, attribution) for attribution in data.attributions]
-        use_labels = self._use_labels(data)
+        use_labels = self.params.form == "labels"
         explanations = [
             self._explanation(attribution, example, use_labels)
             for attribution, example in zip(data.attributions, examples, strict=True)
@@ -281,11 +282,6 @@ class IouStability(Metric):
             defined = [iou for iou in ious if iou is not None]
             values.append(float(np.mean(defined)) if defined else np.nan)
         return np.asarray(values, dtype=np.float64)
-
-    def _use_labels(self, data: MetricInput) -> bool:
-        if self.params.form == "auto":
-            return all(attribution.labels is not None for attribution in data.attributions)
-        return self.params.form == "labels"
 
     @staticmethod
     def _example(data: MetricInput, attribution: Attribution) -> Example:
