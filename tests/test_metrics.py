@@ -12,7 +12,7 @@ from conftest import attribution, metric_input, sigmoid, values_of
 from harness import MetricInput, TextDataset
 from harness.perturb import top_count
 from plugins.metrics.eraser import Comprehensiveness, Sufficiency
-from plugins.metrics.runtime import Runtime
+from plugins.metrics.runtime import Runtime, SpeedUp
 
 # "the good good bad": m = (0 + 2 + 2 − 2)/4 = 0.5, p = σ(1). Scores rank good₁ > good₂ > the > bad.
 TEXT, SCORES = "the good good bad", [0.1, 0.9, 0.8, -0.5]
@@ -111,8 +111,59 @@ def test_runtime_reports_the_explainer_seconds_without_loading_the_model(classif
         raise AssertionError("runtime must not load the model")
 
     data = MetricInput(attributions, {}, TextDataset("toy", ("a", "b"), (), (), ()), load_classifier=no_model)
-    np.testing.assert_array_equal(Runtime().compute(data), [0.5, 0.25])
+    output = Runtime().compute(data)
+    np.testing.assert_array_equal(output.values, [0.5, 0.25])
+    assert output.units is None  # the timed batch is unknown: each example is its own unit
     assert (Runtime.direction, Runtime.family) == ("lower", "cost")
+
+
+def timed(classifier, text: str, seconds: float, batch: int):
+    a = attribution(classifier, text, [0.0] * len(text.split()), seconds=seconds)
+    a.batch = batch
+    return a
+
+
+def test_runtime_values_of_one_timed_batch_share_one_unit(classifier):
+    # batch 0 explained "good" and "bad" in 1 s together, batch 1 "the" alone in 0.25 s
+    attributions = [
+        timed(classifier, "good", 0.5, 0),
+        timed(classifier, "bad", 0.5, 0),
+        timed(classifier, "the", 0.25, 1),
+    ]
+    output = Runtime().compute(metric_input(classifier, attributions))
+    np.testing.assert_array_equal(output.values, [0.5, 0.5, 0.25])
+    assert list(output.units) == ["batch 0", "batch 0", "batch 1"]
+
+
+def speed_up(classifier, students, teachers):
+    data = metric_input(classifier, students)
+    data.reference = metric_input(classifier, teachers)
+    return SpeedUp().compute(data)
+
+
+def test_speed_up_values_share_the_students_timed_batch(classifier):
+    students = [
+        timed(classifier, "good", 0.5, 0),
+        timed(classifier, "bad", 0.5, 0),
+        timed(classifier, "the", 1.0, 1),
+    ]
+    teachers = [
+        timed(classifier, "the", 3.0, 1),
+        timed(classifier, "good", 2.0, 0),
+        timed(classifier, "bad", 2.0, 0),
+    ]
+    output = speed_up(classifier, students, teachers)
+    np.testing.assert_array_equal(output.values, [4.0, 4.0, 3.0])
+    assert list(output.units) == ["batch 0", "batch 0", "batch 1"]
+
+
+def test_speed_up_values_linked_through_a_teacher_batch_share_one_unit(classifier):
+    # the teacher timed "bad" and "the" together: the students' batches 0 and 1 are no longer independent
+    students = [timed(classifier, t, 1.0, b) for t, b in (("good", 0), ("bad", 0), ("the", 1), ("a", 2))]
+    teachers = [timed(classifier, t, 1.0, b) for t, b in (("good", 0), ("bad", 1), ("the", 1), ("a", 2))]
+    assert list(speed_up(classifier, students, teachers).units) == ["batch 0"] * 3 + ["batch 2"]
+    teachers[0].batch = None  # a timing without its batch: no units
+    assert speed_up(classifier, students, teachers).units is None
 
 
 def test_the_engine_reuses_the_full_input_log_probabilities_stored_with_the_attribution(classifier):
