@@ -4,6 +4,10 @@ Metrics describe perturbations as boolean masks (which token positions of which 
 remove); the engine builds every perturbed input of a whole cell and runs them through the model in
 batched forward passes, longest first so that padding is minimal, and returns the full class
 probabilities. No metric runs its own forward loop.
+
+One meaning of undefined: an attribution with no removable unit (an empty text, or only special
+tokens) has nothing to remove or keep, so every removal metric is undefined on it. The engine gives it
+NaN rows (and runs nothing for it); every value computed from them is NaN.
 """
 
 from __future__ import annotations
@@ -105,7 +109,8 @@ def evaluate(
 
     ``removals[i]`` is a boolean matrix S_i × L_i: row s removes those positions of attribution i (an
     all-False row is the unperturbed input). Every row of every attribution goes through the model in
-    the same batched passes. Returns one S_i × K log-probability matrix per attribution.
+    the same batched passes. Returns one S_i × K log-probability matrix per attribution; all NaN for an
+    attribution with no removable unit (see the module docstring), which runs nothing.
     """
     replacement = replacement_id(classifier, masking)
     with_types = all(attribution.token_type_ids is not None for attribution in attributions)
@@ -115,6 +120,9 @@ def evaluate(
     # unperturbed input reuses the log-probabilities stored with the attribution when it has them.
     plans = []
     for attribution, remove in zip(attributions, removals, strict=True):
+        if not len(attribution.removable):
+            plans.append(None)
+            continue
         unique, inverse = np.unique(remove, axis=0, return_inverse=True)
         known = attribution.log_probabilities is not None and not unique[0].any()
         to_run = unique[1:] if known else unique
@@ -125,7 +133,11 @@ def evaluate(
             type_sequences.extend(type_rows)
     log_probabilities = _forward(classifier, sequences, type_sequences, batch_size) if sequences else None
     results = []
-    for attribution, (start, count, known, inverse) in zip(attributions, plans, strict=True):
+    for attribution, remove, plan in zip(attributions, removals, plans, strict=True):
+        if plan is None:
+            results.append(np.full((len(remove), len(classifier.labels)), np.nan))
+            continue
+        start, count, known, inverse = plan
         computed = (
             log_probabilities[start : start + count] if count else np.zeros((0, len(classifier.labels)))
         )
@@ -175,7 +187,8 @@ def removal_curves(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each attribution: p(target | full input) and, for each k in ``percents``, p(target | input)
     with the top-k % units (by descending score) removed (``keep=False``) or with only them kept
-    (``keep=True``). Special tokens are never removed. Returns shapes (N,) and (N, len(percents))."""
+    (``keep=True``). Special tokens are never removed. Returns shapes (N,) and (N, len(percents)); NaN
+    rows for an attribution with no removable unit."""
     removals = []
     for attribution in attributions:
         n_units = len(attribution.units(granularity))

@@ -17,6 +17,7 @@ from plugins.metrics.faithfulness import (
     DeltaLogOdds,
     LogOdds,
     LooCorrelation,
+    MatchedDeltaLogOdds,
     MorfLerf,
     PostHocAccuracy,
     PredictionAgreement,
@@ -67,6 +68,7 @@ def test_morf_lerf_by_hand(classifier):
     area = 0.5 * ((lerf[1] - morf[1]) / 2) * 2  # trapezoid over x = 0, ½, 1 with zero ends
     normaliser = sigmoid(1) - 0.5  # mean p(full) − mean p(fully degraded), one example
     assert values[0] == pytest.approx(area / normaliser, abs=1e-6)
+    assert metric.compute(metric_input(classifier, [attribution(classifier, TEXT, SCORES)])).notes == ()
     np.testing.assert_allclose(curves[0]["morf"], morf, atol=1e-6)
     np.testing.assert_allclose(curves[0]["lerf"], lerf, atol=1e-6)
 
@@ -95,13 +97,103 @@ def test_delta_log_odds_positive_and_negative_selection(classifier):
     assert absolute[0] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_delta_log_odds_of_a_sign_no_document_has_is_undefined(classifier):
+def test_morf_lerf_with_a_negative_normaliser_is_undefined_and_says_why(classifier):
+    # explained class negative (ŷ), [UNK] = −1: "bad the the the the" m = −0.4, p(ŷ|x) = σ(0.8);
+    # fully degraded "[UNK] × 5" m = −1, p(ŷ) = σ(2) > σ(0.8): the normaliser σ(0.8) − σ(2) < 0
+    weak = attribution(classifier, "bad the the the the", [0.5, 0.1, 0.2, 0.3, 0.4], target=0)
+    metric = MorfLerf(MorfLerf.Params(percents=(0, 50, 100), masking="unk"))
+    output = metric.compute(metric_input(classifier, [weak]))
+    assert np.isnan(output.values).all()
+    assert list(output.notes) == [
+        f"undefined: mean p(ŷ|x) {sigmoid(0.8):.4g} is below mean p(ŷ|fully degraded) {sigmoid(2):.4g}, "
+        "so the degradation score's normaliser is negative"
+    ]
+    # the normaliser is the cell's: with three confident examples ("bad bad", p(ŷ|x) = σ(4), degraded
+    # σ(2)) the mean p(ŷ|x) (σ(0.8) + 3σ(4)) / 4 ≈ 0.91 exceeds σ(2) ≈ 0.88, and every value is defined
+    strong = attribution(classifier, "bad bad", [0.5, 0.4], target=0)
+    together = metric.compute(metric_input(classifier, [weak, strong, strong, strong]))
+    assert np.isfinite(together.values).all() and together.notes == ()
+
+
+def test_morf_lerf_with_a_zero_normaliser_is_undefined_and_says_why(classifier):
+    # "the": p(ŷ|x) = ½ and deleting it leaves an empty input, p = ½: nothing to normalise by
+    output = MorfLerf().compute(metric_input(classifier, [attribution(classifier, "the", [1.0])]))
+    assert np.isnan(output.values).all()
+    assert list(output.notes) == [
+        "undefined: mean p(ŷ|x) 0.5 equals mean p(ŷ|fully degraded) 0.5, so the degradation score's "
+        "normaliser is zero"
+    ]
+
+
+def test_delta_log_odds_of_a_document_without_a_unit_of_the_selected_sign_is_undefined(classifier):
     unsigned = attribution(classifier, TEXT, [0.1, 0.9, 0.8, 0.5])
     signed = attribution(classifier, TEXT, SCORES)
     negative = DeltaLogOdds(DeltaLogOdds.Params(percent=50, select="negative"))
     assert np.isnan(run(negative, classifier, unsigned)[0]).all()  # scores without a sign: no negative words
-    # in a cell with negative words elsewhere, a document without any masks nothing: Δ = 0
-    assert run(negative, classifier, unsigned, signed)[0] == pytest.approx([0.0, -1.0], abs=1e-5)
+    # a document's value does not depend on the others of its cell
+    np.testing.assert_allclose(run(negative, classifier, unsigned, signed)[0], [np.nan, -1.0], atol=1e-5)
+    np.testing.assert_allclose(run(negative, classifier, signed, unsigned)[0], [-1.0, np.nan], atol=1e-5)
+
+
+def matched(select: str, student: list, teacher: list, classifier) -> tuple[np.ndarray, np.ndarray]:
+    """matched-delta-log-odds (K = 50 %) of students against teachers (given in reverse order: pairs
+    are made by example id, not position): (values, reference_values)."""
+    data = metric_input(classifier, student)
+    data.reference = metric_input(classifier, teacher[::-1])
+    output = MatchedDeltaLogOdds(MatchedDeltaLogOdds.Params(percent=50, select=select)).compute(data)
+    return np.asarray(output.values), np.asarray(output.reference_values)
+
+
+# "the good good bad" (m = ½, log-odds 1; [MASK] = 0). Student SCORES: positive the .1, good₁ .9, good₂ .8;
+# negative bad −.5. The teacher's: positive the .7; negative good₁ −.2, good₂ −.3, bad −.1.
+TEACHER = [0.7, -0.2, -0.3, -0.1]
+
+
+@pytest.mark.parametrize(
+    ("select", "student", "teacher"),
+    [
+        # n = min(50 % of 4 = 2, student 3 positive, teacher 1) = 1. Student masks good₁: m = 0, Δ = 1;
+        # teacher masks the (embedding 0 like [MASK]): m = ½, Δ = 0
+        ("positive", 1.0, 0.0),
+        # n = min(2, student 1 negative, teacher 3) = 1. Student masks bad: m = 1, Δ = 1 − 2 = −1;
+        # teacher masks its most negative, good₂: m = 0, Δ = 1
+        ("negative", -1.0, 1.0),
+        # n = 2 (every unit counts). Student masks good₁ good₂: m = −½, Δ = 2; teacher masks
+        # the (.7) and good₂ (.3): m = 0, Δ = 1
+        ("absolute", 2.0, 1.0),
+    ],
+)
+def test_matched_delta_log_odds_masks_as_many_units_for_student_and_teacher(
+    classifier, select, student, teacher
+):
+    values, reference = matched(
+        select, [attribution(classifier, TEXT, SCORES)], [attribution(classifier, TEXT, TEACHER)], classifier
+    )
+    assert values == pytest.approx([student], abs=1e-5)
+    assert reference == pytest.approx([teacher], abs=1e-5)
+
+
+def test_matched_delta_log_odds_is_undefined_when_either_explanation_has_no_unit_of_the_sign(classifier):
+    # document 2: the teacher's scores are all positive, so n = 0 for select: negative; document 1 as above
+    student = [attribution(classifier, TEXT, SCORES), attribution(classifier, "good bad", [0.5, -0.5])]
+    teacher = [attribution(classifier, TEXT, TEACHER), attribution(classifier, "good bad", [0.2, 0.1])]
+    values, reference = matched("negative", student, teacher, classifier)
+    np.testing.assert_allclose(values, [-1.0, np.nan], atol=1e-5)
+    np.testing.assert_allclose(reference, [1.0, np.nan], atol=1e-5)
+
+
+def test_matched_delta_log_odds_compares_with_the_teacher_in_the_direction_of_delta_log_odds():
+    assert MatchedDeltaLogOdds.compares == "teacher"
+    for select in ("positive", "negative", "absolute"):
+        params = MatchedDeltaLogOdds.Params(select=select)
+        assert MatchedDeltaLogOdds.direction_for(params) == DeltaLogOdds.direction_for(params)
+    assert MatchedDeltaLogOdds.Params() == DeltaLogOdds.Params()
+
+
+def test_matched_delta_log_odds_is_registered():
+    from harness.registry import get_registry
+
+    assert get_registry().get("metric", "matched-delta-log-odds").cls is MatchedDeltaLogOdds
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """ERASER faithfulness metrics: comprehensiveness and sufficiency (DeYoung et al., 2020).
 
 Both are aggregated over bins of the top-k % tokens (AOPC-style), with the model's probability of the
-explained class (the predicted class by default) on the full input as the reference.
+explained class (the predicted class by default) on the full input as the reference. NaN for an example
+with no removable unit (the perturbation engine's rule).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Comprehensiveness(_BinnedRemoval):
     """
 
     name: ClassVar[str] = "comprehensiveness"
+    version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
     direction: ClassVar[str] = "higher"
     keep: ClassVar[bool] = False
 
@@ -78,5 +80,6 @@ class Sufficiency(_BinnedRemoval):
     """
 
     name: ClassVar[str] = "sufficiency"
+    version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
     direction: ClassVar[str] = "lower"
     keep: ClassVar[bool] = True

@@ -3,7 +3,8 @@
 Each metric builds, for every attribution of a cell, the boolean removal masks its definition needs,
 sends all of them through ``harness.perturb.evaluate`` at once, and reduces the class log-probabilities
 to one value per example (plus the curve behind it where there is one). Defaults (masking, unit of
-removal, amounts) follow the paper that defines each metric.
+removal, amounts) follow the paper that defines each metric. An example with no removable unit gets NaN
+rows from the engine, so every metric here is NaN on it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pydantic import Field
 from scipy.special import logsumexp
 from scipy.stats import kendalltau
 
-from harness import Metric, MetricInput, MetricOutput, Params
-from harness.attribution import Attribution, Granularity
+from harness import Metric, MetricInput, MetricOutput, Params, PluginError
+from harness.attribution import Attribution, Granularity, Order
 from harness.perturb import (
     GRANULARITY_DOC,
     MASKING_DOC,
@@ -62,9 +63,18 @@ def _count(percent: float, n_units: int) -> int:
     return 0 if percent == 0 or n_units == 0 else top_count(percent, n_units)
 
 
+def _same_prediction(log_p: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """1.0 where the rows of ``log_p`` predict the class ``reference`` (one row) predicts, else 0; NaN
+    where either is undefined (the engine's NaN rows)."""
+    same = (log_p.argmax(axis=-1) == reference.argmax()).astype(float)
+    undefined = np.isnan(log_p).any(axis=-1) | np.isnan(reference).any()
+    return np.where(undefined, np.nan, same)
+
+
 def _prediction_unchanged(matrices: list[np.ndarray]) -> list[np.ndarray]:
-    """Per attribution, 1.0 where a perturbed row's prediction equals the full input's (row 0), else 0."""
-    return [(log_p[1:].argmax(axis=-1) == log_p[0].argmax()).astype(float) for log_p in matrices]
+    """Per attribution, 1.0 where a perturbed row's prediction equals the full input's (row 0), else 0;
+    NaN where undefined."""
+    return [_same_prediction(log_p[1:], log_p[0]) for log_p in matrices]
 
 
 def _log_odds(log_probabilities: np.ndarray, target: int) -> np.ndarray:
@@ -89,6 +99,7 @@ class AOPC(Metric):
     """
 
     name: ClassVar[str] = "aopc"
+    version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
     Params = AOPCParams
     paper: ClassVar[str] = GMASK
     family: ClassVar[str] = "faithfulness"
@@ -123,6 +134,7 @@ class PostHocAccuracy(Metric):
     """
 
     name: ClassVar[str] = "post-hoc-accuracy"
+    version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
     Params = PostHocAccuracyParams
     paper: ClassVar[str] = GMASK
     family: ClassVar[str] = "faithfulness"
@@ -162,9 +174,15 @@ class MorfLerf(Metric):
     (trapezoid over ``percents``). Since the normaliser is an average over the cell's examples (the same
     for every explainer), the value stored per example is ∫ (p_LeRF − p_MoRF) dρ/100 divided by it, so the
     mean over examples is exactly the paper's score. The curves (MoRF, LeRF) are stored. Higher is better.
+
+    The normaliser is a difference of two means over the examples that have a removable unit; when it is
+    not positive (the fully degraded input is as likely or likelier to be ŷ than the input itself), the
+    score's sign would flip "higher is better": every value of the cell is then NaN and the output's
+    ``notes`` give the two means.
     """
 
     name: ClassVar[str] = "morf-lerf"
+    version: ClassVar[str] = "2"  # 2: NaN cell with a note when the normaliser is not positive
     Params = MorfLerfParams
     paper: ClassVar[str] = GMASK
     family: ClassVar[str] = "faithfulness"
@@ -189,13 +207,33 @@ class MorfLerf(Metric):
             morf_curves.append(p[1 : 1 + k])
             lerf_curves.append(p[1 + k : 1 + 2 * k])
             degraded.append(p[-1])
-        normaliser = float(np.mean(full) - np.mean(degraded))
+        normaliser, notes = _normaliser(np.asarray(full), np.asarray(degraded))
         values, curves = [], []
         for morf, lerf in zip(morf_curves, lerf_curves, strict=True):
             area = float(np.trapezoid(lerf - morf, percents / 100.0))
-            values.append(area / normaliser if abs(normaliser) > 1e-12 else float("nan"))
+            values.append(area / normaliser)
             curves.append({"x": percents.tolist(), "morf": morf.tolist(), "lerf": lerf.tolist()})
-        return MetricOutput(values, curves)
+        return MetricOutput(values, curves, notes=notes)
+
+
+_NORMALISER_TOLERANCE = 1e-9
+
+
+def _normaliser(full: np.ndarray, degraded: np.ndarray) -> tuple[float, tuple[str, ...]]:
+    """The degradation score's normaliser, mean p(ŷ|x) − mean p(ŷ|fully degraded) over the examples
+    with a removable unit, and no note; or NaN and a note saying why it cannot be used."""
+    defined = ~np.isnan(full) & ~np.isnan(degraded)
+    if not defined.any():
+        return float("nan"), ("undefined: no example has a removable unit",)
+    mean_full, mean_degraded = float(full[defined].mean()), float(degraded[defined].mean())
+    difference = mean_full - mean_degraded
+    if difference > _NORMALISER_TOLERANCE:
+        return difference, ()
+    relation, sign = ("is below", "negative") if difference < -_NORMALISER_TOLERANCE else ("equals", "zero")
+    return float("nan"), (
+        f"undefined: mean p(ŷ|x) {mean_full:.4g} {relation} mean p(ŷ|fully degraded) {mean_degraded:.4g}, "
+        "so the degradation score's normaliser is " + sign,
+    )
 
 
 # -- L2E ---------------------------------------------------------------------------------------------
@@ -212,6 +250,30 @@ class DeltaLogOddsParams(_params("mask", "word")):
     )
 
 
+_SELECT_ORDER: dict[str, Order] = {"positive": "descending", "negative": "ascending", "absolute": "absolute"}
+
+
+def _selected_count(attribution: Attribution, params: DeltaLogOddsParams) -> int:
+    """How many units the explanation selects: the top K % of the units, fewer when fewer have the
+    selected sign; 0 when none has it (or there is no unit)."""
+    scores = attribution.unit_scores(attribution.units(params.granularity))
+    eligible = {"positive": scores > 0, "negative": scores < 0, "absolute": np.ones_like(scores, bool)}
+    return min(_count(params.percent, len(scores)), int(eligible[params.select].sum()))
+
+
+def _selected_masks(attribution: Attribution, count: int, params: DeltaLogOddsParams) -> np.ndarray:
+    """One removal mask (1 × L): the attribution's top ``count`` units in the order of ``select``."""
+    return top_unit_masks(
+        attribution, [count], granularity=params.granularity, order=_SELECT_ORDER[params.select]
+    )
+
+
+def _delta_log_odds(log_p: np.ndarray, target: int) -> np.ndarray:
+    """log-odds of row 0 (the input) minus the log-odds of every other row (the masked inputs)."""
+    log_odds = _log_odds(log_p, target)
+    return log_odds[0] - log_odds[1:]
+
+
 class DeltaLogOdds(Metric):
     """Δlog-odds of the predicted class when the explanation's top K % words are masked out.
 
@@ -219,14 +281,14 @@ class DeltaLogOdds(Metric):
     log-odds(p(ŷ|x̃)), log-odds(p) = log(p / (1 − p)), x̃ = x with the selected units masked. Computed in log
     space, so it stays exact when p rounds to 1. With ``select: positive`` or ``absolute`` higher is
     better (masking evidence for ŷ should lower confidence); with ``select: negative`` lower is better
-    (masking evidence against ŷ should raise it: L2E Table 8, "Negative Δlog-odds ↓"). A document with
-    no unit of the selected sign masks nothing and scores 0; when no document of the cell has one (an
-    explainer whose scores carry no sign, for ``negative``), the selection is undefined and every value is
-    NaN (L2E leaves such entries out).
+    (masking evidence against ŷ should raise it: L2E Table 8, "Negative Δlog-odds ↓"). The explanation is
+    the top K % units, fewer when fewer have the selected sign. A document with no unit of the selected
+    sign (e.g. every document of an explainer whose scores carry no sign, for ``negative``) has no
+    explanation to mask: NaN, whatever the other documents of the cell (L2E leaves such entries out).
     """
 
     name: ClassVar[str] = "delta-log-odds"
-    version: ClassVar[str] = "2"  # 2: NaN for a cell without a unit of the selected sign
+    version: ClassVar[str] = "3"  # 3: NaN per document without a unit of the selected sign
     Params = DeltaLogOddsParams
     paper: ClassVar[str] = L2E
     family: ClassVar[str] = "faithfulness"
@@ -238,28 +300,69 @@ class DeltaLogOdds(Metric):
         return "lower" if params.select == "negative" else "higher"
 
     def compute(self, data: MetricInput) -> np.ndarray:
-        granularity, select = self.params.granularity, self.params.select
-        order = {"positive": "descending", "negative": "ascending", "absolute": "absolute"}[select]
-        removals, counts = [], []
-        for a in data.attributions:
-            units = a.units(granularity)
-            scores = a.unit_scores(units)
-            eligible = {
-                "positive": scores > 0,
-                "negative": scores < 0,
-                "absolute": np.ones_like(scores, bool),
-            }[select]
-            counts.append(min(_count(self.params.percent, len(units)), int(eligible.sum())))
-            removals.append(
-                with_unperturbed(a, top_unit_masks(a, [counts[-1]], granularity=granularity, order=order))
+        counts = [_selected_count(a, self.params) for a in data.attributions]
+        removals = [
+            with_unperturbed(a, _selected_masks(a, count, self.params))
+            for a, count in zip(data.attributions, counts, strict=True)
+        ]
+        values = [
+            float(_delta_log_odds(log_p, a.target)[0]) if count else float("nan")
+            for a, count, log_p in zip(
+                data.attributions, counts, _evaluate(self, data, removals), strict=True
             )
-        if not any(counts):
-            return np.full(len(data.attributions), np.nan)
-        values = []
-        for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
-            log_odds = _log_odds(log_p, attribution.target)
-            values.append(float(log_odds[0] - log_odds[1]))
-        return np.asarray(values)
+        ]
+        return np.asarray(values, dtype=np.float64)
+
+
+class MatchedDeltaLogOdds(Metric):
+    """Δlog-odds of the student's and of its teacher's explanation, with the same number of words masked.
+
+    L2E Table 2 and §4.5: "masking the same number of important words in each document based on the
+    explanations generated by L2E and by A"; "we select the same number of positive/negative words
+    identified by L2E and A". Per document, n = min(the top K % count of its units, the units of the
+    selected sign in the student's explanation, those in the teacher's); the value is the student's
+    Δlog-odds (as ``delta-log-odds``) with its top n selected units masked, and ``reference_values`` the
+    teacher's with its own top n masked. Both NaN when n = 0 (either explanation has no unit of the
+    selected sign, or the document no unit). Only for explainers that distil a teacher. Direction as
+    ``delta-log-odds``: lower is better for ``select: negative``.
+    """
+
+    name: ClassVar[str] = "matched-delta-log-odds"
+    Params = DeltaLogOddsParams
+    paper: ClassVar[str] = L2E
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (-float("inf"), float("inf"))
+    compares: ClassVar[str] = "teacher"
+
+    @classmethod
+    def direction_for(cls, params: DeltaLogOddsParams) -> Literal["higher", "lower"]:
+        return DeltaLogOdds.direction_for(params)
+
+    def compute(self, data: MetricInput) -> MetricOutput:
+        teachers = {a.example_id: a for a in data.reference.attributions}
+        counts, removals = [], []
+        for student in data.attributions:
+            teacher = teachers[student.example_id]
+            if teacher.input_ids != student.input_ids:
+                raise PluginError(
+                    f"matched-delta-log-odds: the teacher read other tokens than the student on "
+                    f"'{student.example_id}'"
+                )
+            count = min(_selected_count(student, self.params), _selected_count(teacher, self.params))
+            counts.append(count)
+            removals.append(
+                with_unperturbed(
+                    student,
+                    np.vstack([_selected_masks(a, count, self.params) for a in (student, teacher)]),
+                )
+            )
+        values, reference = [], []
+        for a, count, log_p in zip(data.attributions, counts, _evaluate(self, data, removals), strict=True):
+            student_value, teacher_value = _delta_log_odds(log_p, a.target) if count else (np.nan, np.nan)
+            values.append(float(student_value))
+            reference.append(float(teacher_value))
+        return MetricOutput(values, reference_values=reference)
 
 
 class PredictionAgreementParams(_params("delete", "word")):
@@ -277,6 +380,7 @@ class PredictionAgreement(Metric):
     """
 
     name: ClassVar[str] = "prediction-agreement"
+    version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
     Params = PredictionAgreementParams
     paper: ClassVar[str] = L2E
     family: ClassVar[str] = "faithfulness"
@@ -310,6 +414,7 @@ class TeacherAgreement(Metric):
     """
 
     name: ClassVar[str] = "teacher-agreement"
+    version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
     Params = PredictionAgreementParams
     paper: ClassVar[str] = L2E
     family: ClassVar[str] = "faithfulness"
@@ -332,7 +437,7 @@ class TeacherAgreement(Metric):
                 )
             )
         return np.array(
-            [float(log_p[0].argmax() == log_p[1].argmax()) for log_p in _evaluate(self, data, removals)]
+            [float(_same_prediction(log_p[1], log_p[0])) for log_p in _evaluate(self, data, removals)]
         )
 
 
@@ -351,6 +456,7 @@ class LogOdds(Metric):
     """
 
     name: ClassVar[str] = "log-odds"
+    version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
     Params = LogOddsParams
     paper: ClassVar[str] = LDAV
     family: ClassVar[str] = "faithfulness"
@@ -392,6 +498,7 @@ class Degradation(Metric):
     """
 
     name: ClassVar[str] = "degradation"
+    version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
     Params = DegradationParams
     paper: ClassVar[str] = LDAV
     family: ClassVar[str] = "faithfulness"
