@@ -1,6 +1,10 @@
 """The batched perturbation engine against a straightforward loop (one forward pass per example and
 step) on the same model and attributions: same values, and how much faster.
 
+Both are timed alike: one untimed warm-up run, then the mean of the same number of timed runs; the
+ratio loop / engine is printed and stored in the benchmark's ``extra_info``. No assertion on seconds or
+on the ratio: wall-clock time depends on the machine, the values do not.
+
 Model: minilm-head (the real 6-layer MiniLM encoder, head trained briefly); data: SST-2 sentences
 from ../shared/data when present, else the test fixture's sentences. Run with ``make benchmark``.
 """
@@ -26,12 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_DATA = REPO / "tests" / "fixtures" / "tiny_sentiment.jsonl"
 BINS = (1, 5, 10, 20, 50)
-# On 2 CPU cores a 6-layer transformer is compute-bound: batching alone buys ~3.5× over one forward pass
-# per row; the rest comes from evaluating identical perturbations once and reusing the unperturbed
-# input's stored log-probabilities. Deletion (ERASER's removal, the default) shortens rows, so it gains
-# more than mask replacement, whose rows keep their full length.
-MINIMUM_SPEEDUP = {"delete": 5.0, "mask": 3.5}
 N_EXAMPLES = 64
+ROUNDS, WARMUP_ROUNDS = 3, 1
 
 
 def _examples() -> list[Example]:
@@ -62,6 +62,19 @@ def setup():
     return classifier, dataset, attributions
 
 
+def mean_seconds(function, rounds: int = ROUNDS, warmup_rounds: int = WARMUP_ROUNDS):
+    """``function``'s result and its mean wall-clock seconds over ``rounds`` calls after ``warmup_rounds``
+    untimed ones: the protocol ``benchmark.pedantic`` applies to the engine."""
+    for _ in range(warmup_rounds):
+        function()
+    seconds = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        result = function()
+        seconds.append(time.perf_counter() - started)
+    return result, float(np.mean(seconds))
+
+
 def loop_comprehensiveness(classifier, attributions: list[Attribution], masking: str) -> np.ndarray:
     """The straightforward version: for each example, for each bin, one forward pass."""
     replacement = replacement_id(classifier, masking)
@@ -89,19 +102,19 @@ def loop_comprehensiveness(classifier, attributions: list[Attribution], masking:
 
 
 @pytest.mark.parametrize("masking", ["mask", "delete"])
-def test_engine_matches_the_loop_and_is_faster(benchmark, setup, masking):
+def test_engine_matches_the_loop_and_reports_the_speed_up(benchmark, setup, masking):
     classifier, dataset, attributions = setup
     metric = Comprehensiveness(Comprehensiveness.Params(bins=BINS, masking=masking))
     data = MetricInput(attributions, {}, dataset, load_classifier=lambda: classifier, batch_size=32)
 
-    started = time.perf_counter()
-    expected = loop_comprehensiveness(classifier, attributions, masking)
-    loop_seconds = time.perf_counter() - started
-
-    output = benchmark.pedantic(lambda: metric.compute(data), rounds=3, iterations=1, warmup_rounds=1)
+    expected, loop_seconds = mean_seconds(lambda: loop_comprehensiveness(classifier, attributions, masking))
+    output = benchmark.pedantic(
+        lambda: metric.compute(data), rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP_ROUNDS
+    )
     engine_seconds = benchmark.stats.stats.mean
     np.testing.assert_allclose(output.values, expected, atol=1e-6)
     ratio = loop_seconds / engine_seconds
-    benchmark.extra_info.update(loop_seconds=loop_seconds, engine_seconds=engine_seconds, speedup=ratio)
+    benchmark.extra_info.update(
+        loop_seconds=loop_seconds, engine_seconds=engine_seconds, speedup=ratio, rounds=ROUNDS
+    )
     print(f"\n{masking}: loop {loop_seconds:.2f} s, engine {engine_seconds:.2f} s, speed-up {ratio:.1f}×")
-    assert ratio >= MINIMUM_SPEEDUP[masking], f"engine only {ratio:.1f}× faster than the per-example loop"
