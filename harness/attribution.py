@@ -63,7 +63,9 @@ class Attribution:
     explaining and reused by every metric (``None`` when unknown: the engine then computes them).
     ``labels`` is set by explainers that also output a discrete label per token (e.g. L2E's sequence
     labelling: -2 high negative, -1 low negative, 0 neutral, 1 low positive, 2 high positive); ``None``
-    for explainers that only score.
+    for explainers that only score. ``batch`` is the index (within the cell's examples) of the explainer
+    call that timed this example: ``seconds`` is that call's time divided by its size, so the examples of
+    one batch share one measurement.
     """
 
     example_id: str
@@ -80,6 +82,7 @@ class Attribution:
     seconds: float
     log_probabilities: list[float] | None = None
     labels: list[int] | None = None
+    batch: int | None = None
 
     def discretised_labels(self) -> list[int]:
         """``scores`` as L2E's labels (-2..2), by its heuristic h over the real tokens (special tokens
@@ -141,6 +144,7 @@ def attributions_from_batch(
     log_probabilities: torch.Tensor,
     seconds_per_example: float,
     labels: torch.Tensor | None = None,
+    batch: int | None = None,
 ) -> list[Attribution]:
     """Split a batch of explainer output into per-example attributions (padding dropped).
     ``log_probabilities`` (B, K) are the model's on the unperturbed batch; ``labels`` (B, L) the
@@ -171,6 +175,7 @@ def attributions_from_batch(
                 seconds=seconds_per_example,
                 log_probabilities=log_probabilities[row].tolist(),
                 labels=None if labels is None else labels[row, :length].tolist(),
+                batch=batch,
             )
         )
     return result

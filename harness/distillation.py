@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from harness.stats import Comparison, holm, paired_wilcoxon
+from harness.stats import Comparison, Sample, holm, paired_wilcoxon
 
-TEST = "Wilcoxon signed-rank, two-sided, student vs teacher, paired by example"
+TEST = "Wilcoxon signed-rank, two-sided, student vs teacher, paired by unit (example, or timed batch)"
 
 
 @dataclass(frozen=True)
@@ -51,40 +51,71 @@ class Pairing:
         return data
 
 
-def teacher_labels(fits: Iterable[dict], cells: Iterable[dict]) -> dict[str, str]:
-    """Student label → the label of its teacher's row in the run, for students whose teacher (same
-    name and parameters) the run also evaluated (``Store.fits`` and ``Store.cells`` rows)."""
-    rows = {(cell["explainer"], cell["explainer_params"]): cell["explainer_label"] for cell in cells}
-    labels = {}
-    for fit in fits:
-        teacher = json.loads(fit["teacher"] or "null")
-        if teacher is not None and (teacher["name"], teacher["params"]) in rows:
-            labels[fit["explainer_label"]] = rows[(teacher["name"], teacher["params"])]
-    return labels
+def teacher_ids(fits: Iterable[dict]) -> dict[str, tuple[str, str]]:
+    """Student identity → its teacher's identity and name (``Store.fits`` rows of students)."""
+    return {
+        fit["explainer_id"]: (fit["teacher_id"], json.loads(fit["teacher"])["name"])
+        for fit in fits
+        if fit.get("teacher_id") and fit.get("explainer_id")
+    }
 
 
 def pair_students(records: Iterable[dict], teachers: dict[str, str]) -> list[Pairing]:
-    """Pairings over report rows (``Store.report_rows``), ``teachers`` from ``teacher_labels``."""
-    values: dict[tuple[str, str, str, str, str], dict[tuple[int, str], float]] = defaultdict(dict)
+    """Pairings over report rows (``Store.report_rows``), ``teachers`` from ``teacher_ids``.
+
+    A student's column is paired with its teacher's row of the same column when the run evaluated the
+    teacher there. A metric that compares the student with its teacher under one protocol (the
+    teacher's value depends on the student, e.g. Δlog-odds with the number of masked words matched)
+    stores the teacher's value with each record (``reference_value``): that column is paired within
+    the student's cell."""
+    values: dict[tuple, dict] = defaultdict(dict)
+    units: dict[tuple, dict] = defaultdict(dict)
+    references: dict[tuple, dict] = defaultdict(dict)
     directions: dict[str, str] = {}
+    labels: dict[str, str] = {}
     for record in records:
-        key = (record["dataset"], record["model"], record["variant"], record["metric_label"])
-        value = record["value"]
-        values[(*key, record["explainer_label"])][(record["seed"], record["example_id"])] = (
-            float("nan") if value is None else value
+        cell = (
+            record["dataset_id"],
+            record["model_id"],
+            record["variant"],
+            record["metric_id"],
+            record["explainer_id"],
         )
-        directions[record["metric_label"]] = record["direction"]
+        key = (record["seed"], record["example_id"])
+        value, reference = record["value"], record.get("reference_value")
+        values[cell][key] = float("nan") if value is None else value
+        units[cell][key] = record["unit"]
+        if reference is not None:
+            references[cell][key] = reference
+        directions[record["metric_id"]] = record["direction"]
+        for part, label in (
+            ("dataset", "dataset"),
+            ("model", "model"),
+            ("explainer", "explainer_label"),
+            ("metric", "metric_label"),
+        ):
+            labels[record[f"{part}_id"]] = record[label]
     pairings = []
-    for (dataset, model, variant, metric, student), student_values in values.items():
-        teacher = teachers.get(student)
-        teacher_values = values.get((dataset, model, variant, metric, teacher)) if teacher else None
-        if teacher_values is None:
+    for cell, student_values in values.items():
+        dataset, model, variant, metric, student = cell
+        if student not in teachers:
+            continue
+        teacher, teacher_name = teachers[student]
+        student_sample = Sample.of(student_values, units[cell])
+        within = references.get(cell, {})
+        if any(np.isfinite(value) for value in within.values()):
+            teacher_sample = Sample.of(within, units[cell])  # the same cell's reference values
+        elif (dataset, model, variant, metric, teacher) in values:
+            teacher_cell = (dataset, model, variant, metric, teacher)
+            teacher_sample = Sample.of(values[teacher_cell], units[teacher_cell])
+        else:
             continue
         pairings.append(
             Pairing(
-                dataset, model, variant, metric, directions[metric], teacher, student,
-                _mean(teacher_values), _mean(student_values),
-                paired_wilcoxon(student_values, teacher_values),
+                labels[dataset], labels[model], variant, labels[metric], directions[metric],
+                labels.get(teacher, teacher_name), labels[student],
+                _mean(teacher_sample), _mean(student_sample),
+                paired_wilcoxon(student_sample, teacher_sample),
             )
         )  # fmt: skip
     corrected = holm([pairing.comparison for pairing in pairings])
@@ -94,6 +125,6 @@ def pair_students(records: Iterable[dict], teachers: dict[str, str]) -> list[Pai
     ]
 
 
-def _mean(values: dict) -> float | None:
-    finite = [value for value in values.values() if np.isfinite(value)]
+def _mean(sample: Sample) -> float | None:
+    finite = list(sample.finite().values())
     return float(np.mean(finite)) if finite else None

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from harness.stats import ALPHA, Comparison, holm, paired_wilcoxon
+from harness.stats import ALPHA, Comparison, Sample, holm, paired_wilcoxon
 from harness.suite import Expectation
 
-TEST = "Wilcoxon signed-rank, one-sided (above > below), paired by example"
+TEST = "Wilcoxon signed-rank, one-sided (above > below), paired by unit (example, or timed batch)"
 
 
 @dataclass(frozen=True)
@@ -57,33 +57,42 @@ class Verdict:
         return data
 
 
-Values = dict[tuple[int, str], float]  # (seed, example id) -> value
-
-
 def check_expectations(expectations: Sequence[Expectation], records: Iterable[dict]) -> list[Verdict]:
-    """Verdicts for every expectation over report rows (``Store.report_rows``)."""
-    cells: dict[tuple[str, str, str, str, str], Values] = defaultdict(dict)
-    metric_names: dict[str, str] = {}
-    explainer_names: dict[str, str] = {}
+    """Verdicts for every expectation over report rows (``Store.report_rows``). Cells are grouped by
+    identity (``*_id``); verdicts show labels."""
+    values: dict[tuple[str, str, str, str, str], dict] = defaultdict(dict)
+    units: dict[tuple[str, str, str, str, str], dict] = defaultdict(dict)
+    metric_names: dict[str, str] = {}  # metric id -> name
+    explainer_names: dict[str, tuple[str, str]] = {}  # explainer id -> (name, label)
+    labels: dict[str, str] = {}  # dataset, model, explainer and metric ids -> labels
     for record in records:
         key = (
-            record["dataset"],
-            record["model"],
+            record["dataset_id"],
+            record["model_id"],
             record["variant"],
-            record["explainer_label"],
-            record["metric_label"],
+            record["explainer_id"],
+            record["metric_id"],
         )
         value = record["value"]
-        cells[key][(record["seed"], record["example_id"])] = float("nan") if value is None else value
-        metric_names[record["metric_label"]] = record["metric"]
-        explainer_names[record["explainer_label"]] = record["explainer"]
+        values[key][(record["seed"], record["example_id"])] = float("nan") if value is None else value
+        units[key][(record["seed"], record["example_id"])] = record["unit"]
+        metric_names[record["metric_id"]] = record["metric"]
+        explainer_names[record["explainer_id"]] = (record["explainer"], record["explainer_label"])
+        for part, label in (
+            ("dataset", "dataset"),
+            ("model", "model"),
+            ("explainer", "explainer_label"),
+            ("metric", "metric_label"),
+        ):
+            labels[record[f"{part}_id"]] = record[label]
+    cells = {key: Sample.of(values[key], units[key]) for key in values}
 
     pending: list[tuple[Expectation, tuple, str, str]] = []  # expectation, fixed key parts, above, below
     for expectation in expectations:
-        labels = [label for label, name in metric_names.items() if name == expectation.metric]
+        metrics = [metric for metric, name in metric_names.items() if name == expectation.metric]
         groups: dict[tuple, set[str]] = defaultdict(set)  # everything but the axis -> values of the axis
         for dataset, model, variant, explainer, metric in cells:
-            if metric not in labels:
+            if metric not in metrics:
                 continue
             if expectation.axis == "variant":
                 groups[(dataset, model, "", explainer, metric)].add(variant)
@@ -103,16 +112,21 @@ def check_expectations(expectations: Sequence[Expectation], records: Iterable[di
         pending, holm(comparisons, ALPHA), means, strict=True
     ):
         dataset, model, variant, explainer, metric = fixed
+
+        def label(value: str) -> str:
+            return labels.get(value, value)
+
+        axis_label = (lambda value: value) if expectation.axis == "variant" else label
         verdicts.append(
             Verdict(
                 expectation.describe(),
-                dataset,
-                model,
+                label(dataset),
+                label(model),
                 variant,
-                explainer,
-                metric,
-                above,
-                below,
+                label(explainer) if explainer else "",
+                label(metric),
+                axis_label(above),
+                axis_label(below),
                 mean_above,
                 mean_below,
                 comparison,
@@ -122,14 +136,15 @@ def check_expectations(expectations: Sequence[Expectation], records: Iterable[di
 
 
 def _pairs(
-    expectation: Expectation, present: set[str], explainer_names: dict[str, str]
+    expectation: Expectation, present: set[str], explainer_names: dict[str, tuple[str, str]]
 ) -> list[tuple[str, str]]:
-    """The (above, below) axis values compared within one group of cells."""
+    """The (above, below) axis values compared within one group of cells (explainers by identity,
+    matched by the name or the label the expectation gives)."""
 
     def matching(value: str) -> list[str]:
         if expectation.axis == "variant":
             return [value] if value in present else []
-        return sorted(label for label in present if value in (label, explainer_names.get(label)))
+        return sorted(identity for identity in present if value in explainer_names.get(identity, ()))
 
     above, below = expectation.above_value, expectation.below_value
     if above == "*":
@@ -148,6 +163,6 @@ def _key(expectation: Expectation, fixed: tuple, value: str) -> tuple:
     return (dataset, model, variant, value, metric)
 
 
-def _mean(values: Values) -> float | None:
-    finite = [v for v in values.values() if np.isfinite(v)]
+def _mean(sample: Sample) -> float | None:
+    finite = list(sample.finite().values())
     return float(np.mean(finite)) if finite else None

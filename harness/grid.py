@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness.plugin import Params, Plugin
+from harness.plugin import Params, Plugin, canonical_variant
 from harness.registry import PluginInfo
 from harness.suite import LoadedSuite, Spec
 
@@ -20,23 +20,37 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def short_hash(value: Any) -> str:
+    """A short, stable name for a canonical value (identities, fingerprints)."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class PluginEntry:
-    """One plugin with one set of validated parameters, as it appears in the grid."""
+    """One plugin with one set of validated parameters, as it appears in the grid.
+
+    Two entries are the same entry exactly when their ``identity`` is equal: the plugin name, its
+    version, every validated parameter and the suite fields that change results (a dataset's ``split``
+    and ``sample``, a model's training dataset, a student's teacher). The ``label`` is for display only.
+    """
 
     kind: str
-    name: str
+    name: str = field(compare=False)
     cls: type[Plugin] = field(compare=False, repr=False)
     package: str = field(compare=False)
     package_version: str = field(compare=False)
     params: Params = field(compare=False, repr=False)
-    params_json: str  # every parameter, defaults included: what determines results
-    label: str  # the name with the parameters the suite set, for tables
+    params_json: str = field(compare=False)  # every parameter, defaults included: what determines results
+    label: str = field(compare=False)  # for tables; unique within its suite section
     spec: Spec = field(compare=False, repr=False)
-    train_on: PluginEntry | None = (
-        None  # models only: the dataset the model is trained on, if not the evaluated one
-    )
-    teacher: PluginEntry | None = None  # students only: the explainer they distil (see TeacherSpec)
+    train_on: PluginEntry | None = field(
+        default=None, compare=False
+    )  # models only: the dataset the model is trained on, if not the evaluated one
+    teacher: PluginEntry | None = field(
+        default=None, compare=False
+    )  # students only: the explainer they distil (see TeacherSpec)
+    variants: tuple[str, ...] = field(default=("default",), compare=False)  # models: canonical variants
+    identity_json: str = ""  # canonical JSON of ``identity``: what equality and hashing use
 
     @classmethod
     def create(
@@ -47,11 +61,14 @@ class PluginEntry:
         user_params: dict,
         train_on: PluginEntry | None = None,
         teacher: PluginEntry | None = None,
+        variants: tuple[str, ...] = ("default",),
     ) -> PluginEntry:
         label = spec.label.format(**user_params) if spec.label else _default_label(info.name, user_params)
+        if not spec.label:
+            label += _default_label_suffix(spec)
         if train_on is not None and not spec.label:
             label += f" trained on {train_on.label}"
-        return cls(
+        entry = cls(
             kind=info.kind,
             name=info.name,
             cls=info.cls,
@@ -63,7 +80,9 @@ class PluginEntry:
             spec=spec,
             train_on=train_on,
             teacher=teacher,
+            variants=variants,
         )
+        return replace(entry, identity_json=canonical_json(entry.identity))
 
     @property
     def params_dict(self) -> dict:
@@ -71,13 +90,36 @@ class PluginEntry:
 
     @property
     def identity(self) -> dict:
-        """What determines this plugin's results: name, plugin version, every parameter."""
+        """What determines this plugin's results: name, plugin version, every parameter, and the suite
+        fields that select what it works on (a dataset's split and sample)."""
         identity = {"name": self.name, "version": self.cls.version, "params": self.params_dict}
+        if self.kind == "dataset":
+            split, sample = getattr(self.spec, "split", "test"), getattr(self.spec, "sample", None)
+            identity["split"] = split
+            if sample is not None:
+                identity["sample"] = sample
         if self.train_on is not None:
             identity["train_on"] = self.train_on.identity
         if self.teacher is not None:
             identity["teacher"] = self.teacher.identity
         return identity
+
+    @property
+    def id(self) -> str:
+        """A short hash of the identity: what reports, expectations and pairings group and join by."""
+        return short_hash(self.identity)
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """For datasets: the loaded data (name and parameters), shared by entries that only select
+        another split or sample of it."""
+        return (self.name, self.params_json)
+
+
+def _default_label_suffix(spec: Spec) -> str:
+    """A dataset explained on another split than test says so in its default label."""
+    split = getattr(spec, "split", "test")
+    return "" if split == "test" else f" ({split})"
 
 
 def _default_label(name: str, user_params: dict) -> str:
@@ -114,18 +156,21 @@ class Cell:
         return (self.dataset, self.model, self.variant, self.explainer, self.seed)
 
     @property
+    def identity(self) -> dict:
+        """Everything that determines the cell's values (the examples and ``--limit`` aside, which the
+        store records next to it): comparable across runs."""
+        return {
+            "dataset": self.dataset.identity,
+            "model": self.model.identity,
+            "variant": self.variant,
+            "explainer": self.explainer.identity,
+            "metric": self.metric.identity,
+            "seed": self.seed,
+        }
+
+    @property
     def id(self) -> str:
-        parts = [
-            self.dataset.identity,
-            self.dataset.spec.split,
-            self.dataset.spec.sample,
-            self.model.identity,
-            self.variant,
-            self.explainer.identity,
-            self.metric.identity,
-            self.seed,
-        ]
-        return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
+        return short_hash(self.identity)
 
     @property
     def reference(self) -> Cell | None:
@@ -133,7 +178,7 @@ class Cell:
         variants: same dataset, model, explainer and seed on the reference variant. Comparing with the
         teacher: same dataset, model, variant and seed, explained by the teacher."""
         if self.metric.cls.compares == "variant":
-            return replace(self, variant=self.metric.params.reference)
+            return replace(self, variant=canonical_variant(self.metric.params.reference))
         if self.metric.cls.compares == "teacher" and self.explainer.teacher is not None:
             return replace(self, explainer=self.explainer.teacher)
         return None
@@ -164,7 +209,7 @@ def expand(loaded: LoadedSuite) -> list[Cell]:
     for dataset in entries["datasets"]:
         for model in entries["models"]:
             for seed in loaded.suite.seeds:
-                for variant in model.spec.variants:
+                for variant in model.variants:
                     for explainer in entries["explainers"]:
                         for metric in entries["metrics"]:
                             cell = Cell(dataset, model, variant, explainer, metric, seed)

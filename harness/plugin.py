@@ -52,6 +52,12 @@ class Plugin:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    @classmethod
+    def runs_remote_code(cls, params: Params) -> bool:
+        """Whether these parameters make the plugin run code it downloads (e.g. ``trust_remote_code``
+        of a hub model). A suite that does so runs only with ``bench run --allow-remote-code``."""
+        return bool(getattr(params, "trust_remote_code", False))
+
 
 class Dataset(Plugin, ABC):
     """A dataset plugin: ``load`` returns the dataset with its splits."""
@@ -63,6 +69,12 @@ class Dataset(Plugin, ABC):
 
 
 VARIANT_PATTERN = r"^(default|untrained|init:[1-9][0-9]*)$"
+
+
+def canonical_variant(variant: str) -> str:
+    """The one name of a model variant: ``init:1`` is the default model (the first initialisation and
+    training seed), so it is ``default`` everywhere a variant is grouped, cached or compared."""
+    return "default" if variant == "init:1" else variant
 
 
 class Model(Plugin, ABC):
@@ -81,6 +93,7 @@ class Model(Plugin, ABC):
 
     @classmethod
     def builds_variant(cls, variant: str) -> bool:
+        variant = canonical_variant(variant)
         return variant in cls.variants or (variant.startswith("init:") and "init:N" in cls.variants)
 
     @abstractmethod
@@ -231,11 +244,27 @@ class MetricInput:
 
 @dataclass
 class MetricOutput:
-    """Per-example values and, for curve metrics, the curve behind each value (for example
-    ``{"x": [fractions removed], "y": [probabilities]}``), stored alongside the records."""
+    """What a metric returns for one cell.
+
+    - ``values``: one value per attribution, in order; NaN where the metric is undefined for that example.
+    - ``curves``: for curve metrics, the curve behind each value (for example
+      ``{"x": [fractions removed], "y": [probabilities]}``), stored alongside the records.
+    - ``units``: the independent measurement each value belongs to, when values are not independent per
+      example (``runtime`` is measured once per explained batch: every example of a batch gets the batch's
+      unit, e.g. ``"batch 3"``). Statistics resample and pair units, not examples. ``None``: each example
+      is its own unit (its seeds are still one unit).
+    - ``reference_values``: for a metric comparing two cells (``compares``), the reference's value per
+      example under the same protocol when it depends on the pair (e.g. the teacher's Δlog-odds with the
+      number of words matched to the student's); the report compares the two.
+    - ``notes``: statements about the whole cell a reader needs, above all why values are undefined (e.g.
+      "normaliser is negative: ..."); stored with the cell and shown by the report.
+    """
 
     values: Sequence[float]
     curves: Sequence[dict[str, list[float]]] | None = None
+    units: Sequence[str] | None = None
+    reference_values: Sequence[float] | None = None
+    notes: Sequence[str] = ()
 
 
 class Metric(Plugin, ABC):

@@ -14,13 +14,25 @@ from dataclasses import dataclass, field
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harness.distillation import TEST as PAIRING_TEST
-from harness.distillation import Pairing, pair_students, teacher_labels
+from harness.distillation import Pairing, pair_students, teacher_ids
 from harness.expectations import TEST as EXPECTATION_TEST
 from harness.expectations import Verdict, check_expectations
-from harness.stats import ALPHA, CORRECTION, TEST_NAME, Comparison, Summary, holm, paired_wilcoxon, summarize
+from harness.stats import (
+    ALPHA,
+    CORRECTION,
+    TEST_NAME,
+    Comparison,
+    Sample,
+    Summary,
+    holm,
+    paired_wilcoxon,
+    summarize,
+)
 from harness.store import Store
 from harness.suite import Suite, with_profile
 
@@ -29,15 +41,21 @@ ARROWS = {"higher": "↑", "lower": "↓"}
 
 @dataclass(frozen=True)
 class Column:
-    dataset: str
-    model: str
+    """A column of a family table: one (dataset, model, variant, metric), grouped by identity; the
+    labels are for display."""
+
+    dataset_id: str
+    model_id: str
     variant: str
-    metric: str
+    metric_id: str
     direction: str
+    dataset: str = field(compare=False)
+    model: str = field(compare=False)
+    metric: str = field(compare=False)
 
     @property
     def model_label(self) -> str:
-        return self.model if self.variant == "default" else f"{self.model}[{self.variant}]"
+        return model_label(self.model, self.variant)
 
     def as_dict(self) -> dict:
         return {
@@ -46,20 +64,37 @@ class Column:
             "variant": self.variant,
             "metric": self.metric,
             "direction": self.direction,
+            "dataset_id": self.dataset_id,
+            "model_id": self.model_id,
+            "metric_id": self.metric_id,
         }
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of a family table: one explainer with its parameters (by identity), shown by its label."""
+
+    id: str
+    label: str = field(compare=False)
+
+
+def model_label(model: str, variant: str) -> str:
+    return model if variant == "default" else f"{model}[{variant}]"
 
 
 @dataclass
 class FamilyTable:
     family: str
     columns: list[Column]
-    rows: list[str]
-    cells: dict[tuple[str, Column], Summary]
-    best: set[tuple[str, Column]] = field(default_factory=set)
-    # each non-best cell against its column's best, paired by example, Holm-corrected over the table
-    comparisons: dict[tuple[str, Column], Comparison] = field(default_factory=dict)
+    rows: list[Row]
+    cells: dict[tuple[Row, Column], Summary]
+    best: set[tuple[Row, Column]] = field(default_factory=set)
+    # each non-best cell against its column's best, paired by unit, Holm-corrected over the table
+    comparisons: dict[tuple[Row, Column], Comparison] = field(default_factory=dict)
+    # where and when the timings of a cost table were measured: (row, column) -> {host, device, measured_at}
+    timings: dict[tuple[Row, Column], list[dict]] = field(default_factory=dict)
 
-    def significant(self, row: str, column: Column) -> bool:
+    def significant(self, row: Row, column: Column) -> bool:
         comparison = self.comparisons.get((row, column))
         return comparison is not None and comparison.significant
 
@@ -73,60 +108,96 @@ class Report:
     verdicts: list[Verdict] = field(default_factory=list)
     fits: list[dict] = field(default_factory=list)  # explainers' training cost (Store.fits)
     pairings: list[Pairing] = field(default_factory=list)  # students vs their teachers
+    notes: list[dict] = field(default_factory=list)  # metrics' statements about cells (why undefined...)
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
     def build(cls, store: Store, run_id: str) -> Report:
-        values: dict[str, dict[tuple[str, Column], dict]] = defaultdict(lambda: defaultdict(dict))
-        row_order: dict[str, list[str]] = defaultdict(list)
+        values: dict[str, dict[tuple[Row, Column], dict]] = defaultdict(lambda: defaultdict(dict))
+        units: dict[str, dict[tuple[Row, Column], dict]] = defaultdict(lambda: defaultdict(dict))
+        row_order: dict[str, list[Row]] = defaultdict(list)
         column_order: dict[str, list[Column]] = defaultdict(list)
         records = store.report_rows(run_id)
         for record in records:
             column = Column(
-                record["dataset"],
-                record["model"],
-                record["variant"],
-                record["metric_label"],
-                record["direction"],
-            )
+                record["dataset_id"], record["model_id"], record["variant"], record["metric_id"],
+                record["direction"], record["dataset"], record["model"], record["metric_label"],
+            )  # fmt: skip
+            row = Row(record["explainer_id"], record["explainer_label"])
             family = record["family"]
-            if record["explainer_label"] not in row_order[family]:
-                row_order[family].append(record["explainer_label"])
+            if row not in row_order[family]:
+                row_order[family].append(row)
             if column not in column_order[family]:
                 column_order[family].append(column)
+            key = (record["seed"], record["example_id"])
             value = record["value"]
-            values[family][(record["explainer_label"], column)][(record["seed"], record["example_id"])] = (
-                float("nan") if value is None else value
-            )
+            values[family][(row, column)][key] = float("nan") if value is None else value
+            units[family][(row, column)][key] = record["unit"]
+        cells = store.cells(run_id)
+        run = store.run(run_id)
         tables = []
         for family in sorted(values):
-            cells = {key: summarize(list(vals.values())) for key, vals in values[family].items()}
-            table = FamilyTable(family, column_order[family], row_order[family], cells)
+            samples = {
+                cell: Sample.of(cell_values, units[family][cell])
+                for cell, cell_values in values[family].items()
+            }
+            summaries = {cell: summarize(sample) for cell, sample in samples.items()}
+            table = FamilyTable(family, column_order[family], row_order[family], summaries)
             for column in table.columns:
                 means = {
-                    row: cells[(row, column)].mean
+                    row: summaries[(row, column)].mean
                     for row in table.rows
-                    if (row, column) in cells and cells[(row, column)].mean is not None
+                    if (row, column) in summaries and summaries[(row, column)].mean is not None
                 }
                 if len(means) > 1:
                     target = (max if column.direction == "higher" else min)(means.values())
                     table.best |= {(row, column) for row, mean in means.items() if mean == target}
-            table.comparisons = compare_with_best(table, values[family])
+            table.comparisons = compare_with_best(table, samples)
             tables.append(table)
-        cells = store.cells(run_id)
+        _attach_timings(tables, cells)
         failed = [cell for cell in cells if cell["status"] == "failed"]
-        run = store.run(run_id)
         expectations = stored_expectations(run["suite_text"], run["options"].get("profile"))
         verdicts = check_expectations(expectations, records)
         fits = store.fits(run_id)
-        pairings = pair_students(records, teacher_labels(fits, cells))
+        pairings = pair_students(records, teacher_ids(fits))
         models = with_shared_predictions(store.models(run_id))
-        return cls(run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings)
+        notes = [cell for cell in cells if cell["status"] == "done" and cell["notes"]]
+        return cls(
+            run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings, notes
+        )
 
     # -- rendering ------------------------------------------------------------------------------
-    def _cell(self, table: FamilyTable, row: str, column: Column) -> str:
+    def _cell(self, table: FamilyTable, row: Row, column: Column) -> str:
         text = _cell_text(table.cells.get((row, column)))
-        return text + (" †" if table.significant(row, column) else "")
+        text += " †" if table.significant(row, column) else ""
+        return text + (" ‡" if self._timed_elsewhere(table, row, column) else "")
+
+    def _timed_elsewhere(self, table: FamilyTable, row: Row, column: Column) -> bool:
+        """A cost cell whose timings were measured on another host or device than this run's."""
+        here = (self.run.get("host"), self.run.get("device"))
+        return any((t.get("host"), t.get("device")) != here for t in table.timings.get((row, column), []))
+
+    def _timing_lines(self, table: FamilyTable) -> list[str]:
+        """Where and when a cost table's timings were measured (timings are cached with attributions, so
+        a warm run shows the seconds of the run that computed them)."""
+        places: dict[tuple, list[str]] = defaultdict(list)
+        for timings in table.timings.values():
+            for timing in timings:
+                place = (timing.get("host"), timing.get("device"))
+                places[place].append(timing.get("measured_at") or "?")
+        lines = []
+        for (host, device), stamps in sorted(places.items(), key=lambda item: str(item[0])):
+            elsewhere = (host, device) != (self.run.get("host"), self.run.get("device"))
+            lines.append(
+                f"{'‡ ' if elsewhere else ''}timings measured on host {host}, device {device}, "
+                f"{min(stamps)} to {max(stamps)}"
+                + (
+                    " (another host or device than this run's: not comparable with its other timings)"
+                    if elsewhere
+                    else ""
+                )
+            )
+        return lines
 
     def to_json(self) -> dict:
         run = {
@@ -142,6 +213,8 @@ class Report:
                 "device",
                 "git_revision",
                 "versions",
+                "options",
+                "host",
             )
         }
         return {
@@ -181,12 +254,28 @@ class Report:
                 "alpha": ALPHA,
                 "pairings": [pairing.as_dict() for pairing in self.pairings],
             },
+            "notes": [
+                {
+                    key: cell[key]
+                    for key in (
+                        "dataset",
+                        "model",
+                        "variant",
+                        "explainer_label",
+                        "metric_label",
+                        "seed",
+                        "notes",
+                    )
+                }
+                for cell in self.notes
+            ],
             "tables": [
                 {
                     "family": table.family,
                     "statistics": {
                         "center": "mean over examples",
-                        "interval": "95% percentile bootstrap, 2000 resamples",
+                        "interval": "95% percentile bootstrap over units (examples, or timed batches), 2000 resamples",
+                        "n": "defined values; n_undefined values were NaN or infinite and are left out, counted",
                         "best": "per column, by the metric's direction",
                         "test": TEST_NAME + ", each cell against its column's best",
                         "correction": CORRECTION,
@@ -194,9 +283,11 @@ class Report:
                         "comparisons": len(table.comparisons),
                     },
                     "columns": [column.as_dict() for column in table.columns],
+                    "timings": _timings_json(table) if table.timings else None,
                     "rows": [
                         {
-                            "explainer": row,
+                            "explainer": row.label,
+                            "explainer_id": row.id,
                             "cells": [
                                 {
                                     **table.cells[(row, column)].as_dict(),
@@ -250,6 +341,8 @@ class Report:
                 "ci_low",
                 "ci_high",
                 "n",
+                "n_undefined",
+                "n_units",
                 "best",
                 "p_vs_best",
                 "p_adjusted",
@@ -271,11 +364,13 @@ class Report:
                             column.variant,
                             column.metric,
                             column.direction,
-                            row,
+                            row.label,
                             summary.mean,
                             summary.ci_low,
                             summary.ci_high,
                             summary.n,
+                            summary.n_undefined,
+                            summary.n_units,
                             (row, column) in table.best,
                             None if comparison is None else comparison.p_value,
                             None if comparison is None else comparison.p_adjusted,
@@ -295,15 +390,16 @@ class Report:
             headers = ["explainer"] + [
                 f"{c.dataset} · {c.model_label} · {c.metric} {ARROWS[c.direction]}" for c in table.columns
             ]
-            lines.append("| " + " | ".join(headers) + " |")
+            lines.append(_markdown_row(headers))
             lines.append("|" + "---|" * len(headers))
             for row in table.rows:
                 cells = []
                 for column in table.columns:
                     text = self._cell(table, row, column)
                     cells.append(f"**{text}**" if (row, column) in table.best else text)
-                lines.append("| " + " | ".join([row, *cells]) + " |")
+                lines.append(_markdown_row([row.label, *cells]))
             lines += ["", _significance_line(table)]
+            lines += [f"- {_markdown_text(line)}" for line in self._timing_lines(table)]
         if self.verdicts:
             rows = [_verdict_cells(verdict) for verdict in self.verdicts]
             lines += _markdown_section("expected orders", VERDICT_HEADERS, rows, _verdict_line(self.verdicts))
@@ -314,7 +410,10 @@ class Report:
             )
         if self.fits:
             lines += ["", "## explainer training (not counted in runtime)", ""]
-            lines += [f"- {_fit_line(fit)}" for fit in self.fits]
+            lines += [f"- {_markdown_text(_fit_line(fit))}" for fit in self.fits]
+        if self.notes:
+            lines += ["", "## notes on cells", ""]
+            lines += [f"- {_markdown_text(line)}" for line in _note_lines(self.notes)]
         lines += ["", _legend()]
         lines += self._failure_lines()
         return "\n".join(lines) + "\n"
@@ -322,27 +421,32 @@ class Report:
     def print(self, console: Console) -> None:
         run = self.run
         console.print(
-            f"[bold]{run['suite']}[/] (version {run['suite_version']}) — run {run['run_id']} "
-            f"[dim]({run['status']}, device {run['device']})[/]"
+            f"[bold]{escape(run['suite'])}[/] (version {escape(run['suite_version'])}) — run "
+            f"{escape(run['run_id'])} [dim]({escape(run['status'])}, device {escape(str(run['device']))})[/]"
         )
         for line in self._model_lines(markdown=False):
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
         for table in self.tables:
-            rich_table = Table(title=f"{table.family}", title_justify="left", title_style="bold")
+            rich_table = Table(title=escape(table.family), title_justify="left", title_style="bold")
             rich_table.add_column("explainer", style="bold")
             for column in table.columns:
                 rich_table.add_column(
-                    f"{column.dataset} · {column.model_label}\n{column.metric} {ARROWS[column.direction]}",
+                    Text(
+                        f"{column.dataset} · {column.model_label}\n{column.metric} {ARROWS[column.direction]}"
+                    ),
                     justify="right",
                 )
             for row in table.rows:
                 cells = []
                 for column in table.columns:
                     text = self._cell(table, row, column)
-                    cells.append(f"[bold green]{text} ★[/]" if (row, column) in table.best else text)
-                rich_table.add_row(row, *cells)
+                    best = (row, column) in table.best
+                    cells.append(Text(f"{text} ★", style="bold green") if best else Text(text))
+                rich_table.add_row(Text(row.label), *cells)
             console.print(rich_table)
-            console.print(_significance_line(table), style="dim", highlight=False)
+            console.print(_significance_line(table), style="dim", highlight=False, markup=False)
+            for line in self._timing_lines(table):
+                console.print(line, style="dim", highlight=False, markup=False)
         if self.verdicts:
             rows = [_verdict_cells(verdict) for verdict in self.verdicts]
             styles = ["green" if verdict.holds else "yellow" for verdict in self.verdicts]
@@ -361,8 +465,12 @@ class Report:
         if self.fits:
             console.print("[bold]explainer training[/] (not counted in runtime)")
             for fit in self.fits:
-                console.print(f"  {_fit_line(fit)}", highlight=False)
-        console.print(_legend().replace("**bold**", "★"), style="dim", highlight=False)
+                console.print(f"  {_fit_line(fit)}", highlight=False, markup=False)
+        if self.notes:
+            console.print("[bold]notes on cells[/]")
+            for line in _note_lines(self.notes):
+                console.print(f"  {line}", style="yellow", highlight=False, markup=False)
+        console.print(_legend().replace("**bold**", "★"), style="dim", highlight=False, markup=False)
         for line in self._failure_lines():
             console.print(line, style="red", highlight=False, markup=False)
 
@@ -388,10 +496,7 @@ class Report:
             return []
         lines = ["", f"{len(self.failed)} cell(s) failed:"]
         for cell in self.failed:
-            lines.append(
-                f"- {cell['dataset']} × {cell['model']} × {cell['explainer_label']} × {cell['metric_label']}"
-                f" × seed {cell['seed']}: {cell['error']}"
-            )
+            lines.append(f"- {_cell_name(cell)}: {cell['error']}")
         return lines
 
 
@@ -406,10 +511,10 @@ def stored_expectations(suite_text: str, profile: str | None = None) -> list:
 
 def with_shared_predictions(models: list[dict]) -> list[dict]:
     """Each variant's fraction of test predictions equal to those of the first initialisation of the
-    same model (``init:1``, or ``default``, which is the same model), as Zafar et al.'s Table 6."""
+    same model (``default``, which is ``init:1``), as Zafar et al.'s Table 6."""
 
     def identity(model: dict) -> tuple:
-        return (model["dataset"], model["model"], model["model_params"], model["seed"])
+        return (model["dataset_id"], model["model_id"], model["seed"])
 
     by_identity = defaultdict(dict)
     for model in models:
@@ -417,7 +522,7 @@ def with_shared_predictions(models: list[dict]) -> list[dict]:
     result = []
     for model in models:
         variants = by_identity[identity(model)]
-        anchor_name = "init:1" if "init:1" in variants else "default"
+        anchor_name = "default"
         anchor = variants.get(anchor_name)
         shared = None
         if (
@@ -488,7 +593,7 @@ PAIRING_HEADERS = [
 
 def _pairing_cells(pairing: Pairing) -> list[str]:
     comparison = pairing.comparison
-    model = pairing.model if pairing.variant == "default" else f"{pairing.model}[{pairing.variant}]"
+    model = model_label(pairing.model, pairing.variant)
     return [
         pairing.dataset,
         model,
@@ -511,6 +616,53 @@ def _pairing_line(pairings: list[Pairing]) -> str:
     )
 
 
+def _cell_name(cell: dict) -> str:
+    return (
+        f"{cell['dataset']} × {model_label(cell['model'], cell['variant'])} × {cell['explainer_label']} × "
+        f"{cell['metric_label']} × seed {cell['seed']}"
+    )
+
+
+def _note_lines(cells: list[dict]) -> list[str]:
+    return [f"{_cell_name(cell)}: {note}" for cell in cells for note in cell["notes"]]
+
+
+def _attach_timings(tables: list[FamilyTable], cells: list[dict]) -> None:
+    """Give each cost table the host, device and time at which its cells' timings were measured."""
+    by_identity = defaultdict(list)
+    for cell in cells:
+        if cell["status"] == "done" and cell.get("timing") and cell["family"] == "cost":
+            key = (
+                cell["explainer_id"],
+                cell["dataset_id"],
+                cell["model_id"],
+                cell["variant"],
+                cell["metric_id"],
+            )
+            by_identity[key].append(cell["timing"])
+    for table in tables:
+        for row, column in table.cells:
+            key = (row.id, column.dataset_id, column.model_id, column.variant, column.metric_id)
+            if key in by_identity:
+                table.timings[(row, column)] = by_identity[key]
+
+
+def _timings_json(table: FamilyTable) -> list[dict]:
+    return [
+        {"explainer": row.label, "column": column.as_dict(), "measured": timings}
+        for (row, column), timings in table.timings.items()
+    ]
+
+
+def _markdown_text(text: str) -> str:
+    """A user-derived string inside Markdown: a ``|`` would end a table cell."""
+    return str(text).replace("|", "\\|")
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(_markdown_text(cell) for cell in cells) + " |"
+
+
 def _fit_line(fit: dict) -> str:
     variant = "" if fit["variant"] == "default" else f"[{fit['variant']}]"
     facts = ", ".join(
@@ -531,8 +683,8 @@ def _verdict_line(verdicts: list[Verdict]) -> str:
 
 
 def _markdown_section(title: str, headers: list[str], rows: list[list[str]], footer: str) -> list[str]:
-    lines = ["", f"## {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["", f"## {title}", "", _markdown_row(headers), "|" + "---|" * len(headers)]
+    lines += [_markdown_row(row) for row in rows]
     return [*lines, "", footer]
 
 
@@ -544,9 +696,9 @@ def _print_section(
     for header in headers:
         table.add_column(header, justify="right" if header in ("n", "p (Holm)") else "left")
     for row, style in zip(rows, styles, strict=True):
-        table.add_row(*row[:-1], f"[{style}]{row[-1]}[/]" if style else row[-1])
+        table.add_row(*(Text(cell) for cell in row[:-1]), Text(row[-1], style=style or ""))
     console.print(table)
-    console.print(footer, style="dim", highlight=False)
+    console.print(footer, style="dim", highlight=False, markup=False)
 
 
 def _number(value: float) -> str:
@@ -554,14 +706,19 @@ def _number(value: float) -> str:
 
 
 def _cell_text(summary: Summary | None) -> str:
-    if summary is None or summary.mean is None:
+    if summary is None:
         return "—"
+    undefined = f" ({summary.n_undefined} undefined)" if summary.n_undefined else ""
+    if summary.mean is None:
+        return f"— n=0{undefined}"
     interval = "" if summary.ci_low is None else f" [{_number(summary.ci_low)}, {_number(summary.ci_high)}]"
-    return f"{_number(summary.mean)}{interval} n={summary.n}"
+    units = f", {summary.n_units} units" if summary.n_units and summary.n_units != summary.n else ""
+    return f"{_number(summary.mean)}{interval} n={summary.n}{units}{undefined}"
 
 
-def compare_with_best(table: FamilyTable, values: dict[tuple[str, Column], dict]) -> dict:
-    """Each cell against its column's best cell, paired by (seed, example), Holm-corrected together."""
+def compare_with_best(table: FamilyTable, values: dict[tuple[Row, Column], Sample]) -> dict:
+    """Each cell against its column's best cell, paired by unit (example, or timed batch),
+    Holm-corrected together."""
     keys, comparisons = [], []
     for column in table.columns:
         best = next((row for row in table.rows if (row, column) in table.best), None)
@@ -587,8 +744,9 @@ def _significance_line(table: FamilyTable) -> str:
 
 def _legend() -> str:
     return (
-        "Cells: mean over examples [95 % bootstrap interval] n=examples; ↑/↓ higher/lower is better; "
-        "the best of each column in **bold**."
+        "Cells: mean over examples [95 % bootstrap interval over units] n=defined values (units: independent "
+        "measurements, when fewer; undefined: NaN or infinite values, left out); ↑/↓ higher/lower is better; "
+        "the best of each column in **bold**; ‡ timed on another host or device than this run."
     )
 
 

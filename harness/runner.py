@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -33,15 +34,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness import __version__
+from harness import __version__, keys
 from harness.attribution import Attribution, aggregate_words, attributions_from_batch
-from harness.cache import Cache, cache_key, default_cache_dir, library_versions
+from harness.cache import Cache, default_cache_dir
 from harness.classifier import Classifier
 from harness.data import Example, TextDataset, fingerprint_examples
 from harness.errors import BenchError, PluginError
 from harness.grid import Cell, PluginEntry, expand
 from harness.plugin import FitContext, LabelledScores, MetricInput, MetricOutput
-from harness.store import Store
+from harness.store import CellProvenance, Store
 from harness.suite import LoadedSuite
 
 log = logging.getLogger("bench.run")
@@ -56,6 +57,7 @@ class RunOptions:
     limit: int | None = None  # examples per dataset
     resume: bool = True  # continue the latest interrupted run of the same suite and options
     progress: bool = True
+    allow_remote_code: bool = False  # --allow-remote-code: the suite may run code downloaded with models
 
 
 @dataclass
@@ -75,6 +77,13 @@ def resolve_device(requested: str) -> torch.device:
             "device: 'cuda' was requested but CUDA is not available here; use --device cpu or auto"
         )
     return torch.device(requested)
+
+
+def device_name(device: torch.device) -> str:
+    """The device as keys and timings record it: ``cpu``, or ``cuda:<GPU name>``."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
 
 
 def seed_everything(seed: int) -> None:
@@ -98,6 +107,38 @@ def git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return revision.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _resume_mismatch(stored: dict, device: str, versions: dict, options: dict) -> str | None:
+    """Why an interrupted run cannot be continued by this one (None when it can): a run is measured on
+    one device with one set of versions and options, never half on one and half on another."""
+    if stored.get("device") != device:
+        return f"it ran on {stored.get('device')}, this run is on {device}"
+    old = stored.get("versions") or {}
+    changed = sorted(
+        name for name in set(old) | set(versions) if name != "plugins" and old.get(name) != versions.get(name)
+    )
+    plugins_old, plugins_new = old.get("plugins") or {}, versions.get("plugins") or {}
+    changed += sorted(
+        f"plugin {name}"
+        for name in set(plugins_old) | set(plugins_new)
+        if plugins_old.get(name) != plugins_new.get(name)
+    )
+    if changed:
+        name = changed[0]
+        key = name.removeprefix("plugin ")
+        before, after = (
+            (plugins_old.get(key), plugins_new.get(key))
+            if name.startswith("plugin ")
+            else (old.get(name), versions.get(name))
+        )
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        return f"{name} changed from {before} to {after}{more}"
+    stored_options = stored.get("options") or {}
+    for option, value in options.items():
+        if stored_options.get(option) != value:
+            return f"option {option} was {stored_options.get(option)!r}, now {value!r}"
+    return None
 
 
 def describe_error(error: BaseException) -> str:
@@ -139,17 +180,25 @@ class ModelHandle:
 
     key: str
     load: Callable[[], Classifier]
+    facts: dict = field(default_factory=dict)  # test accuracy and predictions, training report
+
+
+# Cached attributions are stored as {"schema": ATTRIBUTIONS_SCHEMA, "timing": ..., "attributions": [...]};
+# an entry of another schema (or unreadable) is recomputed, never a failed cell.
+ATTRIBUTIONS_SCHEMA = 2
 
 
 @dataclass
 class Explained:
-    """One explanation of the grid: the examples, the model and the attributions with their cache key."""
+    """One explanation of the grid: the examples, the model and the attributions with their cache key,
+    and where and when their timings were measured (``timing``: host, device, measured_at)."""
 
     dataset: TextDataset
     examples: list[Example]
     model: ModelHandle
     attributions: list[Attribution]
     key: str
+    timing: dict = field(default_factory=dict)
 
     def metric_input(self, batch_size: int) -> MetricInput:
         return MetricInput(
@@ -167,10 +216,12 @@ class Runner:
         self.suite = loaded.suite
         self.options = options
         self.console = console or Console(stderr=True)
+        loaded.check_remote_code(options.allow_remote_code)
         self.store = Store(options.results_dir)
         self.cache = Cache(options.cache_dir or default_cache_dir(), read=options.use_cache)
         self.device = resolve_device(options.device or self.suite.device)
-        self.libraries = library_versions()
+        self.device_name = device_name(self.device)
+        self.libraries = keys.environment()["libraries"]
         self._training_datasets: dict[PluginEntry, TextDataset] = {}
 
     # -- the run --------------------------------------------------------------------------------
@@ -194,6 +245,25 @@ class Runner:
             logging.getLogger("bench").removeHandler(handler)
             handler.close()
 
+    def _versions(self) -> dict:
+        """Python, the harness, its code paths, the numeric libraries, every plugin package and every
+        plugin class version the suite uses: a resumed run must match all of them."""
+        versions = {
+            "bench": __version__,
+            "python": ".".join(map(str, sys.version_info[:3])),
+            **self.libraries,
+            "code": keys.CODE_VERSIONS,
+        }
+        plugins = {}
+        for section in self.loaded.entries.values():
+            for entry in section:
+                versions[entry.package] = entry.package_version
+                for plugin in (entry, entry.teacher, entry.train_on):
+                    if plugin is not None:
+                        plugins[f"{plugin.kind}:{plugin.name}"] = plugin.cls.version
+        versions["plugins"] = dict(sorted(plugins.items()))
+        return versions
+
     def _start_run(self) -> tuple[str, bool]:
         options = {
             "limit": self.options.limit,
@@ -201,29 +271,32 @@ class Runner:
             "cache_dir": str(self.cache.root),
             "device": self.options.device,
             "profile": self.suite.profile,
+            "batch_size": self.suite.batch_size,
         }
+        versions = self._versions()
         if self.options.resume:
             candidate = self.store.resumable_run(self.loaded.hash)
-            if candidate and self.store.run(candidate)["options"].get("limit") == self.options.limit:
-                self.store.claim_run(candidate, str(self.device))
-                return candidate, True
+            if candidate:
+                stored = self.store.run(candidate)
+                reason = _resume_mismatch(stored, self.device_name, versions, options)
+                if reason is None:
+                    self.store.claim_run(candidate, self.device_name)
+                    return candidate, True
+                self.console.print(
+                    f"not resuming run {candidate}: {reason}; starting a new run",
+                    highlight=False,
+                    markup=False,
+                )
+                log.warning("not resuming run %s: %s", candidate, reason)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{self.suite.name}-{secrets.token_hex(3)}"
-        versions = {
-            "bench": __version__,
-            "python": ".".join(map(str, sys.version_info[:3])),
-            **self.libraries,
-        }
-        for section in self.loaded.entries.values():
-            for entry in section:
-                versions[entry.package] = entry.package_version
         self.store.create_run(
             run_id,
             self.suite,
             self.loaded.hash,
             self.loaded.path,
             self.loaded.text,
-            str(self.device),
+            self.device_name,
             git_revision(),
             versions,
             options,
@@ -246,9 +319,11 @@ class Runner:
             by_explanation[cell.explanation].append(cell)
         # Explanations that other cells compare with stay in memory for the whole run.
         self._referenced = {cell.reference.explanation for cell in pending if cell.reference is not None}
+        self._sources: dict[tuple, _Once] = {}  # loaded datasets, shared by entries of other splits/samples
         self._datasets: dict[PluginEntry, _Once] = {}
         self._models: dict[tuple, _Once] = {}
         self._explanations: dict[tuple, _Once] = {}
+        self._recorded_models: set[tuple] = set()
         columns = [
             TextColumn("{task.description}"),
             BarColumn(),
@@ -285,31 +360,61 @@ class Runner:
     def _explanation(self, run_id: str, cell: Cell, progress: Progress, task) -> Explained:
         """The attributions of a cell's explanation (dataset, model, variant, explainer, seed), computed
         or read from the cache once per run; raises ``StageFailed`` when a stage fails."""
+        if cell.dataset.source not in self._sources:
+            self._sources[cell.dataset.source] = _Once(
+                lambda entry=cell.dataset: entry.cls(entry.params).load()
+            )
         if cell.dataset not in self._datasets:
-            self._datasets[cell.dataset] = _Once(lambda entry=cell.dataset: self._load_dataset(entry))
+            self._datasets[cell.dataset] = _Once(
+                lambda entry=cell.dataset, load=self._sources[cell.dataset.source]: self._select(
+                    entry, load()
+                )
+            )
         load_data = self._datasets[cell.dataset]
-        model_id = (cell.dataset, cell.model, cell.variant, cell.seed)
+        model_id = (cell.dataset.source, cell.model, cell.variant, cell.seed)
         if model_id not in self._models:
-            self._models[model_id] = _Once(lambda: self._model(run_id, load_data(), *model_id))
+            self._models[model_id] = _Once(
+                lambda: self._model(load_data(), cell.dataset, cell.model, cell.variant, cell.seed)
+            )
         if cell.explanation not in self._explanations:
 
             def explain() -> Explained:
                 dataset, examples = load_data()
                 model = self._models[model_id]()
-                attributions, key = self._attributions(run_id, cell, dataset, examples, model, progress, task)
-                return Explained(dataset, examples, model, attributions, key)
+                self._record_model(run_id, cell, model)
+                attributions, key, timing = self._attributions(
+                    run_id, cell, dataset, examples, model, progress, task
+                )
+                return Explained(dataset, examples, model, attributions, key, timing)
 
             self._explanations[cell.explanation] = _Once(explain)
         return self._explanations[cell.explanation]()
 
     def _fail(self, run_id: str, cell: Cell, error: str, result: RunResult) -> None:
         log.error("cell failed: %s: %s", cell.describe(), error)
-        self.store.fail_cell(run_id, cell, error)
+        self.store.fail_cell(run_id, cell, error, self._provenance(cell))
         result.failed.append((cell, error))
 
+    def _provenance(self, cell: Cell, explained: Explained | None = None) -> CellProvenance:
+        """What the store keeps with a cell so that two runs can be compared cell by cell."""
+        if explained is None:
+            data = self._datasets.get(cell.dataset)
+            explained_examples = None
+            if data is not None and data._done:
+                explained_examples = data()[1]
+        else:
+            explained_examples = explained.examples
+        return CellProvenance(
+            identity=cell.identity,
+            examples=None if explained_examples is None else fingerprint_examples(explained_examples),
+            n_examples=None if explained_examples is None else len(explained_examples),
+            limit=self.options.limit,
+            timing=None if explained is None else explained.timing,
+        )
+
     # -- stages ---------------------------------------------------------------------------------
-    def _load_dataset(self, entry: PluginEntry) -> tuple[TextDataset, list[Example]]:
-        dataset = entry.cls(entry.params).load()
+    def _select(self, entry: PluginEntry, dataset: TextDataset) -> tuple[TextDataset, list[Example]]:
+        """The examples a dataset entry explains: its split, its sample, then ``--limit``."""
         examples = list(dataset.split(entry.spec.split))
         if entry.spec.sample is not None:
             examples = examples[: entry.spec.sample]
@@ -319,8 +424,20 @@ class Runner:
             raise PluginError(f"dataset '{entry.label}' has no examples in its {entry.spec.split} split")
         return dataset, examples
 
+    def _record_model(self, run_id: str, cell: Cell, model: ModelHandle) -> None:
+        """The model's facts, stored once per run for each dataset entry it is evaluated with."""
+        recorded = (cell.dataset, cell.model, cell.variant, cell.seed)
+        if recorded in self._recorded_models:
+            return
+        self._recorded_models.add(recorded)
+        facts = model.facts
+        self.store.record_model(
+            run_id, cell.dataset, cell.model, cell.variant, cell.seed, model.key, facts["test_accuracy"],
+            facts["n_test"], facts["training"], facts["test_predictions"],
+        )  # fmt: skip
+
     def _model(
-        self, run_id: str, data, dataset_entry: PluginEntry, model_entry: PluginEntry, variant: str, seed: int
+        self, data, dataset_entry: PluginEntry, model_entry: PluginEntry, variant: str, seed: int
     ) -> ModelHandle:
         dataset, _ = data
         train_data = dataset
@@ -332,10 +449,15 @@ class Runner:
                     f"dataset '{dataset_entry.label}' has classes {list(dataset.labels)}"
                 )
         plugin = model_entry.cls(model_entry.params)
-        key = cache_key("model", model_entry.identity, variant, seed, train_data.fingerprint, self.libraries)
-        meta = self.cache.get_json("model-meta", key) if model_entry.cls.trainable else None
-        directory = self.cache.get_directory("models", key) if meta else None
-        if meta is None or (model_entry.cls.trainable and directory is None):
+        key = keys.key(
+            keys.model_parts(
+                model_entry.identity, variant, seed, train_data.fingerprint, plugin.weights_identity(),
+                self.device_name,
+            )
+        )  # fmt: skip
+        trainable = model_entry.cls.trainable
+
+        def build() -> tuple[Classifier, dict]:
             started = time.perf_counter()
             seed_everything(seed)
             classifier = plugin.build(train_data, seed=seed, device=self.device, variant=variant)
@@ -345,17 +467,42 @@ class Runner:
                     "build_seconds": round(time.perf_counter() - started, 3),
                 }
             }
-            if model_entry.cls.trainable:
-                self.cache.put_directory("models", key, lambda path: plugin.save(classifier, path))
-                self.cache.put_json("model-meta", key, meta)
+            return classifier, meta
+
+        def store(classifier: Classifier, meta: dict, replace: bool) -> None:
+            self.cache.put_directory(
+                "models", key, lambda path: plugin.save(classifier, path), replace=replace
+            )
+            self.cache.put_json("model-meta", key, meta)
+
+        meta = self.cache.get_json("model-meta", key) if trainable else None
+        directory = self.cache.get_directory("models", key) if meta else None
+        if not (isinstance(meta, dict) and isinstance(meta.get("training"), dict)) or directory is None:
+            classifier, meta = build()
+            if trainable:
+                store(classifier, meta, replace=False)
             loader = _Once(lambda: classifier)
         else:
-            loader = _Once(lambda: plugin.load(directory, dataset, self.device))
+
+            def load() -> Classifier:
+                try:
+                    return plugin.load(directory, dataset, self.device)
+                except Exception as error:  # an unreadable or outdated entry: rebuild it, never fail
+                    log.warning(
+                        "cached model %s is unreadable (%s); rebuilding it", key, describe_error(error)
+                    )
+                    classifier, fresh = build()
+                    store(classifier, fresh, replace=True)
+                    return classifier
+
+            loader = _Once(load)
         # Test accuracy and predictions on the evaluated dataset's whole test split, cached per
         # (model, dataset); the predictions let reports compare variants (shared predictions).
-        accuracy_key = cache_key("test-predictions", key, dataset.fingerprint)
+        accuracy_key = keys.key(
+            keys.test_predictions_parts(key, dataset.fingerprint, self.suite.batch_size, self.device_name)
+        )
         evaluation = self.cache.get_json("accuracy", accuracy_key)
-        if evaluation is None:
+        if not (isinstance(evaluation, dict) and {"test_accuracy", "test_predictions"} <= set(evaluation)):
             predictions = predict(loader(), dataset.test, self.suite.batch_size)
             correct = sum(p == example.label for p, example in zip(predictions, dataset.test, strict=True))
             evaluation = {
@@ -363,11 +510,8 @@ class Runner:
                 "test_predictions": predictions,
             }
             self.cache.put_json("accuracy", accuracy_key, evaluation)
-        self.store.record_model(
-            run_id, dataset_entry.label, model_entry.label, model_entry.params_json, variant, seed, key,
-            evaluation["test_accuracy"], len(dataset.test), meta["training"], evaluation["test_predictions"],
-        )  # fmt: skip
-        return ModelHandle(key, loader)
+        facts = {**evaluation, "n_test": len(dataset.test), "training": meta["training"]}
+        return ModelHandle(key, loader, facts)
 
     def _load_training_dataset(self, entry: PluginEntry) -> TextDataset:
         if entry not in self._training_datasets:
@@ -383,15 +527,15 @@ class Runner:
         model: ModelHandle,
         progress: Progress,
         task,
-    ) -> tuple[list[Attribution], str]:
+    ) -> tuple[list[Attribution], str, dict]:
         """A cell's attributions (cached), recorded with the run along with the explainer's fit report."""
-        attributions, key, fit_report = self._cached_attributions(
+        attributions, key, fit_report, timing = self._cached_attributions(
             cell.explainer, cell.seed, cell.dataset.spec.split, dataset, examples, model, progress, task
         )
         self.store.record_attributions(run_id, cell, attributions)
         if fit_report or cell.explainer.teacher is not None:
             self.store.record_fit(run_id, cell, fit_report)
-        return attributions, key
+        return attributions, key, timing
 
     def _cached_attributions(
         self,
@@ -403,23 +547,27 @@ class Runner:
         model: ModelHandle,
         progress: Progress,
         task,
-    ) -> tuple[list[Attribution], str, dict]:
+    ) -> tuple[list[Attribution], str, dict, dict]:
         """Attributions of ``examples`` (from ``split``) by one explainer on one model: read from the cache
-        or computed and cached, with the explainer's fit report. Teachers' attributions for a student
-        come through here too, so they are shared with any cell that evaluates the teacher."""
-        key = cache_key(
-            "attributions",
-            model.key,
-            explainer.identity,
-            seed,
-            split,
-            fingerprint_examples(examples),
-            self.libraries,
-        )
+        or computed and cached, with the explainer's fit report and where and when they were timed.
+        Teachers' attributions for a student come through here too, so they are shared with any cell that
+        evaluates the teacher."""
+        key = keys.key(
+            keys.attributions_parts(
+                model.key, explainer.identity, seed, split, fingerprint_examples(examples),
+                self.suite.batch_size, self.device_name,
+            )
+        )  # fmt: skip
         cached = self.cache.get_json("attributions", key)
-        fit_report = self.cache.get_json("fit-reports", key) or {}
         if cached is not None:
-            return [Attribution.from_dict(item) for item in cached], key, fit_report
+            try:
+                if cached.get("schema") != ATTRIBUTIONS_SCHEMA:
+                    raise ValueError(f"schema {cached.get('schema')!r}, expected {ATTRIBUTIONS_SCHEMA}")
+                attributions = [Attribution.from_dict(item) for item in cached["attributions"]]
+                fit_report = self.cache.get_json("fit-reports", key) or {}
+                return attributions, key, fit_report, dict(cached["timing"])
+            except (AttributeError, KeyError, TypeError, ValueError) as error:
+                log.warning("cached attributions %s are unreadable or outdated (%s); recomputing", key, error)
         try:
             attributions, fit_report = self._explain(
                 explainer, seed, dataset, examples, model, progress, task
@@ -429,10 +577,22 @@ class Runner:
         except Exception as error:
             log.error("%s", traceback.format_exc())
             raise StageFailed(describe_error(error)) from error
-        self.cache.put_json("attributions", key, [a.to_dict() for a in attributions])
+        timing = {
+            "host": socket.gethostname(),
+            "device": self.device_name,
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "threads": torch.get_num_threads(),
+            "batch_size": self.suite.batch_size,
+        }
+        entry = {
+            "schema": ATTRIBUTIONS_SCHEMA,
+            "timing": timing,
+            "attributions": [a.to_dict() for a in attributions],
+        }
+        self.cache.put_json("attributions", key, entry)
         if fit_report:
             self.cache.put_json("fit-reports", key, fit_report)
-        return attributions, key, fit_report
+        return attributions, key, fit_report, timing
 
     def _fit_context(
         self,
@@ -444,7 +604,7 @@ class Runner:
         task,
     ) -> FitContext:
         def teacher_attributions(examples: Sequence[Example], split: str) -> list[Attribution]:
-            attributions, _, _ = self._cached_attributions(
+            attributions, _, _, _ = self._cached_attributions(
                 entry.teacher, seed, split, dataset, examples, model, progress, task
             )
             return attributions
@@ -456,8 +616,15 @@ class Runner:
 
         return FitContext(
             cache=self.cache,
-            key=cache_key(
-                "explainer-fit", model.key, entry.identity, seed, dataset.fingerprint, self.libraries
+            key=keys.key(
+                keys.fit_parts(
+                    model.key,
+                    entry.identity,
+                    seed,
+                    dataset.fingerprint,
+                    self.suite.batch_size,
+                    self.device_name,
+                )
             ),
             seed=seed,
             batch_size=self.suite.batch_size,
@@ -534,6 +701,7 @@ class Runner:
                 log_probabilities,
                 seconds,
                 labels=labels,
+                batch=start // self.suite.batch_size,
             )
             progress.advance(task, len(batch))
         return attributions, fit_report
@@ -550,10 +718,17 @@ class Runner:
         except StageFailed as error:
             self._fail(run_id, cell, f"reference variant '{cell.reference.variant}': {error}", result)
             return
-        key = cache_key(
-            "metric", explained.key, metric.identity, None if reference is None else reference.key
-        )
+        key = keys.key(
+            keys.metric_parts(
+                explained.key, metric.identity, None if reference is None else reference.key,
+                self.suite.batch_size, self.device_name,
+            )
+        )  # fmt: skip
         cached = self.cache.get_json("metric-values", key)
+        n = len(explained.attributions)
+        if cached is not None and not _valid_metric_entry(cached, n):
+            log.warning("cached metric values %s are unreadable or outdated; recomputing", key)
+            cached = None
         if cached is None:
             try:
                 seed_everything(cell.seed)
@@ -564,14 +739,21 @@ class Runner:
                 if not isinstance(output, MetricOutput):
                     output = MetricOutput(output)
                 cached = {
+                    "schema": METRIC_SCHEMA,
                     "values": [float(value) for value in output.values],
                     "curves": None if output.curves is None else list(output.curves),
+                    "units": None if output.units is None else [str(unit) for unit in output.units],
+                    "reference_values": (
+                        None
+                        if output.reference_values is None
+                        else [float(value) for value in output.reference_values]
+                    ),
+                    "notes": [str(note) for note in output.notes],
                 }
-                for what in ("values", "curves"):
-                    if cached[what] is not None and len(cached[what]) != len(explained.attributions):
+                for what in ("values", "curves", "units", "reference_values"):
+                    if cached[what] is not None and len(cached[what]) != n:
                         raise PluginError(
-                            f"metric '{metric.name}' returned {len(cached[what])} {what} for "
-                            f"{len(explained.attributions)} examples"
+                            f"metric '{metric.name}' returned {len(cached[what])} {what} for {n} examples"
                         )
             except Exception as error:
                 if not isinstance(error, StageFailed):  # a failed stage was logged where it failed
@@ -586,7 +768,31 @@ class Runner:
             cached["values"],
             time.perf_counter() - started,
             curves=cached["curves"],
+            units=cached["units"],
+            reference_values=cached["reference_values"],
+            notes=cached["notes"],
+            provenance=self._provenance(cell, explained),
         )
+
+
+METRIC_SCHEMA = (
+    2  # cached metric values: {"schema", "values", "curves", "units", "reference_values", "notes"}
+)
+
+
+def _valid_metric_entry(entry, n: int) -> bool:
+    """A cached metric entry this version can use: its schema, and one value (and curve, unit...) per
+    example."""
+    if not isinstance(entry, dict) or entry.get("schema") != METRIC_SCHEMA:
+        return False
+    if not isinstance(entry.get("values"), list) or len(entry["values"]) != n:
+        return False
+    if not isinstance(entry.get("notes"), list):
+        return False
+    return all(
+        entry.get(what) is None or (isinstance(entry[what], list) and len(entry[what]) == n)
+        for what in ("curves", "units", "reference_values")
+    )
 
 
 def predict(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> list[int]:

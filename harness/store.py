@@ -14,12 +14,19 @@ import socket
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.attribution import Attribution
 from harness.errors import BenchError
-from harness.grid import Cell
+from harness.grid import Cell, PluginEntry
+
+
+def _number(value: float | None) -> float | None:
+    """A value as stored: NULL for undefined (NaN); ±inf stays, and the report counts it as undefined."""
+    return None if value is None or value != value else float(value)
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -58,6 +65,16 @@ CREATE TABLE IF NOT EXISTS cells (
     error            TEXT,
     seconds          REAL,
     finished_at      TEXT NOT NULL,
+    dataset_id       TEXT,                -- short hashes of each part's identity: what reports group by
+    model_id         TEXT,
+    explainer_id     TEXT,
+    metric_id        TEXT,
+    identity         TEXT,                -- JSON: the cell's identity (grid.Cell.identity)
+    examples_fingerprint TEXT,            -- sha256 of the explained examples (ids and texts)
+    n_examples       INTEGER,
+    example_limit    INTEGER,             -- --limit of the run (NULL: none)
+    notes            TEXT,                -- JSON list: the metric's statements about the cell
+    timing           TEXT,                -- JSON: host, device, measured_at of the attributions' timings
     PRIMARY KEY (run_id, cell_id)
 );
 CREATE TABLE IF NOT EXISTS records (
@@ -74,6 +91,8 @@ CREATE TABLE IF NOT EXISTS records (
     seed             INTEGER NOT NULL,
     example_id       TEXT NOT NULL,
     value            REAL,                -- NULL where the metric is undefined for the example
+    unit             TEXT,                -- the independent measurement the value belongs to (NULL: the example)
+    reference_value  REAL,                -- metrics comparing two cells: the reference's value, same protocol
     PRIMARY KEY (run_id, cell_id, example_id)
 );
 CREATE TABLE IF NOT EXISTS models (
@@ -88,6 +107,8 @@ CREATE TABLE IF NOT EXISTS models (
     n_test        INTEGER,
     training      TEXT NOT NULL,          -- JSON: the model plugin's training report
     test_predictions TEXT,                -- JSON: predicted class per test example, in split order
+    dataset_id    TEXT,
+    model_id      TEXT,
     PRIMARY KEY (run_id, dataset, model, model_params, variant, seed)
 );
 CREATE TABLE IF NOT EXISTS attributions (
@@ -120,10 +141,29 @@ CREATE TABLE IF NOT EXISTS explainer_fits (
     seed             INTEGER NOT NULL,
     report           TEXT NOT NULL,       -- JSON: the explainer's fit report (training cost, never in runtime)
     teacher          TEXT,                -- JSON {"name", "params"} of the explainer a student distils
+    explainer_id     TEXT,
+    teacher_id       TEXT,                -- identity hash of the teacher (joins its cells' explainer_id)
     PRIMARY KEY (run_id, dataset, model, variant, explainer, explainer_params, seed)
 );
 CREATE INDEX IF NOT EXISTS records_by_run ON records (run_id, family, metric);
 """
+
+# Columns added after a table was first released, by table: a store written by an earlier version gets
+# them in place (``_migrate``), in order; ``PRAGMA user_version`` says which step a store has reached.
+ADDED_COLUMNS: list[dict[str, dict[str, str]]] = [
+    {"models": {"test_predictions": "TEXT"}},
+    {
+        "cells": {
+            "dataset_id": "TEXT", "model_id": "TEXT", "explainer_id": "TEXT", "metric_id": "TEXT",
+            "identity": "TEXT", "examples_fingerprint": "TEXT", "n_examples": "INTEGER",
+            "example_limit": "INTEGER", "notes": "TEXT", "timing": "TEXT",
+        },
+        "records": {"unit": "TEXT", "reference_value": "REAL"},
+        "models": {"dataset_id": "TEXT", "model_id": "TEXT"},
+        "explainer_fits": {"explainer_id": "TEXT", "teacher_id": "TEXT"},
+    },
+]  # fmt: skip
+SCHEMA_VERSION = len(ADDED_COLUMNS)
 
 RECORD_FIELDS = (
     "run_id",
@@ -139,15 +179,50 @@ RECORD_FIELDS = (
     "seed",
     "example_id",
     "value",
+    "unit",
+    "reference_value",
 )
 
 
-def _upgrade(connection: sqlite3.Connection) -> None:
-    """Add the columns later versions introduced to a store written by an earlier one."""
-    columns = {row["name"] for row in connection.execute("PRAGMA table_info(models)")}
-    if "test_predictions" not in columns:
-        with connection:
-            connection.execute("ALTER TABLE models ADD COLUMN test_predictions TEXT")
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring a store to ``SCHEMA_VERSION``: create missing tables, then add the columns of every later
+    step (a step's column that exists already, as in a fresh store, is skipped)."""
+    if connection.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    with connection:
+        connection.executescript(SCHEMA)
+        for step in ADDED_COLUMNS:
+            for table, columns in step.items():
+                present = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in present:
+                        connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _insert(db: sqlite3.Connection, table: str, rows: Sequence[dict], replace: bool = False) -> None:
+    """Insert rows by column name (never by position, so added columns cannot shift values)."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    db.executemany(
+        f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+        [tuple(row[column] for column in columns) for row in rows],
+    )
+
+
+@dataclass(frozen=True)
+class CellProvenance:
+    """What a cell was computed on, stored with it so that two runs can be compared cell by cell:
+    its identity, a fingerprint of the exact examples explained (ids and texts), ``--limit``, and
+    where and when its attributions were timed."""
+
+    identity: dict
+    examples: str | None = None
+    n_examples: int | None = None
+    limit: int | None = None
+    timing: dict | None = None
 
 
 def now() -> str:
@@ -175,9 +250,15 @@ class Store:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=30)
         connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.executescript(SCHEMA)
-        _upgrade(connection)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            _migrate(connection)
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            raise BenchError(
+                f"{self.path}: not a bench results database ({error}); move it away or choose another "
+                "results folder"
+            ) from None
         return connection
 
     def log_path(self, run_id: str) -> Path:
@@ -196,27 +277,15 @@ class Store:
         versions: dict,
         options: dict,
     ) -> None:
+        row = {
+            "run_id": run_id, "suite": suite.name, "suite_version": suite.version, "suite_hash": suite_hash,
+            "suite_path": suite_path, "suite_text": suite_text, "status": "running", "started_at": now(),
+            "finished_at": None, "device": device, "git_revision": git_revision,
+            "versions": json.dumps(versions), "options": json.dumps(options), "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }  # fmt: skip
         with closing(self.connect()) as db, db:
-            db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    suite.name,
-                    suite.version,
-                    suite_hash,
-                    suite_path,
-                    suite_text,
-                    "running",
-                    now(),
-                    None,
-                    device,
-                    git_revision,
-                    json.dumps(versions),
-                    json.dumps(options),
-                    socket.gethostname(),
-                    os.getpid(),
-                ),
-            )
+            _insert(db, "runs", [row])
 
     def claim_run(self, run_id: str, device: str) -> None:
         """Mark a resumed run as running in this process."""
@@ -233,9 +302,8 @@ class Store:
     def record_model(
         self,
         run_id: str,
-        dataset: str,
-        model: str,
-        model_params: str,
+        dataset: PluginEntry,
+        model: PluginEntry,
         variant: str,
         seed: int,
         cache_key: str,
@@ -244,55 +312,47 @@ class Store:
         training: dict,
         test_predictions: Sequence[int] | None = None,
     ) -> None:
+        row = {
+            "run_id": run_id, "dataset": dataset.label, "model": model.label, "model_params": model.params_json,
+            "variant": variant, "seed": seed, "cache_key": cache_key, "test_accuracy": test_accuracy,
+            "n_test": n_test, "training": json.dumps(training),
+            "test_predictions": None if test_predictions is None else json.dumps(list(test_predictions)),
+            "dataset_id": dataset.id, "model_id": model.id,
+        }  # fmt: skip
         with closing(self.connect()) as db, db:
-            db.execute(
-                "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    dataset,
-                    model,
-                    model_params,
-                    variant,
-                    seed,
-                    cache_key,
-                    test_accuracy,
-                    n_test,
-                    json.dumps(training),
-                    None if test_predictions is None else json.dumps(list(test_predictions)),
-                ),
-            )
+            _insert(db, "models", [row], replace=True)
 
     def record_attributions(self, run_id: str, cell: Cell, attributions: Sequence[Attribution]) -> None:
         rows = [
-            (
-                run_id,
-                cell.dataset.label,
-                cell.model.label,
-                cell.variant,
-                cell.explainer.name,
-                cell.explainer.params_json,
-                cell.seed,
-                a.example_id,
-                json.dumps(a.to_dict(), ensure_ascii=False),
-            )
+            {
+                "run_id": run_id,
+                "dataset": cell.dataset.label,
+                "model": cell.model.label,
+                "variant": cell.variant,
+                "explainer": cell.explainer.name,
+                "explainer_params": cell.explainer.params_json,
+                "seed": cell.seed,
+                "example_id": a.example_id,
+                "attribution": json.dumps(a.to_dict(), ensure_ascii=False),
+            }  # fmt: skip
             for a in attributions
         ]
         with closing(self.connect()) as db, db:
-            db.executemany("INSERT OR REPLACE INTO attributions VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            _insert(db, "attributions", rows, replace=True)
 
     def record_fit(self, run_id: str, cell: Cell, report: dict) -> None:
         """What fitting the cell's explainer cost (e.g. a distilled explainer's training), and the teacher
         it distils, if any."""
         teacher = cell.explainer.teacher
-        teacher_json = (
-            None if teacher is None else json.dumps({"name": teacher.name, "params": teacher.params_json})
-        )
-        row = (
-            run_id, cell.dataset.label, cell.model.label, cell.variant, cell.explainer.name,
-            cell.explainer.label, cell.explainer.params_json, cell.seed, json.dumps(report), teacher_json,
-        )  # fmt: skip
+        row = {
+            "run_id": run_id, "dataset": cell.dataset.label, "model": cell.model.label, "variant": cell.variant,
+            "explainer": cell.explainer.name, "explainer_label": cell.explainer.label,
+            "explainer_params": cell.explainer.params_json, "seed": cell.seed, "report": json.dumps(report),
+            "teacher": None if teacher is None else json.dumps({"name": teacher.name, "params": teacher.params_json}),
+            "explainer_id": cell.explainer.id, "teacher_id": None if teacher is None else teacher.id,
+        }  # fmt: skip
         with closing(self.connect()) as db, db:
-            db.execute("INSERT OR REPLACE INTO explainer_fits VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+            _insert(db, "explainer_fits", [row], replace=True)
 
     def fits(self, run_id: str) -> list[dict]:
         with closing(self.connect()) as db:
@@ -312,61 +372,85 @@ class Store:
         values: Sequence[float],
         seconds: float,
         curves: Sequence[dict] | None = None,
+        units: Sequence[str] | None = None,
+        reference_values: Sequence[float] | None = None,
+        notes: Sequence[str] = (),
+        provenance: CellProvenance | None = None,
     ) -> None:
         """A finished cell: its per-example records and its done mark, in one transaction."""
         metric = cell.metric
-        common = (
-            run_id, cell.id, cell.dataset.label, cell.model.label, cell.variant, cell.explainer.name,
-            cell.explainer.params_json, metric.name, metric.params_json, metric.cls.family, cell.seed,
-        )  # fmt: skip
+        common = {
+            "run_id": run_id, "cell_id": cell.id, "dataset": cell.dataset.label, "model": cell.model.label,
+            "variant": cell.variant, "explainer": cell.explainer.name,
+            "explainer_params": cell.explainer.params_json, "metric": metric.name,
+            "metric_params": metric.params_json, "family": metric.cls.family, "seed": cell.seed,
+        }  # fmt: skip
+        n = len(example_ids)
+        units = [None] * n if units is None else list(units)
+        references = [None] * n if reference_values is None else list(reference_values)
         rows = [
-            (*common, example_id, None if value != value else float(value))
-            for example_id, value in zip(example_ids, values, strict=True)
+            {
+                **common,
+                "example_id": example_id,
+                "value": _number(value),
+                "unit": unit,
+                "reference_value": _number(reference),
+            }  # fmt: skip
+            for example_id, value, unit, reference in zip(example_ids, values, units, references, strict=True)
         ]
         with closing(self.connect()) as db, db:
             db.execute("DELETE FROM records WHERE run_id=? AND cell_id=?", (run_id, cell.id))
-            db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            _insert(db, "records", rows)
             db.execute("DELETE FROM curves WHERE run_id=? AND cell_id=?", (run_id, cell.id))
             if curves is not None:
-                db.executemany(
-                    "INSERT INTO curves VALUES (?,?,?,?)",
+                _insert(
+                    db,
+                    "curves",
                     [
-                        (run_id, cell.id, example_id, json.dumps(curve))
+                        {
+                            "run_id": run_id,
+                            "cell_id": cell.id,
+                            "example_id": example_id,
+                            "curve": json.dumps(curve),
+                        }
                         for example_id, curve in zip(example_ids, curves, strict=True)
                     ],
                 )
-            self._mark(db, run_id, cell, "done", None, seconds)
+            self._mark(db, run_id, cell, "done", None, seconds, provenance, list(notes))
 
-    def fail_cell(self, run_id: str, cell: Cell, error: str) -> None:
+    def fail_cell(
+        self, run_id: str, cell: Cell, error: str, provenance: CellProvenance | None = None
+    ) -> None:
         with closing(self.connect()) as db, db:
-            self._mark(db, run_id, cell, "failed", error, None)
+            self._mark(db, run_id, cell, "failed", error, None, provenance, [])
 
     @staticmethod
-    def _mark(db, run_id: str, cell: Cell, status: str, error: str | None, seconds: float | None) -> None:
+    def _mark(
+        db,
+        run_id: str,
+        cell: Cell,
+        status: str,
+        error: str | None,
+        seconds: float | None,
+        provenance: CellProvenance | None,
+        notes: list[str],
+    ) -> None:
         metric = cell.metric
-        db.execute(
-            "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                run_id,
-                cell.id,
-                cell.dataset.label,
-                cell.model.label,
-                cell.variant,
-                cell.explainer.name,
-                cell.explainer.label,
-                cell.explainer.params_json,
-                metric.name,
-                metric.label,
-                metric.params_json,
-                metric.cls.family,
-                metric.cls.direction_for(metric.params),
-                cell.seed,
-                status,
-                error,
-                seconds,
-                now(),
-            ),  # fmt: skip
-        )
+        provenance = provenance or CellProvenance(identity=cell.identity)
+        row = {
+            "run_id": run_id, "cell_id": cell.id, "dataset": cell.dataset.label, "model": cell.model.label,
+            "variant": cell.variant, "explainer": cell.explainer.name, "explainer_label": cell.explainer.label,
+            "explainer_params": cell.explainer.params_json, "metric": metric.name, "metric_label": metric.label,
+            "metric_params": metric.params_json, "family": metric.cls.family,
+            "direction": metric.cls.direction_for(metric.params), "seed": cell.seed, "status": status,
+            "error": error, "seconds": seconds, "finished_at": now(),
+            "dataset_id": cell.dataset.id, "model_id": cell.model.id, "explainer_id": cell.explainer.id,
+            "metric_id": cell.metric.id, "identity": json.dumps(provenance.identity, sort_keys=True),
+            "examples_fingerprint": provenance.examples, "n_examples": provenance.n_examples,
+            "example_limit": provenance.limit, "notes": json.dumps(notes),
+            "timing": None if provenance.timing is None else json.dumps(provenance.timing),
+        }  # fmt: skip
+        _insert(db, "cells", [row], replace=True)
 
     # -- reading -------------------------------------------------------------------------------
     def done_cells(self, run_id: str) -> set[str]:
@@ -402,7 +486,9 @@ class Store:
                 if row is None:
                     raise BenchError(f"{self.path}: no runs stored yet; run a suite first (bench run SUITE)")
                 return row["run_id"]
-            rows = db.execute("SELECT run_id FROM runs WHERE run_id LIKE ?", (run + "%",)).fetchall()
+            rows = db.execute(  # a prefix match that reads % and _ literally (LIKE would not)
+                "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ?", (len(run), run)
+            ).fetchall()
         if len(rows) == 1:
             return rows[0]["run_id"]
         if not rows:
@@ -433,10 +519,14 @@ class Store:
 
     def cells(self, run_id: str) -> list[dict]:
         with closing(self.connect()) as db:
-            return [
+            rows = [
                 dict(row)
                 for row in db.execute("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", (run_id,))
             ]
+        for row in rows:
+            for key, empty in (("identity", "null"), ("notes", "[]"), ("timing", "null")):
+                row[key] = json.loads(row[key] or empty)
+        return rows
 
     def models(self, run_id: str) -> list[dict]:
         with closing(self.connect()) as db:
@@ -447,6 +537,8 @@ class Store:
         for row in rows:
             row["training"] = json.loads(row["training"])
             row["test_predictions"] = json.loads(row["test_predictions"] or "null")
+            row["dataset_id"] = row["dataset_id"] or row["dataset"]
+            row["model_id"] = row["model_id"] or f"{row['model']} {row['model_params']}"
         return rows
 
     def records(self, run_id: str) -> Iterator[dict]:
@@ -454,7 +546,7 @@ class Store:
         with closing(self.connect()) as db:
             query = (
                 "SELECT r.run_id, runs.suite, r.dataset, r.model, r.variant, r.explainer, r.explainer_params, "
-                "r.metric, r.metric_params, r.family, r.seed, r.example_id, r.value "
+                "r.metric, r.metric_params, r.family, r.seed, r.example_id, r.value, r.unit, r.reference_value "
                 "FROM records r JOIN runs ON runs.run_id = r.run_id WHERE r.run_id=? ORDER BY r.rowid"
             )
             for row in db.execute(query, (run_id,)):
@@ -464,14 +556,20 @@ class Store:
                 yield record
 
     def report_rows(self, run_id: str) -> list[dict]:
-        """Per-example values with the labels and metadata reports group and rank by."""
+        """Per-example values with the identities reports group by (``*_id``; a store written before
+        identities were stored falls back to the labels), the labels they show, and the metadata they
+        rank by."""
         with closing(self.connect()) as db:
             return [
                 dict(row)
                 for row in db.execute(
                     "SELECT c.family, c.direction, c.dataset, c.model, c.variant, c.explainer, c.explainer_label, "
                     "c.metric, c.metric_label, "
-                    "r.seed, r.example_id, r.value FROM records r JOIN cells c "
+                    "COALESCE(c.dataset_id, c.dataset) AS dataset_id, COALESCE(c.model_id, c.model) AS model_id, "
+                    "COALESCE(c.explainer_id, c.explainer_label) AS explainer_id, "
+                    "COALESCE(c.metric_id, c.metric_label) AS metric_id, "
+                    "r.seed, r.example_id, r.value, COALESCE(r.unit, r.example_id) AS unit, r.reference_value "
+                    "FROM records r JOIN cells c "
                     "ON c.run_id = r.run_id AND c.cell_id = r.cell_id WHERE r.run_id=? ORDER BY r.rowid",
                     (run_id,),
                 )

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import BenchError
-from harness.plugin import VARIANT_PATTERN
+from harness.plugin import VARIANT_PATTERN, canonical_variant
 from harness.registry import Registry, suggest
 
 KINDS = {"datasets": "dataset", "models": "model", "explainers": "explainer", "metrics": "metric"}
@@ -46,11 +46,12 @@ class DatasetSpec(Spec):
     )
 
 
-def canonical_variant(value: Any) -> Any:
-    """``{init: 2}`` (the mapping form) → ``"init:2"``; strings pass through to validation."""
+def variant_name(value: Any) -> Any:
+    """A variant as written → its canonical name: ``{init: 2}`` (the mapping form) → ``"init:2"``,
+    ``init:1`` → ``default`` (the same model); anything else passes through to validation."""
     if isinstance(value, dict) and list(value) == ["init"] and isinstance(value["init"], int):
-        return f"init:{value['init']}"
-    return value
+        value = f"init:{value['init']}"
+    return canonical_variant(value) if isinstance(value, str) else value
 
 
 class ModelSpec(Spec):
@@ -70,15 +71,17 @@ class ModelSpec(Spec):
     @field_validator("variants", mode="before")
     @classmethod
     def _variant_mappings(cls, value: Any) -> Any:
-        return [canonical_variant(item) for item in value] if isinstance(value, list) else value
-
-    @field_validator("variants")
-    @classmethod
-    def _distinct_variants(cls, value: list[str]) -> list[str]:
-        duplicates = sorted({variant for variant in value if value.count(variant) > 1})
+        if not isinstance(value, list):
+            return value
+        names = [variant_name(item) for item in value]
+        duplicates = sorted({name for name in names if isinstance(name, str) and names.count(name) > 1})
         if duplicates:
+            if duplicates[0] == "default" and any(variant_name(item) == "default" != item for item in value):
+                raise ValueError(
+                    "'default' and 'init:1' are the same model (init:1 is the default); list it once"
+                )
             raise ValueError(f"variant {duplicates[0]!r} is listed twice")
-        return value
+        return names
 
 
 Axis = Literal["variant", "explainer"]
@@ -103,7 +106,7 @@ class Expectation(BaseModel):
     @classmethod
     def _variant_mapping(cls, value: Any) -> Any:
         if isinstance(value, dict) and "variant" in value:
-            return {**value, "variant": canonical_variant(value["variant"])}
+            return {**value, "variant": variant_name(value["variant"])}
         return value
 
     @model_validator(mode="after")
@@ -198,6 +201,16 @@ class LoadedSuite(BaseModel):
     text: str
     path: str
     entries: dict[str, list[Any]]  # kind -> expanded (PluginEntry) lists, see grid.py
+    remote_code: list[str] = []  # "FILE:LINE: where (label)" of each entry that runs downloaded code
+
+    def check_remote_code(self, allowed: bool) -> None:
+        """Someone else's suite must not run downloaded code just by being run: that takes
+        ``--allow-remote-code`` on the command line as well."""
+        if self.remote_code and not allowed:
+            raise BenchError(
+                f"{self.remote_code[0]}: this entry runs code downloaded with the model (trust_remote_code); "
+                "read it first, then pass --allow-remote-code to bench run"
+            )
 
     @property
     def hash(self) -> str:
@@ -249,8 +262,10 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
         raise locator.error(error.errors()[0], Suite) from None
 
     entries: dict[str, list[PluginEntry]] = {}
+    remote_code: list[str] = []
     for section, kind in KINDS.items():
         entries[section] = []
+        places: list[tuple] = []  # where each entry of the section is written
         for index, spec in enumerate(getattr(suite, section)):
             where = (section, index)
             if spec.name not in registry.names(kind):
@@ -270,20 +285,48 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
                 teacher = (
                     _teacher(info.cls, params, registry, locator, where) if kind == "explainer" else None
                 )
+                variants = tuple(spec.variants) if isinstance(spec, ModelSpec) else ("default",)
                 try:
                     entry = PluginEntry.create(
-                        info, spec, params, user_params, train_on=train_on, teacher=teacher
+                        info, spec, params, user_params, train_on=train_on, teacher=teacher, variants=variants
                     )
                 except (KeyError, IndexError, ValueError) as error:
                     raise locator.fail(
                         (*where, "label"), f"the label names {error} but only parameters set here can be used"
                     ) from None
+                _check_distinct(entry, entries[section], places, where, locator)
                 entries[section].append(entry)
+                places.append(where)
+                for plugin in (entry, entry.teacher, entry.train_on):
+                    if plugin is not None and plugin.cls.runs_remote_code(plugin.params):
+                        remote_code.append(f"{path}:{locator.line(where)}: {_dotted(where)} ({entry.label})")
             if isinstance(spec, ModelSpec):
                 _check_variants(spec, info.cls, locator, where)
     _check_references(suite, entries, locator)
     _check_expectations(suite, entries, locator)
-    return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries)
+    return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries, remote_code=remote_code)
+
+
+def _check_distinct(entry, earlier: list, places: list[tuple], where: tuple, locator: _Locator) -> None:
+    """Within a section, an entry is listed once and its label names only it: reports show labels, and
+    two entries with one label would read as one."""
+    for other, place in zip(earlier, places, strict=True):
+        here = f"{_dotted(place)} (line {locator.line(place)})"
+        if other == entry:
+            same = "expands to the same entry twice" if place == where else f"is the same entry as {here}"
+            raise locator.fail(where, f"{same} (same name and parameters); list it once")
+        if other.label == entry.label:
+            if place == where:
+                raise locator.fail(
+                    (*where, "label"),
+                    f"the entries of params.grid share the label '{entry.label}'; insert the parameters "
+                    'that differ, e.g. label: "name({param})"',
+                )
+            raise locator.fail(
+                (*where, "label") if entry.spec.label else where,
+                f"label '{entry.label}' is also the label of {here}; labels are unique within a section: "
+                "set label: on one of them",
+            )
 
 
 def _check_expectations(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:
@@ -323,7 +366,7 @@ def _check_references(suite: Suite, entries: dict[str, list[Any]], locator: _Loc
         if getattr(metric.cls, "compares", None) != "variant":
             continue
         index = next(i for i, spec in enumerate(suite.metrics) if spec.name == metric.name)
-        reference = metric.params.reference
+        reference = canonical_variant(metric.params.reference)
         for model in entries["models"]:
             if not model.cls.builds_variant(reference):
                 raise locator.fail(

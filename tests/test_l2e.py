@@ -93,7 +93,8 @@ def test_pairings_are_two_sided_wilcoxon_with_holm_over_all_pairs():
     def rows(metric, direction, explainer, values):
         return [
             {"dataset": "d", "model": "m", "variant": "default", "metric_label": metric, "direction": direction,
-             "explainer_label": explainer, "seed": 0, "example_id": str(i), "value": float(v)}
+             "explainer_label": explainer, "seed": 0, "example_id": str(i), "value": float(v),
+             "dataset_id": "d", "model_id": "m", "metric_id": metric, "explainer_id": explainer, "unit": str(i)}
             for i, v in enumerate(values)
         ]  # fmt: skip
 
@@ -102,7 +103,7 @@ def test_pairings_are_two_sided_wilcoxon_with_holm_over_all_pairs():
         + rows("cost", "lower", "T", teacher_b) + rows("cost", "lower", "S", student_b)
         + rows("cost", "lower", "unrelated", teacher_b)
     )  # fmt: skip
-    pairings = pair_students(records, {"S": "T"})
+    pairings = pair_students(records, {"S": ("T", "teacher")})
     assert [(p.metric, p.teacher, p.student) for p in pairings] == [("faith", "T", "S"), ("cost", "T", "S")]
     raw = [wilcoxon(student_a - teacher_a).pvalue, wilcoxon(student_b - teacher_b).pvalue]
     _, adjusted, _, _ = multipletests(raw, method="holm")

@@ -139,6 +139,11 @@ def rows(variant: str, explainer: str, values: list[float], metric: str = "jacca
             "seed": 0,
             "example_id": f"e{i}",
             "value": value,
+            "unit": f"e{i}",
+            "dataset_id": "d",
+            "model_id": "m",
+            "explainer_id": explainer,
+            "metric_id": metric + "(k=25)",
         }
         for i, value in enumerate(values)
     ]
@@ -250,15 +255,29 @@ def test_a_metric_comparing_variants_gets_no_cell_on_its_own_reference(tmp_path)
     cells = expand(loaded)
     jaccard = [cell for cell in cells if cell.metric.name == "jaccard"]
     assert sorted({cell.variant for cell in jaccard}) == ["init:2", "untrained"]
-    assert all(cell.reference.variant == "init:1" for cell in jaccard)
+    assert all(cell.reference.variant == "default" for cell in jaccard)  # init:1 is the default model
     assert len([cell for cell in cells if cell.metric.name == "switching-point"]) == 3 * 2
+
+
+def test_default_and_init_1_are_one_model_with_no_self_comparison_cell(tmp_path):
+    suite = randomization_suite(tmp_path, variants="[default, init:2]", expectations="expectations: []")
+    loaded = load_suite(suite, get_registry())
+    [model] = loaded.entries["models"]
+    assert model.variants == ("default", "init:2")
+    jaccard = [cell for cell in expand(loaded) if cell.metric.name == "jaccard"]  # reference: init:1
+    assert {cell.variant for cell in jaccard} == {"init:2"}  # no cell compares default with init:1
+    with pytest.raises(BenchError, match="'default' and 'init:1' are the same model"):
+        load_suite(
+            randomization_suite(tmp_path, variants="[default, init:1]", expectations="expectations: []"),
+            get_registry(),
+        )
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"variants": "[init:1, shuffled]"}, "variants[1]: String should match pattern"),
-        ({"variants": "[init:1, init:1]"}, "variant 'init:1' is listed twice"),
+        ({"variants": "[init:2, init:2]"}, "variant 'init:2' is listed twice"),
         (
             {"metrics": "\n  - name: jaccard\n    params: {reference: init:0}"},
             "metrics[0].params.reference: String should match pattern",
@@ -293,7 +312,7 @@ def test_a_model_without_variants_rejects_them_at_load_time(tmp_path):
     )
     with pytest.raises(
         BenchError,
-        match=r"models\[0\].variants\[0\]: model 'bow' has no variant 'init:1' \(it builds: default\)",
+        match=r"models\[0\].variants\[1\]: model 'bow' has no variant 'init:2' \(it builds: default\)",
     ):
         load_suite(path, get_registry())
 
@@ -322,7 +341,7 @@ def test_the_randomization_grid_runs_and_jaccard_uses_the_reference_variants_att
     assert len(records) == 2 * 2 * 10
     for record in records:
         mine = stored[(record["variant"], record["explainer"], record["example_id"])]
-        reference = stored[("init:1", record["explainer"], record["example_id"])]
+        reference = stored[("default", record["explainer"], record["example_id"])]
         if mine.predicted != reference.predicted:
             assert record["value"] is None
             continue
@@ -334,21 +353,21 @@ def test_the_report_shows_shared_predictions_and_expected_order_verdicts(randomi
     store, result = randomization_run
     report = Report.build(store, result.run_id)
     shared = {model["variant"]: model["shared_predictions"] for model in report.models}
-    assert shared["init:1"] is None
-    assert shared["init:2"]["with"] == "init:1" and 0 <= shared["untrained"]["fraction"] <= 1
+    assert shared["default"] is None
+    assert shared["init:2"]["with"] == "default" and 0 <= shared["untrained"]["fraction"] <= 1
     data = json.loads(render(report, "json"))
     verdicts = data["expectations"]["verdicts"]
     jaccard = [v for v in verdicts if v["expectation"] == "jaccard: variant init:2 above untrained"]
     assert sorted(v["explainer"] for v in jaccard) == ["random", "saliency"]
     switching = [v for v in verdicts if v["expectation"] == "switching-point: explainer random above *"]
-    assert sorted(v["variant"] for v in switching) == ["init:1", "init:2", "untrained"]
+    assert sorted(v["variant"] for v in switching) == ["default", "init:2", "untrained"]
     assert all(v["above"] == "random" and v["below"] == "saliency" for v in switching)
     assert all(
         v["comparison"]["p_adjusted"] is None or 0 <= v["comparison"]["p_adjusted"] <= 1 for v in verdicts
     )
     markdown = render(report, "md")
     assert "## expected orders" in markdown and "one-sided" in markdown
-    assert "shares" in markdown and "of test predictions with init:1" in markdown
+    assert "shares" in markdown and "of test predictions with default" in markdown
 
 
 def test_a_stored_suite_this_version_cannot_read_has_no_expectations():

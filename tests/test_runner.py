@@ -352,22 +352,45 @@ def test_an_explainer_may_label_tokens_and_label_wise_metrics_read_the_labels(
     assert len(values) == 6 and all(v is None or 0.0 <= v <= 1.0 for v in values)
 
 
-def test_a_store_written_before_test_predictions_existed_is_upgraded_in_place(tmp_path):
+# The tables of the first released store (before test predictions, identities, units), as written then.
+FIRST_STORE = """
+CREATE TABLE models (run_id TEXT NOT NULL, dataset TEXT NOT NULL, model TEXT NOT NULL,
+    model_params TEXT NOT NULL, variant TEXT NOT NULL, seed INTEGER NOT NULL, cache_key TEXT NOT NULL,
+    test_accuracy REAL, n_test INTEGER, training TEXT NOT NULL,
+    PRIMARY KEY (run_id, dataset, model, model_params, variant, seed));
+CREATE TABLE cells (run_id TEXT NOT NULL, cell_id TEXT NOT NULL, dataset TEXT NOT NULL, model TEXT NOT NULL,
+    variant TEXT NOT NULL, explainer TEXT NOT NULL, explainer_label TEXT NOT NULL,
+    explainer_params TEXT NOT NULL, metric TEXT NOT NULL, metric_label TEXT NOT NULL,
+    metric_params TEXT NOT NULL, family TEXT NOT NULL, direction TEXT NOT NULL, seed INTEGER NOT NULL,
+    status TEXT NOT NULL, error TEXT, seconds REAL, finished_at TEXT NOT NULL, PRIMARY KEY (run_id, cell_id));
+CREATE TABLE records (run_id TEXT NOT NULL, cell_id TEXT NOT NULL, dataset TEXT NOT NULL, model TEXT NOT NULL,
+    variant TEXT NOT NULL, explainer TEXT NOT NULL, explainer_params TEXT NOT NULL, metric TEXT NOT NULL,
+    metric_params TEXT NOT NULL, family TEXT NOT NULL, seed INTEGER NOT NULL, example_id TEXT NOT NULL,
+    value REAL, PRIMARY KEY (run_id, cell_id, example_id));
+"""
+
+
+def test_a_store_of_the_first_release_is_migrated_in_place_and_its_rows_stay_readable(tmp_path):
     import sqlite3
 
-    from harness.store import SCHEMA
+    from harness.store import SCHEMA_VERSION
 
-    old_schema = SCHEMA.replace(
-        "    test_predictions TEXT,                -- JSON: predicted class per test example, in split order\n",
-        "",
-    )
-    assert old_schema != SCHEMA
     (tmp_path / "results").mkdir()
     with sqlite3.connect(tmp_path / "results" / "bench.sqlite") as db:
-        db.executescript(old_schema)
+        db.executescript(FIRST_STORE)
         db.execute("INSERT INTO models VALUES ('r', 'd', 'm', '{}', 'default', 0, 'k', 0.5, 10, '{}')")
+        db.execute(
+            "INSERT INTO cells VALUES ('r', 'c', 'd', 'm', 'default', 'e', 'E', '{}', 'x', 'X', '{}', 'f', "
+            "'higher', 0, 'done', NULL, 1.0, 'now')"
+        )
+        db.execute(
+            "INSERT INTO records VALUES ('r', 'c', 'd', 'm', 'default', 'e', '{}', 'x', '{}', 'f', 0, 'a', 0.25)"
+        )
     store = Store(tmp_path / "results")
     [model] = store.models("r")
     assert model["test_predictions"] is None and model["test_accuracy"] == 0.5
-    store.record_model("r", "d", "m", "{}", "init:2", 0, "k2", 0.6, 2, {}, [1, 0])
-    assert [m["test_predictions"] for m in store.models("r")] == [None, [1, 0]]
+    [row] = store.report_rows("r")  # an old run groups by its labels and each example is its own unit
+    assert (row["dataset_id"], row["explainer_id"], row["metric_id"], row["unit"]) == ("d", "E", "X", "a")
+    assert row["value"] == 0.25 and row["reference_value"] is None
+    with sqlite3.connect(tmp_path / "results" / "bench.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
