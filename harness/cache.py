@@ -30,8 +30,6 @@ from typing import Any
 
 from filelock import FileLock
 
-NUMERIC_LIBRARIES = ("torch", "transformers", "captum", "shap", "lime", "numpy", "scikit-learn", "tokenizers")
-
 # The files that hold a checkpoint's weights, in the formats Hugging Face and torch write, and the config
 # that says how they are wired together.
 WEIGHT_PATTERNS: tuple[str, ...] = (
@@ -61,7 +59,7 @@ LOCK_TIMEOUT_S = 600.0  # a lock is held for renames and deletions only, never w
 _RACY_S = 2.0  # a file modified this recently is hashed again next time (timestamps are coarse)
 
 
-def library_versions(names: tuple[str, ...] = NUMERIC_LIBRARIES) -> dict[str, str]:
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
     versions = {}
     for name in names:
         try:
@@ -75,11 +73,6 @@ def default_cache_dir() -> Path:
     if os.environ.get("BENCH_CACHE_DIR"):
         return Path(os.environ["BENCH_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bench"
-
-
-def cache_key(*parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # -- fingerprints of files on disk -----------------------------------------------------------------------

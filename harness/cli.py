@@ -124,7 +124,8 @@ def validate(suite: SuiteArgument, profile: ProfileOption = None) -> None:
         * len(loaded.suite.seeds)
     )  # fmt: skip
     skipped = (
-        f"; {full - len(cells)} skipped: comparisons of a variant with itself or with a missing teacher"
+        f"; {full - len(cells)} skipped: comparisons of a variant with itself (init:1 is default) or with a "
+        "missing teacher"
         if full != len(cells)
         else ""
     )
@@ -135,6 +136,12 @@ def validate(suite: SuiteArgument, profile: ProfileOption = None) -> None:
         f"{len(entries['explainers'])} explainer configs × {len(entries['metrics'])} metric configs × "
         f"{len(loaded.suite.seeds)} seeds{skipped})",
     )
+    for where in loaded.remote_code:
+        _say(
+            err,
+            f"warning: {where} sets trust_remote_code: it runs code downloaded with the model; "
+            "bench run needs --allow-remote-code",
+        )
 
 
 @app.command()
@@ -153,6 +160,13 @@ def run(
     new_run: Annotated[
         bool, typer.Option("--new-run", help="do not resume an interrupted run of this suite")
     ] = False,
+    allow_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote-code",
+            help="let entries with trust_remote_code run code downloaded with their model (read it first)",
+        ),
+    ] = False,
     profile: ProfileOption = None,
 ) -> None:
     """Run a suite: train or load models, explain, evaluate, store, and print the report."""
@@ -169,6 +183,7 @@ def run(
         device=device.value if device else None,
         limit=limit,
         resume=not new_run,
+        allow_remote_code=allow_remote_code,
     )
     result = Runner(loaded, options, console=err).run()
     Report.build(store, result.run_id).print(out)
