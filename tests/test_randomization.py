@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from conftest import TINY_DATA, metric_input, values_of
+from statsmodels.stats.multitest import multipletests
 
 from harness import Attribution, MetricInput, PluginError, TextDataset
 from harness.errors import BenchError
@@ -362,9 +363,10 @@ def test_the_report_shows_shared_predictions_and_expected_order_verdicts(randomi
     switching = [v for v in verdicts if v["expectation"] == "switching-point: explainer random above *"]
     assert sorted(v["variant"] for v in switching) == ["default", "init:2", "untrained"]
     assert all(v["above"] == "random" and v["below"] == "saliency" for v in switching)
-    assert all(
-        v["comparison"]["p_adjusted"] is None or 0 <= v["comparison"]["p_adjusted"] <= 1 for v in verdicts
-    )
+    tested = [v["comparison"] for v in verdicts if v["comparison"]["p_value"] is not None]
+    assert len(tested) == len(verdicts) == 2 + 3  # jaccard: 2 explainers; switching point: 3 variants
+    holm_adjusted = multipletests([c["p_value"] for c in tested], method="holm")[1]
+    assert [c["p_adjusted"] for c in tested] == pytest.approx(list(holm_adjusted))
     markdown = render(report, "md")
     assert "## expected orders" in markdown and "one-sided" in markdown
     assert "shares" in markdown and "of test predictions with default" in markdown

@@ -139,8 +139,9 @@ def test_a_rerun_hits_the_cache_for_models_attributions_and_metrics(write_suite,
     second = run_suite(path, tmp_path)
     assert second.run_id != first.run_id and not second.failed
     store = Store(tmp_path / "results")
-    assert sorted(map(str, store.records(first.run_id))) != []
-    assert deterministic_records(store, first.run_id) == deterministic_records(store, second.run_id)
+    first_records = deterministic_records(store, first.run_id)
+    assert len(first_records) == 4 * 6  # the four non-runtime cells, one record per example each
+    assert first_records == deterministic_records(store, second.run_id)
 
 
 def test_no_cache_recomputes(write_suite, tmp_path, monkeypatch):
@@ -349,7 +350,9 @@ def test_an_explainer_may_label_tokens_and_label_wise_metrics_read_the_labels(
     attributions = list(store.attributions(result.run_id))
     assert attributions and all(a["labels"][1] == 2 and set(a["labels"][2:-1]) <= {1} for a in attributions)
     values = [r["value"] for r in store.records(result.run_id)]
-    assert len(values) == 6 and all(v is None or 0.0 <= v <= 1.0 for v in values)
+    # Every document has the two label sets (its first word; the rest), so no pair is empty and every
+    # value is defined; the first words of the tiny texts differ, so no document is perfectly stable.
+    assert len(values) == 6 and all(v is not None and 0.0 < v < 1.0 for v in values)
 
 
 # The tables of the first released store (before test predictions, identities, units), as written then.
