@@ -428,13 +428,15 @@ class Report:
             console.print(line, highlight=False, markup=False)
         for table in self.tables:
             rich_table = Table(title=escape(table.family), title_justify="left", title_style="bold")
-            rich_table.add_column("explainer", style="bold")
+            rich_table.add_column("explainer", style="bold", overflow="fold")
             for column in table.columns:
+                # Folded, never cut: a long label must not lose its variant or parameters to an ellipsis.
                 rich_table.add_column(
                     Text(
                         f"{column.dataset} · {column.model_label}\n{column.metric} {ARROWS[column.direction]}"
                     ),
                     justify="right",
+                    overflow="fold",
                 )
             for row in table.rows:
                 cells = []
@@ -694,7 +696,7 @@ def _print_section(
     """A rich table whose last column (the outcome) is coloured by ``styles``, one per row."""
     table = Table(title=title, title_justify="left", title_style="bold")
     for header in headers:
-        table.add_column(header, justify="right" if header in ("n", "p (Holm)") else "left")
+        table.add_column(header, justify="right" if header in ("n", "p (Holm)") else "left", overflow="fold")
     for row, style in zip(rows, styles, strict=True):
         table.add_row(*(Text(cell) for cell in row[:-1]), Text(row[-1], style=style or ""))
     console.print(table)
