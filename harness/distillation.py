@@ -10,12 +10,12 @@ paper corrects "for all pairs of comparisons in a table".
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from harness.rows import labels_by_id, samples_by
 from harness.stats import Comparison, Sample, holm, paired_wilcoxon
 
 TEST = "Wilcoxon signed-rank, two-sided, student vs teacher, paired by unit (example, or timed batch)"
@@ -68,46 +68,23 @@ def pair_students(records: Iterable[dict], teachers: dict[str, str]) -> list[Pai
     teacher's value depends on the student, e.g. Δlog-odds with the number of masked words matched)
     stores the teacher's value with each record (``reference_value``): that column is paired within
     the student's cell."""
-    values: dict[tuple, dict] = defaultdict(dict)
-    units: dict[tuple, dict] = defaultdict(dict)
-    references: dict[tuple, dict] = defaultdict(dict)
-    directions: dict[str, str] = {}
-    labels: dict[str, str] = {}
-    for record in records:
-        cell = (
-            record["dataset_id"],
-            record["model_id"],
-            record["variant"],
-            record["metric_id"],
-            record["explainer_id"],
-        )
-        key = (record["seed"], record["example_id"])
-        value, reference = record["value"], record.get("reference_value")
-        values[cell][key] = float("nan") if value is None else value
-        units[cell][key] = record["unit"]
-        if reference is not None:
-            references[cell][key] = reference
-        directions[record["metric_id"]] = record["direction"]
-        for part, label in (
-            ("dataset", "dataset"),
-            ("model", "model"),
-            ("explainer", "explainer_label"),
-            ("metric", "metric_label"),
-        ):
-            labels[record[f"{part}_id"]] = record[label]
+    records = list(records)
+    samples = samples_by(records, _student_key)
+    references = samples_by(
+        [r for r in records if r.get("reference_value") is not None], _student_key, "reference_value"
+    )
+    directions = {record["metric_id"]: record["direction"] for record in records}
+    labels = labels_by_id(records)
     pairings = []
-    for cell, student_values in values.items():
+    for cell, student_sample in samples.items():
         dataset, model, variant, metric, student = cell
         if student not in teachers:
             continue
         teacher, teacher_name = teachers[student]
-        student_sample = Sample.of(student_values, units[cell])
-        within = references.get(cell, {})
-        if any(np.isfinite(value) for value in within.values()):
-            teacher_sample = Sample.of(within, units[cell])  # the same cell's reference values
-        elif (dataset, model, variant, metric, teacher) in values:
-            teacher_cell = (dataset, model, variant, metric, teacher)
-            teacher_sample = Sample.of(values[teacher_cell], units[teacher_cell])
+        if cell in references and references[cell].n:
+            teacher_sample = references[cell]  # the same cell's reference values
+        elif (dataset, model, variant, metric, teacher) in samples:
+            teacher_sample = samples[(dataset, model, variant, metric, teacher)]
         else:
             continue
         pairings.append(
@@ -123,6 +100,10 @@ def pair_students(records: Iterable[dict], teachers: dict[str, str]) -> list[Pai
         Pairing(**{**pairing.__dict__, "comparison": comparison})
         for pairing, comparison in zip(pairings, corrected, strict=True)
     ]
+
+
+def _student_key(row: dict) -> tuple[str, str, str, str, str]:
+    return (row["dataset_id"], row["model_id"], row["variant"], row["metric_id"], row["explainer_id"])
 
 
 def _mean(sample: Sample) -> float | None:

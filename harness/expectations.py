@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from harness.rows import labels_by_id, samples_by
 from harness.stats import ALPHA, Comparison, Sample, holm, paired_wilcoxon
 from harness.suite import Expectation
 
@@ -60,32 +61,13 @@ class Verdict:
 def check_expectations(expectations: Sequence[Expectation], records: Iterable[dict]) -> list[Verdict]:
     """Verdicts for every expectation over report rows (``Store.report_rows``). Cells are grouped by
     identity (``*_id``); verdicts show labels."""
-    values: dict[tuple[str, str, str, str, str], dict] = defaultdict(dict)
-    units: dict[tuple[str, str, str, str, str], dict] = defaultdict(dict)
-    metric_names: dict[str, str] = {}  # metric id -> name
-    explainer_names: dict[str, tuple[str, str]] = {}  # explainer id -> (name, label)
-    labels: dict[str, str] = {}  # dataset, model, explainer and metric ids -> labels
-    for record in records:
-        key = (
-            record["dataset_id"],
-            record["model_id"],
-            record["variant"],
-            record["explainer_id"],
-            record["metric_id"],
-        )
-        value = record["value"]
-        values[key][(record["seed"], record["example_id"])] = float("nan") if value is None else value
-        units[key][(record["seed"], record["example_id"])] = record["unit"]
-        metric_names[record["metric_id"]] = record["metric"]
-        explainer_names[record["explainer_id"]] = (record["explainer"], record["explainer_label"])
-        for part, label in (
-            ("dataset", "dataset"),
-            ("model", "model"),
-            ("explainer", "explainer_label"),
-            ("metric", "metric_label"),
-        ):
-            labels[record[f"{part}_id"]] = record[label]
-    cells = {key: Sample.of(values[key], units[key]) for key in values}
+    records = list(records)
+    cells = samples_by(records)
+    labels = labels_by_id(records)
+    metric_names = {record["metric_id"]: record["metric"] for record in records}
+    explainer_names = {
+        record["explainer_id"]: (record["explainer"], record["explainer_label"]) for record in records
+    }
 
     pending: list[tuple[Expectation, tuple, str, str]] = []  # expectation, fixed key parts, above, below
     for expectation in expectations:

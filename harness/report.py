@@ -22,6 +22,7 @@ from harness.distillation import TEST as PAIRING_TEST
 from harness.distillation import Pairing, pair_students, teacher_ids
 from harness.expectations import TEST as EXPECTATION_TEST
 from harness.expectations import Verdict, check_expectations
+from harness.rows import samples_by
 from harness.stats import (
     ALPHA,
     CORRECTION,
@@ -37,6 +38,14 @@ from harness.store import Store
 from harness.suite import Suite, with_profile
 
 ARROWS = {"higher": "↑", "lower": "↓"}
+CELL_FIELDS = (
+    "dataset",
+    "model",
+    "variant",
+    "explainer_label",
+    "metric_label",
+    "seed",
+)  # a cell, as JSON shows it
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,15 @@ class Row:
     label: str = field(compare=False)
 
 
+def _table_key(record: dict) -> tuple[str, Row, Column]:
+    """Where a report row goes: its family's table, its explainer's row, its column (by identity)."""
+    column = Column(
+        record["dataset_id"], record["model_id"], record["variant"], record["metric_id"], record["direction"],
+        record["dataset"], record["model"], record["metric_label"],
+    )  # fmt: skip
+    return record["family"], Row(record["explainer_id"], record["explainer_label"]), column
+
+
 def model_label(model: str, variant: str) -> str:
     return model if variant == "default" else f"{model}[{variant}]"
 
@@ -113,34 +131,21 @@ class Report:
     # -- building -------------------------------------------------------------------------------
     @classmethod
     def build(cls, store: Store, run_id: str) -> Report:
-        values: dict[str, dict[tuple[Row, Column], dict]] = defaultdict(lambda: defaultdict(dict))
-        units: dict[str, dict[tuple[Row, Column], dict]] = defaultdict(lambda: defaultdict(dict))
+        records = store.report_rows(run_id)
+        samples_by_family: dict[str, dict[tuple[Row, Column], Sample]] = defaultdict(dict)
         row_order: dict[str, list[Row]] = defaultdict(list)
         column_order: dict[str, list[Column]] = defaultdict(list)
-        records = store.report_rows(run_id)
-        for record in records:
-            column = Column(
-                record["dataset_id"], record["model_id"], record["variant"], record["metric_id"],
-                record["direction"], record["dataset"], record["model"], record["metric_label"],
-            )  # fmt: skip
-            row = Row(record["explainer_id"], record["explainer_label"])
-            family = record["family"]
+        for (family, row, column), sample in samples_by(records, _table_key).items():
+            samples_by_family[family][(row, column)] = sample
             if row not in row_order[family]:
                 row_order[family].append(row)
             if column not in column_order[family]:
                 column_order[family].append(column)
-            key = (record["seed"], record["example_id"])
-            value = record["value"]
-            values[family][(row, column)][key] = float("nan") if value is None else value
-            units[family][(row, column)][key] = record["unit"]
         cells = store.cells(run_id)
         run = store.run(run_id)
         tables = []
-        for family in sorted(values):
-            samples = {
-                cell: Sample.of(cell_values, units[family][cell])
-                for cell, cell_values in values[family].items()
-            }
+        for family in sorted(samples_by_family):
+            samples = samples_by_family[family]
             summaries = {cell: summarize(sample) for cell, sample in samples.items()}
             table = FamilyTable(family, column_order[family], row_order[family], summaries)
             for column in table.columns:
@@ -254,21 +259,7 @@ class Report:
                 "alpha": ALPHA,
                 "pairings": [pairing.as_dict() for pairing in self.pairings],
             },
-            "notes": [
-                {
-                    key: cell[key]
-                    for key in (
-                        "dataset",
-                        "model",
-                        "variant",
-                        "explainer_label",
-                        "metric_label",
-                        "seed",
-                        "notes",
-                    )
-                }
-                for cell in self.notes
-            ],
+            "notes": [{key: cell[key] for key in (*CELL_FIELDS, "notes")} for cell in self.notes],
             "tables": [
                 {
                     "family": table.family,
@@ -308,21 +299,7 @@ class Report:
                 }
                 for table in self.tables
             ],
-            "failed_cells": [
-                {
-                    key: cell[key]
-                    for key in (
-                        "dataset",
-                        "model",
-                        "variant",
-                        "explainer_label",
-                        "metric_label",
-                        "seed",
-                        "error",
-                    )
-                }
-                for cell in self.failed
-            ],
+            "failed_cells": [{key: cell[key] for key in (*CELL_FIELDS, "error")} for cell in self.failed],
         }
 
     def to_csv(self) -> str:
