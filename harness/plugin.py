@@ -12,12 +12,13 @@ Lifecycle (one module owns each arrow)::
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
@@ -26,6 +27,8 @@ from harness.attribution import Attribution
 from harness.cache import Cache
 from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
+
+T = TypeVar("T")
 
 
 class Params(BaseModel):
@@ -171,6 +174,22 @@ class FitContext:
             directory = self.cache.put_directory("explainer-fits", self.key, write)
         return directory
 
+    def cached(self, write: Callable[[Path], None], read: Callable[[Path], T]) -> T:
+        """What this fit learned, read by ``read`` from its cached folder; the folder is filled by
+        ``write`` when absent, and again (replacing it) when ``read`` cannot read it: an unreadable or
+        outdated entry is logged and recomputed, never a failed cell."""
+        directory = self.cached_directory(write)
+        try:
+            return read(directory)
+        except Exception as error:  # noqa: BLE001 - whatever the reader trips on, the entry is redone
+            logging.getLogger("bench.cache").warning(
+                "cached explainer fit %s is unreadable (%s: %s); recomputing",
+                self.key,
+                type(error).__name__,
+                error,
+            )
+        return read(self.cache.put_directory("explainer-fits", self.key, write, replace=True))
+
 
 @dataclass
 class LabelledScores:
@@ -201,7 +220,7 @@ class Explainer(Plugin, ABC):
         self, classifier: Classifier, dataset: TextDataset, context: FitContext | None = None
     ) -> None:
         """Explainers that learn (e.g. a distilled explainer network) train here; others do nothing.
-        The runner always passes ``context``; what is learned belongs in ``context.cached_directory``."""
+        The runner always passes ``context``; what is learned belongs in ``context.cached``."""
 
     def fit_report(self) -> dict:
         """Facts about fitting (documents, seconds, epochs...), stored with the run and reported as

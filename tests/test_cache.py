@@ -215,3 +215,28 @@ def test_discard_removes_unreadable_entries(tmp_path):
     assert cache.get_directory(KIND, KEY) is None
     assert list(entry.parent.iterdir()) == []
     assert (cache.put_directory(KIND, KEY, _folder("two")) / "a.txt").read_text() == "two"
+
+
+def test_an_unreadable_explainer_fit_is_recomputed_and_logged_not_a_failure(tmp_path, caplog):
+    from harness import FitContext
+
+    context = FitContext(cache=cache_module.Cache(tmp_path), key="f" * 64, seed=0, batch_size=8)
+    writes = []
+
+    def write(folder):
+        writes.append(folder)
+        (folder / "weights.txt").write_text("good")
+
+    def read(folder):
+        text = (folder / "weights.txt").read_text()
+        if text != "good":
+            raise ValueError("truncated weights")
+        return text
+
+    assert context.cached(write, read) == "good" and len(writes) == 1
+    assert context.cached(write, read) == "good" and len(writes) == 1  # read from the cache
+    (context.cached_directory(write) / "weights.txt").write_text("garbage")
+    with caplog.at_level("WARNING", logger="bench.cache"):
+        assert context.cached(write, read) == "good"
+    assert len(writes) == 2 and "unreadable (ValueError: truncated weights); recomputing" in caplog.text
+    assert (context.cached_directory(write) / "weights.txt").read_text() == "good"

@@ -97,11 +97,17 @@ class L2E(Explainer):
     def fit(self, classifier: Classifier, dataset, context: FitContext | None = None) -> None:
         if context is None or context.teacher_attributions is None:
             raise PluginError("l2e is trained through the runner, which lends it the teacher's attributions")
-        directory = context.cached_directory(lambda path: self._train(classifier, dataset, context, path))
-        self.report = json.loads((directory / "report.json").read_text(encoding="utf-8"))
-        self.network = self._network(classifier)
-        state = torch.load(directory / "student.pt", map_location=classifier.device, weights_only=True)
-        self.network.load_state_dict(state)
+
+        def read(directory: Path) -> tuple[dict, StudentNetwork]:
+            report = json.loads((directory / "report.json").read_text(encoding="utf-8"))
+            network = self._network(classifier)
+            state = torch.load(directory / "student.pt", map_location=classifier.device, weights_only=True)
+            network.load_state_dict(state)
+            return report, network
+
+        self.report, self.network = context.cached(
+            lambda path: self._train(classifier, dataset, context, path), read
+        )
         self.network.to(classifier.device).eval()
 
     def fit_report(self) -> dict:
