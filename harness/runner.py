@@ -67,6 +67,7 @@ class RunResult:
     computed: int
     failed: list[tuple[Cell, str]] = field(default_factory=list)
     resumed: bool = False
+    log: Path | None = None  # the run's log file, with the full traceback of every failed cell
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -237,7 +238,9 @@ class Runner:
                     f"[bold]resuming run {run_id}[/]: {len(cells) - len(pending)} of {len(cells)} "
                     "cells already done"
                 )
-            result = RunResult(run_id, len(cells), len(pending), resumed=resumed)
+            result = RunResult(
+                run_id, len(cells), len(pending), resumed=resumed, log=self.store.log_path(run_id)
+            )
             self._execute(run_id, pending, result)
             self.store.finish_run(run_id, "complete-with-failures" if result.failed else "complete")
             return result
@@ -325,7 +328,7 @@ class Runner:
         self._explanations: dict[tuple, _Once] = {}
         self._recorded_models: set[tuple] = set()
         columns = [
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # descriptions hold user labels
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -334,7 +337,7 @@ class Runner:
         with Progress(
             *columns, console=self.console, disable=not self.options.progress, transient=True
         ) as progress:
-            overall = progress.add_task("[bold]cells", total=len(pending))
+            overall = progress.add_task("cells", total=len(pending))
             for explanation_id, cells in by_explanation.items():
                 dataset_entry, model_entry, _, explainer_entry, seed = explanation_id
                 explanation = (
@@ -809,5 +812,6 @@ def summary_line(result: RunResult) -> str:
     failed = len(result.failed)
     text = f"run {result.run_id}: {result.cells - failed} of {result.cells} cells done"
     if failed:
-        text += f", {failed} failed (see the report and results/logs/{result.run_id}.log)"
+        log = result.log or f"results/logs/{result.run_id}.log"
+        text += f", {failed} failed (see the report and {log})"
     return text + "."
