@@ -152,3 +152,22 @@ def test_a_results_path_that_is_a_file_is_one_line(tmp_path):
     result = bench("run", SUITE, "--out", existing, "--limit", "1", "--cache-dir", tmp_path / "cache")
     assert_one_error_line(result.returncode, result.stderr, str(existing))
     assert existing.read_text() == "notes\n"
+
+
+def test_a_suite_with_remote_code_is_refused_by_run_without_the_flag_and_named_by_validate(
+    monkeypatch, capsys, tmp_path
+):
+    suite = tmp_path / "remote.yaml"
+    suite.write_text(
+        SUITE.read_text().replace(
+            "  - name: minilm-head\n    params: {max_length: 128}",
+            f"  - name: hf\n    params: {{path: {tmp_path / 'no-such-model'}, trust_remote_code: true}}",
+        )
+    )
+    assert "trust_remote_code" in suite.read_text()
+    code, out, err = bench_main(monkeypatch, capsys, "validate", suite)
+    assert code == 0 and "valid" in out
+    assert f"warning: {suite}:" in err and "bench run needs --allow-remote-code" in err
+    code, _, err = bench_main(monkeypatch, capsys, "run", suite, "--out", tmp_path / "results")
+    assert_one_error_line(code, err, str(suite), "trust_remote_code", "--allow-remote-code")
+    assert not (tmp_path / "results" / "bench.sqlite").exists()  # refused before anything ran
