@@ -39,8 +39,9 @@ from harness.attribution import Attribution, aggregate_words, attributions_from_
 from harness.cache import Cache, default_cache_dir
 from harness.classifier import Classifier
 from harness.data import Example, TextDataset, fingerprint_examples
+from harness.entries import PluginEntry
 from harness.errors import BenchError, PluginError
-from harness.grid import Cell, PluginEntry, expand
+from harness.grid import Cell, expand
 from harness.plugin import FitContext, LabelledScores, MetricInput, MetricOutput
 from harness.store import CellProvenance, Store
 from harness.suite import LoadedSuite

@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.attribution import Attribution
+from harness.entries import PluginEntry
 from harness.errors import BenchError
-from harness.grid import Cell, PluginEntry
+from harness.grid import Cell
 
 
 def _number(value: float | None) -> float | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.entries import PluginEntry
 from harness.errors import BenchError
 from harness.plugin import VARIANT_PATTERN, canonical_variant
 from harness.registry import Registry, suggest
@@ -192,16 +194,18 @@ class Suite(BaseModel):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-class LoadedSuite(BaseModel):
-    """A validated suite with its source text and where it came from."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+@dataclass(frozen=True)
+class LoadedSuite:
+    """A resolved suite: the validated suite, its source text and where it came from, and its entries
+    (registry classes, validated parameters, labels, identities) for the grid to expand."""
 
     suite: Suite
     text: str
     path: str
-    entries: dict[str, list[Any]]  # kind -> expanded (PluginEntry) lists, see grid.py
-    remote_code: list[str] = []  # "FILE:LINE: where (label)" of each entry that runs downloaded code
+    entries: dict[str, list[PluginEntry]]  # section -> its entries, grid entries expanded
+    remote_code: list[str] = field(
+        default_factory=list
+    )  # "FILE:LINE: where (label)" of entries running downloaded code
 
     def check_remote_code(self, allowed: bool) -> None:
         """Someone else's suite must not run downloaded code just by being run: that takes
@@ -231,8 +235,6 @@ def with_profile(data: dict, profile: str | None) -> dict:
 def load_suite(path: str | Path, registry: Registry, profile: str | None = None) -> LoadedSuite:
     """Read, parse and validate a suite file (with ``profile`` applied), and validate every plugin name
     and parameter."""
-    from harness.grid import PluginEntry
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -378,8 +380,6 @@ def _check_references(suite: Suite, entries: dict[str, list[Any]], locator: _Loc
 
 def _teacher(cls: type, params: Any, registry: Registry, locator: _Locator, where: tuple):
     """The validated explainer entry a student distils (its ``teacher`` parameter), or None."""
-    from harness.grid import PluginEntry
-
     teacher = cls.teacher_of(params)
     if teacher is None:
         return None
@@ -403,8 +403,6 @@ def _teacher(cls: type, params: Any, registry: Registry, locator: _Locator, wher
 
 def _train_on(spec: ModelSpec, registry: Registry, locator: _Locator, where: tuple):
     """The validated dataset entry a model is trained on, when the suite names one."""
-    from harness.grid import PluginEntry
-
     if spec.train_on is None:
         return None
     where = (*where, "train_on")
