@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -229,7 +230,7 @@ class Runner:
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunResult:
         cells = expand(self.loaded)
-        run_id, resumed = self._start_run()
+        run_id, resumed, lock = self._start_run()
         handler = self._log_to_file(run_id)
         try:
             done = self.store.done_cells(run_id)
@@ -248,6 +249,7 @@ class Runner:
         finally:
             logging.getLogger("bench").removeHandler(handler)
             handler.close()
+            lock.release()
 
     def _versions(self) -> dict:
         """Python, the harness, its code paths, the numeric libraries, every plugin package and every
@@ -268,7 +270,8 @@ class Runner:
         versions["plugins"] = dict(sorted(plugins.items()))
         return versions
 
-    def _start_run(self) -> tuple[str, bool]:
+    def _start_run(self) -> tuple[str, bool, FileLock]:
+        """The run to work on, resumed or new, with its lock held by this process."""
         options = {
             "limit": self.options.limit,
             "use_cache": self.options.use_cache,
@@ -282,10 +285,16 @@ class Runner:
             candidate = self.store.resumable_run(self.loaded.hash)
             if candidate:
                 stored = self.store.run(candidate)
+                lock = self.store.run_lock(candidate)
                 reason = _resume_mismatch(stored, self.device_name, versions, options)
                 if reason is None:
+                    try:
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        reason = "another process is running it"
+                if reason is None:
                     self.store.claim_run(candidate, self.device_name)
-                    return candidate, True
+                    return candidate, True, lock
                 self.console.print(
                     f"not resuming run {candidate}: {reason}; starting a new run",
                     highlight=False,
@@ -294,6 +303,8 @@ class Runner:
                 log.warning("not resuming run %s: %s", candidate, reason)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{self.suite.name}-{secrets.token_hex(3)}"
+        lock = self.store.run_lock(run_id)
+        lock.acquire(timeout=0)
         self.store.create_run(
             run_id,
             self.suite,
@@ -305,7 +316,7 @@ class Runner:
             versions,
             options,
         )
-        return run_id, False
+        return run_id, False, lock
 
     def _log_to_file(self, run_id: str) -> logging.Handler:
         path = self.store.log_path(run_id)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from filelock import FileLock
+
 from harness.attribution import Attribution
 from harness.entries import PluginEntry
 from harness.errors import BenchError
@@ -228,18 +230,6 @@ class CellProvenance:
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Store:
@@ -461,19 +451,23 @@ class Store:
                 for row in db.execute("SELECT cell_id FROM cells WHERE run_id=? AND status='done'", (run_id,))
             }
 
+    def run_lock(self, run_id: str) -> FileLock:
+        """The lock a process holds while it runs ``run_id``: a lock file, released by the operating
+        system when the process ends however it ends (kill -9 included), unlike a pid, which can be
+        reused and means nothing on another host."""
+        (self.results_dir / "locks").mkdir(parents=True, exist_ok=True)
+        return FileLock(self.results_dir / "locks" / f"{run_id}.lock")
+
     def resumable_run(self, suite_hash: str) -> str | None:
-        """The latest unfinished run of this exact suite whose process is gone (killed or crashed)."""
+        """The latest unfinished run of this exact suite (its process may still hold its lock: see
+        ``run_lock``)."""
         with closing(self.connect()) as db:
             row = db.execute(
-                "SELECT run_id, pid, host FROM runs WHERE suite_hash=? AND status='running' "
+                "SELECT run_id FROM runs WHERE suite_hash=? AND status='running' "
                 "ORDER BY started_at DESC, rowid DESC LIMIT 1",
                 (suite_hash,),
             ).fetchone()
-        if row is None:
-            return None
-        if row["host"] == socket.gethostname() and _pid_alive(row["pid"]) and row["pid"] != os.getpid():
-            return None  # still running in another process
-        return row["run_id"]
+        return None if row is None else row["run_id"]
 
     def resolve(self, run: str) -> str:
         """A run id from a run id, a unique prefix of one, or ``latest``."""

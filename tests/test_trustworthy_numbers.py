@@ -312,6 +312,29 @@ def test_an_interrupted_run_is_resumed_only_when_versions_match(write_suite, tmp
     assert f"resuming run {second.run_id}" in output.getvalue()
 
 
+def test_a_run_whose_lock_another_process_holds_is_not_resumed(write_suite, tmp_path):
+    path = write_suite(suite_text())
+    first = run_suite(path, tmp_path)
+    store = Store(tmp_path / "results")
+    interrupt(store, first.run_id)
+    holder = subprocess.Popen(  # another bench process still running the first run
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+         "print('locked', flush=True); time.sleep(60)", str(store.run_lock(first.run_id).lock_file)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        output = io.StringIO()
+        second = run_suite(path, tmp_path, console=Console(file=output, width=300))
+        assert second.resumed is False and second.run_id != first.run_id
+        assert f"not resuming run {first.run_id}: another process is running it" in output.getvalue()
+    finally:
+        holder.kill()
+        holder.wait()
+    third = run_suite(path, tmp_path)  # its process is gone (killed): the lock is free, the run resumes
+    assert third.resumed is True and third.run_id == first.run_id
+
+
 # -- 7. undefined values are counted ---------------------------------------------------------------
 
 
