@@ -176,6 +176,11 @@ class _Once:
             self._done = True
         return self._value
 
+    @property
+    def done(self) -> bool:
+        """Whether the value is there (computed without error): reading it then costs nothing."""
+        return self._done
+
 
 @dataclass
 class ModelHandle:
@@ -415,7 +420,7 @@ class Runner:
         if explained is None:
             data = self._datasets.get(cell.dataset)
             explained_examples = None
-            if data is not None and data._done:
+            if data is not None and data.done:
                 explained_examples = data()[1]
         else:
             explained_examples = explained.examples
