@@ -20,6 +20,11 @@ LABEL_VALUES = (-2, -1, 0, 1, 2)
 NEUTRAL_CLASS = LABEL_VALUES.index(0)
 IGNORE_INDEX = -100  # torch's cross-entropy ignore index
 
+# The version of ``Attribution``'s fields, stored in each (``Attribution.schema``): 3 added ``groups``,
+# ``group_scores`` and ``extras``. Dicts written before carry no schema and load as 2.
+ATTRIBUTION_SCHEMA = 3
+UNVERSIONED_SCHEMA = 2
+
 
 def _masked_mean(values: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
     """(B, 1) mean of each row's selected values; 0 where a row selects none."""
@@ -66,6 +71,12 @@ class Attribution:
     for explainers that only score. ``batch`` is the index (within the cell's examples) of the explainer
     call that timed this example: ``seconds`` is that call's time divided by its size, so the examples of
     one batch share one measurement.
+
+    Explainers that return a ``harness.Explanation`` may add: ``groups``, each token's group id (-1 for
+    none; a group may span both texts of a pair, as GMASK's word groups); ``group_scores``, the importance
+    of group ids 0, 1, ...; ``extras``, further named scores per token (e.g. per-class scores). Each is
+    ``None`` when the explainer gives none. ``schema`` is the version of these fields
+    (``ATTRIBUTION_SCHEMA``) the attribution was written under.
     """
 
     example_id: str
@@ -83,6 +94,10 @@ class Attribution:
     log_probabilities: list[float] | None = None
     labels: list[int] | None = None
     batch: int | None = None
+    groups: list[int] | None = None
+    group_scores: list[float] | None = None
+    extras: dict[str, list[float]] | None = None
+    schema: int = ATTRIBUTION_SCHEMA
 
     def discretised_labels(self) -> list[int]:
         """``scores`` as L2E's labels (-2..2), by its heuristic h over the real tokens (special tokens
@@ -133,6 +148,7 @@ class Attribution:
     def from_dict(cls, data: dict) -> Attribution:
         data = dict(data)
         data["offsets"] = [tuple(span) for span in data["offsets"]]
+        data.setdefault("schema", UNVERSIONED_SCHEMA)
         return cls(**data)
 
 
@@ -145,12 +161,20 @@ def attributions_from_batch(
     seconds_per_example: float,
     labels: torch.Tensor | None = None,
     batch: int | None = None,
+    groups: torch.Tensor | None = None,
+    group_scores: torch.Tensor | None = None,
+    extras: dict[str, torch.Tensor] | None = None,
 ) -> list[Attribution]:
     """Split a batch of explainer output into per-example attributions (padding dropped).
     ``log_probabilities`` (B, K) are the model's on the unperturbed batch; ``labels`` (B, L) the
-    explainer's discrete token labels, if it gives any."""
+    explainer's discrete token labels, ``groups`` (B, L) its group id per token, ``group_scores`` (B, G)
+    its importance per group id (trailing NaN are a row's padding) and ``extras`` its further named
+    (B, L) scores, if it gives any (see ``harness.Explanation``)."""
     scores = scores.detach().to("cpu", torch.float64)
     labels = None if labels is None else labels.detach().to("cpu", torch.long)
+    groups = None if groups is None else groups.detach().to("cpu", torch.long)
+    group_scores = None if group_scores is None else group_scores.detach().to("cpu", torch.float64)
+    extras = None if extras is None else {k: v.detach().to("cpu", torch.float64) for k, v in extras.items()}
     log_probabilities = log_probabilities.detach().to("cpu", torch.float64)
     result = []
     for row, example_id in enumerate(example_ids):
@@ -176,9 +200,18 @@ def attributions_from_batch(
                 log_probabilities=log_probabilities[row].tolist(),
                 labels=None if labels is None else labels[row, :length].tolist(),
                 batch=batch,
+                groups=None if groups is None else groups[row, :length].tolist(),
+                group_scores=None if group_scores is None else _without_trailing_nan(group_scores[row]),
+                extras=None if extras is None else {k: v[row, :length].tolist() for k, v in extras.items()},
             )
         )
     return result
+
+
+def _without_trailing_nan(values: torch.Tensor) -> list[float]:
+    """A row of a padded (B, G) tensor without its padding: the NaN after its last number."""
+    numbers = torch.nonzero(~torch.isnan(values)).flatten()
+    return values[: int(numbers[-1]) + 1 if len(numbers) else 0].tolist()
 
 
 def aggregate_words(scores: torch.Tensor, encoding: Encoding, reduction: str) -> torch.Tensor:

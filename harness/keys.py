@@ -27,7 +27,7 @@ CODE_VERSIONS = {
     "ranking": "1",  # harness.attribution: units, unit scores, ranking order and ties
     "word-aggregation": "1",  # harness.attribution.aggregate_words
     "explain-loop": "2",  # harness.runner: warm-up, timing per batch (Attribution.batch)
-    "attribution-schema": "2",  # harness.attribution.Attribution fields
+    "attribution-schema": "3",  # harness.attribution.Attribution fields (ATTRIBUTION_SCHEMA)
 }
 
 NUMERIC_LIBRARIES = (

@@ -192,18 +192,80 @@ class FitContext:
 
 
 @dataclass
-class LabelledScores:
-    """What an explainer returns when it also gives each token a discrete label (e.g. L2E's sequence
-    labelling): ``scores`` (B, L) floats and ``labels`` (B, L) integers, 0 meaning neutral. The labels
-    are stored with the attribution (``Attribution.labels``) for label-wise metrics."""
+class Explanation:
+    """What an explainer returns when it gives more than one score per token (a plain (B, L) tensor is
+    the same as ``Explanation(scores)``). Every tensor is aligned with the batch's tokens (B, L); values
+    at padding positions are dropped when stored, at special-token positions ignored.
+
+    - ``scores`` (B, L) floats: the attribution, what metrics rank by.
+    - ``labels`` (B, L) integers: a discrete label per token, 0 neutral (e.g. L2E's sequence labelling,
+      Situ et al. 2021: -2..2), read by label-wise metrics (``iou-stability``).
+    - ``groups`` (B, L) integers: each token's group id within its example, -1 for none; ids are per
+      example, and a group may hold tokens of both texts of a pair (GMASK's word groups, Chen et al. 2021,
+      each word assigned to its most probable group).
+    - ``group_scores`` (B, G) floats, only with ``groups``: the importance of group ids 0..G-1 (GMASK's
+      ψ); a row with fewer groups than G ends in NaN padding, dropped when stored.
+    - ``extras`` {name: (B, L) floats}: further named scores per token (per-class scores, a second
+      method's scores, soft group memberships...). Like ``scores`` they must be finite on real tokens,
+      and an explainer with ``granularity: word`` has them aggregated per word the same way.
+
+    All of it is stored with the attribution (``Attribution.labels``, ``groups``, ``group_scores``,
+    ``extras``, under ``Attribution.schema``) and exported by ``bench export --attributions``.
+    """
 
     scores: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+    group_scores: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] | None = None
+
+    def problem(self, shape: tuple[int, ...]) -> str | None:
+        """What is wrong with this explanation of a batch of ``shape`` (batch × tokens), or None."""
+        shape = tuple(shape)
+        extras = self.extras or {}
+        if not isinstance(extras, dict) or not all(
+            isinstance(name, str) and isinstance(values, torch.Tensor) for name, values in extras.items()
+        ):
+            return "extras that are not a dict of named tensors"
+        per_token = {"scores": self.scores, "labels": self.labels, "groups": self.groups}
+        per_token |= {f"extras[{name!r}]": values for name, values in extras.items()}
+        for what, tensor in per_token.items():
+            if tensor is not None and tuple(tensor.shape) != shape:
+                return f"{what} of shape {tuple(tensor.shape)}, expected {shape} (batch × tokens)"
+        if self.groups is not None:
+            if self.groups.is_floating_point() or self.groups.is_complex():
+                return f"groups of dtype {self.groups.dtype}, expected integers"
+            if self.groups.numel() and int(self.groups.min()) < -1:
+                return f"group id {int(self.groups.min())}, expected ≥ 0 (or -1: no group)"
+        if self.group_scores is not None:
+            if self.groups is None:
+                return "group_scores without groups"
+            count = int(self.groups.max()) + 1 if self.groups.numel() else 0
+            if self.group_scores.dim() != 2 or self.group_scores.shape[0] != shape[0]:
+                return (
+                    f"group_scores of shape {tuple(self.group_scores.shape)}, "
+                    f"expected ({shape[0]}, G) (batch × groups)"
+                )
+            if self.group_scores.shape[1] < count:
+                return (
+                    f"group_scores of shape {tuple(self.group_scores.shape)} for group ids up to "
+                    f"{count - 1}, expected ({shape[0]}, ≥ {count}) (batch × groups)"
+                )
+        return None
+
+
+class LabelledScores(Explanation):
+    """``Explanation(scores, labels=labels)``: scores (B, L) floats and a discrete label per token
+    (B, L) integers, 0 meaning neutral (e.g. L2E's sequence labelling); kept for explainers written
+    before ``Explanation``."""
+
+    def __init__(self, scores: torch.Tensor, labels: torch.Tensor):
+        super().__init__(scores, labels=labels)
 
 
 class Explainer(Plugin, ABC):
-    """An explainer plugin: a batch of encoded texts in, one score per token out (B, L), or
-    ``LabelledScores`` for explainers that also label tokens.
+    """An explainer plugin: a batch of encoded texts in, one score per token out (B, L), or an
+    ``Explanation`` for explainers that also label or group tokens or give further scores.
 
     Scores at special-token and padding positions are ignored. Randomness must come from
     ``self.seed`` so that results do not depend on batch order.
@@ -236,7 +298,7 @@ class Explainer(Plugin, ABC):
     @abstractmethod
     def explain(
         self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor
-    ) -> torch.Tensor | LabelledScores: ...
+    ) -> torch.Tensor | Explanation: ...
 
 
 @dataclass

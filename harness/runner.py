@@ -43,7 +43,7 @@ from harness.data import Example, TextDataset, fingerprint_examples
 from harness.entries import PluginEntry
 from harness.errors import BenchError, PluginError
 from harness.grid import Cell, expand
-from harness.plugin import FitContext, LabelledScores, MetricInput, MetricOutput
+from harness.plugin import Explanation, FitContext, MetricInput, MetricOutput
 from harness.store import CellProvenance, Store
 from harness.suite import LoadedSuite
 
@@ -192,8 +192,9 @@ class ModelHandle:
 
 
 # Cached attributions are stored as {"schema": ATTRIBUTIONS_SCHEMA, "timing": ..., "attributions": [...]};
-# an entry of another schema (or unreadable) is recomputed, never a failed cell.
-ATTRIBUTIONS_SCHEMA = 2
+# an entry of another schema (or unreadable) is recomputed, never a failed cell. 3: attributions carry
+# groups, group_scores, extras and their own schema (harness.attribution.ATTRIBUTION_SCHEMA).
+ATTRIBUTIONS_SCHEMA = 3
 
 
 @dataclass
@@ -699,20 +700,22 @@ class Runner:
             if cuda:
                 torch.cuda.synchronize()
             seconds = (time.perf_counter() - started) / len(batch)
-            scores, labels = (
-                (output.scores, output.labels) if isinstance(output, LabelledScores) else (output, None)
-            )
-            for what, tensor in (("scores", scores), ("labels", labels)):
-                if tensor is not None and tuple(tensor.shape) != tuple(encoding.input_ids.shape):
-                    raise PluginError(
-                        f"explainer '{entry.name}' returned {what} of shape {tuple(tensor.shape)}, "
-                        f"expected {tuple(encoding.input_ids.shape)} (batch × tokens)"
-                    )
+            explanation = output if isinstance(output, Explanation) else Explanation(output)
+            problem = explanation.problem(tuple(encoding.input_ids.shape))
+            if problem is not None:
+                raise PluginError(f"explainer '{entry.name}' returned {problem}")
+            scores = explanation.scores
+            extras = {
+                name: values if values.is_floating_point() else values.float()
+                for name, values in (explanation.extras or {}).items()
+            }
             if granularity == "word":
                 scores = aggregate_words(scores, encoding, params.word_reduction)
-            real = ~encoding.special_mask.to(scores.device)
-            if not torch.isfinite(scores[real]).all():
-                raise PluginError(f"explainer '{entry.name}' returned non-finite scores")
+                extras = {n: aggregate_words(v, encoding, params.word_reduction) for n, v in extras.items()}
+            checked = {"scores": scores} | {f"extras[{n!r}]": v for n, v in extras.items()}
+            for what, values in checked.items():
+                if not torch.isfinite(values[~encoding.special_mask.to(values.device)]).all():
+                    raise PluginError(f"explainer '{entry.name}' returned non-finite {what}")
             attributions += attributions_from_batch(
                 encoding.example_ids,
                 encoding,
@@ -720,8 +723,11 @@ class Runner:
                 targets,
                 log_probabilities,
                 seconds,
-                labels=labels,
+                labels=explanation.labels,
                 batch=start // self.suite.batch_size,
+                groups=explanation.groups,
+                group_scores=explanation.group_scores,
+                extras=extras if explanation.extras is not None else None,
             )
             progress.advance(task, len(batch))
         return attributions, fit_report
