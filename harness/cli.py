@@ -8,6 +8,7 @@ import shlex
 import sqlite3
 import sys
 import warnings
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -111,31 +112,37 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 
 @app.command()
 def validate(suite: SuiteArgument, profile: ProfileOption = None) -> None:
-    """Check a suite (YAML, keys, plugin names, parameters) without running it."""
-    from harness.grid import expand
+    """Check a suite (YAML, keys, plugin names, parameters, requirements) without running it."""
+    from harness.grid import expand, left_out
     from harness.suite import load_suite
 
     loaded = load_suite(suite, _registry(), profile)
     cells = expand(loaded)
+    unmet = left_out(loaded)
     entries = loaded.entries
     variants = sum(len(m.spec.variants) for m in entries["models"])
     full = (
         len(entries["datasets"]) * variants * len(entries["explainers"]) * len(entries["metrics"])
         * len(loaded.suite.seeds)
     )  # fmt: skip
-    skipped = (
-        f"; {full - len(cells)} skipped: comparisons of a variant with itself (init:1 is default) or with a "
-        "missing teacher"
-        if full != len(cells)
-        else ""
-    )
+    skipped = full - len(cells) - len(unmet)
+    notes = []
+    if skipped:
+        notes.append(
+            f"{skipped} skipped: comparisons of a variant with itself (init:1 is default) or with a "
+            "missing teacher"
+        )
+    if unmet:
+        notes.append(f"{len(unmet)} left out: requirements not provided, listed below")
     _say(
         out,
         f"{suite}: valid — {len(cells)} cells ({len(entries['datasets'])} datasets × "
         f"{variants} model variants × "
         f"{len(entries['explainers'])} explainer configs × {len(entries['metrics'])} metric configs × "
-        f"{len(loaded.suite.seeds)} seeds{skipped})",
+        f"{len(loaded.suite.seeds)} seeds{''.join(f'; {note}' for note in notes)})",
     )
+    for reason, count in Counter(reason for _, reason in unmet).items():  # in grid order
+        _say(out, f"  {count} left out: {reason}")
     for where in loaded.remote_code:
         _say(
             err,

@@ -2,10 +2,14 @@
 
 A cell is (dataset, model, model variant, explainer with params, metric with params, seed). Cells that
 share everything but the metric share one attribution computation (an "explanation" of the grid).
+
+A cell applies when everything its plugins require (``Plugin.requires_for``) is provided by its dataset
+or its model (``Plugin.provides_for``); ``expand`` leaves out the others and ``left_out`` says why.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from harness.entries import PluginEntry, short_hash
@@ -56,12 +60,39 @@ class Cell:
         return None
 
     @property
-    def in_grid(self) -> bool:
+    def compares_something(self) -> bool:
         """False for comparisons that mean nothing: a variant with itself, a teacher-less explainer
         with its teacher."""
         if self.metric.cls.compares == "teacher":
             return self.explainer.teacher is not None
         return self.reference != self
+
+    @property
+    def unmet(self) -> str | None:
+        """Why the cell cannot apply, or None: the first of its plugins (dataset, model, explainer with
+        its teacher, metric) requiring a capability that neither its dataset nor its model provides."""
+        required = [(entry, requirements(entry)) for entry in self.entries]
+        if not any(needs for _, needs in required):
+            return None  # nothing to ask the dataset and model (a jsonl dataset reads its files to answer)
+        provided = provisions(self.dataset) | provisions(self.model)
+        for entry, needs in required:
+            missing = sorted(needs - provided)
+            if missing:
+                names = ", ".join(f"'{name}'" for name in missing)
+                return (
+                    f"{entry.kind} '{entry.label}' requires {names}, which neither dataset "
+                    f"'{self.dataset.label}' nor model '{self.model.label}' provides"
+                )
+        return None
+
+    @property
+    def in_grid(self) -> bool:
+        """Whether the cell is run: it compares something and everything it requires is provided."""
+        return self.compares_something and self.unmet is None
+
+    @property
+    def entries(self) -> tuple[PluginEntry, ...]:
+        return (self.dataset, self.model, self.explainer, self.metric)
 
     def describe(self) -> str:
         variant = "" if self.variant == "default" else f"[{self.variant}]"
@@ -71,20 +102,39 @@ class Cell:
         )
 
 
+def requirements(entry: PluginEntry) -> frozenset[str]:
+    """What an entry needs with its parameters; a student needs what its teacher needs too."""
+    needs = entry.cls.requires_for(entry.params)
+    return needs if entry.teacher is None else needs | requirements(entry.teacher)
+
+
+def provisions(entry: PluginEntry) -> frozenset[str]:
+    """What an entry offers with its parameters."""
+    return entry.cls.provides_for(entry.params)
+
+
 def expand(loaded: LoadedSuite) -> list[Cell]:
     """The cells of a suite, ordered so that work sharing a dataset, a model and an explainer is
     adjacent (each is loaded, trained or computed once). A metric comparing variants gets no cell on
     its own reference variant (the comparison with itself is trivially perfect), nor a metric comparing
-    with the teacher on an explainer that has none."""
+    with the teacher on an explainer that has none; nor does a cell whose requirements its dataset and
+    model do not provide (see ``left_out``)."""
+    return [cell for cell in _candidates(loaded) if cell.in_grid]
+
+
+def left_out(loaded: LoadedSuite) -> list[tuple[Cell, str]]:
+    """The cells ``expand`` leaves out because a requirement is not provided, each with the reason
+    (``Cell.unmet``), in grid order. Comparisons that mean nothing are not among them."""
+    cells = (cell for cell in _candidates(loaded) if cell.compares_something)
+    return [(cell, reason) for cell in cells if (reason := cell.unmet) is not None]
+
+
+def _candidates(loaded: LoadedSuite) -> Iterator[Cell]:
     entries = loaded.entries
-    cells = []
     for dataset in entries["datasets"]:
         for model in entries["models"]:
             for seed in loaded.suite.seeds:
                 for variant in model.variants:
                     for explainer in entries["explainers"]:
                         for metric in entries["metrics"]:
-                            cell = Cell(dataset, model, variant, explainer, metric, seed)
-                            if cell.in_grid:
-                                cells.append(cell)
-    return cells
+                            yield Cell(dataset, model, variant, explainer, metric, seed)

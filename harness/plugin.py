@@ -39,13 +39,32 @@ class Params(BaseModel):
 
 class Plugin:
     """Common metadata. ``version`` changes whenever the plugin's results would change; it is part of
-    every cache key. ``paper`` names the source of the definition."""
+    every cache key. ``paper`` names the source of the definition.
+
+    ``requires`` and ``provides`` are capabilities, by name. A cell applies when everything its
+    plugins require (a student's teacher's included) is provided by its dataset or its model; the
+    grid leaves out the others, and ``bench validate`` counts and names them, instead of failing them
+    at run time. The built-in names:
+
+    - ``"pairs"``: a dataset whose examples are text pairs (``Example.text_pair``); an explainer or
+      metric that needs them.
+    - ``"attentions"``: a model whose classifier returns attention weights (``Classifier.attentions``);
+      an explainer that reads them (``attention``).
+
+    Any other string is a capability a third party defines, e.g. ``"class-vectors"`` for a model
+    with learned class vectors and the explainer that reads them. When the answer depends on the
+    parameters (the ``hf`` dataset holds pairs when ``text_pair_field`` is set), override the
+    classmethods ``provides_for(params)`` / ``requires_for(params)``; they return the class
+    attributes by default.
+    """
 
     kind: ClassVar[str]
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = ""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: Params | None = None):
         self.params = params if params is not None else self.Params()
@@ -54,6 +73,16 @@ class Plugin:
     def description(cls) -> str:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def requires_for(cls, params: Params) -> frozenset[str]:
+        """The capabilities this plugin needs with these parameters: ``requires`` by default."""
+        return frozenset(cls.requires)
+
+    @classmethod
+    def provides_for(cls, params: Params) -> frozenset[str]:
+        """The capabilities this plugin offers with these parameters: ``provides`` by default."""
+        return frozenset(cls.provides)
 
     @classmethod
     def runs_remote_code(cls, params: Params) -> bool:
@@ -399,6 +428,10 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
         params = getattr(cls, "Params", None)
         if compares == "variant" and "reference" not in getattr(params, "model_fields", {}):
             return f"metric '{name}' compares variants but its Params have no 'reference' field"
+    for declared in ("requires", "provides"):
+        names = getattr(cls, declared, frozenset())
+        if not (isinstance(names, set | frozenset) and all(isinstance(n, str) and n for n in names)):
+            return f"'{name}'.{declared} must be a set of capability names, e.g. {{\"pairs\"}}"
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
         return f"'{name}'.Params is not a pydantic model"
     return None

@@ -47,6 +47,11 @@ class HuggingFaceDataset(Dataset):
         test_split: str = Field("test", description="split used for evaluation; it must be labelled")
         revision: str | None = Field(None, description="git revision (commit, tag or branch) of the dataset")
 
+    @classmethod
+    def provides_for(cls, params: HuggingFaceDataset.Params) -> frozenset[str]:
+        """``pairs`` when ``text_pair_field`` names the second text of each example."""
+        return frozenset({"pairs"}) if params.text_pair_field is not None else frozenset()
+
     def load(self) -> TextDataset:
         params = self.params
         try:

@@ -52,11 +52,23 @@ class JsonlDataset(Dataset):
         validation: str | None = Field(None, description="file in the folder holding the validation split")
         test: str | None = Field(None, description="file in the folder holding the test split")
 
+    @classmethod
+    def provides_for(cls, params: JsonlDataset.Params) -> frozenset[str]:
+        """``pairs`` when the rows are text pairs, read from the first row of the first file (``load``
+        checks that every row is of one kind). Nothing when the files cannot be read: loading them
+        then reports why."""
+        try:
+            files = cls(params)._choose_files(_resolve(params.path))
+            with next(iter(files.values())).open(encoding="utf-8") as lines:
+                first = next((line for line in lines if line.strip()), "{}")
+            row = json.loads(first)
+        except (BenchError, OSError, ValueError):
+            return frozenset()
+        return frozenset({"pairs"}) if isinstance(row, dict) and _is_pair(row) else frozenset()
+
     def load(self) -> TextDataset:
         params = self.params
-        path = Path(params.path).expanduser()
-        if not path.is_absolute():
-            path = Path.cwd() / path
+        path = _resolve(params.path)
         files = self._choose_files(path)
         reader = _Reader()
         loaded = {split: reader.read(file) for split, file in files.items()}
@@ -139,6 +151,15 @@ class JsonlDataset(Dataset):
         )
 
 
+def _resolve(path: str) -> Path:
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else Path.cwd() / resolved
+
+
+def _is_pair(row: dict[str, Any]) -> bool:
+    return "text_a" in row or "text_b" in row
+
+
 def _existing(folder: Path, file_name: str) -> Path | None:
     for candidate in (folder / file_name, folder / f"{file_name}.jsonl"):
         if candidate.is_file():
@@ -183,7 +204,7 @@ class _Reader:
 
     def _example(self, row: dict[str, Any], file: Path, number: int) -> Example:
         where = f"{file}:{number}"
-        is_pair = "text_a" in row or "text_b" in row
+        is_pair = _is_pair(row)
         if self.is_pair is None:
             self.is_pair = is_pair
         elif is_pair != self.is_pair:

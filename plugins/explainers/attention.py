@@ -53,12 +53,14 @@ class Attention(Explainer):
     first position's row.
 
     Attention is not a target-specific explanation: the scores are the same whatever class is explained
-    (the ``target`` is ignored), and they are non-negative. The model's ``attentions`` provides the weights;
-    models without attention (e.g. ``bow``) raise ``PluginError``.
+    (the ``target`` is ignored), and they are non-negative. The model's ``attentions`` provides the weights:
+    the explainer requires ``attentions``, so the grid leaves it out on models that do not provide them
+    (e.g. ``bow``) instead of failing those cells.
     """
 
     name: ClassVar[str] = "attention"
     Params = AttentionParams
+    requires: ClassVar[frozenset[str]] = frozenset({"attentions"})
     paper: ClassVar[str] = (
         "Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers; Jain & Wallace 2019"
     )

@@ -76,6 +76,7 @@ class HuggingFaceModel(Model):
     trainable: ClassVar[bool] = False
     version: ClassVar[str] = "1"
     Params: ClassVar[type[Params]] = HuggingFaceParams
+    provides: ClassVar[frozenset[str]] = frozenset({"attentions"})  # Classifier.attentions
 
     params: HuggingFaceParams
 

@@ -196,6 +196,7 @@ class MiniLMHead(Model):
     )
     Params: ClassVar[type[Params]] = MiniLMHeadParams
     variants: ClassVar[tuple[str, ...]] = ("default", "init:N", "untrained")
+    provides: ClassVar[frozenset[str]] = frozenset({"attentions"})  # Classifier.attentions
 
     params: MiniLMHeadParams
 
