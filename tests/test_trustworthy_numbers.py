@@ -25,7 +25,7 @@ from harness.errors import BenchError
 from harness.grid import expand
 from harness.registry import get_registry
 from harness.report import Report, render
-from harness.runner import Runner, RunOptions
+from harness.runner import ATTRIBUTIONS_SCHEMA, Runner, RunOptions
 from harness.store import Store
 from harness.suite import load_suite
 from plugins.datasets.jsonl import JsonlDataset
@@ -283,7 +283,7 @@ def test_an_outdated_cached_attributions_entry_is_recomputed_and_logged_not_a_fa
         return [(r["example_id"], r["value"]) for r in store.records(run_id)]
 
     assert values(second.run_id) == values(first.run_id)
-    assert json.loads(file.read_text())["schema"] == 2  # rewritten in the current format
+    assert json.loads(file.read_text())["schema"] == ATTRIBUTIONS_SCHEMA  # rewritten in the current format
 
 
 # -- 6. resume only what this run would compute alike -----------------------------------------------
