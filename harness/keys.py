@@ -23,7 +23,7 @@ from harness.cache import library_versions
 
 # Bump the version of a code path whenever a change there changes values.
 CODE_VERSIONS = {
-    "perturbation-engine": "2",  # harness.perturb: masks, batching, NaN for inputs without units
+    "perturbation-engine": "3",  # harness.perturb: masks, batching in bounded chunks, NaN without units
     "ranking": "1",  # harness.attribution: units, unit scores, ranking order and ties
     "word-aggregation": "1",  # harness.attribution.aggregate_words
     "explain-loop": "2",  # harness.runner: warm-up, timing per batch (Attribution.batch)

@@ -97,6 +97,9 @@ def _forward(
     return result
 
 
+MAX_ROWS = 4096  # perturbed inputs materialised at once, whatever the cell's size (bounded memory)
+
+
 def evaluate(
     classifier: Classifier,
     attributions: Sequence[Attribution],
@@ -104,46 +107,56 @@ def evaluate(
     *,
     masking: Masking,
     batch_size: int,
+    max_rows: int = MAX_ROWS,
 ) -> list[np.ndarray]:
     """Class log-probabilities of perturbed inputs (log space keeps log-odds exact for confident models).
 
     ``removals[i]`` is a boolean matrix S_i × L_i: row s removes those positions of attribution i (an
-    all-False row is the unperturbed input). Every row of every attribution goes through the model in
-    the same batched passes. Returns one S_i × K log-probability matrix per attribution; all NaN for an
-    attribution with no removable unit (see the module docstring), which runs nothing.
+    all-False row is the unperturbed input). The rows of consecutive attributions go through the model
+    together in batched passes, longest first, in chunks of at most ``max_rows`` perturbed inputs (an
+    attribution's rows are never split), so memory stays bounded however large the cell (switching
+    point and leave-one-out need L rows of L tokens per example). Returns one S_i × K log-probability
+    matrix per attribution; all NaN for an attribution with no removable unit (see the module
+    docstring), which runs nothing.
     """
     replacement = replacement_id(classifier, masking)
     with_types = all(attribution.token_type_ids is not None for attribution in attributions)
+    n_classes = len(classifier.labels)
+    results: list[np.ndarray | None] = [None] * len(attributions)
     sequences: list[np.ndarray] = []
     type_sequences: list[np.ndarray] | None = [] if with_types else None
+    pending: list[tuple[int, int, int, bool, np.ndarray]] = []  # index, start, count, known, inverse
+
+    def flush() -> None:
+        log_probabilities = _forward(classifier, sequences, type_sequences, batch_size) if sequences else None
+        for index, start, count, known, inverse in pending:
+            computed = log_probabilities[start : start + count] if count else np.zeros((0, n_classes))
+            if known:
+                stored = np.asarray(attributions[index].log_probabilities)[None, :]
+                computed = np.vstack([stored, computed])
+            results[index] = computed[inverse]
+        sequences.clear()
+        if type_sequences is not None:
+            type_sequences.clear()
+        pending.clear()
+
     # Identical perturbations of one input (e.g. bins that round to the same count) run once, and the
     # unperturbed input reuses the log-probabilities stored with the attribution when it has them.
-    plans = []
-    for attribution, remove in zip(attributions, removals, strict=True):
+    for index, (attribution, remove) in enumerate(zip(attributions, removals, strict=True)):
         if not len(attribution.removable):
-            plans.append(None)
+            results[index] = np.full((len(remove), n_classes), np.nan)
             continue
         unique, inverse = np.unique(remove, axis=0, return_inverse=True)
         known = attribution.log_probabilities is not None and not unique[0].any()
         to_run = unique[1:] if known else unique
+        if sequences and len(sequences) + len(to_run) > max_rows:
+            flush()
         rows, type_rows = _perturbed_rows(attribution, to_run, replacement)
-        plans.append((len(sequences), len(rows), known, inverse.reshape(-1)))
+        pending.append((index, len(sequences), len(rows), known, inverse.reshape(-1)))
         sequences.extend(rows)
         if type_sequences is not None:
             type_sequences.extend(type_rows)
-    log_probabilities = _forward(classifier, sequences, type_sequences, batch_size) if sequences else None
-    results = []
-    for attribution, remove, plan in zip(attributions, removals, plans, strict=True):
-        if plan is None:
-            results.append(np.full((len(remove), len(classifier.labels)), np.nan))
-            continue
-        start, count, known, inverse = plan
-        computed = (
-            log_probabilities[start : start + count] if count else np.zeros((0, len(classifier.labels)))
-        )
-        if known:
-            computed = np.vstack([np.asarray(attribution.log_probabilities)[None, :], computed])
-        results.append(computed[inverse])
+    flush()
     return results
 
 

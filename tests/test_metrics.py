@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import attribution, metric_input, sigmoid, values_of
 
-from harness import MetricInput, TextDataset
+from harness import Example, MetricInput, TextDataset
 from harness.perturb import top_count
 from plugins.metrics.eraser import Comprehensiveness, Sufficiency
 from plugins.metrics.runtime import Runtime, SpeedUp
@@ -175,3 +175,34 @@ def test_the_engine_reuses_the_full_input_log_probabilities_stored_with_the_attr
     [log_p] = evaluate(classifier, [a], removals, masking="delete", batch_size=4)
     np.testing.assert_allclose(np.exp(log_p[[0, 2], 1]), [0.75, 0.75])
     assert np.exp(log_p[1, 1]) == pytest.approx(0.5, abs=1e-6)  # the perturbed row is computed
+
+
+def test_the_engine_materialises_a_bounded_number_of_rows_and_chunking_leaves_the_values_alone(
+    classifier, monkeypatch
+):
+    import harness.perturb as perturb
+
+    texts = ["good good bad the", "bad the a", "the good a bad good", "a", "good bad"]
+    attributions = [
+        attribution(classifier, text, [0.0] * len(classifier.encode([Example("x", text, 1)]).tokens[0]))
+        for text in texts
+    ]
+    # Leave-one-out: one row per real token and the unperturbed one (what switching point also needs).
+    removals = []
+    for a in attributions:
+        masks = np.zeros((len(a.removable) + 1, len(a.input_ids)), dtype=bool)
+        for row, position in enumerate(a.removable, start=1):
+            masks[row, position] = True
+        removals.append(masks)
+    sizes = []
+    forward = perturb._forward
+    monkeypatch.setattr(
+        perturb, "_forward", lambda c, seqs, types, b: sizes.append(len(seqs)) or forward(c, seqs, types, b)
+    )
+    whole = perturb.evaluate(classifier, attributions, removals, masking="delete", batch_size=3)
+    assert sizes == [sum(len(r) for r in removals)]  # one chunk when the bound allows it
+    sizes.clear()
+    chunked = perturb.evaluate(classifier, attributions, removals, masking="delete", batch_size=3, max_rows=6)
+    assert max(sizes) <= 6 and sum(sizes) == sum(len(r) for r in removals) and len(sizes) > 1
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
