@@ -618,7 +618,8 @@ def _attach_timings(tables: list[FamilyTable], cells: list[dict]) -> None:
                 cell["variant"],
                 cell["metric_id"],
             )
-            by_identity[key].append(cell["timing"])
+            timings = cell["timing"]
+            by_identity[key].extend([timings] if isinstance(timings, dict) else timings)
     for table in tables:
         for row, column in table.cells:
             key = (row.id, column.dataset_id, column.model_id, column.variant, column.metric_id)

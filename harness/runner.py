@@ -416,8 +416,11 @@ class Runner:
         self.store.fail_cell(run_id, cell, error, self._provenance(cell))
         result.failed.append((cell, error))
 
-    def _provenance(self, cell: Cell, explained: Explained | None = None) -> CellProvenance:
-        """What the store keeps with a cell so that two runs can be compared cell by cell."""
+    def _provenance(
+        self, cell: Cell, explained: Explained | None = None, reference: Explained | None = None
+    ) -> CellProvenance:
+        """What the store keeps with a cell so that two runs can be compared cell by cell; its timings
+        are the cell's attributions' and, for a metric comparing two cells (speed-up), the reference's."""
         if explained is None:
             data = self._datasets.get(cell.dataset)
             explained_examples = None
@@ -430,7 +433,7 @@ class Runner:
             examples=None if explained_examples is None else fingerprint_examples(explained_examples),
             n_examples=None if explained_examples is None else len(explained_examples),
             limit=self.options.limit,
-            timing=None if explained is None else explained.timing,
+            timings=[e.timing for e in (explained, reference) if e is not None and e.timing] or None,
         )
 
     # -- stages ---------------------------------------------------------------------------------
@@ -797,7 +800,7 @@ class Runner:
             units=cached["units"],
             reference_values=cached["reference_values"],
             notes=cached["notes"],
-            provenance=self._provenance(cell, explained),
+            provenance=self._provenance(cell, explained, reference),
         )
 
 

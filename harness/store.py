@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS cells (
     n_examples       INTEGER,
     example_limit    INTEGER,             -- --limit of the run (NULL: none)
     notes            TEXT,                -- JSON list: the metric's statements about the cell
-    timing           TEXT,                -- JSON: host, device, measured_at of the attributions' timings
+    timing           TEXT,                -- JSON list: host, device, measured_at of the timings the cell read
     PRIMARY KEY (run_id, cell_id)
 );
 CREATE TABLE IF NOT EXISTS records (
@@ -219,13 +219,13 @@ def _insert(db: sqlite3.Connection, table: str, rows: Sequence[dict], replace: b
 class CellProvenance:
     """What a cell was computed on, stored with it so that two runs can be compared cell by cell:
     its identity, a fingerprint of the exact examples explained (ids and texts), ``--limit``, and
-    where and when its attributions were timed."""
+    where and when the timings it read were measured."""
 
     identity: dict
     examples: str | None = None
     n_examples: int | None = None
     limit: int | None = None
-    timing: dict | None = None
+    timings: list[dict] | None = None  # the cell's attributions' timing, then its reference's, if any
 
 
 def now() -> str:
@@ -439,7 +439,7 @@ class Store:
             "metric_id": cell.metric.id, "identity": json.dumps(provenance.identity, sort_keys=True),
             "examples_fingerprint": provenance.examples, "n_examples": provenance.n_examples,
             "example_limit": provenance.limit, "notes": json.dumps(notes),
-            "timing": None if provenance.timing is None else json.dumps(provenance.timing),
+            "timing": None if provenance.timings is None else json.dumps(provenance.timings),
         }  # fmt: skip
         _insert(db, "cells", [row], replace=True)
 

@@ -245,6 +245,11 @@ def test_a_student_is_trained_evaluated_against_its_teacher_and_reported(student
     for record in speed_ups:
         example = record["example_id"]
         assert record["value"] == pytest.approx(teacher[example].seconds / student[example].seconds)
+    # A speed-up reads two timings: the cell says where and when each was measured.
+    [speed_up_cell] = [cell for cell in store.cells(run_id) if cell["metric"] == "speed-up"]
+    [runtime_cell] = [c for c in store.cells(run_id) if c["metric"] == "runtime" and c["explainer"] == "l2e"]
+    assert len(speed_up_cell["timing"]) == 2 and speed_up_cell["timing"][0] == runtime_cell["timing"][0]
+    assert all(set(t) >= {"host", "device", "measured_at"} for t in speed_up_cell["timing"])
     (fit,) = store.fits(run_id)
     assert fit["explainer_label"] == "student-sequence-labeling"
     assert fit["report"]["train_documents"] == 30 and fit["report"]["validation_documents"] == 8
