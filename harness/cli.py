@@ -111,7 +111,22 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 
 
 @app.command()
-def validate(suite: SuiteArgument, profile: ProfileOption = None) -> None:
+def validate(
+    suite: SuiteArgument,
+    profile: ProfileOption = None,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="also print the run's task graph: its tasks per stage")
+    ] = False,
+    plan_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan-json", metavar="FILE", help="write the whole task graph as JSON (implies --plan)"
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="plan as bench run --limit N: explain at most N examples")
+    ] = None,
+) -> None:
     """Check a suite (YAML, keys, plugin names, parameters, requirements) without running it."""
     from harness.grid import expand, left_out
     from harness.suite import load_suite
@@ -143,6 +158,14 @@ def validate(suite: SuiteArgument, profile: ProfileOption = None) -> None:
     )
     for reason, count in Counter(reason for _, reason in unmet).items():  # in grid order
         _say(out, f"  {count} left out: {reason}")
+    if plan or plan_json is not None:
+        from harness.plan import build_plan
+
+        graph = build_plan(loaded, cells, limit)
+        _say(out, f"plan: {graph.counts_line()}")
+        if plan_json is not None:
+            plan_json.write_text(graph.as_json() + "\n", encoding="utf-8")
+            _say(err, f"wrote the plan's {len(graph)} tasks to {plan_json}")
     for where in loaded.remote_code:
         _say(
             err,
