@@ -1,0 +1,238 @@
+"""Records → the analysis a report shows. One table per metric family: rows are explainers, columns
+are (dataset, model, metric); a cell holds the summary of its examples (mean, 95 % bootstrap interval,
+n), the best cell of each column by the metric's declared direction and each other cell's paired test
+against it. Besides: expected-order verdicts, teacher–student pairings, explainers' training, the
+metrics' notes on cells, the models and the failed cells. ``harness.report.document`` turns it into
+what the renderers walk."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+
+from harness.distillation import Pairing, pair_students, teacher_ids
+from harness.expectations import Verdict, check_expectations
+from harness.report.document import Document, build_document, model_label
+from harness.report.machine import csv_text, json_document
+from harness.report.markdown import markdown
+from harness.report.terminal import print_document
+from harness.rows import samples_by
+from harness.stats import Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
+from harness.store import Store
+from harness.suite import Suite, with_profile
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a family table: one (dataset, model, variant, metric), grouped by identity; the
+    labels are for display."""
+
+    dataset_id: str
+    model_id: str
+    variant: str
+    metric_id: str
+    direction: str
+    dataset: str = field(compare=False)
+    model: str = field(compare=False)
+    metric: str = field(compare=False)
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.model, self.variant)
+
+    def as_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "variant": self.variant,
+            "metric": self.metric,
+            "direction": self.direction,
+            "dataset_id": self.dataset_id,
+            "model_id": self.model_id,
+            "metric_id": self.metric_id,
+        }
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of a family table: one explainer with its parameters (by identity), shown by its label."""
+
+    id: str
+    label: str = field(compare=False)
+
+
+def _table_key(record: dict) -> tuple[str, Row, Column]:
+    """Where a report row goes: its family's table, its explainer's row, its column (by identity)."""
+    column = Column(
+        record["dataset_id"], record["model_id"], record["variant"], record["metric_id"], record["direction"],
+        record["dataset"], record["model"], record["metric_label"],
+    )  # fmt: skip
+    return record["family"], Row(record["explainer_id"], record["explainer_label"]), column
+
+
+@dataclass
+class FamilyTable:
+    family: str
+    columns: list[Column]
+    rows: list[Row]
+    cells: dict[tuple[Row, Column], Summary]
+    best: set[tuple[Row, Column]] = field(default_factory=set)
+    # each non-best cell against its column's best, paired by unit, Holm-corrected over the table
+    comparisons: dict[tuple[Row, Column], Comparison] = field(default_factory=dict)
+    # where and when the timings of a cost table were measured: (row, column) -> {host, device, measured_at}
+    timings: dict[tuple[Row, Column], list[dict]] = field(default_factory=dict)
+
+    def significant(self, row: Row, column: Column) -> bool:
+        comparison = self.comparisons.get((row, column))
+        return comparison is not None and comparison.significant
+
+
+@dataclass
+class Report:
+    run: dict
+    models: list[dict]
+    tables: list[FamilyTable]
+    failed: list[dict]
+    verdicts: list[Verdict] = field(default_factory=list)
+    fits: list[dict] = field(default_factory=list)  # explainers' training cost (Store.fits)
+    pairings: list[Pairing] = field(default_factory=list)  # students vs their teachers
+    notes: list[dict] = field(default_factory=list)  # metrics' statements about cells (why undefined...)
+
+    # -- building -------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, store: Store, run_id: str) -> Report:
+        records = store.report_rows(run_id)
+        samples_by_family: dict[str, dict[tuple[Row, Column], Sample]] = defaultdict(dict)
+        row_order: dict[str, list[Row]] = defaultdict(list)
+        column_order: dict[str, list[Column]] = defaultdict(list)
+        for (family, row, column), sample in samples_by(records, _table_key).items():
+            samples_by_family[family][(row, column)] = sample
+            if row not in row_order[family]:
+                row_order[family].append(row)
+            if column not in column_order[family]:
+                column_order[family].append(column)
+        cells = store.cells(run_id)
+        run = store.run(run_id)
+        tables = []
+        for family in sorted(samples_by_family):
+            samples = samples_by_family[family]
+            summaries = {cell: summarize(sample) for cell, sample in samples.items()}
+            table = FamilyTable(family, column_order[family], row_order[family], summaries)
+            for column in table.columns:
+                means = {
+                    row: summaries[(row, column)].mean
+                    for row in table.rows
+                    if (row, column) in summaries and summaries[(row, column)].mean is not None
+                }
+                if len(means) > 1:
+                    target = (max if column.direction == "higher" else min)(means.values())
+                    table.best |= {(row, column) for row, mean in means.items() if mean == target}
+            table.comparisons = compare_with_best(table, samples)
+            tables.append(table)
+        _attach_timings(tables, cells)
+        failed = [cell for cell in cells if cell["status"] == "failed"]
+        expectations = stored_expectations(run["suite_text"], run["options"].get("profile"))
+        verdicts = check_expectations(expectations, records)
+        fits = store.fits(run_id)
+        pairings = pair_students(records, teacher_ids(fits))
+        models = with_shared_predictions(store.models(run_id))
+        notes = [cell for cell in cells if cell["status"] == "done" and cell["notes"]]
+        return cls(
+            run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings, notes
+        )
+
+    # -- rendering ------------------------------------------------------------------------------
+    def document(self) -> Document:
+        """The report as the renderers walk it: sections of tables and lines, built once."""
+        return build_document(self)
+
+    def print(self, console: Console) -> None:
+        print_document(self.document(), console)
+
+    def to_markdown(self) -> str:
+        return markdown(self.document())
+
+    def to_csv(self) -> str:
+        return csv_text(self.document())
+
+    def to_json(self) -> dict:
+        return json_document(self, self.document())
+
+
+def stored_expectations(suite_text: str, profile: str | None = None) -> list:
+    """The expectations of the suite a run stored, with the run's profile applied (none for a suite this
+    version cannot read)."""
+    try:
+        return Suite.model_validate(with_profile(yaml.safe_load(suite_text), profile)).expectations
+    except (ValidationError, yaml.YAMLError, KeyError, TypeError):
+        return []
+
+
+def with_shared_predictions(models: list[dict]) -> list[dict]:
+    """Each variant's fraction of test predictions equal to those of the first initialisation of the
+    same model (``default``, which is ``init:1``), as Zafar et al.'s Table 6."""
+
+    def identity(model: dict) -> tuple:
+        return (model["dataset_id"], model["model_id"], model["seed"])
+
+    by_identity = defaultdict(dict)
+    for model in models:
+        by_identity[identity(model)][model["variant"]] = model
+    result = []
+    for model in models:
+        variants = by_identity[identity(model)]
+        anchor_name = "default"
+        anchor = variants.get(anchor_name)
+        shared = None
+        if (
+            anchor is not None
+            and anchor is not model
+            and model["test_predictions"]
+            and anchor["test_predictions"]
+        ):
+            mine, theirs = model["test_predictions"], anchor["test_predictions"]
+            if len(mine) == len(theirs):
+                same = sum(a == b for a, b in zip(mine, theirs, strict=True))
+                shared = {"with": anchor_name, "fraction": same / len(mine)}
+        result.append({**model, "shared_predictions": shared})
+    return result
+
+
+def _attach_timings(tables: list[FamilyTable], cells: list[dict]) -> None:
+    """Give each cost table the host, device and time at which its cells' timings were measured."""
+    by_identity = defaultdict(list)
+    for cell in cells:
+        if cell["status"] == "done" and cell.get("timing") and cell["family"] == "cost":
+            key = (
+                cell["explainer_id"],
+                cell["dataset_id"],
+                cell["model_id"],
+                cell["variant"],
+                cell["metric_id"],
+            )
+            timings = cell["timing"]
+            by_identity[key].extend([timings] if isinstance(timings, dict) else timings)
+    for table in tables:
+        for row, column in table.cells:
+            key = (row.id, column.dataset_id, column.model_id, column.variant, column.metric_id)
+            if key in by_identity:
+                table.timings[(row, column)] = by_identity[key]
+
+
+def compare_with_best(table: FamilyTable, values: dict[tuple[Row, Column], Sample]) -> dict:
+    """Each cell against its column's best cell, paired by unit (example, or timed batch),
+    Holm-corrected together."""
+    keys, comparisons = [], []
+    for column in table.columns:
+        best = next((row for row in table.rows if (row, column) in table.best), None)
+        if best is None:
+            continue
+        for row in table.rows:
+            if row != best and (row, column) in values:
+                keys.append((row, column))
+                comparisons.append(paired_wilcoxon(values[(best, column)], values[(row, column)]))
+    return dict(zip(keys, holm(comparisons), strict=True))

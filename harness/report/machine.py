@@ -1,0 +1,98 @@
+"""A report → machine-readable CSV (one line per family-table cell) and JSON (the whole report, keyed
+as its readers expect). Family tables are read from the document's cells and columns (their ``data``);
+the rest from the analysis, whose objects know their own dictionaries."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import TYPE_CHECKING
+
+from harness.distillation import TEST as PAIRING_TEST
+from harness.expectations import TEST as EXPECTATION_TEST
+from harness.report.document import Document, Section
+from harness.stats import ALPHA
+
+if TYPE_CHECKING:
+    from harness.report.analysis import Report
+
+CELL_FIELDS = (
+    "dataset",
+    "model",
+    "variant",
+    "explainer_label",
+    "metric_label",
+    "seed",
+)  # a cell, as JSON shows it
+RUN_FIELDS = (
+    "run_id", "suite", "suite_version", "suite_hash", "status", "started_at", "finished_at", "device",
+    "git_revision", "versions", "options", "host",
+)  # fmt: skip
+MODEL_FIELDS = (
+    "dataset", "model", "variant", "seed", "test_accuracy", "n_test", "shared_predictions", "training",
+)  # fmt: skip
+FIT_FIELDS = ("dataset", "model", "variant", "explainer_label", "seed", "report")
+CSV_HEADER = (
+    "family", "dataset", "model", "variant", "metric", "direction", "explainer", "mean", "ci_low", "ci_high",
+    "n", "n_undefined", "n_units", "best", "p_vs_best", "p_adjusted", "significant_vs_best",
+)  # fmt: skip
+
+
+def csv_text(document: Document) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for section in document.of_kind("family"):
+        [table] = section.tables
+        for index, header in enumerate(table.headers):
+            if header.names_rows:
+                continue
+            column = header.data
+            for row in table.rows:
+                cell = row[index].data
+                if cell is None:
+                    continue
+                comparison = cell["vs_best"] or {}
+                writer.writerow(
+                    [
+                        section.title, column["dataset"], column["model"], column["variant"], column["metric"],
+                        column["direction"], row[0].text, cell["mean"], cell["ci_low"], cell["ci_high"],
+                        cell["n"], cell["n_undefined"], cell["n_units"], cell["best"],
+                        comparison.get("p_value"), comparison.get("p_adjusted"), comparison.get("significant"),
+                    ]
+                )  # fmt: skip
+    return buffer.getvalue()
+
+
+def json_document(report: Report, document: Document) -> dict:
+    return {
+        "run": {key: report.run[key] for key in RUN_FIELDS},
+        "models": [{key: model[key] for key in MODEL_FIELDS} for model in report.models],
+        "expectations": {
+            "test": EXPECTATION_TEST,
+            "correction": "Holm-Bonferroni across every expectation comparison of the run",
+            "alpha": ALPHA,
+            "verdicts": [verdict.as_dict() for verdict in report.verdicts],
+        },
+        "explainer_training": [{key: fit[key] for key in FIT_FIELDS} for fit in report.fits],
+        "teacher_vs_student": {
+            "test": PAIRING_TEST,
+            "correction": "Holm-Bonferroni across every teacher-student comparison of the run",
+            "alpha": ALPHA,
+            "pairings": [pairing.as_dict() for pairing in report.pairings],
+        },
+        "notes": [{key: cell[key] for key in (*CELL_FIELDS, "notes")} for cell in report.notes],
+        "tables": [_family_json(section) for section in document.of_kind("family")],
+        "failed_cells": [{key: cell[key] for key in (*CELL_FIELDS, "error")} for cell in report.failed],
+    }
+
+
+def _family_json(section: Section) -> dict:
+    [table] = section.tables
+    return {
+        "family": section.title,
+        "statistics": table.data["statistics"],
+        "columns": [header.data for header in table.headers if not header.names_rows],
+        "timings": table.data["timings"],
+        "rows": [{**row[0].data, "cells": [cell.data for cell in row[1:]]} for row in table.rows],
+    }
