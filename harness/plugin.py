@@ -7,7 +7,7 @@ Lifecycle (one module owns each arrow)::
     grid.py      Suite -> cells (dataset, model, variant, explainer+params, metric+params, seed)
     runner.py    cells -> Dataset.load -> Model.build -> Explainer.fit/explain -> Metric.compute
     store.py     per-example metric values -> records (SQLite)
-    report.py    records -> tables (mean, bootstrap CI, n, best per column)
+    report/      records -> tables (mean, bootstrap CI, n, best per column) -> renderers
 """
 
 from __future__ import annotations
