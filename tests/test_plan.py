@@ -15,59 +15,8 @@ from harness.registry import get_registry
 from harness.suite import load_suite
 from tests.conftest import TINY_DATA, tiny_suite_text
 from tests.test_cli_errors import bench_main
-
-# The suites of tests/test_l2e.py (student_suite) and tests/test_randomization.py (randomization_suite),
-# written here so that this file imports neither the runner nor the report.
-STUDENT = """
-  - name: occlusion
-  - name: l2e
-    label: student
-    params:
-      teacher: {name: occlusion}
-      train_documents: 30
-      validation_documents: 8
-      max_epochs: 3"""
-TEACHER_METRICS = """
-  - name: prediction-agreement
-  - name: teacher-agreement
-  - name: runtime
-  - name: speed-up"""
-
-
-def student_suite() -> str:
-    return tiny_suite_text(explainers=STUDENT, metrics=TEACHER_METRICS)
-
-
-VARIANT_METRICS = """
-  - name: jaccard
-    params: {k: 25}
-  - name: switching-point"""
-
-
-def randomization_suite(
-    tmp_path, variants: str = "[init:1, init:2, untrained]", metrics: str = VARIANT_METRICS
-):
-    path = tmp_path / "randomization.yaml"
-    path.write_text(f"""name: tiny-randomization
-version: 1
-device: cpu
-batch_size: 8
-datasets:
-  - name: jsonl
-    label: tiny
-    params: {{path: {TINY_DATA}, test_fraction: 0.25}}
-    sample: 10
-models:
-  - name: minilm-head
-    params: {{hidden_size: 16, max_epochs: 3}}
-    variants: {variants}
-explainers:
-  - name: random
-  - name: saliency
-metrics:{metrics}
-""")
-    return path
-
+from tests.test_l2e import student_suite
+from tests.test_randomization import randomization_suite
 
 JACCARD_ONLY = """
   - name: jaccard
@@ -167,7 +116,12 @@ def test_the_tiny_suite_is_one_load_one_model_one_explanation_per_explainer_one_
 
 
 def test_a_reference_variant_is_explained_though_no_cell_scores_it(tmp_path):
-    path = randomization_suite(tmp_path, variants="[default, init:2, untrained]", metrics=JACCARD_ONLY)
+    path = randomization_suite(
+        tmp_path,
+        variants="[default, init:2, untrained]",
+        metrics=JACCARD_ONLY,
+        expectations="expectations: []",
+    )
     _, cells, plan = plan_of(path)
     # jaccard on init:2 and untrained (none on its reference, default) × 2 explainers; 3 models; the
     # 4 cells' explanations and the 2 reference explanations on the default model.
@@ -260,7 +214,10 @@ SUITES = {
     "tiny": lambda tmp_path, write: write(tiny_suite_text()),
     "randomization": lambda tmp_path, write: randomization_suite(tmp_path),
     "jaccard-only": lambda tmp_path, write: randomization_suite(
-        tmp_path, variants="[default, init:2, untrained]", metrics=JACCARD_ONLY
+        tmp_path,
+        variants="[default, init:2, untrained]",
+        metrics=JACCARD_ONLY,
+        expectations="expectations: []",
     ),
     "two-splits": lambda tmp_path, write: write(TWO_SPLITS),
     "trained-elsewhere": lambda tmp_path, write: write(TRAINED_ELSEWHERE),
