@@ -26,14 +26,6 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from harness import __version__, keys
 from harness.attribution import Attribution, aggregate_words, attributions_from_batch
@@ -44,6 +36,7 @@ from harness.entries import PluginEntry
 from harness.errors import BenchError, PluginError
 from harness.grid import Cell, expand
 from harness.plugin import Explanation, FitContext, MetricInput, MetricOutput
+from harness.progress import NullReporter, Reporter, RichReporter
 from harness.store import CellProvenance, Store
 from harness.suite import LoadedSuite
 
@@ -220,11 +213,22 @@ class Explained:
 
 
 class Runner:
-    def __init__(self, loaded: LoadedSuite, options: RunOptions, console: Console | None = None):
+    def __init__(
+        self,
+        loaded: LoadedSuite,
+        options: RunOptions,
+        console: Console | None = None,
+        reporter: Reporter | None = None,
+    ):
+        """``reporter`` hears of the run's progress; by default bars on ``console`` (``RichReporter``),
+        or nothing when ``options.progress`` is off."""
         self.loaded = loaded
         self.suite = loaded.suite
         self.options = options
         self.console = console or Console(stderr=True)
+        if reporter is None:
+            reporter = RichReporter(self.console) if options.progress else NullReporter()
+        self.reporter = reporter
         loaded.check_remote_code(options.allow_remote_code)
         self.store = Store(options.results_dir)
         self.cache = Cache(options.cache_dir or default_cache_dir(), read=options.use_cache)
@@ -345,40 +349,37 @@ class Runner:
         self._models: dict[tuple, _Once] = {}
         self._explanations: dict[tuple, _Once] = {}
         self._recorded_models: set[tuple] = set()
-        columns = [
-            TextColumn("{task.description}", markup=False),  # descriptions hold user labels
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        ]
-        with Progress(
-            *columns, console=self.console, disable=not self.options.progress, transient=True
-        ) as progress:
-            overall = progress.add_task("cells", total=len(pending))
+        # Stages get ``label``, the description the reporter shows for the work in progress, which
+        # theirs extend (an explainer's fit steps, a teacher's attributions).
+        reporter = self.reporter
+        reporter.start_run(len(pending))
+        try:
             for explanation_id, cells in by_explanation.items():
                 dataset_entry, model_entry, _, explainer_entry, seed = explanation_id
                 explanation = (
                     f"{dataset_entry.label} · {model_entry.label} · {explainer_entry.label} · seed {seed}"
                 )
-                task = progress.add_task(explanation, total=None)
+                reporter.start_explanation(explanation)
                 try:
-                    explained = self._explanation(run_id, cells[0], progress, task)
+                    explained = self._explanation(run_id, cells[0], explanation)
                 except StageFailed as error:
                     for cell in cells:
                         self._fail(run_id, cell, str(error), result)
-                        progress.advance(overall)
-                    progress.remove_task(task)
+                        reporter.cell_done()
+                    reporter.end_explanation()
                     continue
                 for cell in cells:
-                    progress.update(task, description=f"{explanation} · {cell.metric.label}")
-                    self._metric(run_id, cell, explained, progress, task, result)
-                    progress.advance(overall)
+                    label = f"{explanation} · {cell.metric.label}"
+                    reporter.step(description=label)
+                    self._metric(run_id, cell, explained, label, result)
+                    reporter.cell_done()
                 if explanation_id not in self._referenced:
                     self._explanations.pop(explanation_id, None)  # free the attributions
-                progress.remove_task(task)
+                reporter.end_explanation()
+        finally:
+            reporter.close()
 
-    def _explanation(self, run_id: str, cell: Cell, progress: Progress, task) -> Explained:
+    def _explanation(self, run_id: str, cell: Cell, label: str) -> Explained:
         """The attributions of a cell's explanation (dataset, model, variant, explainer, seed), computed
         or read from the cache once per run; raises ``StageFailed`` when a stage fails."""
         if cell.dataset.source not in self._sources:
@@ -403,9 +404,7 @@ class Runner:
                 dataset, examples = load_data()
                 model = self._models[model_id]()
                 self._record_model(run_id, cell, model)
-                attributions, key, timing = self._attributions(
-                    run_id, cell, dataset, examples, model, progress, task
-                )
+                attributions, key, timing = self._attributions(run_id, cell, dataset, examples, model, label)
                 return Explained(dataset, examples, model, attributions, key, timing)
 
             self._explanations[cell.explanation] = _Once(explain)
@@ -549,12 +548,11 @@ class Runner:
         dataset: TextDataset,
         examples: list[Example],
         model: ModelHandle,
-        progress: Progress,
-        task,
+        label: str,
     ) -> tuple[list[Attribution], str, dict]:
         """A cell's attributions (cached), recorded with the run along with the explainer's fit report."""
         attributions, key, fit_report, timing = self._cached_attributions(
-            cell.explainer, cell.seed, cell.dataset.spec.split, dataset, examples, model, progress, task
+            cell.explainer, cell.seed, cell.dataset.spec.split, dataset, examples, model, label
         )
         self.store.record_attributions(run_id, cell, attributions)
         if fit_report or cell.explainer.teacher is not None:
@@ -569,8 +567,7 @@ class Runner:
         dataset: TextDataset,
         examples: Sequence[Example],
         model: ModelHandle,
-        progress: Progress,
-        task,
+        label: str,
     ) -> tuple[list[Attribution], str, dict, dict]:
         """Attributions of ``examples`` (from ``split``) by one explainer on one model: read from the cache
         or computed and cached, with the explainer's fit report and where and when they were timed.
@@ -593,9 +590,7 @@ class Runner:
             except (AttributeError, KeyError, TypeError, ValueError) as error:
                 log.warning("cached attributions %s are unreadable or outdated (%s); recomputing", key, error)
         try:
-            attributions, fit_report = self._explain(
-                explainer, seed, dataset, examples, model, progress, task
-            )
+            attributions, fit_report = self._explain(explainer, seed, dataset, examples, model, label)
         except StageFailed:
             raise
         except Exception as error:
@@ -624,19 +619,20 @@ class Runner:
         seed: int,
         dataset: TextDataset,
         model: ModelHandle,
-        progress: Progress,
-        task,
+        label: str,
     ) -> FitContext:
+        current = label  # the fit's latest step, which a teacher's attributions extend
+
         def teacher_attributions(examples: Sequence[Example], split: str) -> list[Attribution]:
             attributions, _, _, _ = self._cached_attributions(
-                entry.teacher, seed, split, dataset, examples, model, progress, task
+                entry.teacher, seed, split, dataset, examples, model, current
             )
             return attributions
 
-        base = next((t.description for t in progress.tasks if t.id == task), "")
-
         def report_progress(description: str, done: int, total: int) -> None:
-            progress.update(task, description=f"{base} · {description}", completed=done, total=total)
+            nonlocal current
+            current = f"{label} · {description}"
+            self.reporter.step(description=current, done=done, total=total)
 
         return FitContext(
             cache=self.cache,
@@ -663,8 +659,7 @@ class Runner:
         dataset: TextDataset,
         examples: Sequence[Example],
         model: ModelHandle,
-        progress: Progress,
-        task,
+        label: str,
     ) -> tuple[list[Attribution], dict]:
         classifier = model.load()
         params = entry.params
@@ -675,12 +670,12 @@ class Runner:
             raise PluginError(
                 f"target class {target} does not exist: the model has {len(classifier.labels)} classes"
             )
-        description = next((t.description for t in progress.tasks if t.id == task), "")
         seed_everything(seed)
-        explainer.fit(classifier, dataset, self._fit_context(entry, seed, dataset, model, progress, task))
+        explainer.fit(classifier, dataset, self._fit_context(entry, seed, dataset, model, label))
         fit_report = explainer.fit_report()
         seed_everything(seed)
-        progress.update(task, description=description, total=len(examples), completed=0)
+        self.reporter.step(description=label, done=0, total=len(examples))
+        done = 0
         cuda = classifier.device.type == "cuda"
         attributions: list[Attribution] = []
         for start in range(0, len(examples), self.suite.batch_size):
@@ -732,18 +727,15 @@ class Runner:
                 group_scores=explanation.group_scores,
                 extras=extras if explanation.extras is not None else None,
             )
-            progress.advance(task, len(batch))
+            done += len(batch)
+            self.reporter.step(done=done)
         return attributions, fit_report
 
-    def _metric(
-        self, run_id: str, cell: Cell, explained: Explained, progress: Progress, task, result: RunResult
-    ) -> None:
+    def _metric(self, run_id: str, cell: Cell, explained: Explained, label: str, result: RunResult) -> None:
         metric = cell.metric
         started = time.perf_counter()
         try:
-            reference = (
-                None if cell.reference is None else self._explanation(run_id, cell.reference, progress, task)
-            )
+            reference = None if cell.reference is None else self._explanation(run_id, cell.reference, label)
         except StageFailed as error:
             self._fail(run_id, cell, f"reference variant '{cell.reference.variant}': {error}", result)
             return
