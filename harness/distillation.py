@@ -13,10 +13,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from harness.rows import labels_by_id, samples_by
-from harness.stats import Comparison, Sample, holm, paired_wilcoxon
+from harness.stats import Comparison, holm, paired_wilcoxon
 
 TEST = "Wilcoxon signed-rank, two-sided, student vs teacher, paired by unit (example, or timed batch)"
 
@@ -91,7 +89,7 @@ def pair_students(records: Iterable[dict], teachers: dict[str, str]) -> list[Pai
             Pairing(
                 labels[dataset], labels[model], variant, labels[metric], directions[metric],
                 labels.get(teacher, teacher_name), labels[student],
-                _mean(teacher_sample), _mean(student_sample),
+                teacher_sample.mean, student_sample.mean,
                 paired_wilcoxon(student_sample, teacher_sample),
             )
         )  # fmt: skip
@@ -104,8 +102,3 @@ def pair_students(records: Iterable[dict], teachers: dict[str, str]) -> list[Pai
 
 def _student_key(row: dict) -> tuple[str, str, str, str, str]:
     return (row["dataset_id"], row["model_id"], row["variant"], row["metric_id"], row["explainer_id"])
-
-
-def _mean(sample: Sample) -> float | None:
-    finite = list(sample.finite().values())
-    return float(np.mean(finite)) if finite else None

@@ -14,10 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from harness.rows import labels_by_id, samples_by
-from harness.stats import ALPHA, Comparison, Sample, holm, paired_wilcoxon
+from harness.stats import ALPHA, Comparison, holm, paired_wilcoxon
 from harness.suite import Expectation
 
 TEST = "Wilcoxon signed-rank, one-sided (above > below), paired by unit (example, or timed batch)"
@@ -88,7 +86,7 @@ def check_expectations(expectations: Sequence[Expectation], records: Iterable[di
     for expectation, fixed, above, below in pending:
         a, b = cells[_key(expectation, fixed, above)], cells[_key(expectation, fixed, below)]
         comparisons.append(paired_wilcoxon(a, b, alternative="greater"))
-        means.append((_mean(a), _mean(b)))
+        means.append((a.mean, b.mean))
     verdicts = []
     for (expectation, fixed, above, below), comparison, (mean_above, mean_below) in zip(
         pending, holm(comparisons, ALPHA), means, strict=True
@@ -143,8 +141,3 @@ def _key(expectation: Expectation, fixed: tuple, value: str) -> tuple:
     if expectation.axis == "variant":
         return (dataset, model, value, explainer, metric)
     return (dataset, model, variant, value, metric)
-
-
-def _mean(sample: Sample) -> float | None:
-    finite = list(sample.finite().values())
-    return float(np.mean(finite)) if finite else None

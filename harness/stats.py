@@ -51,9 +51,7 @@ class Sample:
             raise ValueError(f"records without a unit: {missing[:3]}")
 
     @classmethod
-    def of(
-        cls, values: Mapping[Key, float | None], units: Mapping[Key, str | None] | None = None
-    ) -> Sample:
+    def of(cls, values: Mapping[Key, float | None], units: Mapping[Key, str | None] | None = None) -> Sample:
         """A sample from raw values (None → NaN) and optional units (missing or None → the
         record's example id, so that the seeds of an example form one cluster)."""
         units = units or {}
@@ -79,6 +77,12 @@ class Sample:
     def n_units(self) -> int:
         """Number of units with at least one finite value: the independent measurements."""
         return len({self.units[key] for key in self.finite()})
+
+    @property
+    def mean(self) -> float | None:
+        """The mean of the finite values (every record weighs the same); None when there is none."""
+        finite = list(self.finite().values())
+        return float(np.mean(finite)) if finite else None
 
     def unit_means(self) -> dict[str, float]:
         """Mean of each unit's finite values (units without one are absent)."""
@@ -119,7 +123,7 @@ def summarize(sample: Sample, seed: int = 0) -> Summary:
     n, n_undefined, n_units = len(finite), sample.n_undefined, sample.n_units
     if n == 0:
         return Summary(None, None, None, 0, n_undefined, 0)
-    mean = float(np.mean(list(finite.values())))
+    mean = sample.mean
     if n_units < 2:
         return Summary(mean, None, None, n, n_undefined, n_units)
     means = sample.unit_means()
