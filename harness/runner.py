@@ -201,6 +201,7 @@ class Explained:
     attributions: list[Attribution]
     key: str
     timing: dict = field(default_factory=dict)
+    fingerprint: str = ""  # of the examples (ids and texts): what the store keeps with each cell
 
     def metric_input(self, batch_size: int) -> MetricInput:
         return MetricInput(
@@ -405,7 +406,8 @@ class Runner:
                 model = self._models[model_id]()
                 self._record_model(run_id, cell, model)
                 attributions, key, timing = self._attributions(run_id, cell, dataset, examples, model, label)
-                return Explained(dataset, examples, model, attributions, key, timing)
+                fingerprint = fingerprint_examples(examples)
+                return Explained(dataset, examples, model, attributions, key, timing, fingerprint)
 
             self._explanations[cell.explanation] = _Once(explain)
         return self._explanations[cell.explanation]()
@@ -420,17 +422,16 @@ class Runner:
     ) -> CellProvenance:
         """What the store keeps with a cell so that two runs can be compared cell by cell; its timings
         are the cell's attributions' and, for a metric comparing two cells (speed-up), the reference's."""
-        if explained is None:
-            data = self._datasets.get(cell.dataset)
-            explained_examples = None
-            if data is not None and data.done:
-                explained_examples = data()[1]
-        else:
-            explained_examples = explained.examples
+        fingerprint, examples = None, None
+        if explained is not None:
+            fingerprint, examples = explained.fingerprint, explained.examples
+        elif (data := self._datasets.get(cell.dataset)) is not None and data.done:
+            examples = data()[1]  # a cell failed after its examples were selected
+            fingerprint = fingerprint_examples(examples)
         return CellProvenance(
             identity=cell.identity,
-            examples=None if explained_examples is None else fingerprint_examples(explained_examples),
-            n_examples=None if explained_examples is None else len(explained_examples),
+            examples=fingerprint,
+            n_examples=None if examples is None else len(examples),
             limit=self.options.limit,
             timings=[e.timing for e in (explained, reference) if e is not None and e.timing] or None,
         )
