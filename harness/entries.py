@@ -143,3 +143,9 @@ def _short(value: Any) -> str:
         inner = ", ".join(f"{key}={_short(item)}" for key, item in sorted(params.items()))
         return value["name"] + (f"({inner})" if inner else "")
     return canonical_json(value) if isinstance(value, dict | list) else str(value)
+
+
+def model_label(model: str, variant: str) -> str:
+    """A model with its variant, as every table and log line shows it: ``minilm-head[init:2]``; the
+    default model (``init:1``) is the plain label."""
+    return model if variant == "default" else f"{model}[{variant}]"

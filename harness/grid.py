@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from harness.entries import PluginEntry, short_hash
+from harness.entries import PluginEntry, model_label, short_hash
 from harness.plugin import canonical_variant
 from harness.suite import LoadedSuite
 
@@ -95,9 +95,8 @@ class Cell:
         return (self.dataset, self.model, self.explainer, self.metric)
 
     def describe(self) -> str:
-        variant = "" if self.variant == "default" else f"[{self.variant}]"
         return (
-            f"{self.dataset.label} × {self.model.label}{variant} × {self.explainer.label} × "
+            f"{self.dataset.label} × {model_label(self.model.label, self.variant)} × {self.explainer.label} × "
             f"{self.metric.label} × seed {self.seed}"
         )
 

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from harness.entries import PluginEntry, short_hash
+from harness.entries import PluginEntry, model_label, short_hash
 from harness.grid import Cell
 from harness.suite import LoadedSuite
 
@@ -279,7 +279,7 @@ class _Builder:
             Task.create(
                 "build-model",
                 [self.load(training)],
-                label=f"{_model_label(model, variant)} · seed {seed}"
+                label=f"{model_label(model.label, variant)} · seed {seed}"
                 + ("" if model.train_on else f" · trained on {training.label}"),
                 dataset=source_identity(training),
                 model=model.identity,
@@ -300,7 +300,7 @@ class _Builder:
             Task.create(
                 "fit-explainer",
                 inputs,
-                label=f"{student.label} · {dataset.name} · {_model_label(model, variant)} · seed {seed}",
+                label=f"{student.label} · {dataset.name} · {model_label(model.label, variant)} · seed {seed}",
                 dataset=source_identity(dataset),
                 model=model.identity,
                 variant=variant,
@@ -330,7 +330,7 @@ class _Builder:
             Task.create(
                 "explain",
                 inputs,
-                label=f"{where} · {_model_label(model, variant)} · {explainer.label} · seed {seed}",
+                label=f"{where} · {model_label(model.label, variant)} · {explainer.label} · seed {seed}",
                 dataset=source_identity(dataset),
                 selection=selected,
                 model=model.identity,
@@ -359,7 +359,3 @@ class _Builder:
         return self._add(
             Task.create("score", inputs, label=cell.describe(), metric=cell.metric.identity, cell=cell.id)
         )
-
-
-def _model_label(model: PluginEntry, variant: str) -> str:
-    return model.label if variant == "default" else f"{model.label}[{variant}]"

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from harness.distillation import Pairing, pair_students, teacher_ids
+from harness.entries import model_label
 from harness.expectations import Verdict, check_expectations
-from harness.report.document import Document, build_document, model_label
+from harness.report.document import Document, build_document
 from harness.report.machine import csv_text, json_document
 from harness.report.markdown import markdown
 from harness.report.terminal import print_document

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from harness.distillation import TEST as PAIRING_TEST
+from harness.entries import model_label
 from harness.expectations import TEST as EXPECTATION_TEST
 from harness.stats import ALPHA, CORRECTION, TEST_NAME, Summary
 
@@ -150,10 +151,6 @@ def legend(best: str) -> str:
         "measurements, when fewer; undefined: NaN or infinite values, left out); ↑/↓ higher/lower is better; "
         f"the best of each column in {best}; ‡ timed on another host or device than this run."
     )
-
-
-def model_label(model: str, variant: str) -> str:
-    return model if variant == "default" else f"{model}[{variant}]"
 
 
 def cell_name(cell: dict) -> str:
