@@ -84,7 +84,7 @@ class FamilyTable:
     best: set[tuple[Row, Column]] = field(default_factory=set)
     # each non-best cell against its column's best, paired by unit, Holm-corrected over the table
     comparisons: dict[tuple[Row, Column], Comparison] = field(default_factory=dict)
-    # where and when the timings of a cost table were measured: (row, column) -> {host, device, measured_at}
+    # where and when the timings of a cost table were measured: (row, column) -> [{host, device, measured_at}]
     timings: dict[tuple[Row, Column], list[dict]] = field(default_factory=dict)
 
     def significant(self, row: Row, column: Column) -> bool:
@@ -215,8 +215,7 @@ def _attach_timings(tables: list[FamilyTable], cells: list[dict]) -> None:
                 cell["variant"],
                 cell["metric_id"],
             )
-            timings = cell["timing"]
-            by_identity[key].extend([timings] if isinstance(timings, dict) else timings)
+            by_identity[key].extend(cell["timing"])
     for table in tables:
         for row, column in table.cells:
             key = (row.id, column.dataset_id, column.model_id, column.variant, column.metric_id)
