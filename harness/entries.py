@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,8 @@ class PluginEntry:
 
     Two entries are the same entry exactly when their ``identity`` is equal: the plugin name, its
     version, every validated parameter and the suite fields that change results (a dataset's ``split``
-    and ``sample``, a model's training dataset, a student's teacher). The ``label`` is for display only.
+    and ``sample``, a model's training dataset and named device, a student's teacher). The ``label`` is
+    for display only.
     """
 
     kind: str
@@ -54,6 +56,9 @@ class PluginEntry:
         default=None, compare=False
     )  # students only: the explainer they distil (see TeacherSpec)
     variants: tuple[str, ...] = field(default=("default",), compare=False)  # models: canonical variants
+    device: str | None = field(
+        default=None, compare=False
+    )  # models only: cpu, cuda or auto as the suite names it for this entry; None: the suite's device
     identity_json: str = ""  # canonical JSON of ``identity``: what equality and hashing use
 
     @classmethod
@@ -85,6 +90,7 @@ class PluginEntry:
             train_on=train_on,
             teacher=teacher,
             variants=variants,
+            device=getattr(spec, "device", None),
         )
         return replace(entry, identity_json=canonical_json(entry.identity))
 
@@ -95,7 +101,8 @@ class PluginEntry:
     @property
     def identity(self) -> dict:
         """What determines this plugin's results: name, plugin version, every parameter, and the suite
-        fields that select what it works on (a dataset's split and sample)."""
+        fields that select what it works on (a dataset's split and sample) or where it runs (a model's
+        device, only when the entry names one: the identities of suites naming none stay as they were)."""
         identity = {"name": self.name, "version": self.cls.version, "params": self.params_dict}
         if self.kind == "dataset":
             split, sample = getattr(self.spec, "split", "test"), getattr(self.spec, "sample", None)
@@ -106,6 +113,8 @@ class PluginEntry:
             identity["train_on"] = self.train_on.identity
         if self.teacher is not None:
             identity["teacher"] = self.teacher.identity
+        if self.device is not None:
+            identity["device"] = self.device
         return identity
 
     @property
@@ -121,9 +130,10 @@ class PluginEntry:
 
 
 def _default_label_suffix(spec: Spec) -> str:
-    """A dataset explained on another split than test says so in its default label."""
-    split = getattr(spec, "split", "test")
-    return "" if split == "test" else f" ({split})"
+    """A dataset explained on another split than test, and a model naming its device, say so in their
+    default label (the same model on two devices is two entries, and labels are unique)."""
+    split, device = getattr(spec, "split", "test"), getattr(spec, "device", None)
+    return ("" if split == "test" else f" ({split})") + ("" if device is None else f" on {device}")
 
 
 def _default_label(name: str, user_params: dict) -> str:
@@ -143,6 +153,19 @@ def _short(value: Any) -> str:
         inner = ", ".join(f"{key}={_short(item)}" for key, item in sorted(params.items()))
         return value["name"] + (f"({inner})" if inner else "")
     return canonical_json(value) if isinstance(value, dict | list) else str(value)
+
+
+def device_twins(models: Sequence[PluginEntry]) -> dict[PluginEntry, tuple[PluginEntry, ...]]:
+    """Each model entry → the entries equal to it but for the device they name, itself included: where
+    a metric comparing devices finds its reference (``grid.Cell.reference``)."""
+    groups: dict[str, list[PluginEntry]] = {}
+    for model in models:
+        groups.setdefault(_without_device(model), []).append(model)
+    return {model: tuple(groups[_without_device(model)]) for model in models}
+
+
+def _without_device(model: PluginEntry) -> str:
+    return canonical_json({key: value for key, value in model.identity.items() if key != "device"})
 
 
 def model_label(model: str, variant: str) -> str:

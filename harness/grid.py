@@ -5,14 +5,16 @@ share everything but the metric share one attribution computation (an "explanati
 
 A cell applies when everything its plugins require (``Plugin.requires_for``) is provided by its dataset
 or its model (``Plugin.provides_for``); ``expand`` leaves out the others and ``left_out`` says why.
+A cell in the grid whose model runs on a device this machine lacks is not left out but skipped, with
+its reason (``unavailable``): the runner records it, so a report says what was not measured here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from harness.entries import PluginEntry, model_label, short_hash
+from harness.entries import PluginEntry, device_twins, model_label, short_hash
 from harness.plugin import canonical_variant
 from harness.suite import LoadedSuite
 
@@ -25,6 +27,9 @@ class Cell:
     explainer: PluginEntry
     metric: PluginEntry
     seed: int
+    devices: tuple[PluginEntry, ...] = field(
+        default=(), compare=False, repr=False
+    )  # the suite's model entries that differ from ``model`` only in their device, itself included
 
     @property
     def explanation(self) -> tuple:
@@ -52,19 +57,27 @@ class Cell:
     def reference(self) -> Cell | None:
         """For a metric comparing two cells: the cell whose attributions it compares with. Comparing
         variants: same dataset, model, explainer and seed on the reference variant. Comparing with the
-        teacher: same dataset, model, variant and seed, explained by the teacher."""
+        teacher: same dataset, model, variant and seed, explained by the teacher. Comparing devices:
+        same everything on the suite's model entry naming the reference device (None without one)."""
         if self.metric.cls.compares == "variant":
             return replace(self, variant=canonical_variant(self.metric.params.reference))
         if self.metric.cls.compares == "teacher" and self.explainer.teacher is not None:
             return replace(self, explainer=self.explainer.teacher)
+        if self.metric.cls.compares == "device":
+            twin = next((m for m in self.devices if m.device == self.metric.params.reference), None)
+            return None if twin is None else replace(self, model=twin)
         return None
 
     @property
     def compares_something(self) -> bool:
         """False for comparisons that mean nothing: a variant with itself, a teacher-less explainer
-        with its teacher."""
+        with its teacher, a model on the reference device with itself, a model naming no device (it
+        runs wherever the suite or ``--device`` says) or one without a twin on the reference device."""
         if self.metric.cls.compares == "teacher":
             return self.explainer.teacher is not None
+        if self.metric.cls.compares == "device":
+            reference = self.reference
+            return self.model.device is not None and reference is not None and reference != self
         return self.reference != self
 
     @property
@@ -116,8 +129,9 @@ def expand(loaded: LoadedSuite) -> list[Cell]:
     """The cells of a suite, ordered so that work sharing a dataset, a model and an explainer is
     adjacent (each is loaded, trained or computed once). A metric comparing variants gets no cell on
     its own reference variant (the comparison with itself is trivially perfect), nor a metric comparing
-    with the teacher on an explainer that has none; nor does a cell whose requirements its dataset and
-    model do not provide (see ``left_out``)."""
+    devices on the reference device, nor a metric comparing with the teacher on an explainer that has
+    none; nor does a cell whose requirements its dataset and model do not provide (see ``left_out``).
+    Cells on a device this machine lacks are in the grid: see ``unavailable``."""
     return [cell for cell in _candidates(loaded) if cell.in_grid]
 
 
@@ -128,12 +142,28 @@ def left_out(loaded: LoadedSuite) -> list[tuple[Cell, str]]:
     return [(cell, reason) for cell in cells if (reason := cell.unmet) is not None]
 
 
+def unavailable(cell: Cell, cuda_available: bool) -> str | None:
+    """Why the cell cannot run on this machine, or None: its model, or the model on the reference
+    device a metric comparing devices also explains on, names CUDA where there is none. The runner
+    records such a cell as skipped with this reason, not as failed: the suite is right, the machine
+    lacks the device. A model naming no device, or ``auto``, runs anywhere."""
+    reference = cell.reference if cell.metric.cls.compares == "device" else None
+    for model in (cell.model, None if reference is None else reference.model):
+        if model is not None and model.device == "cuda" and not cuda_available:
+            return (
+                f"device 'cuda' of model '{model.label}' is not available on this machine "
+                "(torch.cuda.is_available() is False); run this suite where CUDA is"
+            )
+    return None
+
+
 def _candidates(loaded: LoadedSuite) -> Iterator[Cell]:
     entries = loaded.entries
+    twins = device_twins(entries["models"])
     for dataset in entries["datasets"]:
         for model in entries["models"]:
             for seed in loaded.suite.seeds:
                 for variant in model.variants:
                     for explainer in entries["explainers"]:
                         for metric in entries["metrics"]:
-                            yield Cell(dataset, model, variant, explainer, metric, seed)
+                            yield Cell(dataset, model, variant, explainer, metric, seed, twins[model])

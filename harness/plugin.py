@@ -335,8 +335,9 @@ class MetricInput:
     """What a metric sees for one (dataset, model, variant, explainer, seed) cell.
 
     ``reference`` is set only for metrics that compare two cells (``Metric.compares``): the same
-    examples and seed explained by the same explainer on the reference variant of the model, or by the
-    cell's teacher on the same model, as its own ``MetricInput``.
+    examples and seed explained by the same explainer on the reference variant of the model, or on the
+    same model on the reference device, or by the cell's teacher on the same model, as its own
+    ``MetricInput``.
     """
 
     attributions: Sequence[Attribution]
@@ -391,13 +392,17 @@ class Metric(Plugin, ABC):
       itself are not in the grid.
     - ``"teacher"``: the reference is the same examples explained by the cell's teacher (students
       only, see ``TeacherSpec``); cells of explainers without a teacher are not in the grid.
+    - ``"device"``, with a ``reference`` parameter naming a device (``cpu`` or ``cuda``): the reference
+      is the same examples explained by the same explainer on the suite's model entry that differs only
+      in naming that device (``models: [{name: m, device: cpu}, {name: m, device: cuda}]``). Only cells
+      whose model names another device are in the grid; the suite must list each one's twin.
     """
 
     kind: ClassVar[str] = "metric"
     family: ClassVar[str]
     direction: ClassVar[Literal["higher", "lower"]]
     range: ClassVar[tuple[float, float]]
-    compares: ClassVar[Literal["variant", "teacher"] | None] = None
+    compares: ClassVar[Literal["variant", "teacher", "device"] | None] = None
 
     @classmethod
     def direction_for(cls, params: Params) -> Literal["higher", "lower"]:
@@ -423,11 +428,11 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
         if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
             return f"metric '{name}' must declare range as (low, high)"
         compares = getattr(cls, "compares", None)
-        if compares not in (None, "variant", "teacher"):
-            return f"metric '{name}': compares must be None, 'variant' or 'teacher'"
+        if compares not in (None, "variant", "teacher", "device"):
+            return f"metric '{name}': compares must be None, 'variant', 'teacher' or 'device'"
         params = getattr(cls, "Params", None)
-        if compares == "variant" and "reference" not in getattr(params, "model_fields", {}):
-            return f"metric '{name}' compares variants but its Params have no 'reference' field"
+        if compares in ("variant", "device") and "reference" not in getattr(params, "model_fields", {}):
+            return f"metric '{name}' compares {compares}s but its Params have no 'reference' field"
     for declared in ("requires", "provides"):
         names = getattr(cls, declared, frozenset())
         if not (isinstance(names, set | frozenset) and all(isinstance(n, str) and n for n in names)):

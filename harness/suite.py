@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from harness.entries import PluginEntry
+from harness.entries import PluginEntry, device_twins
 from harness.errors import BenchError
 from harness.plugin import VARIANT_PATTERN, canonical_variant
 from harness.registry import Registry, suggest
@@ -69,6 +78,20 @@ class ModelSpec(Spec):
     train_on: Spec | None = Field(
         None, description="train on this dataset instead of the evaluated one (the class names must match)"
     )
+    device: Literal["cpu", "cuda", "auto"] | None = Field(
+        None,
+        description="where this model runs, and its explainers with it (default: the suite's device); "
+        "the same model listed on cpu and on cuda is two entries, e.g. for device-speed-up",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_device(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """No ``device`` key unless one is set, so that the hash of a suite naming no model device is
+        what it was before models could name one (a run started then still resumes)."""
+        data = handler(self)
+        if data.get("device") is None:
+            data.pop("device", None)
+        return data
 
     @field_validator("variants", mode="before")
     @classmethod
@@ -363,8 +386,12 @@ def _check_variants(spec: ModelSpec, cls: type, locator: _Locator, where: tuple)
 
 
 def _check_references(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:
-    """A metric comparing variants names a reference variant every model of the suite can build."""
+    """A metric comparing variants names a reference variant every model of the suite can build; a
+    metric comparing devices finds, for every model entry naming another device, the same entry naming
+    the reference device."""
     for metric in entries["metrics"]:
+        if getattr(metric.cls, "compares", None) == "device":
+            _check_device_twins(suite, metric, entries["models"], locator)
         if getattr(metric.cls, "compares", None) != "variant":
             continue
         index = next(i for i, spec in enumerate(suite.metrics) if spec.name == metric.name)
@@ -376,6 +403,19 @@ def _check_references(suite: Suite, entries: dict[str, list[Any]], locator: _Loc
                     f"metric '{metric.name}' compares with variant '{reference}', which model "
                     f"'{model.name}' cannot build (it builds: {', '.join(model.cls.variants)})",
                 )
+
+
+def _check_device_twins(suite: Suite, metric: Any, models: list[Any], locator: _Locator) -> None:
+    reference = metric.params.reference
+    for model, twins in device_twins(models).items():
+        if model.device in (None, reference) or any(twin.device == reference for twin in twins):
+            continue
+        index = next(i for i, spec in enumerate(suite.models) if spec is model.spec)
+        raise locator.fail(
+            ("models", index, "device"),
+            f"metric '{metric.name}' compares model '{model.label}' with the same model on "
+            f"{reference}, which the suite does not list: add this entry again with device: {reference}",
+        )
 
 
 def _teacher(cls: type, params: Any, registry: Registry, locator: _Locator, where: tuple):

@@ -21,7 +21,7 @@ def bench_metrics():
     )
     from plugins.metrics.plausibility import Auprc, IouF1, TokenF1
     from plugins.metrics.randomization import Jaccard
-    from plugins.metrics.runtime import Runtime, SpeedUp
+    from plugins.metrics.runtime import DeviceSpeedUp, Runtime, SpeedUp
     from plugins.metrics.stability import IouStability
 
     return [
@@ -45,4 +45,5 @@ def bench_metrics():
         IouStability,
         Runtime,
         SpeedUp,
+        DeviceSpeedUp,
     ]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from harness import Attribution, Metric, MetricInput, MetricOutput
+from harness import Attribution, Metric, MetricInput, MetricOutput, Params
 
 
 def _batch_units(attributions: Sequence[Attribution]) -> list[str] | None:
@@ -58,24 +59,58 @@ class SpeedUp(Metric):
     compares: ClassVar[str] = "teacher"
 
     def compute(self, data: MetricInput) -> MetricOutput:
-        teachers = {a.example_id: a for a in data.reference.attributions}
-        values = np.array(
-            [
-                teachers[a.example_id].seconds / a.seconds if a.seconds > 0 else float("nan")
-                for a in data.attributions
-            ],
-            dtype=np.float64,
-        )
-        return MetricOutput(values, units=_shared_batch_units(data.attributions, teachers))
+        return _seconds_ratio(data)
 
 
-def _shared_batch_units(
-    students: Sequence[Attribution], teachers: dict[str, Attribution]
-) -> list[str] | None:
-    """The student's ``"batch {b}"``, with student batches merged where one teacher batch spans them
-    (a value depends on both timings); None when any batch is unknown."""
-    pairs = [(a.batch, teachers[a.example_id].batch) for a in students]
-    if any(student is None or teacher is None for student, teacher in pairs):
+class DeviceSpeedUpParams(Params):
+    reference: Literal["cpu", "cuda"] = Field(
+        "cpu", description="the device compared with: its seconds are the numerator"
+    )
+
+
+class DeviceSpeedUp(Metric):
+    """How many times faster the explainer is on this cell's device than on the reference device, per
+    document: seconds of the same explainer on the same document with the same model on ``reference``
+    (default cpu) / seconds on this cell's device. A suite lists the model once per device
+    (``models: [{name: m, device: cpu}, {name: m, device: cuda}]``); the cells on the reference device
+    are the denominators' side and get no cell of this metric.
+
+    Both times are the runner's ``runtime`` measurement (explanation only, after a warm-up call; CUDA
+    synchronised before the clock is read). Units as ``speed-up``'s: this cell's timed batch, merged
+    where one batch on the reference device spans several.
+    """
+
+    name: ClassVar[str] = "device-speed-up"
+    Params = DeviceSpeedUpParams
+    family: ClassVar[str] = "cost"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (0.0, float("inf"))
+    compares: ClassVar[str] = "device"
+
+    def compute(self, data: MetricInput) -> MetricOutput:
+        return _seconds_ratio(data)
+
+
+def _seconds_ratio(data: MetricInput) -> MetricOutput:
+    """The reference's seconds / the cell's seconds on each document (NaN where the cell took none),
+    paired by example id, one unit per timed batch (``_shared_batch_units``)."""
+    references = {a.example_id: a for a in data.reference.attributions}
+    values = np.array(
+        [
+            references[a.example_id].seconds / a.seconds if a.seconds > 0 else float("nan")
+            for a in data.attributions
+        ],
+        dtype=np.float64,
+    )
+    return MetricOutput(values, units=_shared_batch_units(data.attributions, references))
+
+
+def _shared_batch_units(cells: Sequence[Attribution], references: dict[str, Attribution]) -> list[str] | None:
+    """The cell's ``"batch {b}"``, with its batches merged where one batch of the reference (the
+    teacher, the other device) spans them (a value depends on both timings); None when any batch is
+    unknown."""
+    pairs = [(a.batch, references[a.example_id].batch) for a in cells]
+    if any(cell is None or reference is None for cell, reference in pairs):
         return None
     parent: dict[tuple[str, int], tuple[str, int]] = {}
 
@@ -84,11 +119,11 @@ def _shared_batch_units(
             node = parent[node]
         return node
 
-    for student, teacher in pairs:
-        a, b = root(("student", student)), root(("teacher", teacher))
+    for cell, reference in pairs:
+        a, b = root(("cell", cell)), root(("reference", reference))
         if a != b:
-            parent[max(a, b)] = min(a, b)  # ("student", ·) < ("teacher", ·): a student batch names it
+            parent[max(a, b)] = min(a, b)  # ("cell", ·) < ("reference", ·): a batch of the cell names it
     first = {}
-    for student, _ in pairs:
-        first.setdefault(root(("student", student)), student)
-    return [f"batch {first[root(('student', student))]}" for student, _ in pairs]
+    for cell, _ in pairs:
+        first.setdefault(root(("cell", cell)), cell)
+    return [f"batch {first[root(('cell', cell))]}" for cell, _ in pairs]
