@@ -64,8 +64,8 @@ CREATE TABLE IF NOT EXISTS cells (
     family           TEXT NOT NULL,
     direction        TEXT NOT NULL,       -- higher | lower
     seed             INTEGER NOT NULL,
-    status           TEXT NOT NULL,       -- done | failed
-    error            TEXT,
+    status           TEXT NOT NULL,       -- done | failed | skipped (a device this machine lacks)
+    error            TEXT,                -- why it failed or was skipped
     seconds          REAL,
     finished_at      TEXT NOT NULL,
     dataset_id       TEXT,                -- short hashes of each part's identity: what reports group by
@@ -415,6 +415,14 @@ class Store:
         with closing(self.connect()) as db, db:
             self._mark(db, run_id, cell, "failed", error, None, provenance, [])
 
+    def skip_cell(
+        self, run_id: str, cell: Cell, reason: str, provenance: CellProvenance | None = None
+    ) -> None:
+        """A cell this machine cannot run (``grid.unavailable``: its model names a device it lacks),
+        with the reason; not a failure: the suite is right, and another machine runs it."""
+        with closing(self.connect()) as db, db:
+            self._mark(db, run_id, cell, "skipped", reason, None, provenance, [])
+
     @staticmethod
     def _mark(
         db,
@@ -445,10 +453,14 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------------
     def done_cells(self, run_id: str) -> set[str]:
+        """The cells a resumed run does not run again: the finished ones and the skipped ones (final for
+        the run, unlike failures; a new run, ``--new-run``, on a machine with the device runs them)."""
         with closing(self.connect()) as db:
             return {
                 row["cell_id"]
-                for row in db.execute("SELECT cell_id FROM cells WHERE run_id=? AND status='done'", (run_id,))
+                for row in db.execute(
+                    "SELECT cell_id FROM cells WHERE run_id=? AND status IN ('done', 'skipped')", (run_id,)
+                )
             }
 
     def run_lock(self, run_id: str) -> FileLock:

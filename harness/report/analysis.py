@@ -2,7 +2,8 @@
 are (dataset, model, metric); a cell holds the summary of its examples (mean, 95 % bootstrap interval,
 n), the best cell of each column by the metric's declared direction and each other cell's paired test
 against it. Besides: expected-order verdicts, teacher–student pairings, explainers' training, the
-metrics' notes on cells, the models and the failed cells. ``harness.report.document`` turns it into
+metrics' notes on cells, the models, the failed cells and the skipped ones (a device this machine lacks:
+shown in their tables' places as skipped, never as values or failures). ``harness.report.document`` turns it into
 what the renderers walk."""
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class FamilyTable:
     comparisons: dict[tuple[Row, Column], Comparison] = field(default_factory=dict)
     # where and when the timings of a cost table were measured: (row, column) -> [{host, device, measured_at}]
     timings: dict[tuple[Row, Column], list[dict]] = field(default_factory=dict)
+    # cells not run on this machine (Store.skip_cell): (row, column) -> why
+    skipped: dict[tuple[Row, Column], str] = field(default_factory=dict)
 
     def significant(self, row: Row, column: Column) -> bool:
         comparison = self.comparisons.get((row, column))
@@ -102,6 +105,7 @@ class Report:
     fits: list[dict] = field(default_factory=list)  # explainers' training cost (Store.fits)
     pairings: list[Pairing] = field(default_factory=list)  # students vs their teachers
     notes: list[dict] = field(default_factory=list)  # metrics' statements about cells (why undefined...)
+    skipped: list[dict] = field(default_factory=list)  # cells not run on this machine, with the reason
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -110,19 +114,30 @@ class Report:
         samples_by_family: dict[str, dict[tuple[Row, Column], Sample]] = defaultdict(dict)
         row_order: dict[str, list[Row]] = defaultdict(list)
         column_order: dict[str, list[Column]] = defaultdict(list)
-        for (family, row, column), sample in samples_by(records, _table_key).items():
-            samples_by_family[family][(row, column)] = sample
+
+        def place(family: str, row: Row, column: Column) -> None:
             if row not in row_order[family]:
                 row_order[family].append(row)
             if column not in column_order[family]:
                 column_order[family].append(column)
+
+        for (family, row, column), sample in samples_by(records, _table_key).items():
+            samples_by_family[family][(row, column)] = sample
+            place(family, row, column)
         cells = store.cells(run_id)
+        skipped = [cell for cell in cells if cell["status"] == "skipped"]
+        skipped_by_family: dict[str, dict[tuple[Row, Column], str]] = defaultdict(dict)
+        for cell in skipped:  # in their tables' places, after the measured cells
+            family, row, column = _table_key(cell)
+            skipped_by_family[family][(row, column)] = cell["error"]
+            place(family, row, column)
         run = store.run(run_id)
         tables = []
-        for family in sorted(samples_by_family):
+        for family in sorted(row_order):
             samples = samples_by_family[family]
             summaries = {cell: summarize(sample) for cell, sample in samples.items()}
             table = FamilyTable(family, column_order[family], row_order[family], summaries)
+            table.skipped = skipped_by_family[family]
             for column in table.columns:
                 means = {
                     row: summaries[(row, column)].mean
@@ -143,8 +158,9 @@ class Report:
         models = with_shared_predictions(store.models(run_id))
         notes = [cell for cell in cells if cell["status"] == "done" and cell["notes"]]
         return cls(
-            run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings, notes
-        )
+            run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings, notes,
+            skipped,
+        )  # fmt: skip
 
     # -- rendering ------------------------------------------------------------------------------
     def document(self) -> Document:

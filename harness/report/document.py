@@ -10,7 +10,7 @@ which CSV and JSON read instead of the text.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -72,7 +72,7 @@ class Table:
 @dataclass
 class Section:
     """A part of the report. ``kind`` names it for renderers that place a kind their own way: models,
-    family, expectations, pairings, training, notes, legend, failures."""
+    family, expectations, pairings, training, notes, legend, skipped, failures."""
 
     kind: str
     title: str = ""  # a heading
@@ -137,6 +137,11 @@ def build_document(report: Report) -> Document:
         items = [f"{cell_name(cell)}: {note}" for cell in report.notes for note in cell["notes"]]
         sections.append(Section("notes", "notes on cells", items=items, tone="warning"))
     sections.append(Section("legend"))
+    if report.skipped:
+        reasons = Counter(cell["error"] for cell in report.skipped)  # many cells share one: a device
+        lead = f"{len(report.skipped)} cell(s) skipped, not run on this machine:"
+        items = [f"{count} cell(s): {reason}" for reason, count in reasons.items()]
+        sections.append(Section("skipped", lead=lead, items=items, tone="warning"))
     if report.failed:
         lead = f"{len(report.failed)} cell(s) failed:"
         items = [f"{cell_name(cell)}: {cell['error']}" for cell in report.failed]
@@ -191,6 +196,8 @@ def _family_section(report: Report, table: FamilyTable) -> Section:
 
 
 def _family_cell(report: Report, table: FamilyTable, row: Row, column: Column) -> Cell:
+    if (row, column) in table.skipped:
+        return Cell("skipped", tone="warning")  # why: the report's skipped section
     summary = table.cells.get((row, column))
     if summary is None:
         return Cell(_cell_text(None))

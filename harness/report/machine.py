@@ -84,6 +84,9 @@ def json_document(report: Report, document: Document) -> dict:
         "notes": [{key: cell[key] for key in (*CELL_FIELDS, "notes")} for cell in report.notes],
         "tables": [_family_json(section) for section in document.of_kind("family")],
         "failed_cells": [{key: cell[key] for key in (*CELL_FIELDS, "error")} for cell in report.failed],
+        "skipped_cells": [
+            {**{key: cell[key] for key in CELL_FIELDS}, "reason": cell["error"]} for cell in report.skipped
+        ],
     }
 
 
