@@ -128,12 +128,15 @@ def validate(
     ] = None,
 ) -> None:
     """Check a suite (YAML, keys, plugin names, parameters, requirements) without running it."""
-    from harness.grid import expand, left_out
+    import torch
+
+    from harness.grid import expand, left_out, unavailable
     from harness.suite import load_suite
 
     loaded = load_suite(suite, _registry(), profile)
     cells = expand(loaded)
     unmet = left_out(loaded)
+    here = [reason for cell in cells if (reason := unavailable(cell, torch.cuda.is_available()))]
     entries = loaded.entries
     variants = sum(len(m.spec.variants) for m in entries["models"])
     full = (
@@ -144,11 +147,13 @@ def validate(
     notes = []
     if skipped:
         notes.append(
-            f"{skipped} skipped: comparisons of a variant with itself (init:1 is default) or with a "
-            "missing teacher"
+            f"{skipped} not in the grid: comparisons of a variant or a device with itself (init:1 is "
+            "default) or with a missing teacher"
         )
     if unmet:
         notes.append(f"{len(unmet)} left out: requirements not provided, listed below")
+    if here:
+        notes.append(f"{len(here)} to be skipped on this machine, listed below")
     _say(
         out,
         f"{suite}: valid — {len(cells)} cells ({len(entries['datasets'])} datasets × "
@@ -158,6 +163,8 @@ def validate(
     )
     for reason, count in Counter(reason for _, reason in unmet).items():  # in grid order
         _say(out, f"  {count} left out: {reason}")
+    for reason, count in Counter(here).items():
+        _say(out, f"  {count} to be skipped: {reason}")
     if plan or plan_json is not None:
         from harness.plan import build_plan
 
