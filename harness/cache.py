@@ -159,14 +159,33 @@ def _remove(path: Path) -> None:
 class Cache:
     """A cache directory (see the module's docstring for how processes share one).
 
-    ``read=False`` (``--no-cache``): every ``get_*`` misses, so everything is recomputed. JSON entries
-    are then refreshed with the new values; a folder entry already there stays as it is (content-addressed
-    entries are immutable; ``put_directory`` returns the existing one), unless ``replace=True``.
+    ``read=False`` (``--no-cache``): every ``get_*`` misses, so everything is recomputed, except entries
+    written since ``since`` (a time stamp, the run's start): what this run computed is shared between its
+    steps and its workers, what earlier runs left is not read. Entries are then written afresh: JSON
+    entries replace the old values, folder entries replace the old folders.
+
+    ``read=True``: a folder entry already there stays as it is (content-addressed entries are
+    immutable; ``put_directory`` returns the existing one), unless ``replace=True``.
     """
 
-    def __init__(self, root: Path, read: bool = True):
+    def __init__(self, root: Path, read: bool = True, since: float | None = None):
         self.root = Path(root)
         self.read = read
+        # On a file system that stamps times coarsely, an entry of this run may look older than ``since``:
+        # it is then recomputed (work done twice), never an earlier run's entry read.
+        self.since = since
+
+    def _readable(self, path: Path) -> bool:
+        """Whether an existing entry may be read: always with ``read``, else only if written since
+        ``since``."""
+        if self.read:
+            return True
+        if self.since is None:
+            return False
+        try:
+            return path.stat().st_mtime >= self.since
+        except OSError:
+            return False
 
     def _path(self, kind: str, key: str, suffix: str = "") -> Path:
         return self.root / kind / key[:2] / f"{key}{suffix}"
@@ -180,7 +199,7 @@ class Cache:
         """The entry's value, or None when there is none, ``read`` is off, or it cannot be read (call
         ``discard`` to log and remove an unreadable one, or just overwrite it with ``put_json``)."""
         path = self._path(kind, key, ".json")
-        if not self.read or not path.exists():
+        if not path.exists() or not self._readable(path):
             return None
         try:
             return json.loads(path.read_text(encoding="utf-8"))
@@ -205,7 +224,7 @@ class Cache:
 
     def get_directory(self, kind: str, key: str) -> Path | None:
         path = self._path(kind, key)
-        return path if self.read and path.is_dir() else None
+        return path if path.is_dir() and self._readable(path) else None
 
     def put_directory(
         self, kind: str, key: str, write: Callable[[Path], None], *, replace: bool = False
@@ -213,14 +232,15 @@ class Cache:
         """Let ``write`` fill a fresh temporary folder, then move it into place in one rename; return the
         entry's path.
 
-        If the entry is already there when ``write`` is done (another process wrote it meanwhile, or
-        ``read`` is off), the existing entry is kept, the new folder deleted, and the existing path
-        returned: entries are content-addressed, so both hold the same thing. ``replace=True`` (for an
-        entry found unreadable) puts the new folder in its place instead: under the key's lock the old
+        If the entry is already there when ``write`` is done (another process wrote it meanwhile), the
+        existing entry is kept, the new folder deleted, and the existing path returned: entries are
+        content-addressed, so both hold the same thing. ``replace=True`` (for an entry found unreadable;
+        always when ``read`` is off) puts the new folder in its place instead: under the key's lock the old
         entry is moved aside, the new one renamed in, then the old one deleted.
         """
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        replace = replace or not self.read
         temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
         old: Path | None = None
         try:

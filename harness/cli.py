@@ -68,6 +68,12 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+class ExecutorName(StrEnum):
+    serial = "serial"
+    process = "process"
+    ray = "ray"
+
+
 # The results database the command is using, so that a database error can name the file.
 _database: dict[str, Path | str] = {}
 
@@ -205,6 +211,24 @@ def run(
         ),
     ] = False,
     profile: ProfileOption = None,
+    executor: Annotated[
+        ExecutorName,
+        typer.Option(
+            help="where the stages run: this process, a local pool of processes, or Ray "
+            "(pip install 'xai-bench-harness[ray]')"
+        ),
+    ] = ExecutorName.serial,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="process, ray: how many workers [default: one per CPU]")
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="ray: the cluster to join (e.g. auto, or HOST:6379) [default: start a local one]"),
+    ] = None,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option("--task-timeout", min=1, help="process: seconds a task may run before it fails"),
+    ] = None,
 ) -> None:
     """Run a suite: train or load models, explain, evaluate, store, and print the report."""
     from harness.report import Report
@@ -221,7 +245,15 @@ def run(
         limit=limit,
         resume=not new_run,
         allow_remote_code=allow_remote_code,
+        executor=executor.value,
+        workers=workers,
+        address=address,
+        task_timeout=task_timeout,
     )
+    if address is not None and executor is not ExecutorName.ray:
+        raise BenchError("--address: only --executor ray joins a cluster; add --executor ray")
+    if task_timeout is not None and executor is not ExecutorName.process:
+        raise BenchError("--task-timeout: only --executor process enforces it; add --executor process")
     result = Runner(loaded, options, console=err).run()
     Report.build(store, result.run_id).print(out)
     _say(err, summary_line(result))

@@ -9,9 +9,8 @@ runner shares work:
   ``train_on`` dataset when it has one, else the evaluated dataset's source;
 - ``fit-explainer``: one per student (an explainer with a teacher) per (dataset source, model, variant,
   seed): what ``Explainer.fit`` learns, which needs the teacher's attributions;
-- ``explain``: one per ``Cell.explanation``, one per reference explanation a ``compares`` metric reads
-  (a reference variant's, a teacher's), even when no cell of its own scores it, and, for each fit, the
-  teacher's attributions on the train and on the validation split;
+- ``explain``: one per ``Cell.explanation``, and one per reference explanation a ``compares`` metric
+  reads (a reference variant's, a teacher's), even when no cell of its own scores it;
 - ``score``: one per cell: its explain task and, for a metric comparing two cells, the reference's
   (a metric also reads the explanation's model and dataset, which its explain task needs).
 
@@ -28,13 +27,10 @@ each stage's key from a task's data and those contents.
 
 **Teacher attributions for a fit.** Which documents a student asks its teacher to explain is the
 student plugin's business (``l2e``: the first ``train_documents`` of the train split and the first
-``validation_documents`` of the validation split, or the train split's last tenth when the dataset has
-no validation split), so it depends on parameters the harness does not read and on the loaded data.
-The plan therefore has one explain task per (dataset source, model, variant, seed, teacher, split)
-for ``FIT_SPLITS``, whose ``selection`` is ``{"split": ..., "requested_by": "fit-explainer"}``: its
-examples are the ones the dependent fits ask for through ``FitContext.teacher_attributions(examples,
-split)``, each request cached by its examples' fingerprint like any attributions. A student asking for
-another split gets it at run time, outside the plan.
+``validation_documents`` of the validation split), so it depends on parameters the harness does not
+read and on the loaded data. The fit task computes them itself, through
+``FitContext.teacher_attributions(examples, split)``; they are cached by their examples' fingerprint
+like any attributions, so a cell that explains the same documents with the teacher reads them back.
 """
 
 from __future__ import annotations
@@ -50,9 +46,6 @@ from harness.grid import Cell
 from harness.suite import LoadedSuite
 
 STAGES = ("load-dataset", "build-model", "fit-explainer", "explain", "score")
-
-# The splits a student's fit asks its teacher to explain (FitContext.teacher_attributions; see l2e).
-FIT_SPLITS = ("train", "validation")
 
 # The function of harness.keys deriving each stage's cache key (a dataset load is not cached).
 CACHE_KEYS = {
@@ -76,8 +69,7 @@ class Task:
     - ``dataset``: the loaded data's source (plugin name, version, parameters; no split or sample);
       for ``build-model`` the training data's;
     - ``selection`` (explain): ``{"split", "sample", "limit"}``, the examples explained (the split's
-      first ``sample``, then ``--limit``), or ``{"split", "requested_by": "fit-explainer"}`` for a
-      teacher's attributions asked for by fits;
+      first ``sample``, then ``--limit``);
     - ``model`` (its identity, ``train_on`` included), ``variant`` (canonical) and ``seed`` (the model's
       training seed and the explainer's seed: the grid uses one seed for both);
     - ``explainer``: its identity (a student's includes its teacher's);
@@ -244,6 +236,18 @@ def build_plan(loaded: LoadedSuite, cells: Sequence[Cell], limit: int | None = N
     return Plan(tuple(builder.tasks.values()), settings)
 
 
+def explanation_cells(cells: Sequence[Cell], limit: int | None = None) -> dict[str, Cell]:
+    """Each explain task of ``build_plan(..., cells, limit)``, by id, with the cell whose explanation it
+    computes: a cell's own, or the reference cell a comparing metric reads."""
+    builder = _Builder(limit)
+    explained: dict[str, Cell] = {}
+    for cell in cells:
+        explained.setdefault(builder.explanation(cell), cell)
+        if cell.reference is not None:
+            explained.setdefault(builder.explanation(cell.reference), cell.reference)
+    return explained
+
+
 def source_identity(dataset: PluginEntry) -> dict:
     """What a dataset load depends on: the plugin and its parameters, not the split or sample read."""
     return {"name": dataset.name, "version": dataset.cls.version, "params": dataset.params_dict}
@@ -252,11 +256,6 @@ def source_identity(dataset: PluginEntry) -> dict:
 def selection(dataset: PluginEntry, limit: int | None) -> dict:
     """The examples a dataset entry explains: the first ``sample`` of its split, then ``--limit``."""
     return {"split": dataset.spec.split, "sample": dataset.spec.sample, "limit": limit}
-
-
-def fit_request(split: str) -> dict:
-    """The selection of a teacher's attributions asked for by fits on ``split``."""
-    return {"split": split, "requested_by": "fit-explainer"}
 
 
 class _Builder:
@@ -291,11 +290,7 @@ class _Builder:
     def fit(
         self, dataset: PluginEntry, model: PluginEntry, variant: str, seed: int, student: PluginEntry
     ) -> str:
-        teacher = student.teacher
         inputs = [self.load(dataset), self.model(dataset, model, variant, seed)]
-        inputs += [
-            self.explain(dataset, model, variant, seed, teacher, fit_request(split)) for split in FIT_SPLITS
-        ]
         return self._add(
             Task.create(
                 "fit-explainer",
@@ -321,16 +316,11 @@ class _Builder:
         inputs = [self.load(dataset), self.model(dataset, model, variant, seed)]
         if explainer.teacher is not None:
             inputs.append(self.fit(dataset, model, variant, seed, explainer))
-        where = (
-            dataset.label
-            if "requested_by" not in selected
-            else f"{dataset.name} {selected['split']} for fits"
-        )
         return self._add(
             Task.create(
                 "explain",
                 inputs,
-                label=f"{where} · {model_label(model.label, variant)} · {explainer.label} · seed {seed}",
+                label=f"{dataset.label} · {model_label(model.label, variant)} · {explainer.label} · seed {seed}",
                 dataset=source_identity(dataset),
                 selection=selected,
                 model=model.identity,

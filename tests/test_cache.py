@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
 import traceback
 from pathlib import Path
@@ -185,16 +186,34 @@ def test_a_failing_writer_leaves_the_existing_entry_and_no_temporary(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [KEY]
 
 
-def test_no_cache_recomputes_but_keeps_an_existing_folder_entry(tmp_path):
+def test_no_cache_recomputes_and_replaces_entries(tmp_path):
     cache_module.Cache(tmp_path).put_directory(KIND, KEY, _folder("one"))
     cache_module.Cache(tmp_path).put_json("accuracy", KEY, {"accuracy": 0.5})
     no_cache = cache_module.Cache(tmp_path, read=False)
     assert no_cache.get_directory(KIND, KEY) is None
     assert no_cache.get_json("accuracy", KEY) is None
     path = no_cache.put_directory(KIND, KEY, _folder("two"))
-    assert (path / "a.txt").read_text() == "one"
+    assert (path / "a.txt").read_text() == "two"
     no_cache.put_json("accuracy", KEY, {"accuracy": 0.75})
     assert cache_module.Cache(tmp_path).get_json("accuracy", KEY) == {"accuracy": 0.75}
+
+
+def test_no_cache_reads_what_was_written_since_the_runs_start(tmp_path):
+    old = time.time() - 60
+    cache_module.Cache(tmp_path).put_json("accuracy", KEY, {"accuracy": 0.5})
+    cache_module.Cache(tmp_path).put_directory(KIND, KEY, _folder("one"))
+    for path in (tmp_path / "accuracy" / KEY[:2] / f"{KEY}.json", tmp_path / KIND / KEY[:2] / KEY):
+        os.utime(path, (old, old))  # an earlier run's entries
+    started = time.time()
+    run = cache_module.Cache(tmp_path, read=False, since=started)
+    assert run.get_json("accuracy", KEY) is None
+    assert run.get_directory(KIND, KEY) is None
+    run.put_json("accuracy", KEY, {"accuracy": 0.75})
+    run.put_directory(KIND, KEY, _folder("two"))
+    # Another worker of the same run reads them.
+    worker = cache_module.Cache(tmp_path, read=False, since=started)
+    assert worker.get_json("accuracy", KEY) == {"accuracy": 0.75}
+    assert (worker.get_directory(KIND, KEY) / "a.txt").read_text() == "two"
 
 
 def test_discard_removes_unreadable_entries(tmp_path):

@@ -100,8 +100,8 @@ def task_content(task: Task) -> str:
 
 
 def for_cells(plan: Plan) -> list[Task]:
-    """Explain tasks of cells and references (not the teacher attributions asked for by fits)."""
-    return [task for task in plan.stage("explain") if "requested_by" not in task.selection]
+    """Explain tasks (of cells and of references)."""
+    return plan.stage("explain")
 
 
 # -- counts per stage -----------------------------------------------------------------------------------
@@ -171,12 +171,12 @@ def test_a_model_with_train_on_is_built_once_per_seed_for_every_dataset_it_expla
         assert len(plan.dependents(model.id)) == 2  # one explanation of each dataset
 
 
-def test_a_students_fit_needs_the_teachers_attributions_and_its_explanation_needs_the_fit(write_suite):
+def test_a_students_explanation_needs_its_fit_which_needs_the_model(write_suite):
     _, cells, plan = plan_of(write_suite(student_suite()))
     # occlusion: prediction-agreement, runtime (no teacher to compare with); l2e: all 4 metrics.
-    # Explain: occlusion and l2e on the test sample, occlusion on train and on validation for the fit.
+    # Explain: occlusion and l2e on the test sample; the fit asks the teacher for its own documents.
     assert len(cells) == 6
-    assert plan.by_stage() == counts(1, 1, 1, 4, 6)
+    assert plan.by_stage() == counts(1, 1, 1, 2, 6)
     (load,), (model,), (fit,) = (
         plan.stage("load-dataset"),
         plan.stage("build-model"),
@@ -184,13 +184,7 @@ def test_a_students_fit_needs_the_teachers_attributions_and_its_explanation_need
     )
     student = next(cell.explainer for cell in cells if cell.explainer.teacher is not None)
     assert fit.explainer == student.identity
-    teacher_for_fit = [plan.task(task_id) for task_id in fit.inputs if plan.task(task_id).stage == "explain"]
-    assert [task.selection for task in teacher_for_fit] == [
-        {"split": "train", "requested_by": "fit-explainer"},
-        {"split": "validation", "requested_by": "fit-explainer"},
-    ]
-    assert all(task.explainer == student.teacher.identity for task in teacher_for_fit)
-    assert set(fit.inputs) == {load.id, model.id, *(task.id for task in teacher_for_fit)}
+    assert fit.inputs == (load.id, model.id)
     (explained,) = [task for task in plan.stage("explain") if task.explainer == student.identity]
     assert fit.id in explained.inputs
     assert [d.id for d in plan.dependents(fit.id)] == [explained.id]
@@ -309,7 +303,7 @@ def test_validate_with_plan_prints_the_tasks_per_stage(monkeypatch, capsys, writ
     assert code == 0
     lines = out.splitlines()
     assert "valid" in lines[0]
-    assert lines[-1] == "plan: 1 load-dataset, 1 build-model, 1 fit-explainer, 4 explain, 6 score"
+    assert lines[-1] == "plan: 1 load-dataset, 1 build-model, 1 fit-explainer, 2 explain, 6 score"
 
 
 def test_validate_without_plan_prints_no_plan(monkeypatch, capsys, write_suite):

@@ -25,7 +25,8 @@ from harness.errors import BenchError
 from harness.grid import expand
 from harness.registry import get_registry
 from harness.report import Report, render
-from harness.runner import ATTRIBUTIONS_SCHEMA, Runner, RunOptions
+from harness.runner import Runner, RunOptions
+from harness.stages import ATTRIBUTIONS_SCHEMA
 from harness.store import Store
 from harness.suite import load_suite
 from plugins.datasets.jsonl import JsonlDataset

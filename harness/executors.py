@@ -1,0 +1,320 @@
+"""Where the stages of a plan run: in the driver's process, in a local pool of processes, or on Ray.
+
+An executor is handed tasks whose inputs are done, each with its inputs' artefacts, and hands back
+outcomes, one at a time, in the order they finish. It knows nothing of cells, the store or the
+terminal: the driver (``harness.runner``) decides what is ready, records outcomes and fails the
+dependents of a failed task.
+
+- ``serial`` (the default): one task at a time in the driver's process, with the run's reporter, so the
+  terminal shows each step of each explanation.
+- ``process``: a pool of local worker processes (``pebble``). A task that kills its worker (a segfault
+  in a native library, the kernel's out-of-memory killer, ``os._exit``) or runs past ``task_timeout``
+  fails, with the reason; the pool replaces the worker and the run goes on.
+- ``ray``: one Ray actor per worker, on a Ray cluster (``address``) or a local Ray instance started for
+  the run. Tasks of one model go to one actor, so each model is loaded by one worker; an actor that dies
+  fails only the task it was running and is restarted. With a CUDA device, each actor asks Ray for its
+  share of a GPU. Artefacts travel through Ray's object store; models, fits and attributions through the
+  cache, which must be a path every node sees.
+
+Every executor runs the same stage functions (``harness.stages.run_task``) in a ``Workspace`` built from
+the same ``Settings``, so they give the same records (timings aside).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import traceback
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from harness.errors import BenchError
+from harness.plan import Task
+from harness.progress import Reporter
+from harness.stages import Settings, Workspace, describe, run_task
+
+log = logging.getLogger("bench.run")
+
+EXECUTORS = ("serial", "process", "ray")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a task: its artefact, or a one-line ``error`` (with ``details``, e.g. the
+    traceback, for the run's log)."""
+
+    task: Task
+    artefact: Any = None
+    error: str | None = None
+    details: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+def execute(task: Task, inputs: dict[str, Any], workspace: Workspace) -> Outcome:
+    """Run one task, turning an exception into a failed outcome (what every executor's worker does)."""
+    try:
+        return Outcome(task, run_task(task, inputs, workspace))
+    except Exception as error:  # noqa: BLE001 - a plugin's failure is its task's outcome, whatever it is
+        return Outcome(task, error=describe(error), details=traceback.format_exc())
+
+
+class Executor(Protocol):
+    """Runs tasks. ``capacity``: how many tasks the driver may have submitted and not yet collected."""
+
+    name: str
+    capacity: int
+
+    def start(self, settings: Settings, reporter: Reporter) -> None:
+        """Get workers ready to run stages under ``settings``."""
+
+    def submit(self, task: Task, inputs: dict[str, Any], group: str | None = None) -> None:
+        """Run ``task`` with its inputs' artefacts (by task id). Tasks of one ``group`` (one model) are
+        better run by one worker."""
+
+    def next_done(self) -> Outcome:
+        """The next task to finish (blocks until one does)."""
+
+    def close(self) -> None:
+        """Stop the workers (also after an error)."""
+
+
+class SerialExecutor:
+    """Tasks one after the other, in this process."""
+
+    name = "serial"
+    capacity = 1
+
+    def __init__(self) -> None:
+        self._workspace: Workspace | None = None
+        self._queue: deque[tuple[Task, dict]] = deque()
+
+    def start(self, settings: Settings, reporter: Reporter) -> None:
+        self._workspace = Workspace(settings, reporter)
+
+    def submit(self, task: Task, inputs: dict[str, Any], group: str | None = None) -> None:
+        self._queue.append((task, inputs))
+
+    def next_done(self) -> Outcome:
+        task, inputs = self._queue.popleft()
+        return execute(task, inputs, self._workspace)
+
+    def close(self) -> None:
+        self._workspace = None
+
+
+# -- a local pool of processes ---------------------------------------------------------------------------
+_WORKSPACE: Workspace | None = None  # a pool worker's workspace, made once by ``_start_worker``
+
+
+def _start_worker(settings: Settings) -> None:
+    global _WORKSPACE
+    logging.getLogger("bench").handlers.clear()  # the driver writes the run's log, not its workers
+    _WORKSPACE = Workspace(settings)
+
+
+def _run_in_worker(task: Task, inputs: dict[str, Any]) -> Outcome:
+    return execute(task, inputs, _WORKSPACE)
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        why = " (killed: out of memory, or by hand)" if name == "SIGKILL" else ""
+        return f"its worker process died of {name}{why}"
+    return f"its worker process died (exit code {exitcode})"
+
+
+class ProcessExecutor:
+    """A pool of ``workers`` local processes (``spawn``ed, so nothing of the driver's state is shared
+    but the settings)."""
+
+    name = "process"
+
+    def __init__(self, workers: int | None = None, task_timeout: float | None = None):
+        self.workers = workers or max(1, min(os.cpu_count() or 1, 4))
+        self.capacity = 2 * self.workers  # one running and one waiting per worker
+        self.task_timeout = task_timeout
+        self._pool = None
+        self._done: queue.Queue[Outcome] = queue.Queue()
+
+    def start(self, settings: Settings, reporter: Reporter) -> None:
+        from pebble import ProcessPool
+
+        self._pool = ProcessPool(
+            max_workers=self.workers,
+            initializer=_start_worker,
+            initargs=(settings,),
+            context=multiprocessing.get_context("spawn"),
+        )
+
+    def submit(self, task: Task, inputs: dict[str, Any], group: str | None = None) -> None:
+        future = self._pool.schedule(_run_in_worker, args=(task, inputs), timeout=self.task_timeout)
+        future.add_done_callback(self._collect(task))
+
+    def _collect(self, task: Task) -> Callable[[Future], None]:
+        from pebble import ProcessExpired
+
+        def collect(future: Future) -> None:
+            try:
+                outcome = future.result()
+            except TimeoutError:
+                outcome = Outcome(task, error=f"it ran past the task timeout of {self.task_timeout:g} s")
+            except ProcessExpired as error:
+                outcome = Outcome(task, error=_exit_reason(error.exitcode))
+            except Exception as error:  # noqa: BLE001 - e.g. an artefact that cannot be pickled
+                outcome = Outcome(task, error=describe(error), details=traceback.format_exc())
+            self._done.put(outcome)
+
+        return collect
+
+    def next_done(self) -> Outcome:
+        return self._done.get()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join()
+            self._pool = None
+
+
+# -- Ray -------------------------------------------------------------------------------------------------
+class _RayWorker:
+    """A Ray actor: one workspace, kept across the tasks it runs (so a model is loaded once)."""
+
+    def __init__(self, settings: Settings):
+        logging.getLogger("bench").handlers.clear()
+        self.workspace = Workspace(settings)
+
+    def run(self, task: Task, inputs: dict[str, Any]) -> Outcome:
+        return execute(task, inputs, self.workspace)
+
+
+class RayExecutor:
+    """Ray actors, one task at a time each; a model's tasks stay on the actor that first got one."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, cpus: int | None = None):
+        self.address = address
+        self.workers = workers
+        self.cpus = cpus  # of the local instance started when there is no address
+        self.capacity = 1
+        self._ray = None
+        self._started_ray = False
+        self._actors: list = []
+        self._queues: list[deque] = []
+        self._running: dict[Any, tuple[Task, int]] = {}  # object ref -> (task, actor index)
+        self._busy: list[bool] = []
+        self._groups: dict[str, int] = {}
+        self._actor_class = None
+        self._settings_ref = None
+        self._gpu_share = 0.0
+
+    def start(self, settings: Settings, reporter: Reporter) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise BenchError(
+                "--executor ray: Ray is not installed; pip install 'xai-bench-harness[ray]'"
+            ) from None
+        self._ray = ray
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.address is None:
+                options["num_cpus"] = self.cpus or os.cpu_count() or 1
+            try:
+                ray.init(address=self.address, **options)
+            except ConnectionError as error:
+                raise BenchError(f"--address {self.address}: cannot reach a Ray cluster ({error})") from None
+            self._started_ray = True
+        resources = ray.cluster_resources()
+        n = self.workers or max(1, int(resources.get("CPU", 1)))
+        gpus = resources.get("GPU", 0)
+        if settings.device != "cpu" and gpus:
+            self._gpu_share = min(1.0, gpus / n)
+        self._actor_class = ray.remote(max_restarts=-1, max_task_retries=0)(_RayWorker)
+        self._settings_ref = ray.put(settings)
+        self._actors = [self._new_actor() for _ in range(n)]
+        self._queues = [deque() for _ in range(n)]
+        self._busy = [False] * n
+        self.capacity = 2 * n
+
+    def _new_actor(self):
+        return self._actor_class.options(num_cpus=1, num_gpus=self._gpu_share).remote(self._settings_ref)
+
+    def _actor_for(self, group: str | None) -> int:
+        if group is not None and group in self._groups:
+            return self._groups[group]
+        load = [len(q) + busy for q, busy in zip(self._queues, self._busy, strict=True)]
+        index = load.index(min(load))
+        if group is not None:
+            self._groups[group] = index
+        return index
+
+    def submit(self, task: Task, inputs: dict[str, Any], group: str | None = None) -> None:
+        index = self._actor_for(group)
+        self._queues[index].append((task, inputs))
+        self._dispatch(index)
+
+    def _dispatch(self, index: int) -> None:
+        if self._busy[index] or not self._queues[index]:
+            return
+        task, inputs = self._queues[index].popleft()
+        reference = self._actors[index].run.remote(task, inputs)
+        self._running[reference] = (task, index)
+        self._busy[index] = True
+
+    def next_done(self) -> Outcome:
+        ray = self._ray
+        (reference,), _ = ray.wait(list(self._running), num_returns=1)
+        task, index = self._running.pop(reference)
+        self._busy[index] = False
+        try:
+            outcome = ray.get(reference)
+        except ray.exceptions.RayActorError as error:
+            outcome = Outcome(task, error="its Ray worker died", details=str(error))
+        except ray.exceptions.RayError as error:
+            outcome = Outcome(task, error=f"Ray: {describe(error)}", details=str(error))
+        self._dispatch(index)
+        return outcome
+
+    def close(self) -> None:
+        ray = self._ray
+        if ray is None:
+            return
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+        if self._started_ray:
+            ray.shutdown()
+        self._ray = None
+
+
+def make_executor(
+    name: str,
+    *,
+    workers: int | None = None,
+    address: str | None = None,
+    task_timeout: float | None = None,
+) -> Executor:
+    """The executor ``bench run --executor NAME`` asks for."""
+    if name == "serial":
+        return SerialExecutor()
+    if name == "process":
+        return ProcessExecutor(workers, task_timeout)
+    if name == "ray":
+        return RayExecutor(address, workers)
+    raise BenchError(f"--executor: unknown executor '{name}'; choose {', '.join(EXECUTORS)}")
+

@@ -1,0 +1,679 @@
+"""Plan → artefacts: the work of one task, as a function of the task, its inputs' artefacts and a
+workspace.
+
+A stage rebuilds what it needs from the task's plain data (plugin identities, variant, seed, selection),
+reads and writes the content-addressed cache, and returns a small artefact; it never writes the results
+store and never touches the terminal (progress goes to the workspace's reporter, which shows nothing in a
+worker). The driver (``harness.runner``) records artefacts in the store; an executor
+(``harness.executors``) decides where stages run. So the same stage runs in the driver's process, in a
+local pool's worker or on a Ray node, and gives the same artefact.
+
+A ``Workspace`` is what one process keeps between the tasks it runs: the suite's plugins by identity,
+the cache, the device, and a few loaded datasets and models, bounded (``Workspace.MODELS_KEPT``): a
+model that no later task of this process asks for is dropped as others come, and one evicted too early
+is read back from the cache. Artefacts are built only from the cache and the task, so a task gives the
+same result whichever process ran the tasks before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness import keys
+from harness.attribution import Attribution, aggregate_words, attributions_from_batch
+from harness.cache import Cache
+from harness.classifier import Classifier
+from harness.data import Example, TextDataset, fingerprint_examples
+from harness.entries import PluginEntry, canonical_json
+from harness.errors import BenchError, PluginError
+from harness.grid import Cell, expand
+from harness.plan import Task, source_identity
+from harness.plugin import Explanation, FitContext, MetricInput, MetricOutput
+from harness.progress import NullReporter, Reporter
+from harness.suite import LoadedSuite
+
+log = logging.getLogger("bench.run")
+
+# Cached attributions are stored as {"schema": ATTRIBUTIONS_SCHEMA, "timing": ..., "attributions": [...]};
+# an entry of another schema (or unreadable) is recomputed, never a failed cell. 3: attributions carry
+# groups, group_scores, extras and their own schema (harness.attribution.ATTRIBUTION_SCHEMA).
+ATTRIBUTIONS_SCHEMA = 3
+
+# Cached metric values: {"schema", "values", "curves", "units", "reference_values", "notes"}.
+METRIC_SCHEMA = 2
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BenchError(
+            "device: 'cuda' was requested but CUDA is not available here; use --device cpu or auto"
+        )
+    return torch.device(requested)
+
+
+def device_name(device: torch.device) -> str:
+    """The device as keys and timings record it: ``cpu``, or ``cuda:<GPU name>``."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# -- artefacts: what stages return (small, picklable) ----------------------------------------------------
+@dataclass(frozen=True)
+class DatasetFacts:
+    """A loaded dataset's fingerprint and class names."""
+
+    fingerprint: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A built model: its cache key and its training report."""
+
+    key: str
+    training: dict
+
+
+@dataclass(frozen=True)
+class FitFacts:
+    """What fitting a student explainer reported."""
+
+    report: dict
+
+
+@dataclass
+class Explained:
+    """One explanation of the grid: its attributions with their cache key, where and when they were timed
+    (``timing``: host, device, measured_at, threads, batch size), the explained examples' fingerprint
+    and count, the explainer's fit report, and the model's facts on the evaluated dataset (cache key,
+    test accuracy and predictions, training report) for the store."""
+
+    attributions: list[Attribution]
+    key: str
+    timing: dict
+    fingerprint: str
+    n_examples: int
+    fit_report: dict
+    model: dict
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A cell's values (one per explained example, in the attributions' order) and what came with them."""
+
+    example_ids: list[str]
+    values: list[float]
+    curves: list | None
+    units: list[str] | None
+    reference_values: list[float] | None
+    notes: list[str]
+    seconds: float
+
+
+# -- the workspace ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """What every process running stages must share (picklable, sent to workers once)."""
+
+    loaded: LoadedSuite
+    cache_dir: str
+    use_cache: bool
+    device: str  # as requested ("auto", "cpu", "cuda"); each process resolves it
+    limit: int | None
+    written_since: float | None = None  # with use_cache off: entries written since then are this run's
+
+    @property
+    def batch_size(self) -> int:
+        return self.loaded.suite.batch_size
+
+
+class _Bounded(OrderedDict):
+    """The ``size`` most recently used values; older ones are dropped."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or_make(self, key, make: Callable):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+@dataclass
+class _ModelHandle:
+    """A model known by its cache key; loaded (or built) into memory only when something needs it."""
+
+    key: str
+    plugin: object
+    training: TextDataset
+    entry: PluginEntry
+    variant: str
+    seed: int
+    trainable: bool
+
+
+class Workspace:
+    """What one process keeps between tasks (see the module docstring). ``reporter`` hears of the
+    stages' steps; a worker's shows nothing."""
+
+    MODELS_KEPT = 2  # loaded models kept in memory: a variant and its reference variant, say
+    DATASETS_KEPT = 3
+
+    def __init__(self, settings: Settings, reporter: Reporter | None = None):
+        self.settings = settings
+        self.loaded = settings.loaded
+        self.batch_size = settings.batch_size
+        self.limit = settings.limit
+        self.cache = Cache(Path(settings.cache_dir), read=settings.use_cache, since=settings.written_since)
+        self.device = resolve_device(settings.device)
+        self.device_name = device_name(self.device)
+        self.reporter = reporter or NullReporter()
+        self._entries: dict[str, PluginEntry] = {}
+        self._sources: dict[str, PluginEntry] = {}
+        for section in self.loaded.entries.values():
+            for entry in section:
+                for plugin in (entry, entry.teacher, entry.train_on):
+                    if plugin is not None:
+                        self._entries.setdefault(canonical_json(plugin.identity), plugin)
+                        if plugin.kind == "dataset":
+                            self._sources.setdefault(canonical_json(source_identity(plugin)), plugin)
+        self._cells: dict[str, Cell] | None = None
+        self._datasets = _Bounded(self.DATASETS_KEPT)
+        self._classifiers = _Bounded(self.MODELS_KEPT)
+        self._handles: dict[tuple, _ModelHandle] = {}
+
+    # -- plugins by identity --------------------------------------------------------------------------
+    def entry(self, identity: dict) -> PluginEntry:
+        return self._entries[canonical_json(identity)]
+
+    def source(self, identity: dict) -> PluginEntry:
+        return self._sources[canonical_json(identity)]
+
+    def cell(self, cell_id: str) -> Cell:
+        if self._cells is None:
+            cells = expand(self.loaded)
+            self._cells = {cell.id: cell for cell in cells}
+            self._cells.update({c.reference.id: c.reference for c in cells if c.reference is not None})
+        return self._cells[cell_id]
+
+    # -- data ----------------------------------------------------------------------------------------
+    def dataset(self, entry: PluginEntry) -> TextDataset:
+        """The entry's loaded data (shared by entries that only select another split or sample)."""
+        return self._datasets.get_or_make(entry.source, lambda: entry.cls(entry.params).load())
+
+    def examples(self, entry: PluginEntry) -> list[Example]:
+        """The examples a dataset entry explains: its split, its sample, then ``--limit``."""
+        examples = list(self.dataset(entry).split(entry.spec.split))
+        if entry.spec.sample is not None:
+            examples = examples[: entry.spec.sample]
+        if self.limit is not None:
+            examples = examples[: self.limit]
+        if not examples:
+            raise PluginError(f"dataset '{entry.label}' has no examples in its {entry.spec.split} split")
+        return examples
+
+    # -- models --------------------------------------------------------------------------------------
+    def model(self, dataset: PluginEntry, model: PluginEntry, variant: str, seed: int) -> _ModelHandle:
+        """The model trained for ``dataset`` (or on its ``train_on`` data), known by its cache key."""
+        training_entry = model.train_on or dataset
+        handle_id = (training_entry.source, model, variant, seed)
+        if handle_id not in self._handles:
+            training = self.dataset(training_entry)
+            plugin = model.cls(model.params)
+            key = keys.key(
+                keys.model_parts(
+                    model.identity, variant, seed, training.fingerprint, plugin.weights_identity(),
+                    self.device_name,
+                )
+            )  # fmt: skip
+            self._handles[handle_id] = _ModelHandle(
+                key, plugin, training, model, variant, seed, model.cls.trainable
+            )
+        return self._handles[handle_id]
+
+    def _build(self, handle: _ModelHandle) -> tuple[Classifier, dict]:
+        started = time.perf_counter()
+        seed_everything(handle.seed)
+        classifier = handle.plugin.build(
+            handle.training, seed=handle.seed, device=self.device, variant=handle.variant
+        )
+        meta = {
+            "training": {
+                **handle.plugin.training_report(classifier),
+                "build_seconds": round(time.perf_counter() - started, 3),
+            }
+        }
+        return classifier, meta
+
+    def _store(self, handle: _ModelHandle, classifier: Classifier, meta: dict, replace: bool) -> None:
+        self.cache.put_directory(
+            "models", handle.key, lambda path: handle.plugin.save(classifier, path), replace=replace
+        )
+        self.cache.put_json("model-meta", handle.key, meta)
+
+    def ensure_model(self, handle: _ModelHandle) -> dict:
+        """Build and cache the model unless the cache has it; return its training report. A model that is
+        not trainable (its weights come with the plugin) is not cached: building it is loading it."""
+        meta = self.cache.get_json("model-meta", handle.key) if handle.trainable else None
+        directory = self.cache.get_directory("models", handle.key) if meta else None
+        if isinstance(meta, dict) and isinstance(meta.get("training"), dict) and directory is not None:
+            return meta["training"]
+        classifier, meta = self._build(handle)
+        if handle.trainable:
+            self._store(handle, classifier, meta, replace=False)
+        self._classifiers.get_or_make(handle.key, lambda: classifier)
+        return meta["training"]
+
+    def classifier(self, handle: _ModelHandle) -> Classifier:
+        """The model in memory: kept, read from the cache, or built (and cached) when neither has it."""
+        return self._classifiers.get_or_make(handle.key, lambda: self._load(handle))
+
+    def _load(self, handle: _ModelHandle) -> Classifier:
+        directory = self.cache.get_directory("models", handle.key) if handle.trainable else None
+        if directory is not None:
+            try:
+                return handle.plugin.load(directory, handle.training, self.device)
+            except Exception as error:  # an unreadable or outdated entry: rebuild it, never fail
+                log.warning("cached model %s is unreadable (%s); rebuilding it", handle.key, describe(error))
+                classifier, meta = self._build(handle)
+                self._store(handle, classifier, meta, replace=True)
+                return classifier
+        classifier, meta = self._build(handle)
+        if handle.trainable:
+            self._store(handle, classifier, meta, replace=False)
+        return classifier
+
+    def model_facts(self, dataset_entry: PluginEntry, handle: _ModelHandle) -> dict:
+        """The model's cache key, training report, and test accuracy and predictions on the evaluated
+        dataset's whole test split (cached per model and dataset): what the store keeps of a model."""
+        dataset = self.dataset(dataset_entry)
+        if tuple(handle.training.labels) != tuple(dataset.labels):
+            raise PluginError(
+                f"model trained on '{handle.entry.train_on.label}' predicts {list(handle.training.labels)} "
+                f"but dataset '{dataset_entry.label}' has classes {list(dataset.labels)}"
+            )
+        training = self.ensure_model(handle)
+        accuracy_key = keys.key(
+            keys.test_predictions_parts(handle.key, dataset.fingerprint, self.batch_size, self.device_name)
+        )
+        evaluation = self.cache.get_json("accuracy", accuracy_key)
+        if not (isinstance(evaluation, dict) and {"test_accuracy", "test_predictions"} <= set(evaluation)):
+            predictions = predict(self.classifier(handle), dataset.test, self.batch_size)
+            correct = sum(p == example.label for p, example in zip(predictions, dataset.test, strict=True))
+            evaluation = {
+                "test_accuracy": correct / len(predictions) if predictions else None,
+                "test_predictions": predictions,
+            }
+            self.cache.put_json("accuracy", accuracy_key, evaluation)
+        return {
+            "key": handle.key,
+            "training": training,
+            "n_test": len(dataset.test),
+            **evaluation,
+        }
+
+
+def describe(error: BaseException) -> str:
+    """An error in one line: messages written for the user as they are, others with their type."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text if isinstance(error, PluginError | BenchError) else f"{type(error).__name__}: {text}"
+
+
+# -- the stages ------------------------------------------------------------------------------------------
+def load_dataset(task: Task, inputs: dict, workspace: Workspace) -> DatasetFacts:
+    dataset = workspace.dataset(workspace.source(task.dataset))
+    return DatasetFacts(dataset.fingerprint, tuple(dataset.labels))
+
+
+def build_model(task: Task, inputs: dict, workspace: Workspace) -> ModelFacts:
+    handle = workspace.model(
+        workspace.source(task.dataset), workspace.entry(task.model), task.variant, task.seed
+    )
+    return ModelFacts(handle.key, workspace.ensure_model(handle))
+
+
+def fit_explainer(task: Task, inputs: dict, workspace: Workspace) -> FitFacts:
+    """Fit a student (and cache what it learned, under ``FitContext.key``); the explain tasks that use it
+    fit again, reading it back from the cache."""
+    dataset_entry = workspace.source(task.dataset)
+    student = workspace.entry(task.explainer)
+    handle = workspace.model(dataset_entry, workspace.entry(task.model), task.variant, task.seed)
+    explainer = _fitted(workspace, student, task.seed, dataset_entry, handle, task.label)
+    return FitFacts(explainer.fit_report())
+
+
+def explain(task: Task, inputs: dict, workspace: Workspace) -> Explained:
+    """The attributions of one explanation (dataset entry, model, variant, explainer, seed), read from the
+    cache or computed and cached, with what the store keeps of the model."""
+    dataset_entry = _dataset_entry(workspace, task)
+    model_entry = workspace.entry(task.model)
+    handle = workspace.model(dataset_entry, model_entry, task.variant, task.seed)
+    facts = workspace.model_facts(dataset_entry, handle)
+    examples = workspace.examples(dataset_entry)
+    attributions, key, fit_report, timing = _cached_attributions(
+        workspace, workspace.entry(task.explainer), task.seed, dataset_entry, examples, handle, task.label
+    )
+    return Explained(
+        attributions, key, timing, fingerprint_examples(examples), len(examples), fit_report, facts
+    )
+
+
+def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
+    """A cell's values: its metric on its explanation (and, for a metric comparing two cells, the
+    reference's), read from the cache or computed and cached."""
+    started = time.perf_counter()
+    cell = workspace.cell(task.cell)
+    explained: Explained = inputs[task.inputs[0]]
+    reference: Explained | None = inputs[task.inputs[1]] if len(task.inputs) > 1 else None
+    if cell.reference is not None and reference is None:
+        reference = explained  # a cell compared with itself (never in the grid, but well defined)
+    metric = cell.metric
+    key = keys.key(
+        keys.metric_parts(
+            explained.key, metric.identity, None if reference is None else reference.key,
+            workspace.batch_size, workspace.device_name,
+        )
+    )  # fmt: skip
+    n = len(explained.attributions)
+    cached = workspace.cache.get_json("metric-values", key)
+    if cached is not None and not _valid_metric_entry(cached, n):
+        log.warning("cached metric values %s are unreadable or outdated; recomputing", key)
+        cached = None
+    if cached is None:
+        seed_everything(cell.seed)
+        data = _metric_input(workspace, cell, explained)
+        if reference is not None:
+            data.reference = _metric_input(workspace, cell.reference, reference)
+        output = metric.cls(metric.params).compute(data)
+        if not isinstance(output, MetricOutput):
+            output = MetricOutput(output)
+        cached = {
+            "schema": METRIC_SCHEMA,
+            "values": [float(value) for value in output.values],
+            "curves": None if output.curves is None else list(output.curves),
+            "units": None if output.units is None else [str(unit) for unit in output.units],
+            "reference_values": (
+                None if output.reference_values is None else [float(v) for v in output.reference_values]
+            ),
+            "notes": [str(note) for note in output.notes],
+        }
+        for what in ("values", "curves", "units", "reference_values"):
+            if cached[what] is not None and len(cached[what]) != n:
+                raise PluginError(
+                    f"metric '{metric.name}' returned {len(cached[what])} {what} for {n} examples"
+                )
+        workspace.cache.put_json("metric-values", key, cached)
+    return Scored(
+        example_ids=[a.example_id for a in explained.attributions],
+        values=cached["values"],
+        curves=cached["curves"],
+        units=cached["units"],
+        reference_values=cached["reference_values"],
+        notes=cached["notes"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+STAGES: dict[str, Callable[[Task, dict, Workspace], object]] = {
+    "load-dataset": load_dataset,
+    "build-model": build_model,
+    "fit-explainer": fit_explainer,
+    "explain": explain,
+    "score": score,
+}
+
+
+def run_task(task: Task, inputs: dict, workspace: Workspace):
+    """The artefact of ``task``, given its inputs' artefacts (by task id)."""
+    return STAGES[task.stage](task, inputs, workspace)
+
+
+# -- helpers of the stages -------------------------------------------------------------------------------
+def _dataset_entry(workspace: Workspace, task: Task) -> PluginEntry:
+    """The dataset entry an explain task selects from (its source, with the selection's split and
+    sample): the grid's entry for it."""
+    selection = task.selection
+    for entry in workspace.loaded.entries["datasets"]:
+        if (
+            canonical_json(source_identity(entry)) == canonical_json(task.dataset)
+            and entry.spec.split == selection["split"]
+            and entry.spec.sample == selection.get("sample")
+        ):
+            return entry
+    raise KeyError(f"no dataset entry of the suite matches task {task.id} ({task.label})")
+
+
+def _metric_input(workspace: Workspace, cell: Cell, explained: Explained) -> MetricInput:
+    handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
+    return MetricInput(
+        attributions=explained.attributions,
+        examples={example.id: example for example in workspace.examples(cell.dataset)},
+        dataset=workspace.dataset(cell.dataset),
+        load_classifier=lambda: workspace.classifier(handle),
+        batch_size=workspace.batch_size,
+    )
+
+
+def _valid_metric_entry(entry, n: int) -> bool:
+    """A cached metric entry this version can use: its schema, and one value (and curve, unit...) per
+    example."""
+    if not isinstance(entry, dict) or entry.get("schema") != METRIC_SCHEMA:
+        return False
+    if not isinstance(entry.get("values"), list) or len(entry["values"]) != n:
+        return False
+    if not isinstance(entry.get("notes"), list):
+        return False
+    return all(
+        entry.get(what) is None or (isinstance(entry[what], list) and len(entry[what]) == n)
+        for what in ("curves", "units", "reference_values")
+    )
+
+
+def _cached_attributions(
+    workspace: Workspace,
+    explainer: PluginEntry,
+    seed: int,
+    dataset_entry: PluginEntry,
+    examples: Sequence[Example],
+    handle: _ModelHandle,
+    label: str,
+    split: str | None = None,
+) -> tuple[list[Attribution], str, dict, dict]:
+    """Attributions of ``examples`` (from ``split``, by default the dataset entry's) by one explainer on
+    one model: read from the cache or computed and cached, with the explainer's fit report and where and
+    when they were timed. A student's teacher's attributions come through here too, so they are shared
+    with any cell that evaluates the teacher."""
+    split = split or dataset_entry.spec.split
+    cache = workspace.cache
+    key = keys.key(
+        keys.attributions_parts(
+            handle.key, explainer.identity, seed, split, fingerprint_examples(examples),
+            workspace.batch_size, workspace.device_name,
+        )
+    )  # fmt: skip
+    cached = cache.get_json("attributions", key)
+    if cached is not None:
+        try:
+            if cached.get("schema") != ATTRIBUTIONS_SCHEMA:
+                raise ValueError(f"schema {cached.get('schema')!r}, expected {ATTRIBUTIONS_SCHEMA}")
+            attributions = [Attribution.from_dict(item) for item in cached["attributions"]]
+            fit_report = cache.get_json("fit-reports", key) or {}
+            return attributions, key, fit_report, dict(cached["timing"])
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            log.warning("cached attributions %s are unreadable or outdated (%s); recomputing", key, error)
+    attributions, fit_report = _explain(workspace, explainer, seed, dataset_entry, examples, handle, label)
+    timing = {
+        "host": socket.gethostname(),
+        "device": workspace.device_name,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "threads": torch.get_num_threads(),
+        "batch_size": workspace.batch_size,
+    }
+    entry = {
+        "schema": ATTRIBUTIONS_SCHEMA,
+        "timing": timing,
+        "attributions": [a.to_dict() for a in attributions],
+    }
+    cache.put_json("attributions", key, entry)
+    if fit_report:
+        cache.put_json("fit-reports", key, fit_report)
+    return attributions, key, fit_report, timing
+
+
+def _fitted(
+    workspace: Workspace,
+    entry: PluginEntry,
+    seed: int,
+    dataset_entry: PluginEntry,
+    handle: _ModelHandle,
+    label: str,
+):
+    """The explainer, fitted to the model (a student learns from its teacher's attributions, which are
+    cached like any; what it learned is cached under the fit's key)."""
+    classifier = workspace.classifier(handle)
+    dataset = workspace.dataset(dataset_entry)
+    current = label  # the fit's latest step, which a teacher's attributions extend
+
+    def teacher_attributions(examples: Sequence[Example], split: str) -> list[Attribution]:
+        attributions, _, _, _ = _cached_attributions(
+            workspace, entry.teacher, seed, dataset_entry, examples, handle, current, split=split
+        )
+        return attributions
+
+    def report_progress(description: str, done: int, total: int) -> None:
+        nonlocal current
+        current = f"{label} · {description}"
+        workspace.reporter.step(description=current, done=done, total=total)
+
+    context = FitContext(
+        cache=workspace.cache,
+        key=keys.key(
+            keys.fit_parts(
+                handle.key, entry.identity, seed, dataset.fingerprint, workspace.batch_size,
+                workspace.device_name,
+            )
+        ),  # fmt: skip
+        seed=seed,
+        batch_size=workspace.batch_size,
+        teacher_attributions=None if entry.teacher is None else teacher_attributions,
+        progress=report_progress,
+    )
+    explainer = entry.cls(entry.params, seed=seed)
+    seed_everything(seed)
+    explainer.fit(classifier, dataset, context)
+    return explainer
+
+
+def _explain(
+    workspace: Workspace,
+    entry: PluginEntry,
+    seed: int,
+    dataset_entry: PluginEntry,
+    examples: Sequence[Example],
+    handle: _ModelHandle,
+    label: str,
+) -> tuple[list[Attribution], dict]:
+    classifier = workspace.classifier(handle)
+    params = entry.params
+    target = getattr(params, "target", "predicted")
+    granularity = getattr(params, "granularity", "token")
+    if target != "predicted" and target >= len(classifier.labels):
+        raise PluginError(
+            f"target class {target} does not exist: the model has {len(classifier.labels)} classes"
+        )
+    explainer = _fitted(workspace, entry, seed, dataset_entry, handle, label)
+    fit_report = explainer.fit_report()
+    seed_everything(seed)
+    reporter = workspace.reporter
+    reporter.step(description=label, done=0, total=len(examples))
+    batch_size = workspace.batch_size
+    cuda = classifier.device.type == "cuda"
+    attributions: list[Attribution] = []
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        encoding = classifier.encode(batch)
+        encoding.example_ids = [example.id for example in batch]
+        log_probabilities = classifier.log_probabilities(encoding)
+        predicted = log_probabilities.argmax(dim=-1)
+        targets = predicted if target == "predicted" else torch.full_like(predicted, target)
+        if start == 0:
+            # Warm-up, untimed, on the first batch's first example: lazy imports, allocator, CUDA
+            # kernels and one-time set-up would otherwise be charged to whichever explainer runs first.
+            warm = classifier.encode(batch[:1])
+            warm.example_ids = encoding.example_ids[:1]
+            explainer.explain(classifier, warm, targets[:1])
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        output = explainer.explain(classifier, encoding, targets)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - started) / len(batch)
+        explanation = output if isinstance(output, Explanation) else Explanation(output)
+        problem = explanation.problem(tuple(encoding.input_ids.shape))
+        if problem is not None:
+            raise PluginError(f"explainer '{entry.name}' returned {problem}")
+        scores = explanation.scores
+        extras = {
+            name: values if values.is_floating_point() else values.float()
+            for name, values in (explanation.extras or {}).items()
+        }
+        if granularity == "word":
+            scores = aggregate_words(scores, encoding, params.word_reduction)
+            extras = {n: aggregate_words(v, encoding, params.word_reduction) for n, v in extras.items()}
+        checked = {"scores": scores} | {f"extras[{n!r}]": v for n, v in extras.items()}
+        for what, values in checked.items():
+            if not torch.isfinite(values[~encoding.special_mask.to(values.device)]).all():
+                raise PluginError(f"explainer '{entry.name}' returned non-finite {what}")
+        attributions += attributions_from_batch(
+            encoding.example_ids,
+            encoding,
+            scores,
+            targets,
+            log_probabilities,
+            seconds,
+            labels=explanation.labels,
+            batch=start // batch_size,
+            groups=explanation.groups,
+            group_scores=explanation.group_scores,
+            extras=extras if explanation.extras is not None else None,
+        )
+        reporter.step(done=len(attributions))
+    return attributions, fit_report
+
+
+def predict(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> list[int]:
+    """The classifier's predicted class for each example."""
+    predictions: list[int] = []
+    with torch.inference_mode():
+        for start in range(0, len(examples), max(batch_size, 32)):
+            batch = examples[start : start + max(batch_size, 32)]
+            predictions += classifier.log_probabilities(classifier.encode(batch)).argmax(dim=-1).tolist()
+    return predictions
+
