@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
 from filelock import FileLock, Timeout
 from rich.console import Console
 
@@ -30,7 +31,7 @@ from harness.cache import Cache, default_cache_dir
 from harness.entries import short_hash
 from harness.errors import BenchError
 from harness.executors import Executor, Outcome, make_executor
-from harness.grid import Cell, expand
+from harness.grid import Cell, expand, unavailable
 from harness.plan import Task, build_plan, explanation_cells
 from harness.progress import NullReporter, Reporter, RichReporter
 from harness.stages import Explained, Scored, Settings, device_name, resolve_device
@@ -62,6 +63,7 @@ class RunResult:
     cells: int
     computed: int
     failed: list[tuple[Cell, str]] = field(default_factory=list)
+    skipped: list[tuple[Cell, str]] = field(default_factory=list)  # cells on a device this machine lacks
     resumed: bool = False
     log: Path | None = None  # the run's log file, with the full traceback of every failed cell
 
@@ -159,10 +161,17 @@ class Runner:
             if resumed:
                 self.console.print(
                     f"[bold]resuming run {run_id}[/]: {len(cells) - len(pending)} of {len(cells)} "
-                    "cells already done"
+                    "cells already done or skipped"
                 )
+            skipped = self._skip_unavailable(run_id, pending)
+            pending = [cell for cell in pending if cell.id not in skipped]
             result = RunResult(
-                run_id, len(cells), len(pending), resumed=resumed, log=self.store.log_path(run_id)
+                run_id,
+                len(cells),
+                len(pending),
+                resumed=resumed,
+                log=self.store.log_path(run_id),
+                skipped=list(skipped.values()),
             )
             _Drive(self, run_id, pending, result).run()
             self.store.finish_run(run_id, "complete-with-failures" if result.failed else "complete")
@@ -171,6 +180,19 @@ class Runner:
             logging.getLogger("bench").removeHandler(handler)
             handler.close()
             lock.release()
+
+    def _skip_unavailable(self, run_id: str, pending: Sequence[Cell]) -> dict[str, tuple[Cell, str]]:
+        """Cells whose device this machine lacks, recorded as skipped with the reason (not failed: the
+        suite is right, the machine lacks the device), by id."""
+        cuda = torch.cuda.is_available()
+        skipped = {}
+        for cell in pending:
+            reason = unavailable(cell, cuda)
+            if reason is not None:
+                self.store.skip_cell(run_id, cell, reason, CellProvenance(cell.identity, limit=self.options.limit))
+                log.warning("cell skipped: %s: %s", cell.describe(), reason)
+                skipped[cell.id] = (cell, reason)
+        return skipped
 
     def settings(self) -> Settings:
         """What the stages of this run share, in whichever process they run."""
@@ -462,8 +484,10 @@ def _reference_name(cell: Cell, reference: Cell) -> str:
 
 
 def summary_line(result: RunResult) -> str:
-    failed = len(result.failed)
-    text = f"run {result.run_id}: {result.cells - failed} of {result.cells} cells done"
+    failed, skipped = len(result.failed), len(result.skipped)
+    text = f"run {result.run_id}: {result.cells - failed - skipped} of {result.cells} cells done"
+    if skipped:
+        text += f", {skipped} skipped (a device this machine lacks; see the report)"
     if failed:
         log = result.log or f"results/logs/{result.run_id}.log"
         text += f", {failed} failed (see the report and {log})"

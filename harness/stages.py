@@ -176,6 +176,8 @@ class _ModelHandle:
     variant: str
     seed: int
     trainable: bool
+    device: torch.device
+    device_name: str  # as keys and timings record it
 
 
 class Workspace:
@@ -191,8 +193,7 @@ class Workspace:
         self.batch_size = settings.batch_size
         self.limit = settings.limit
         self.cache = Cache(Path(settings.cache_dir), read=settings.use_cache, since=settings.written_since)
-        self.device = resolve_device(settings.device)
-        self.device_name = device_name(self.device)
+        self.device = settings.device
         self.reporter = reporter or NullReporter()
         self._entries: dict[str, PluginEntry] = {}
         self._sources: dict[str, PluginEntry] = {}
@@ -246,14 +247,15 @@ class Workspace:
         if handle_id not in self._handles:
             training = self.dataset(training_entry)
             plugin = model.cls(model.params)
+            device = resolve_device(model.device or self.device)  # an entry naming its device wins
             key = keys.key(
                 keys.model_parts(
                     model.identity, variant, seed, training.fingerprint, plugin.weights_identity(),
-                    self.device_name,
+                    device_name(device),
                 )
             )  # fmt: skip
             self._handles[handle_id] = _ModelHandle(
-                key, plugin, training, model, variant, seed, model.cls.trainable
+                key, plugin, training, model, variant, seed, model.cls.trainable, device, device_name(device)
             )
         return self._handles[handle_id]
 
@@ -261,7 +263,7 @@ class Workspace:
         started = time.perf_counter()
         seed_everything(handle.seed)
         classifier = handle.plugin.build(
-            handle.training, seed=handle.seed, device=self.device, variant=handle.variant
+            handle.training, seed=handle.seed, device=handle.device, variant=handle.variant
         )
         meta = {
             "training": {
@@ -298,7 +300,7 @@ class Workspace:
         directory = self.cache.get_directory("models", handle.key) if handle.trainable else None
         if directory is not None:
             try:
-                return handle.plugin.load(directory, handle.training, self.device)
+                return handle.plugin.load(directory, handle.training, handle.device)
             except Exception as error:  # an unreadable or outdated entry: rebuild it, never fail
                 log.warning("cached model %s is unreadable (%s); rebuilding it", handle.key, describe(error))
                 classifier, meta = self._build(handle)
@@ -320,7 +322,7 @@ class Workspace:
             )
         training = self.ensure_model(handle)
         accuracy_key = keys.key(
-            keys.test_predictions_parts(handle.key, dataset.fingerprint, self.batch_size, self.device_name)
+            keys.test_predictions_parts(handle.key, dataset.fingerprint, self.batch_size, handle.device_name)
         )
         evaluation = self.cache.get_json("accuracy", accuracy_key)
         if not (isinstance(evaluation, dict) and {"test_accuracy", "test_predictions"} <= set(evaluation)):
@@ -394,10 +396,11 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
     if cell.reference is not None and reference is None:
         reference = explained  # a cell compared with itself (never in the grid, but well defined)
     metric = cell.metric
+    handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
     key = keys.key(
         keys.metric_parts(
             explained.key, metric.identity, None if reference is None else reference.key,
-            workspace.batch_size, workspace.device_name,
+            workspace.batch_size, handle.device_name,
         )
     )  # fmt: skip
     n = len(explained.attributions)
@@ -514,7 +517,7 @@ def _cached_attributions(
     key = keys.key(
         keys.attributions_parts(
             handle.key, explainer.identity, seed, split, fingerprint_examples(examples),
-            workspace.batch_size, workspace.device_name,
+            workspace.batch_size, handle.device_name,
         )
     )  # fmt: skip
     cached = cache.get_json("attributions", key)
@@ -530,7 +533,7 @@ def _cached_attributions(
     attributions, fit_report = _explain(workspace, explainer, seed, dataset_entry, examples, handle, label)
     timing = {
         "host": socket.gethostname(),
-        "device": workspace.device_name,
+        "device": handle.device_name,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "threads": torch.get_num_threads(),
         "batch_size": workspace.batch_size,
@@ -576,7 +579,7 @@ def _fitted(
         key=keys.key(
             keys.fit_parts(
                 handle.key, entry.identity, seed, dataset.fingerprint, workspace.batch_size,
-                workspace.device_name,
+                handle.device_name,
             )
         ),  # fmt: skip
         seed=seed,
