@@ -5,8 +5,9 @@ Lifecycle (one module owns each arrow)::
 
     suite.py     YAML  -> Suite (validated, typed)
     grid.py      Suite -> cells (dataset, model, variant, explainer+params, metric+params, seed)
-    runner.py    cells -> Dataset.load -> Model.build -> Explainer.fit/explain -> Metric.compute
-    store.py     per-example metric values -> records (SQLite)
+    plan.py      cells -> tasks; runner.py drives them through an executor (executors.py)
+    stages.py    task -> Dataset.load -> Model.build -> Explainer.fit/explain -> Metric.compute
+    store/       per-example metric values -> records (SQLite; writer and queries)
     report/      records -> tables (mean, bootstrap CI, n, best per column) -> renderers
 """
 

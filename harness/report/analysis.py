@@ -24,7 +24,7 @@ from harness.report.markdown import markdown
 from harness.report.terminal import print_document
 from harness.rows import samples_by
 from harness.stats import Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
-from harness.store import Store
+from harness.store import Queries
 from harness.suite import Suite, with_profile
 
 
@@ -109,7 +109,7 @@ class Report:
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
-    def build(cls, store: Store, run_id: str) -> Report:
+    def build(cls, store: Queries, run_id: str) -> Report:
         records = store.report_rows(run_id)
         samples_by_family: dict[str, dict[tuple[Row, Column], Sample]] = defaultdict(dict)
         row_order: dict[str, list[Row]] = defaultdict(list)

@@ -1,0 +1,170 @@
+"""Reading runs from the store: resume, reports, exports, listings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import closing
+
+from harness.errors import BenchError
+from harness.store.schema import Database
+
+
+class Queries(Database):
+    """Runs, cells, models, records, curves, attributions and fits of the results folder."""
+
+    def done_cells(self, run_id: str) -> set[str]:
+        """The cells a resumed run does not run again: the finished ones and the skipped ones (final for
+        the run, unlike failures; a new run, ``--new-run``, on a machine with the device runs them)."""
+        with closing(self.connect()) as db:
+            return {
+                row["cell_id"]
+                for row in db.execute(
+                    "SELECT cell_id FROM cells WHERE run_id=? AND status IN ('done', 'skipped')", (run_id,)
+                )
+            }
+
+    def resumable_run(self, suite_hash: str) -> str | None:
+        """The latest unfinished run of this exact suite (its process may still hold its lock: see
+        ``run_lock``)."""
+        with closing(self.connect()) as db:
+            row = db.execute(
+                "SELECT run_id FROM runs WHERE suite_hash=? AND status='running' "
+                "ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                (suite_hash,),
+            ).fetchone()
+        return None if row is None else row["run_id"]
+
+    def resolve(self, run: str) -> str:
+        """A run id from a run id, a unique prefix of one, or ``latest``."""
+        if not self.path.exists():
+            raise BenchError(f"{self.path}: no results yet; run a suite first (bench run SUITE)")
+        with closing(self.connect()) as db:
+            if run == "latest":
+                row = db.execute(
+                    "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    raise BenchError(f"{self.path}: no runs stored yet; run a suite first (bench run SUITE)")
+                return row["run_id"]
+            rows = db.execute(  # a prefix match that reads % and _ literally (LIKE would not)
+                "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ?", (len(run), run)
+            ).fetchall()
+        if len(rows) == 1:
+            return rows[0]["run_id"]
+        if not rows:
+            raise BenchError(f"run '{run}' not found in {self.path}; see the run ids with 'bench runs'")
+        raise BenchError(f"run '{run}' is ambiguous ({len(rows)} runs start with it); give more of the id")
+
+    def run(self, run_id: str) -> dict:
+        with closing(self.connect()) as db:
+            row = db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        result = dict(row)
+        result["versions"] = json.loads(result["versions"])
+        result["options"] = json.loads(result["options"])
+        return result
+
+    def runs(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with closing(self.connect()) as db:
+            return [
+                dict(row)
+                for row in db.execute(
+                    "SELECT r.run_id, r.suite, r.suite_version, r.status, r.started_at, r.finished_at, r.device, "
+                    "(SELECT COUNT(*) FROM cells c WHERE c.run_id=r.run_id AND c.status='done') AS done, "
+                    "(SELECT COUNT(*) FROM cells c WHERE c.run_id=r.run_id AND c.status='failed') AS failed "
+                    "FROM runs r ORDER BY r.started_at, r.rowid"
+                )
+            ]
+
+    def cells(self, run_id: str) -> list[dict]:
+        with closing(self.connect()) as db:
+            rows = [
+                dict(row)
+                for row in db.execute("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", (run_id,))
+            ]
+        for row in rows:
+            for key, empty in (("identity", "null"), ("notes", "[]"), ("timing", "null")):
+                row[key] = json.loads(row[key] or empty)
+        return rows
+
+    def models(self, run_id: str) -> list[dict]:
+        with closing(self.connect()) as db:
+            rows = [
+                dict(row)
+                for row in db.execute("SELECT * FROM models WHERE run_id=? ORDER BY rowid", (run_id,))
+            ]
+        for row in rows:
+            row["training"] = json.loads(row["training"])
+            row["test_predictions"] = json.loads(row["test_predictions"] or "null")
+            row["dataset_id"] = row["dataset_id"] or row["dataset"]
+            row["model_id"] = row["model_id"] or f"{row['model']} {row['model_params']}"
+        return rows
+
+    def records(self, run_id: str) -> Iterator[dict]:
+        """Per-example records with the documented export field names, params as objects."""
+        with closing(self.connect()) as db:
+            query = (
+                "SELECT r.run_id, runs.suite, r.dataset, r.model, r.variant, r.explainer, r.explainer_params, "
+                "r.metric, r.metric_params, r.family, r.seed, r.example_id, r.value, r.unit, r.reference_value "
+                "FROM records r JOIN runs ON runs.run_id = r.run_id WHERE r.run_id=? ORDER BY r.rowid"
+            )
+            for row in db.execute(query, (run_id,)):
+                record = dict(row)
+                record["explainer_params"] = json.loads(record["explainer_params"])
+                record["metric_params"] = json.loads(record["metric_params"])
+                yield record
+
+    def report_rows(self, run_id: str) -> list[dict]:
+        """Per-example values with the identities reports group by (``*_id``; a store written before
+        identities were stored falls back to the labels), the labels they show, and the metadata they
+        rank by."""
+        with closing(self.connect()) as db:
+            return [
+                dict(row)
+                for row in db.execute(
+                    "SELECT c.family, c.direction, c.dataset, c.model, c.variant, c.explainer, c.explainer_label, "
+                    "c.metric, c.metric_label, "
+                    "COALESCE(c.dataset_id, c.dataset) AS dataset_id, COALESCE(c.model_id, c.model) AS model_id, "
+                    "COALESCE(c.explainer_id, c.explainer_label) AS explainer_id, "
+                    "COALESCE(c.metric_id, c.metric_label) AS metric_id, "
+                    "r.seed, r.example_id, r.value, COALESCE(r.unit, r.example_id) AS unit, r.reference_value "
+                    "FROM records r JOIN cells c "
+                    "ON c.run_id = r.run_id AND c.cell_id = r.cell_id WHERE r.run_id=? ORDER BY r.rowid",
+                    (run_id,),
+                )
+            ]
+
+    def curves(self, run_id: str) -> Iterator[dict]:
+        """Per-example curves with the record's identifying fields."""
+        with closing(self.connect()) as db:
+            query = (
+                "SELECT r.run_id, r.dataset, r.model, r.variant, r.explainer, r.explainer_params, r.metric, "
+                "r.metric_params, r.seed, r.example_id, c.curve FROM curves c JOIN records r "
+                "ON r.run_id = c.run_id AND r.cell_id = c.cell_id AND r.example_id = c.example_id "
+                "WHERE c.run_id=? ORDER BY c.rowid"
+            )
+            for row in db.execute(query, (run_id,)):
+                record = dict(row)
+                for key in ("explainer_params", "metric_params", "curve"):
+                    record[key] = json.loads(record[key])
+                yield record
+
+    def attributions(self, run_id: str) -> Iterator[dict]:
+        with closing(self.connect()) as db:
+            for row in db.execute("SELECT * FROM attributions WHERE run_id=? ORDER BY rowid", (run_id,)):
+                record = dict(row)
+                record["explainer_params"] = json.loads(record["explainer_params"])
+                record.update(json.loads(record.pop("attribution")))
+                yield record
+
+    def fits(self, run_id: str) -> list[dict]:
+        with closing(self.connect()) as db:
+            rows = [
+                dict(row)
+                for row in db.execute("SELECT * FROM explainer_fits WHERE run_id=? ORDER BY rowid", (run_id,))
+            ]
+        for row in rows:
+            row["report"] = json.loads(row["report"])
+        return rows
