@@ -1,0 +1,104 @@
+"""The driver runs the plan: every task once, after its inputs, with bounded memory (artefacts dropped
+once no pending task reads them, at most ``Workspace.MODELS_KEPT`` models loaded per process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import tiny_suite_text
+
+from harness.executors import SerialExecutor
+from harness.grid import expand
+from harness.plan import build_plan
+from harness.registry import get_registry
+from harness.runner import Runner, RunOptions, _Drive
+from harness.stages import Workspace
+from harness.suite import load_suite
+
+THREE_SEEDS = tiny_suite_text().replace("seeds: [0]", "seeds: [0, 1, 2]")  # three models, one per seed
+
+
+class Recording(SerialExecutor):
+    """The serial executor, noting each task it runs and what its workspace holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.ran: list[str] = []
+        self.models_loaded: list[int] = []
+
+    def next_done(self):
+        outcome = super().next_done()
+        self.ran.append(outcome.task.id)
+        self.models_loaded.append(len(self._workspace._classifiers))
+        return outcome
+
+
+def run(tmp_path: Path, text: str, executor=None, **options):
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    loaded = load_suite(path, get_registry())
+    options = {"results_dir": tmp_path / "results", "cache_dir": tmp_path / "cache", "progress": False, **options}
+    runner = Runner(loaded, RunOptions(**options), executor=executor)
+    return loaded, runner, runner.run()
+
+
+def test_every_task_runs_once_after_its_inputs(tmp_path):
+    executor = Recording()
+    loaded, _, result = run(tmp_path, THREE_SEEDS, executor)
+    assert not result.failed, result.failed
+    plan = build_plan(loaded, expand(loaded))
+    assert sorted(executor.ran) == sorted(task.id for task in plan)
+    position = {task_id: index for index, task_id in enumerate(executor.ran)}
+    for task in plan:
+        assert all(position[needed] < position[task.id] for needed in task.inputs), task.label
+
+
+def test_a_process_keeps_at_most_two_models_loaded(tmp_path, monkeypatch):
+    loads = []
+    original = Workspace._load
+
+    def counting(self, handle):
+        loads.append(handle.key)
+        return original(self, handle)
+
+    monkeypatch.setattr(Workspace, "_load", counting)
+    executor = Recording()
+    _, _, result = run(tmp_path, THREE_SEEDS, executor)
+    assert not result.failed, result.failed
+    assert max(executor.models_loaded) == Workspace.MODELS_KEPT == 2
+    # Built by their build-model task and kept: the three models are never read back from the cache.
+    assert loads == []
+
+
+def test_a_warm_run_loads_no_model(tmp_path, monkeypatch):
+    run(tmp_path, THREE_SEEDS)
+    loads = []
+    original = Workspace._load
+
+    def counting(self, handle):
+        loads.append(handle.key)
+        return original(self, handle)
+
+    monkeypatch.setattr(Workspace, "_load", counting)
+    _, _, result = run(tmp_path, THREE_SEEDS, resume=False)
+    assert not result.failed
+    assert loads == []  # everything cached: attributions and values are read, no model is loaded
+
+
+def test_the_driver_drops_artefacts_no_pending_task_reads(tmp_path, monkeypatch):
+    alive = []
+    finish = _Drive._finish
+
+    def watching(self, outcome):
+        ready = finish(self, outcome)
+        alive.append(len(self.artefacts))
+        return ready
+
+    monkeypatch.setattr(_Drive, "_finish", watching)
+    loaded, _, result = run(tmp_path, THREE_SEEDS)
+    assert not result.failed
+    plan = build_plan(loaded, expand(loaded))
+    # The dataset's load, a model and one explanation at a time, not the artefacts of all 28 tasks.
+    assert len(plan) == 1 + 3 + 6 + 18
+    assert max(alive) <= 3, alive
+    assert alive[-1] == 0
