@@ -9,15 +9,20 @@ dependents of a failed task.
   terminal shows each step of each explanation.
 - ``process``: a pool of local worker processes (``pebble``). A task that kills its worker (a segfault
   in a native library, the kernel's out-of-memory killer, ``os._exit``) or runs past ``task_timeout``
-  fails, with the reason; the pool replaces the worker and the run goes on.
+  fails, with the reason; the pool replaces the worker and the run goes on. Each worker runs torch on
+  its share of the CPUs, and ends when the driver does (even killed in the middle of a task).
 - ``ray``: one Ray actor per worker, on a Ray cluster (``address``) or a local Ray instance started for
-  the run. Tasks of one model go to one actor, so each model is loaded by one worker; an actor that dies
-  fails only the task it was running and is restarted. With a CUDA device, each actor asks Ray for its
-  share of a GPU. Artefacts travel through Ray's object store; models, fits and attributions through the
-  cache, which must be a path every node sees.
+  the run (whose workers get the driver's ``sys.path``, so plugins import there as here). Tasks of one
+  model go to one actor, so each model is loaded by one worker; an actor that dies fails only the task it
+  was running and is replaced by a new one, which runs the tasks queued for it. With a CUDA device, each
+  actor asks Ray for its share of a GPU (and Ray runs its torch on one thread per CPU it asked for).
+  Artefacts travel through Ray's object store; models, fits and attributions through the cache, which
+  must be a path every node sees.
 
 Every executor runs the same stage functions (``harness.stages.run_task``) in a ``Workspace`` built from
-the same ``Settings``, so they give the same records (timings aside).
+the same ``Settings``, so they give the same records, timings aside and to float32 rounding: what a model
+computes may differ in its last bits with the number of threads torch runs on (the driver's process uses
+every CPU, a worker its share), e.g. the scores of a learned explainer (tests/test_executors.py).
 """
 
 from __future__ import annotations
@@ -27,12 +32,17 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
+import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import torch
 
 from harness.errors import BenchError
 from harness.plan import Task
@@ -115,10 +125,26 @@ class SerialExecutor:
 _WORKSPACE: Workspace | None = None  # a pool worker's workspace, made once by ``_start_worker``
 
 
-def _start_worker(settings: Settings) -> None:
+def _start_worker(settings: Settings, threads: int) -> None:
     global _WORKSPACE
     logging.getLogger("bench").handlers.clear()  # the driver writes the run's log, not its workers
+    _exit_with_parent()
+    torch.set_num_threads(threads)
     _WORKSPACE = Workspace(settings)
+
+
+def _exit_with_parent(every: float = 0.5) -> None:
+    """End this worker when the driver that started it is gone (killed with SIGKILL, say). A worker
+    between tasks notices anyway (its pipe closes); one in the middle of a task would run it to the end,
+    holding memory, a GPU and the cache, after its run is over."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="bench-exit-with-parent", daemon=True).start()
 
 
 def _run_in_worker(task: Task, inputs: dict[str, Any]) -> Outcome:
@@ -144,6 +170,9 @@ class ProcessExecutor:
 
     def __init__(self, workers: int | None = None, task_timeout: float | None = None):
         self.workers = workers or max(1, min(os.cpu_count() or 1, 4))
+        # Each worker's share of the CPUs, as Ray gives an actor: torch would otherwise start one thread
+        # per CPU in every worker, and the workers would fight over the CPUs (and time each other).
+        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
         self.capacity = 2 * self.workers  # one running and one waiting per worker
         self.task_timeout = task_timeout
         self._pool = None
@@ -155,7 +184,7 @@ class ProcessExecutor:
         self._pool = ProcessPool(
             max_workers=self.workers,
             initializer=_start_worker,
-            initargs=(settings,),
+            initargs=(settings, self.threads),
             context=multiprocessing.get_context("spawn"),
         )
 
@@ -190,6 +219,17 @@ class ProcessExecutor:
 
 
 # -- Ray -------------------------------------------------------------------------------------------------
+def local_runtime_env() -> dict[str, Any]:
+    """The runtime environment of a local Ray instance's workers: the driver's ``sys.path`` as their
+    ``PYTHONPATH``. Workers unpickle the suite, and with it each plugin class by its module path; Ray
+    gives them only the driver's script folder and working directory, so a plugin found on the driver's
+    ``PYTHONPATH`` or on a path added at run time would not import there. (On a cluster, ``--address``,
+    the nodes' own environment must provide the plugins: the driver's paths mean nothing there.)"""
+    paths = (os.path.abspath(path or os.curdir) for path in sys.path)
+    existing = dict.fromkeys(path for path in paths if os.path.isdir(path))  # in order, once each
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(existing)}}
+
+
 class _RayWorker:
     """A Ray actor: one workspace, kept across the tasks it runs (so a model is loaded once)."""
 
@@ -199,6 +239,14 @@ class _RayWorker:
 
     def run(self, task: Task, inputs: dict[str, Any]) -> Outcome:
         return execute(task, inputs, self.workspace)
+
+
+def _actor_failure(error) -> str:
+    """Why a task failed with its actor (a ``ray.exceptions.RayActorError``), in one line."""
+    if error.actor_init_failed:  # e.g. a plugin the worker cannot import: every task would fail alike
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return f"its Ray worker could not start: {lines[-1] if lines else 'no reason given'}"
+    return "its Ray worker died"
 
 
 class RayExecutor:
@@ -234,6 +282,7 @@ class RayExecutor:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if self.address is None:
                 options["num_cpus"] = self.cpus or os.cpu_count() or 1
+                options["runtime_env"] = local_runtime_env()
             try:
                 ray.init(address=self.address, **options)
             except ConnectionError as error:
@@ -244,7 +293,9 @@ class RayExecutor:
         gpus = resources.get("GPU", 0)
         if settings.device != "cpu" and gpus:
             self._gpu_share = min(1.0, gpus / n)
-        self._actor_class = ray.remote(max_restarts=-1, max_task_retries=0)(_RayWorker)
+        # An actor that dies is replaced by the driver (``_replace``), not restarted by Ray: Ray fails a
+        # task submitted while it restarts an actor, so a restart would fail the next tasks too.
+        self._actor_class = ray.remote(max_restarts=0, max_task_retries=0)(_RayWorker)
         self._settings_ref = ray.put(settings)
         self._actors = [self._new_actor() for _ in range(n)]
         self._queues = [deque() for _ in range(n)]
@@ -253,6 +304,12 @@ class RayExecutor:
 
     def _new_actor(self):
         return self._actor_class.options(num_cpus=1, num_gpus=self._gpu_share).remote(self._settings_ref)
+
+    def _replace(self, index: int) -> None:
+        """A new actor in place of one that died (or cannot be reached): the tasks queued for it, and
+        its group's later tasks, go to the new one, which Ray starts before running them."""
+        self._ray.kill(self._actors[index], no_restart=True)
+        self._actors[index] = self._new_actor()
 
     def _actor_for(self, group: str | None) -> int:
         if group is not None and group in self._groups:
@@ -284,7 +341,8 @@ class RayExecutor:
         try:
             outcome = ray.get(reference)
         except ray.exceptions.RayActorError as error:
-            outcome = Outcome(task, error="its Ray worker died", details=str(error))
+            outcome = Outcome(task, error=_actor_failure(error), details=str(error))
+            self._replace(index)
         except ray.exceptions.RayError as error:
             outcome = Outcome(task, error=f"Ray: {describe(error)}", details=str(error))
         self._dispatch(index)
@@ -317,4 +375,3 @@ def make_executor(
     if name == "ray":
         return RayExecutor(address, workers)
     raise BenchError(f"--executor: unknown executor '{name}'; choose {', '.join(EXECUTORS)}")
-
