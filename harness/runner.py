@@ -29,7 +29,6 @@ from rich.console import Console
 from harness import __version__, keys
 from harness.cache import Cache, default_cache_dir
 from harness.entries import short_hash
-from harness.errors import BenchError
 from harness.executors import Executor, Outcome, make_executor
 from harness.grid import Cell, expand, unavailable
 from harness.plan import Task, build_plan, explanation_cells
@@ -380,10 +379,7 @@ class _Drive:
             ready = []
         else:
             self.artefacts[task.id] = outcome.artefact
-            try:
-                self._record(task, outcome.artefact)
-            except BenchError:
-                raise
+            self._record(task, outcome.artefact)
             ready = [d for d in self.plan.dependents(task.id) if self._input_done(d)]
         self._release(task)
         return ready
