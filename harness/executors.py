@@ -39,6 +39,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -202,6 +203,12 @@ class ProcessExecutor:
                 outcome = Outcome(task, error=f"it ran past the task timeout of {self.task_timeout:g} s")
             except ProcessExpired as error:
                 outcome = Outcome(task, error=_exit_reason(error.exitcode))
+            except BrokenProcessPool as error:  # the pool is done for: every later task fails alike
+                reason = (
+                    f"the process pool broke ({error or 'no reason given'}): a worker died outside any "
+                    "task, e.g. on starting, when a plugin does not import in a fresh process (see stderr)"
+                )
+                outcome = Outcome(task, error=reason, details=traceback.format_exc())
             except Exception as error:  # noqa: BLE001 - e.g. an artefact that cannot be pickled
                 outcome = Outcome(task, error=describe(error), details=traceback.format_exc())
             self._done.put(outcome)

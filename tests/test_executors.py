@@ -15,16 +15,17 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import warnings
 from pathlib import Path
 
 import pytest
 from conftest import make_distribution, tiny_suite_text
-from crash_plugins import GATE_ENV, registry_with_crash_plugins
+from crash_plugins import GATE_ENV, GateExplainer, registry_with_crash_plugins
 
 from harness import cli
 from harness.executors import ProcessExecutor, RayExecutor, local_runtime_env
-from harness.registry import get_registry
+from harness.registry import PluginInfo, Registry, get_registry
 from harness.runner import Runner, RunOptions, RunResult
 from harness.store import Store
 from harness.suite import load_suite
@@ -236,6 +237,20 @@ def test_the_pool_replaces_dead_workers_and_the_run_completes(process_crashes):
     assert cells[("random", "comprehensiveness")] is None and cells[("random", "runtime")] is None
     assert len(result.failed) == 6 and result.cells == 8
     assert store.run(result.run_id)["status"] == "complete-with-failures"
+
+
+def test_a_plugin_a_fresh_worker_cannot_import_fails_the_cells_with_the_reason(tmp_path, monkeypatch):
+    # A module the driver holds (in sys.modules) but no file provides: the spawned workers cannot unpickle
+    # the suite, die on starting, and the pool breaks; the run must end, saying so, not wait for ever.
+    ghost = types.ModuleType("ghost_plugins")
+    ghost.Ghost = type("Ghost", (GateExplainer,), {"name": "ghost", "__module__": "ghost_plugins"})
+    monkeypatch.setitem(sys.modules, "ghost_plugins", ghost)
+    info = PluginInfo("explainer", "ghost", ghost.Ghost, "ghost-plugins", "1.0")
+    path = tmp_path / "suite.yaml"
+    path.write_text(crash_suite("random", "ghost"))
+    store, result = run(path, tmp_path, ProcessExecutor(workers=1), Registry([*get_registry().all(), info]))
+    reasons = set(errors(store, result.run_id).values())
+    assert len(reasons) == 1 and reasons.pop().startswith("the process pool broke (All workers expired)")
 
 
 # -- Ray ---------------------------------------------------------------------------------------------------
