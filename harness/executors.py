@@ -248,6 +248,13 @@ class _RayWorker:
         return execute(task, inputs, self.workspace)
 
 
+def _wants_gpu(settings: Settings) -> bool:
+    """Whether a stage of the run may use CUDA: the run's device or a model entry's own is not ``cpu``
+    (an actor that asks Ray for no GPU sees none, so a model naming ``cuda`` would fail there)."""
+    models = settings.loaded.entries.get("models", ())
+    return any(device not in (None, "cpu") for device in (settings.device, *(m.device for m in models)))
+
+
 def _actor_failure(error) -> str:
     """Why a task failed with its actor (a ``ray.exceptions.RayActorError``), in one line."""
     if error.actor_init_failed:  # e.g. a plugin the worker cannot import: every task would fail alike
@@ -298,7 +305,7 @@ class RayExecutor:
         resources = ray.cluster_resources()
         n = self.workers or max(1, int(resources.get("CPU", 1)))
         gpus = resources.get("GPU", 0)
-        if settings.device != "cpu" and gpus:
+        if gpus and _wants_gpu(settings):
             self._gpu_share = min(1.0, gpus / n)
         # An actor that dies is replaced by the driver (``_replace``), not restarted by Ray: Ray fails a
         # task submitted while it restarts an actor, so a restart would fail the next tasks too.

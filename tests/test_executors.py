@@ -24,9 +24,10 @@ from conftest import make_distribution, tiny_suite_text
 from crash_plugins import GATE_ENV, GateExplainer, registry_with_crash_plugins
 
 from harness import cli
-from harness.executors import ProcessExecutor, RayExecutor, local_runtime_env
+from harness.executors import ProcessExecutor, RayExecutor, _wants_gpu, local_runtime_env
 from harness.registry import PluginInfo, Registry, get_registry
 from harness.runner import Runner, RunOptions, RunResult
+from harness.stages import Settings
 from harness.store import Store
 from harness.suite import load_suite
 
@@ -304,6 +305,21 @@ def test_a_local_ray_instance_hands_its_workers_the_driver_s_path(tmp_path, monk
     monkeypatch.syspath_prepend(str(tmp_path))
     paths = local_runtime_env()["env_vars"]["PYTHONPATH"].split(os.pathsep)
     assert paths[0] == str(tmp_path) and str(TESTS) in paths
+
+
+@pytest.mark.parametrize(
+    ("suite_device", "model_device", "wanted"),
+    [("cpu", None, False), ("cpu", "cpu", False), ("cpu", "cuda", True), ("auto", None, True)],
+)
+def test_ray_actors_ask_for_a_gpu_share_when_the_run_or_a_model_entry_may_use_cuda(
+    suite_device, model_device, wanted, write_suite
+):
+    text = tiny_suite_text().replace("device: cpu", f"device: {suite_device}")
+    if model_device is not None:
+        text = text.replace("  - name: bow\n", f"  - name: bow\n    device: {model_device}\n")
+    loaded = load_suite(write_suite(text), get_registry())
+    settings = Settings(loaded, cache_dir="unused", use_cache=True, device=loaded.suite.device, limit=None)
+    assert _wants_gpu(settings) is wanted
 
 
 # -- the driver killed -----------------------------------------------------------------------------------
