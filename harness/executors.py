@@ -381,7 +381,12 @@ def make_executor(
     address: str | None = None,
     task_timeout: float | None = None,
 ) -> Executor:
-    """The executor ``bench run --executor NAME`` asks for."""
+    """The executor ``bench run --executor NAME`` asks for. An option another executor would honour is an
+    error, never silently ignored (``RunOptions`` reaches here without the command line's checks)."""
+    if address is not None and name != "ray":
+        raise BenchError("--address: only --executor ray joins a cluster; add --executor ray")
+    if task_timeout is not None and name != "process":
+        raise BenchError("--task-timeout: only --executor process enforces it; add --executor process")
     if name == "serial":
         return SerialExecutor()
     if name == "process":

@@ -24,6 +24,7 @@ from conftest import make_distribution, tiny_suite_text
 from crash_plugins import GATE_ENV, GateExplainer, registry_with_crash_plugins
 
 from harness import cli
+from harness.errors import BenchError
 from harness.executors import ProcessExecutor, RayExecutor, _wants_gpu, local_runtime_env
 from harness.registry import PluginInfo, Registry, get_registry
 from harness.runner import Runner, RunOptions, RunResult
@@ -320,6 +321,24 @@ def test_ray_actors_ask_for_a_gpu_share_when_the_run_or_a_model_entry_may_use_cu
     loaded = load_suite(write_suite(text), get_registry())
     settings = Settings(loaded, cache_dir="unused", use_cache=True, device=loaded.suite.device, limit=None)
     assert _wants_gpu(settings) is wanted
+
+
+@pytest.mark.parametrize(
+    ("executor", "option", "fragment"),
+    [
+        ("serial", {"address": "auto"}, "--address: only --executor ray"),
+        ("process", {"address": "auto"}, "--address: only --executor ray"),
+        ("serial", {"task_timeout": 10}, "--task-timeout: only --executor process"),
+        ("ray", {"task_timeout": 10}, "--task-timeout: only --executor process"),
+    ],
+)
+def test_run_options_another_executor_would_honour_are_an_error(
+    executor, option, fragment, write_suite, tmp_path
+):
+    loaded = load_suite(write_suite(tiny_suite_text()), get_registry())
+    options = RunOptions(results_dir=tmp_path / "results", progress=False, executor=executor, **option)
+    with pytest.raises(BenchError, match=fragment):
+        Runner(loaded, options)
 
 
 # -- the driver killed -----------------------------------------------------------------------------------
