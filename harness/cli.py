@@ -231,10 +231,12 @@ def run(
     ] = None,
 ) -> None:
     """Run a suite: train or load models, explain, evaluate, store, and print the report."""
+    from harness.executors import make_executor
     from harness.report import Report
     from harness.runner import Runner, RunOptions, summary_line
     from harness.suite import load_suite
 
+    runs_on = make_executor(executor.value, workers=workers, address=address, task_timeout=task_timeout)
     store = _store(out_dir, "--out")
     loaded = load_suite(suite, _registry(), profile)
     options = RunOptions(
@@ -250,11 +252,7 @@ def run(
         address=address,
         task_timeout=task_timeout,
     )
-    if address is not None and executor is not ExecutorName.ray:
-        raise BenchError("--address: only --executor ray joins a cluster; add --executor ray")
-    if task_timeout is not None and executor is not ExecutorName.process:
-        raise BenchError("--task-timeout: only --executor process enforces it; add --executor process")
-    result = Runner(loaded, options, console=err).run()
+    result = Runner(loaded, options, console=err, executor=runs_on).run()
     Report.build(store, result.run_id).print(out)
     _say(err, summary_line(result))
     if result.failed:

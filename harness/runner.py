@@ -232,6 +232,10 @@ class Runner:
             "device": self.options.device,
             "profile": self.suite.profile,
             "batch_size": self.suite.batch_size,
+            # Where the stages ran: workers competing for the CPUs change timings, so a run is
+            # resumed only on the same executor with as many workers.
+            "executor": self.executor.name,
+            "workers": getattr(self.executor, "workers", None),
         }
         versions = self._versions()
         if self.options.resume:
