@@ -18,7 +18,13 @@ from torch import nn
 from harness import Example, PluginError
 from plugins.explainers.attention import Attention, last_layer_mean, rollout
 from plugins.explainers.deeplift import LRP, DeepLift, DeepLiftShap
-from plugins.explainers.gradient import Saliency, SmoothGrad
+from plugins.explainers.gradient import (
+    TOKENS_PER_PASS,
+    IntegratedGradients,
+    Saliency,
+    SmoothGrad,
+    rows_per_pass,
+)
 from plugins.models.bow import SPECIALS, BagOfWordsClassifier
 
 WORDS = ["the", "good", "bad", "film", "was", "not", "very", "plot"]
@@ -150,6 +156,9 @@ BOW_EXPLAINERS = {
     "smoothgrad-sum-probability": lambda: SmoothGrad(
         SmoothGrad.Params(reduction="sum", samples=8, output="probability", internal_batch_size=5), seed=3
     ),
+    "integrated-gradients-one-row-per-pass": lambda: IntegratedGradients(
+        IntegratedGradients.Params(n_steps=8, internal_batch_size=1)
+    ),
     "deeplift": lambda: DeepLift(DeepLift.Params(baseline="unk", internal_batch_size=3)),
     "deeplift-shap": lambda: DeepLiftShap(DeepLiftShap.Params(baselines=4, internal_batch_size=5), seed=3),
 }
@@ -180,6 +189,47 @@ def test_random_explainers_repeat_under_a_seed_and_differ_across_seeds(make):
     first = explain(make(seed=1), classifier, TEXTS)
     assert torch.equal(explain(make(seed=1), classifier, TEXTS), first)
     assert not torch.allclose(explain(make(seed=2), classifier, TEXTS), first)
+
+
+# -- rows per forward/backward pass (bounded memory) ---------------------------------------------------
+
+
+def test_rows_per_pass_default_holds_a_fixed_number_of_tokens():
+    assert rows_per_pass(None, 64) == TOKENS_PER_PASS // 64
+    assert rows_per_pass(None, 256) == TOKENS_PER_PASS // 256
+    assert rows_per_pass(None, 10 * TOKENS_PER_PASS) == 1
+    assert rows_per_pass(7, 256) == 7
+
+
+def passes_of(explainer, classifier, texts) -> list[int]:
+    """The rows of every forward pass the explainer runs."""
+    rows = []
+    logits = classifier.logits
+
+    def counting(**inputs):
+        rows.append(len(inputs["attention_mask"]))
+        return logits(**inputs)
+
+    classifier.logits = counting
+    explain(explainer, classifier, texts)
+    return rows
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rows: IntegratedGradients(IntegratedGradients.Params(n_steps=8, internal_batch_size=rows)),
+        lambda rows: SmoothGrad(SmoothGrad.Params(samples=8, internal_batch_size=rows), seed=3),
+    ],
+    ids=["integrated-gradients", "smoothgrad"],
+)
+def test_internal_batch_size_bounds_every_pass_and_changes_no_score(make):
+    classifier = make_bow(HiddenReLUBagOfWords)
+    reference = explain(make(10_000), classifier, TEXTS)
+    for rows in (1, 3, 5):
+        assert max(passes_of(make(rows), make_bow(HiddenReLUBagOfWords), TEXTS)) <= rows
+        torch.testing.assert_close(explain(make(rows), classifier, TEXTS), reference, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(explain(make(None), classifier, TEXTS), reference, atol=1e-6, rtol=1e-5)
 
 
 def test_random_scores_depend_on_the_model_so_two_variants_get_independent_draws():
