@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import tiny_suite_text
 
 from harness.executors import SerialExecutor
@@ -53,15 +54,21 @@ def test_every_task_runs_once_after_its_inputs(tmp_path):
         assert all(position[needed] < position[task.id] for needed in task.inputs), task.label
 
 
-def test_a_process_keeps_at_most_two_models_loaded(tmp_path, monkeypatch):
-    loads = []
+@pytest.fixture
+def loads(monkeypatch) -> list[str]:
+    """The keys of the models read back from the cache (``Workspace._load``), as they are read."""
+    keys: list[str] = []
     original = Workspace._load
 
     def counting(self, handle):
-        loads.append(handle.key)
+        keys.append(handle.key)
         return original(self, handle)
 
     monkeypatch.setattr(Workspace, "_load", counting)
+    return keys
+
+
+def test_a_process_keeps_at_most_two_models_loaded(tmp_path, loads):
     executor = Recording()
     _, _, result = run(tmp_path, THREE_SEEDS, executor)
     assert not result.failed, result.failed
@@ -70,16 +77,9 @@ def test_a_process_keeps_at_most_two_models_loaded(tmp_path, monkeypatch):
     assert loads == []
 
 
-def test_a_warm_run_loads_no_model(tmp_path, monkeypatch):
+def test_a_warm_run_loads_no_model(tmp_path, loads):
     run(tmp_path, THREE_SEEDS)
-    loads = []
-    original = Workspace._load
-
-    def counting(self, handle):
-        loads.append(handle.key)
-        return original(self, handle)
-
-    monkeypatch.setattr(Workspace, "_load", counting)
+    assert loads == []  # the cold run built its models and kept them
     _, _, result = run(tmp_path, THREE_SEEDS, resume=False)
     assert not result.failed
     assert loads == []  # everything cached: attributions and values are read, no model is loaded
