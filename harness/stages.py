@@ -17,6 +17,8 @@ same result whichever process ran the tasks before it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import random
 import socket
@@ -454,7 +456,32 @@ STAGES: dict[str, Callable[[Task, dict, Workspace], object]] = {
 
 def run_task(task: Task, inputs: dict, workspace: Workspace):
     """The artefact of ``task``, given its inputs' artefacts (by task id)."""
-    return STAGES[task.stage](task, inputs, workspace)
+    try:
+        return STAGES[task.stage](task, inputs, workspace)
+    finally:
+        release_memory()
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Hand the memory freed since the last call back to the operating system.
+
+    glibc's allocator keeps freed memory for reuse: after perturbation explainers' many differently
+    sized tensors (lime, kernel-shap, occlusion), a process's RSS only grows, by gigabytes over a suite,
+    though nothing is alive (six lime batches: 0.7 → 1.5 GB, all of it returned by one trim). Called
+    after each explained batch and each task; a trim of a heap with little free costs microseconds.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 # -- helpers of the stages -------------------------------------------------------------------------------
@@ -668,6 +695,7 @@ def _explain(
             extras=extras if explanation.extras is not None else None,
         )
         reporter.step(done=len(attributions))
+        release_memory()
     return attributions, fit_report
 
 

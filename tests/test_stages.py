@@ -3,11 +3,13 @@ once no pending task reads them, at most ``Workspace.MODELS_KEPT`` models loaded
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from conftest import tiny_suite_text
 
+from harness import stages
 from harness.executors import SerialExecutor
 from harness.grid import expand
 from harness.plan import build_plan
@@ -102,3 +104,18 @@ def test_the_driver_drops_artefacts_no_pending_task_reads(tmp_path, monkeypatch)
     assert len(plan) == 1 + 3 + 6 + 18
     assert max(alive) <= 3, alive
     assert alive[-1] == 0
+
+
+def resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(stages._TRIM is None, reason="not glibc: there is no malloc_trim to call")
+def test_release_memory_hands_freed_heap_back_to_the_system():
+    blocks = [bytearray(64 * 1024) for _ in range(2048)]  # 128 MiB in small blocks, on the heap
+    keeper = bytearray(64 * 1024)  # above them: the heap's top cannot shrink past it on free
+    del blocks
+    before = resident_bytes()
+    stages.release_memory()
+    assert before - resident_bytes() > 64 * 2**20
+    del keeper
