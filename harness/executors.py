@@ -20,9 +20,11 @@ dependents of a failed task.
   must be a path every node sees.
 
 Every executor runs the same stage functions (``harness.stages.run_task``) in a ``Workspace`` built from
-the same ``Settings``, so they give the same records, timings aside and to float32 rounding: what a model
-computes may differ in its last bits with the number of threads torch runs on (the driver's process uses
-every CPU, a worker its share), e.g. the scores of a learned explainer (tests/test_executors.py).
+the same ``Settings``, so they give the same records, timings aside: every worker runs torch with the
+driver's number of threads (``Settings.threads``), since float sums over another number of threads differ
+in their last bits, enough to change a trained model's bytes (and the draws of ``random``, which hashes
+them). Workers therefore oversubscribe the CPUs of a machine they share; they buy isolation and scale
+across machines, not speed on one.
 """
 
 from __future__ import annotations
@@ -42,8 +44,6 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-import torch
 
 from harness.errors import BenchError
 from harness.plan import Task
@@ -126,11 +126,10 @@ class SerialExecutor:
 _WORKSPACE: Workspace | None = None  # a pool worker's workspace, made once by ``_start_worker``
 
 
-def _start_worker(settings: Settings, threads: int) -> None:
+def _start_worker(settings: Settings) -> None:
     global _WORKSPACE
     logging.getLogger("bench").handlers.clear()  # the driver writes the run's log, not its workers
     _exit_with_parent()
-    torch.set_num_threads(threads)
     _WORKSPACE = Workspace(settings)
 
 
@@ -171,9 +170,6 @@ class ProcessExecutor:
 
     def __init__(self, workers: int | None = None, task_timeout: float | None = None):
         self.workers = workers or max(1, min(os.cpu_count() or 1, 4))
-        # Each worker's share of the CPUs, as Ray gives an actor: torch would otherwise start one thread
-        # per CPU in every worker, and the workers would fight over the CPUs (and time each other).
-        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
         self.capacity = 2 * self.workers  # one running and one waiting per worker
         self.task_timeout = task_timeout
         self._pool = None
@@ -185,7 +181,7 @@ class ProcessExecutor:
         self._pool = ProcessPool(
             max_workers=self.workers,
             initializer=_start_worker,
-            initargs=(settings, self.threads),
+            initargs=(settings,),
             context=multiprocessing.get_context("spawn"),
         )
 

@@ -202,6 +202,7 @@ class Runner:
             device=self.options.device or self.suite.device,
             limit=self.options.limit,
             written_since=None if self.options.use_cache else self.started,
+            threads=torch.get_num_threads(),  # the driver's: workers compute exactly what it would
         )
 
     def _versions(self) -> dict:

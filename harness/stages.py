@@ -143,6 +143,9 @@ class Settings:
     device: str  # as requested ("auto", "cpu", "cuda"); each process resolves it
     limit: int | None
     written_since: float | None = None  # with use_cache off: entries written since then are this run's
+    # torch's threads in every process running stages: float sums over another number of threads
+    # differ in the last bits, enough to change trained weights' bytes (and what hashes them)
+    threads: int | None = None
 
     @property
     def batch_size(self) -> int:
@@ -191,6 +194,8 @@ class Workspace:
 
     def __init__(self, settings: Settings, reporter: Reporter | None = None):
         self.settings = settings
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
         self.loaded = settings.loaded
         self.batch_size = settings.batch_size
         self.limit = settings.limit
