@@ -236,18 +236,6 @@ def build_plan(loaded: LoadedSuite, cells: Sequence[Cell], limit: int | None = N
     return Plan(tuple(builder.tasks.values()), settings)
 
 
-def explanation_cells(cells: Sequence[Cell], limit: int | None = None) -> dict[str, Cell]:
-    """Each explain task of ``build_plan(..., cells, limit)``, by id, with the cell whose explanation it
-    computes: a cell's own, or the reference cell a comparing metric reads."""
-    builder = _Builder(limit)
-    explained: dict[str, Cell] = {}
-    for cell in cells:
-        explained.setdefault(builder.explanation(cell), cell)
-        if cell.reference is not None:
-            explained.setdefault(builder.explanation(cell.reference), cell.reference)
-    return explained
-
-
 def source_identity(dataset: PluginEntry) -> dict:
     """What a dataset load depends on: the plugin and its parameters, not the split or sample read."""
     return {"name": dataset.name, "version": dataset.cls.version, "params": dataset.params_dict}

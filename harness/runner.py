@@ -31,7 +31,7 @@ from harness.cache import Cache, default_cache_dir
 from harness.entries import short_hash
 from harness.executors import Executor, Outcome, make_executor
 from harness.grid import Cell, expand, unavailable
-from harness.plan import Task, build_plan, explanation_cells
+from harness.plan import Task, build_plan
 from harness.progress import NullReporter, Reporter, RichReporter
 from harness.stages import Explained, Scored, Settings, device_name, resolve_device
 from harness.store import CellProvenance, Store
@@ -303,7 +303,12 @@ class _Drive:
         self.limit = runner.options.limit
         self.plan = build_plan(runner.loaded, pending, self.limit)
         self.cells = {cell.id: cell for cell in pending}
-        self.explained_cells = explanation_cells(pending, self.limit)  # explain task -> its cell
+        self.explained_cells: dict[str, Cell] = {}  # explain task -> the cell whose explanation it is
+        for task in self.plan.stage("score"):
+            cell = self.cells[task.cell]
+            self.explained_cells.setdefault(task.inputs[0], cell)
+            if len(task.inputs) > 1:
+                self.explained_cells.setdefault(task.inputs[1], cell.reference)
         self.artefacts: dict[str, object] = {}
         self.failed: dict[str, str] = {}  # task id -> why
         self.waiting = {task.id: len(task.inputs) for task in self.plan}
