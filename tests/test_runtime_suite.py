@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 from conftest import metric_input, tiny_suite_text
 from test_metrics import timed
+from test_suite import error_of, load
 
 from harness.entries import PluginEntry, device_twins
-from harness.errors import BenchError
 from harness.grid import Cell, expand, unavailable
 from harness.plugin import Dataset, Explainer, Metric, Model, Params, metadata_problem
-from harness.registry import PluginInfo, get_registry
+from harness.registry import PluginInfo
 from harness.report import Report, render
 from harness.store import Store
-from harness.suite import DatasetSpec, ModelSpec, Spec, Suite, load_suite
+from harness.suite import DatasetSpec, ModelSpec, Spec, Suite
 from plugins.metrics.runtime import DeviceSpeedUp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,18 +40,6 @@ def twin_suite(*devices: str | None, metrics: str = METRICS) -> str:
     """The tiny suite with the bag-of-words model listed once per device (None: no device key)."""
     models = "\n".join(BOW + ("" if device is None else f"\n    device: {device}") for device in devices)
     return tiny_suite_text(metrics=metrics).replace(BOW, models)
-
-
-def load(path):
-    return load_suite(path, get_registry())
-
-
-def error_of(path) -> str:
-    with pytest.raises(BenchError) as error:
-        load(path)
-    message = str(error.value)
-    assert "\n" not in message
-    return message
 
 
 # -- a model entry names its device ---------------------------------------------------------------------
