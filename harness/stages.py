@@ -400,8 +400,6 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
     cell = workspace.cell(task.cell)
     explained: Explained = inputs[task.inputs[0]]
     reference: Explained | None = inputs[task.inputs[1]] if len(task.inputs) > 1 else None
-    if cell.reference is not None and reference is None:
-        reference = explained  # a cell compared with itself (never in the grid, but well defined)
     metric = cell.metric
     handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
     key = keys.key(
