@@ -439,8 +439,9 @@ class _Drive:
             self.store.record_model(
                 self.run_id, cell.dataset, cell.model, cell.variant, cell.seed, facts["key"],
                 facts["test_accuracy"], facts["n_test"], facts["training"], facts["test_predictions"],
+                facts.get("labels"),
             )  # fmt: skip
-        self.store.record_attributions(self.run_id, cell, explained.attributions)
+        self.store.record_attributions(self.run_id, cell, explained.attributions, explained.gold_labels)
         if explained.fit_report or cell.explainer.teacher is not None:
             self.store.record_fit(self.run_id, cell, explained.fit_report)
 

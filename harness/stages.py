@@ -25,7 +25,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,8 +107,9 @@ class FitFacts:
 class Explained:
     """One explanation of the grid: its attributions with their cache key, where and when they were timed
     (``timing``: host, device, measured_at, threads, batch size), the explained examples' fingerprint
-    and count, the explainer's fit report, and the model's facts on the evaluated dataset (cache key,
-    test accuracy and predictions, training report) for the store."""
+    and count, the explainer's fit report, the model's facts on the evaluated dataset (cache key, class
+    names, test accuracy and predictions, training report) and each attribution's gold label, for the
+    store."""
 
     attributions: list[Attribution]
     key: str
@@ -117,6 +118,7 @@ class Explained:
     n_examples: int
     fit_report: dict
     model: dict
+    gold_labels: list[int | None] = field(default_factory=list)  # aligned with ``attributions``
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,7 @@ class Workspace:
             "key": handle.key,
             "training": training,
             "n_test": len(dataset.test),
+            "labels": list(dataset.labels),
             **evaluation,
         }
 
@@ -388,9 +391,11 @@ def explain(task: Task, inputs: dict, workspace: Workspace) -> Explained:
     attributions, key, fit_report, timing = _cached_attributions(
         workspace, workspace.entry(task.explainer), task.seed, dataset_entry, examples, handle, task.label
     )
+    gold = {example.id: example.label for example in examples}
     return Explained(
-        attributions, key, timing, fingerprint_examples(examples), len(examples), fit_report, facts
-    )
+        attributions, key, timing, fingerprint_examples(examples), len(examples), fit_report, facts,
+        [gold.get(a.example_id) for a in attributions],
+    )  # fmt: skip
 
 
 def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:

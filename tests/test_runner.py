@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_distribution, tiny_suite_text
+from conftest import TINY_DATA, make_distribution, tiny_suite_text
 
 from harness.errors import PluginError
 from harness.registry import get_registry
@@ -95,6 +95,23 @@ def test_a_run_stores_one_record_per_example_and_cell(write_suite, tmp_path):
     assert run["versions"]["torch"] and run["finished_at"]
     [model] = store.models(result.run_id)
     assert 0.0 <= model["test_accuracy"] <= 1.0 and model["n_test"] == 18
+
+
+def test_a_run_stores_what_pages_show_class_names_gold_labels_and_metric_ranges(write_suite, tmp_path):
+    import json
+
+    result = run_suite(write_suite(tiny_suite_text()), tmp_path)
+    store = Store(tmp_path / "results")
+    [model] = store.models(result.run_id)
+    assert model["labels"] == ["negative", "positive"]
+    gold = {
+        line["id"]: line["label"]
+        for line in map(json.loads, TINY_DATA.read_text().splitlines())
+    }
+    attributions = list(store.attributions(result.run_id))
+    assert attributions and all(a["gold_label"] == gold[a["example_id"]] for a in attributions)
+    ranges = {cell["metric"]: cell["value_range"] for cell in store.cells(result.run_id)}
+    assert ranges == {"comprehensiveness": [-1.0, 1.0], "sufficiency": [-1.0, 1.0], "runtime": [0.0, None]}
 
 
 def test_each_cell_records_the_direction_its_parameters_give_and_the_report_marks_by_it(

@@ -85,7 +85,7 @@ class Queries(Database):
                 for row in db.execute("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", (run_id,))
             ]
         for row in rows:
-            for key, empty in (("identity", "null"), ("notes", "[]"), ("timing", "null")):
+            for key, empty in (("identity", "null"), ("notes", "[]"), ("timing", "null"), ("value_range", "null")):
                 row[key] = json.loads(row[key] or empty)
         return rows
 
@@ -98,6 +98,7 @@ class Queries(Database):
         for row in rows:
             row["training"] = json.loads(row["training"])
             row["test_predictions"] = json.loads(row["test_predictions"] or "null")
+            row["labels"] = json.loads(row["labels"] or "null")
             row["dataset_id"] = row["dataset_id"] or row["dataset"]
             row["model_id"] = row["model_id"] or f"{row['model']} {row['model_params']}"
         return rows

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS cells (
     example_limit    INTEGER,             -- --limit of the run (NULL: none)
     notes            TEXT,                -- JSON list: the metric's statements about the cell
     timing           TEXT,                -- JSON list: host, device, measured_at of the timings the cell read
+    value_range      TEXT,                -- JSON [low, high]: the metric's declared range (null: unbounded)
     PRIMARY KEY (run_id, cell_id)
 );
 CREATE TABLE IF NOT EXISTS records (
@@ -105,6 +106,7 @@ CREATE TABLE IF NOT EXISTS models (
     test_predictions TEXT,                -- JSON: predicted class per test example, in split order
     dataset_id    TEXT,
     model_id      TEXT,
+    labels        TEXT,                   -- JSON: the dataset's class names, by class index
     PRIMARY KEY (run_id, dataset, model, model_params, variant, seed)
 );
 CREATE TABLE IF NOT EXISTS attributions (
@@ -117,6 +119,7 @@ CREATE TABLE IF NOT EXISTS attributions (
     seed             INTEGER NOT NULL,
     example_id       TEXT NOT NULL,
     attribution      TEXT NOT NULL,       -- JSON: harness.Attribution (tokens, offsets, word ids, scores...)
+    gold_label       INTEGER,             -- the example's labelled class
     PRIMARY KEY (run_id, dataset, model, variant, explainer, explainer_params, seed, example_id)
 );
 CREATE TABLE IF NOT EXISTS curves (
@@ -158,6 +161,7 @@ ADDED_COLUMNS: list[dict[str, dict[str, str]]] = [
         "models": {"dataset_id": "TEXT", "model_id": "TEXT"},
         "explainer_fits": {"explainer_id": "TEXT", "teacher_id": "TEXT"},
     },
+    {"cells": {"value_range": "TEXT"}, "models": {"labels": "TEXT"}, "attributions": {"gold_label": "INTEGER"}},
 ]  # fmt: skip
 SCHEMA_VERSION = len(ADDED_COLUMNS)
 

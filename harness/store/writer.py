@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -26,6 +27,11 @@ class CellProvenance:
     n_examples: int | None = None
     limit: int | None = None
     timings: list[dict] | None = None  # the cell's attributions' timing, then its reference's, if any
+
+
+def _bound(value: float) -> float | None:
+    """A range bound as JSON holds it: None for an infinite one."""
+    return float(value) if math.isfinite(value) else None
 
 
 class RunWriter(Database):
@@ -77,6 +83,7 @@ class RunWriter(Database):
         n_test: int,
         training: dict,
         test_predictions: Sequence[int] | None = None,
+        labels: Sequence[str] | None = None,
     ) -> None:
         row = {
             "run_id": run_id, "dataset": dataset.label, "model": model.label, "model_params": model.params_json,
@@ -84,11 +91,20 @@ class RunWriter(Database):
             "n_test": n_test, "training": json.dumps(training),
             "test_predictions": None if test_predictions is None else json.dumps(list(test_predictions)),
             "dataset_id": dataset.id, "model_id": model.id,
+            "labels": None if labels is None else json.dumps(list(labels), ensure_ascii=False),
         }  # fmt: skip
         with closing(self.connect()) as db, db:
             _insert(db, "models", [row], replace=True)
 
-    def record_attributions(self, run_id: str, cell: Cell, attributions: Sequence[Attribution]) -> None:
+    def record_attributions(
+        self,
+        run_id: str,
+        cell: Cell,
+        attributions: Sequence[Attribution],
+        gold_labels: Sequence[int | None] | None = None,
+    ) -> None:
+        """The cell's attributions, each with its example's labelled class (``gold_labels``, aligned)."""
+        gold = list(gold_labels) if gold_labels else [None] * len(attributions)
         rows = [
             {
                 "run_id": run_id,
@@ -100,8 +116,9 @@ class RunWriter(Database):
                 "seed": cell.seed,
                 "example_id": a.example_id,
                 "attribution": json.dumps(a.to_dict(), ensure_ascii=False),
+                "gold_label": label,
             }  # fmt: skip
-            for a in attributions
+            for a, label in zip(attributions, gold, strict=True)
         ]
         with closing(self.connect()) as db, db:
             _insert(db, "attributions", rows, replace=True)
@@ -213,5 +230,6 @@ class RunWriter(Database):
             "examples_fingerprint": provenance.examples, "n_examples": provenance.n_examples,
             "example_limit": provenance.limit, "notes": json.dumps(notes),
             "timing": None if provenance.timings is None else json.dumps(provenance.timings),
+            "value_range": json.dumps([_bound(bound) for bound in metric.cls.range]),
         }  # fmt: skip
         _insert(db, "cells", [row], replace=True)
