@@ -1,0 +1,306 @@
+"""The HTML report's figures, drawn with matplotlib as inline SVG (no file, no network): mean removal
+curves per explainer (from the store's curves), each cost column as horizontal interval bars on a log
+scale, each randomization metric as bars grouped by model variant (both from a report document's family
+tables, so they show exactly the numbers the tables show).
+
+Figures are ``matplotlib.figure.Figure`` objects, never pyplot's: no backend is switched, no global
+figure is left open. User strings reach matplotlib as plain text (``$`` would start
+mathtext) and leave it escaped in the SVG; the SVG's ids are prefixed so that many figures can share
+one page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+from markupsafe import Markup
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+from harness.entries import canonical_json, model_label
+from harness.report.document import Table
+
+STYLE = {
+    "svg.fonttype": "none",  # text stays text: searchable, small, escaped by the SVG writer
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 72,
+}
+WIDTH = 4.6  # inches
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure: its title and caption (plain text, escaped by the page) and the SVG itself."""
+
+    title: str
+    svg: Markup
+    caption: str = ""
+    kind: str = ""  # curves, intervals, grouped
+
+
+def colours(names: Iterable[str]) -> dict[str, str]:
+    """One stable colour per name (explainer labels), in order of first appearance."""
+    cycle = matplotlib.colormaps["tab10"].colors
+    result: dict[str, str] = {}
+    for name in names:
+        if name not in result:
+            result[name] = matplotlib.colors.to_hex(cycle[len(result) % len(cycle)])
+    return result
+
+
+def plain(text: str) -> str:
+    """A user string as matplotlib text: literal, never mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+# -- removal curves ------------------------------------------------------------------------------------
+
+
+def removal_curves(
+    curves: Iterable[dict], cells: Sequence[dict], describe=lambda metric: ""
+) -> dict[str, list[Plot]]:
+    """Mean curve per explainer for each (dataset, model, variant, seed, metric), by the metric's family.
+
+    ``curves``: ``Queries.curves`` rows; ``cells``: ``Queries.cells`` rows (labels and families);
+    ``describe(metric name)``: a sentence on what the metric measures (the caption). Each explainer's
+    line is the mean over its examples at each x, for every series a curve stores besides ``x`` (``y``,
+    or e.g. ``morf`` and ``lerf``, one line style each). Curves whose x differ between examples (e.g.
+    precision-recall curves) have no mean curve and are not drawn.
+    """
+    labels = {}
+    for cell in cells:
+        labels[_curve_key(cell, json.loads(cell["explainer_params"]), json.loads(cell["metric_params"]))] = (
+            cell
+        )
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    families: dict[tuple, str] = {}
+    titles: dict[tuple, str] = {}
+    for row in curves:
+        cell = labels.get(_curve_key(row, row["explainer_params"], row["metric_params"]))
+        explainer = cell["explainer_label"] if cell else row["explainer"]
+        metric = cell["metric_label"] if cell else row["metric"]
+        group = (row["dataset"], row["model"], row["variant"], row["seed"], row["metric"], metric)
+        groups[group][explainer].append(row["curve"])
+        families[group] = cell["family"] if cell else "curves"
+        titles[group] = (
+            f"{row['dataset']} · {model_label(row['model'], row['variant'])} · seed {row['seed']} · {metric}"
+        )
+    palette = colours(cell["explainer_label"] for cell in cells)
+    result: dict[str, list[Plot]] = defaultdict(list)
+    for group, by_explainer in groups.items():
+        means = {explainer: _mean_curve(rows) for explainer, rows in by_explainer.items()}
+        means = {explainer: mean for explainer, mean in means.items() if mean is not None}
+        if not means:
+            continue
+        counts = sorted({len(rows) for e, rows in by_explainer.items() if e in means})
+        n = "/".join(map(str, counts))
+        caption = " ".join(
+            part
+            for part in (
+                describe(group[4]),
+                f"Each line: an explainer's stored curve, averaged over its {n} examples at each x.",
+            )
+            if part
+        )
+        svg = _curves_svg(means, palette, f"{group}")
+        result[families[group]].append(Plot(titles[group], svg, caption, "curves"))
+    return dict(result)
+
+
+def _curve_key(row: dict, explainer_params, metric_params) -> tuple:
+    return (
+        row["dataset"], row["model"], row["variant"], row["explainer"], canonical_json(explainer_params),
+        row["metric"], canonical_json(metric_params), row["seed"],
+    )  # fmt: skip
+
+
+def _mean_curve(curves: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """(x, {series: mean y}) when every curve has the same x; None otherwise."""
+    try:
+        x = np.asarray(curves[0]["x"], dtype=float)
+    except (KeyError, TypeError, ValueError):
+        return None
+    series: dict[str, list[np.ndarray]] = defaultdict(list)
+    for curve in curves:
+        if not isinstance(curve, dict) or "x" not in curve:
+            return None
+        other = np.asarray(curve["x"], dtype=float)
+        if other.shape != x.shape or not np.allclose(other, x, equal_nan=True):
+            return None
+        for name, values in curve.items():
+            if name == "x" or not isinstance(values, list) or len(values) != len(x):
+                continue
+            try:
+                series[name].append(np.asarray([np.nan if v is None else v for v in values], dtype=float))
+            except (TypeError, ValueError):
+                continue
+    if not len(x) or not series:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an x where every example is NaN: a gap
+        return x, {name: np.nanmean(np.vstack(rows), axis=0) for name, rows in series.items()}
+
+
+def _curves_svg(means: dict, palette: dict[str, str], salt: str) -> Markup:
+    def draw(axes) -> None:
+        names = sorted({name for _, series in means.values() for name in series}, key=_series_order)
+        for explainer, (x, series) in means.items():
+            for name, y in series.items():
+                style = LINE_STYLES[names.index(name) % len(LINE_STYLES)]
+                label = explainer if name == "y" else f"{explainer} · {name}"
+                axes.plot(
+                    x, y, style, marker="o", markersize=2.5, linewidth=1.2, color=palette.get(explainer),
+                    label=plain(label),
+                )  # fmt: skip
+        axes.set_xlabel("x (as the metric stores it)")
+        axes.set_ylabel("mean over examples")
+        axes.grid(alpha=0.3, linewidth=0.5)
+        axes.legend(frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+    return drawn(2.8, draw, salt)
+
+
+def _series_order(name: str) -> tuple:
+    return (name != "y", name)
+
+
+# -- interval bars (cost) ------------------------------------------------------------------------------
+
+
+def interval_bars(table: Table) -> list[Plot]:
+    """One figure per column of a family table: a horizontal bar per explainer at its mean, with its
+    bootstrap interval, on a log scale when every mean is positive (run times span decades)."""
+    palette = colours(row[0].text for row in table.rows)
+    plots = []
+    for index, header in enumerate(table.headers):
+        if header.names_rows or not header.data:
+            continue
+        bars = [(row[0].text, row[index].data) for row in table.rows if _has_mean(row[index].data)]
+        if not bars:
+            continue
+
+        def draw(axes, bars=bars, header=header) -> None:
+            means = np.array([data["mean"] for _, data in bars], dtype=float)
+            log = bool((means > 0).all())
+            positions = np.arange(len(bars))[::-1]
+            colour = [palette[label] for label, _ in bars]
+            axes.barh(positions, means, height=0.6, color=colour, alpha=0.85, log=log)
+            low, high = _error_bars([data for _, data in bars], means)
+            axes.errorbar(means, positions, xerr=[low, high], fmt="none", ecolor="#333", capsize=2, lw=0.8)
+            axes.set_yticks(positions, [plain(label) for label, _ in bars])
+            axes.set_xlabel(plain(f"{header.parts[-1]} (mean, 95 % bootstrap interval)"))
+            if log:
+                axes.set_xscale("log")
+                # a label at each power of ten, and at 2 and 5 × 10^k on a short axis: no more
+                left, right = axes.get_xlim()
+                subs = (1.0, 2.0, 5.0) if math.log10(right / left) < 2 else (1.0,)
+                axes.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+                axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+                axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+            axes.grid(axis="x", alpha=0.3, linewidth=0.5)
+
+        svg_text = drawn(0.9 + 0.28 * len(bars), draw, f"bars-{header.text}")
+        plots.append(Plot(header.text, svg_text, "", "intervals"))
+    return plots
+
+
+def _has_mean(data: dict | None) -> bool:
+    return bool(data) and data.get("mean") is not None
+
+
+def _error_bars(cells: list[dict], means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distances below and above each mean to its interval's ends (0 where there is no interval)."""
+    lows = np.array([np.nan if c.get("ci_low") is None else c["ci_low"] for c in cells], dtype=float)
+    highs = np.array([np.nan if c.get("ci_high") is None else c["ci_high"] for c in cells], dtype=float)
+    below = np.nan_to_num(np.clip(means - lows, 0, None), nan=0.0)
+    above = np.nan_to_num(np.clip(highs - means, 0, None), nan=0.0)
+    return below, above
+
+
+# -- grouped bars (randomization) -----------------------------------------------------------------------
+
+
+def grouped_bars(table: Table) -> list[Plot]:
+    """One figure per (dataset, model, metric) of a family table: the model's variants side by side,
+    one bar per explainer with its bootstrap interval (e.g. Jaccard@K% of Init#2 and of Untrained)."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for index, header in enumerate(table.headers):
+        if not header.names_rows and header.data:
+            groups[(header.data["dataset"], header.data["model"], header.data["metric"])].append(index)
+    palette = colours(row[0].text for row in table.rows)
+    plots = []
+    for (dataset, model, metric), indices in groups.items():
+        variants = [table.headers[i].data.get("variant", "default") for i in indices]
+        rows = [row for row in table.rows if any(_has_mean(row[i].data) for i in indices)]
+        if not rows:
+            continue
+
+        def draw(axes, rows=rows, indices=indices, variants=variants, metric=metric) -> None:
+            width = 0.8 / len(rows)
+            for k, row in enumerate(rows):
+                places = [j for j, i in enumerate(indices) if _has_mean(row[i].data)]
+                present = [row[indices[j]].data for j in places]
+                means = np.array([data["mean"] for data in present], dtype=float)
+                offsets = np.array(places, dtype=float) - 0.4 + width * (k + 0.5)
+                label = row[0].text
+                axes.bar(offsets, means, width=width * 0.92, color=palette[label], label=plain(label))
+                low, high = _error_bars(present, means)
+                axes.errorbar(
+                    offsets, means, yerr=[low, high], fmt="none", ecolor="#333", capsize=1.5, lw=0.8
+                )
+            axes.set_xticks(range(len(variants)), [plain(f"variant {v}") for v in variants])
+            axes.set_ylabel(plain(f"{metric} (mean, 95 % bootstrap interval)"))
+            axes.grid(axis="y", alpha=0.3, linewidth=0.5)
+            axes.legend(frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+        title = f"{dataset} · {model} · {metric}"
+        plots.append(Plot(title, drawn(2.6, draw, f"grouped-{title}"), "", "grouped"))
+    return plots
+
+
+def drawn(height: float, draw, salt: str) -> Markup:
+    """A figure ``height`` inches high drawn by ``draw(axes)`` under the report's style, as SVG."""
+    with matplotlib.rc_context(STYLE):
+        figure = Figure(figsize=(WIDTH, height))
+        draw(figure.subplots())
+        return svg(figure, salt)
+
+
+# -- SVG -----------------------------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
+
+
+def svg(figure, salt: str) -> Markup:
+    """The figure as an inline ``<svg>`` element: no XML prologue, no date, ids prefixed by a hash of
+    ``salt`` so that figures sharing a page never share an id (and the output is reproducible)."""
+    buffer = io.StringIO()
+    prefix = "f" + format(stable_hash(salt), "x")[:10]
+    with matplotlib.rc_context({"svg.hashsalt": prefix}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]
+    return Markup(_REFERENCE.sub(lambda match: f"{match[1]}{prefix}-{match[2]}", text))
+
+
+def stable_hash(text: str) -> int:
+    """A hash that is the same in every process (``hash`` of a str is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
