@@ -54,6 +54,7 @@ class ReportFormat(StrEnum):
     md = "md"
     csv = "csv"
     json = "json"
+    html = "html"
 
 
 class ExportFormat(StrEnum):
@@ -263,17 +264,100 @@ def run(
 def report(
     run_id: RunArgument = "latest",
     results: ResultsOption = Path("results"),
-    fmt: Annotated[ReportFormat, typer.Option("--format", help="output format")] = ReportFormat.table,
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option("--format", help="output format (html: one self-contained page, heat-maps and plots)"),
+    ] = ReportFormat.table,
+    examples: Annotated[
+        str,
+        typer.Option(
+            "--examples", metavar="N|ID,ID", help="html: heat-maps of the first N examples, or of these ids"
+        ),
+    ] = "3",
+    output: Annotated[Path | None, typer.Option("--out", help="output file [default: stdout]")] = None,
 ) -> None:
-    """Show a stored run's report again."""
+    """Show a stored run's report again, or write it as Markdown, CSV, JSON or an HTML page."""
     from harness.report import Report, render
 
     store = _store(results)
     built = Report.build(store, store.resolve(run_id))
-    if fmt is ReportFormat.table:
+    if fmt is ReportFormat.table and output is None:
         built.print(out)
+        return
+    if fmt is ReportFormat.html:
+        from harness.report.html import html_report
+
+        text = html_report(built, store, _examples(examples))
+    elif fmt is ReportFormat.table:
+        raise BenchError("--out writes a file: choose its --format (md, csv, json or html)")
     else:
-        sys.stdout.write(render(built, fmt.value))
+        text = render(built, fmt.value)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    _say(err, f"wrote the report of run {built.run['run_id']} to {output}")
+
+
+def _examples(value: str) -> int | list[str]:
+    """--examples: a count, or example ids separated by commas."""
+    if value.strip().isdigit():
+        if int(value) < 1:
+            raise BenchError("--examples: give a count of at least 1, or example ids separated by commas")
+        return int(value)
+    ids = [part.strip() for part in value.split(",") if part.strip()]
+    if not ids:
+        raise BenchError("--examples: give a count, or example ids separated by commas")
+    return ids
+
+
+class BoardFormat(StrEnum):
+    html = "html"
+    md = "md"
+    json = "json"
+
+
+@app.command()
+def leaderboard(
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[RUN]...", help="run ids (or unique prefixes, or 'latest') [default: every run]"),
+    ] = None,
+    results: Annotated[
+        list[Path] | None,
+        typer.Option("--results", help="a results folder holding bench.sqlite; repeat to merge folders"),
+    ] = None,
+    suite: Annotated[
+        list[str] | None, typer.Option("--suite", help="only runs of this suite (by name); repeatable")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="write the site here: index.html, leaderboard.md, leaderboard.json"),
+    ] = None,
+    fmt: Annotated[
+        BoardFormat | None,
+        typer.Option("--format", help="write only this format [default: all with --out, md on stdout]"),
+    ] = None,
+    all_runs: Annotated[
+        bool, typer.Option("--all-runs", help="keep every run's measurement of a cell, not only the latest")
+    ] = False,
+) -> None:
+    """Build leaderboards from stored runs: one board per metric family, ranks with uncertainty."""
+    from harness.report.leaderboard import Leaderboard
+    from harness.report.site import render_leaderboard, write_site
+
+    folders = results or [Path("results")]
+    _database.update(path=folders[0] / "bench.sqlite", option="--results")
+    board = Leaderboard.build(folders, runs or (), suite or (), all_runs)
+    if out_dir is None:
+        sys.stdout.write(render_leaderboard(board, (fmt or BoardFormat.md).value))
+        return
+    written = write_site(board, out_dir, [fmt.value] if fmt else [f.value for f in BoardFormat])
+    _say(
+        err,
+        f"wrote {', '.join(str(path) for path in written)}: {len(board.boards)} board(s) from "
+        f"{len(board.sources)} run(s)",
+    )
 
 
 @app.command()

@@ -47,14 +47,22 @@ class Queries(Database):
                 if row is None:
                     raise BenchError(f"{self.path}: no runs stored yet; run a suite first (bench run SUITE)")
                 return row["run_id"]
-            rows = db.execute(  # a prefix match that reads % and _ literally (LIKE would not)
-                "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ?", (len(run), run)
-            ).fetchall()
+        rows = self.matching(run)
         if len(rows) == 1:
-            return rows[0]["run_id"]
+            return rows[0]
         if not rows:
             raise BenchError(f"run '{run}' not found in {self.path}; see the run ids with 'bench runs'")
         raise BenchError(f"run '{run}' is ambiguous ({len(rows)} runs start with it); give more of the id")
+
+    def matching(self, prefix: str) -> list[str]:
+        """The ids of the stored runs that start with ``prefix``."""
+        if not self.path.exists():
+            return []
+        with closing(self.connect()) as db:
+            rows = db.execute(  # a prefix match that reads % and _ literally (LIKE would not)
+                "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchall()
+        return [row["run_id"] for row in rows]
 
     def run(self, run_id: str) -> dict:
         with closing(self.connect()) as db:
@@ -125,7 +133,7 @@ class Queries(Database):
             return [
                 dict(row)
                 for row in db.execute(
-                    "SELECT c.family, c.direction, c.dataset, c.model, c.variant, c.explainer, c.explainer_label, "
+                    "SELECT c.cell_id, c.family, c.direction, c.dataset, c.model, c.variant, c.explainer, c.explainer_label, "
                     "c.metric, c.metric_label, "
                     "COALESCE(c.dataset_id, c.dataset) AS dataset_id, COALESCE(c.model_id, c.model) AS model_id, "
                     "COALESCE(c.explainer_id, c.explainer_label) AS explainer_id, "

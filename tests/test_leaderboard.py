@@ -1,0 +1,203 @@
+"""`bench leaderboard`: stored runs of several folders → boards per metric family, ranked with
+uncertainty, read against random and beside the sanity checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_DATA, tiny_suite_text
+
+from harness.cli import main
+from harness.registry import get_registry
+from harness.report.leaderboard import LEADERBOARD_FORMAT, Leaderboard
+from harness.report.site import render_leaderboard
+from harness.runner import Runner, RunOptions
+from harness.store import Store
+from harness.suite import load_suite
+
+METRICS = """
+  - name: comprehensiveness
+    params: {bins: [10, 50]}
+  - name: sufficiency
+    params: {bins: [10, 50]}
+  - name: runtime"""
+
+
+def run(path, results, cache, **options):
+    loaded = load_suite(path, get_registry())
+    options = {"results_dir": results, "cache_dir": cache, "progress": False, **options}
+    return Runner(loaded, RunOptions(**options)).run()
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Two results folders: the tiny suite run twice in the first (the second run is the latest), and
+    with --limit 4 (other examples) in the second."""
+    root = tmp_path_factory.mktemp("boards")
+    suite = root / "suite.yaml"
+    suite.write_text(tiny_suite_text(metrics=METRICS))
+    first = run(suite, root / "a", root / "cache")
+    second = run(suite, root / "a", root / "cache", resume=False)
+    limited = run(suite, root / "b", root / "cache", limit=4)
+    return root, first.run_id, second.run_id, limited.run_id
+
+
+def board_of(leaderboard: Leaderboard, family: str):
+    return next(board for board in leaderboard.boards if board.family == family)
+
+
+def test_a_cell_measured_twice_is_read_from_its_latest_run_and_all_runs_keeps_both(stores):
+    root, first, second, _ = stores
+    board = board_of(Leaderboard.build([root / "a"]), "faithfulness")
+    assert len(board.rows) == 2 and len(board.columns) == 2
+    assert {cell.runs for cell in board.cells.values()} == {(second,)}
+    history = board_of(Leaderboard.build([root / "a"], all_runs=True), "faithfulness")
+    assert len(history.rows) == 4
+    assert {row.run for row in history.rows} == {first, second}
+    assert all(f"(run {row.run[:8]})" in row.text for row in history.rows)
+
+
+def test_cells_measured_on_other_examples_are_other_columns_never_pooled(stores):
+    root, _, second, limited = stores
+    board = board_of(Leaderboard.build([root / "a", root / "b"]), "faithfulness")
+    assert len(board.columns) == 4
+    assert sorted(column.n_examples for column in board.columns) == [4, 4, 6, 6]
+    for (_, column), cell in board.cells.items():
+        assert cell.summary.n == column.n_examples
+        assert cell.runs == ((limited,) if column.n_examples == 4 else (second,))
+
+
+def test_runs_and_suites_select_what_is_read(stores):
+    root, first, _, limited = stores
+    only = Leaderboard.build([root / "a", root / "b"], runs=[first])
+    assert [source.run_id for source in only.sources] == [first]
+    with pytest.raises(Exception, match="ambiguous"):
+        Leaderboard.build([root / "a", root / "b"], runs=[first[:9]])
+    assert Leaderboard.build([root / "a", root / "b"], suites=["tiny"]).sources
+    with pytest.raises(Exception, match="no stored run of suite other"):
+        Leaderboard.build([root / "a"], suites=["other"])
+    with pytest.raises(Exception, match="run 'nope' not found"):
+        Leaderboard.build([root / "a"], runs=["nope"])
+
+
+def test_the_improvement_over_random_is_the_mean_difference_in_the_metrics_direction(stores):
+    root, _, second, _ = stores
+    board = board_of(Leaderboard.build([root / "a"]), "faithfulness")
+    records = list(Store(root / "a").records(second))
+    for column in board.columns:
+        values = {
+            (r["explainer"], r["example_id"]): r["value"]
+            for r in records
+            if r["metric"] == column.metric.split("(")[0]
+        }
+        sign = 1.0 if column.direction == "higher" else -1.0
+        [saliency] = [row for row in board.rows if row.name == "saliency"]
+        ids = sorted({example for _, example in values})
+        expected = np.mean([sign * (values[("saliency", i)] - values[("random", i)]) for i in ids])
+        cell = board.cells[(saliency, column)]
+        assert cell.vs_random.mean == pytest.approx(expected)
+        assert cell.vs_random.ci_low <= cell.vs_random.mean <= cell.vs_random.ci_high
+        assert cell.against_random in {"better", "tied", "worse"}
+        [random_row] = [row for row in board.rows if row.name == "random"]
+        assert board.cells[(random_row, column)].vs_random is None
+
+
+def test_no_explainer_is_read_against_random_on_cost(stores):
+    root, *_ = stores
+    board = board_of(Leaderboard.build([root / "a"]), "cost")
+    assert board.n_random == 0 and all(cell.vs_random is None for cell in board.cells.values())
+
+
+def test_a_cell_no_run_measured_is_missing_never_zero(stores, tmp_path):
+    root, *_ = stores
+    suite = tmp_path / "more.yaml"
+    explainers = "\n  - name: random\n  - name: occlusion"
+    suite.write_text(
+        tiny_suite_text(explainers=explainers, metrics=METRICS.split("  - name: sufficiency")[0])
+    )
+    run(suite, tmp_path / "c", root / "cache")
+    leaderboard = Leaderboard.build([root / "a", tmp_path / "c"])
+    board = board_of(leaderboard, "faithfulness")
+    [occlusion] = [row for row in board.rows if row.name == "occlusion"]
+    missing = [column for column in board.columns if (occlusion, column) not in board.cells]
+    assert [column.metric for column in missing] == ["sufficiency(bins=[10,50])"]
+    data = json.loads(render_leaderboard(leaderboard, "json"))
+    [faithfulness] = [b for b in data["boards"] if b["family"] == "faithfulness"]
+    [row] = [r for r in faithfulness["rows"] if r["name"] == "occlusion"]
+    assert row["cells"].count(None) == 1
+    markdown = render_leaderboard(leaderboard, "md")
+    faithfulness_board = markdown.split("## faithfulness board")[1].split("\n## ")[0]
+    [line] = [line for line in faithfulness_board.splitlines() if line.startswith("| occlusion")]
+    assert line.count("| — ") == 1
+
+
+def test_every_file_carries_the_format_version_and_the_runs_behind_each_number(stores):
+    root, _, second, _ = stores
+    leaderboard = Leaderboard.build([root / "a"])
+    data = json.loads(render_leaderboard(leaderboard, "json"))
+    assert data["format_version"] == LEADERBOARD_FORMAT
+    assert [source["run_id"] for source in data["sources"]] == [second]
+    source = data["sources"][0]
+    assert source["suite"] == "tiny" and source["suite_hash"] and source["versions"]["torch"]
+    cells = [cell for board in data["boards"] for row in board["rows"] for cell in row["cells"] if cell]
+    assert cells and all(cell["run_ids"] == [second] and cell["cell_ids"] for cell in cells)
+    assert f"format {LEADERBOARD_FORMAT}" in render_leaderboard(leaderboard, "md")
+
+
+VARIANT_SUITE = f"""name: tiny-variants
+version: 1
+device: cpu
+batch_size: 8
+datasets:
+  - name: jsonl
+    label: tiny
+    params: {{path: {TINY_DATA}, test_fraction: 0.25}}
+    sample: 8
+models:
+  - name: minilm-head
+    params: {{hidden_size: 16, max_epochs: 3}}
+    variants: [init:1, init:2, untrained]
+explainers:
+  - name: random
+  - name: saliency
+metrics:
+  - name: jaccard
+    params: {{k: 25}}
+expectations:
+  - metric: jaccard
+    above: {{variant: "init:2"}}
+    below: {{variant: untrained}}
+"""
+
+
+@pytest.mark.slow
+def test_the_model_randomization_verdict_stands_beside_each_explainer(tmp_path):
+    suite = tmp_path / "variants.yaml"
+    suite.write_text(VARIANT_SUITE)
+    result = run(suite, tmp_path / "r", tmp_path / "cache")
+    leaderboard = Leaderboard.build([tmp_path / "r"])
+    verdicts = {v.explainer: v for v in leaderboard.verdicts}
+    sanity = {entry.explainer: entry for entry in leaderboard.sanity}
+    for explainer, verdict in verdicts.items():
+        expected = "passes 1/1" if verdict.holds else "fails 1/1"
+        assert sanity[explainer].texts()["model randomization"] == expected
+    assert set(verdicts) == {"random", "saliency"} and result.run_id
+
+
+def test_the_command_writes_the_site_and_bad_input_is_one_line_and_exit_2(stores, tmp_path, capsys):
+    root, *_ = stores
+    with pytest.raises(SystemExit) as exit_:
+        main(["leaderboard", "--results", str(root / "a"), "--out", str(tmp_path / "site"), "--format", "md"])
+    assert exit_.value.code == 0
+    assert (tmp_path / "site" / "leaderboard.md").read_text().startswith("# Leaderboard")
+    assert "wrote" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["leaderboard", "--results", str(tmp_path / "nothing")])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "nothing" in error and "--results" in error
+    with pytest.raises(SystemExit) as exit_:
+        main(["leaderboard", "--results", str(root / "a"), "zzzz"])
+    assert exit_.value.code == 2
