@@ -624,7 +624,12 @@ class BoardHeading:
 
 
 def leaderboard_document(board: Leaderboard, compact: bool = False) -> Document:
-    sections = [Section("board", f"{b.family} board", tables=_board_tables(b, compact)) for b in board.boards]
+    sections = [
+        Section(
+            "board", f"{b.family} board", _shared_place(b.columns) or "", tables=_board_tables(b, compact)
+        )
+        for b in board.boards
+    ]
     if not compact:
         sections += [_agreement_section(b) for b in board.boards if b.agreements]
     sections.append(_sanity_section(board.sanity))
@@ -649,19 +654,25 @@ def _compact_definition() -> str:
     )
 
 
+def _shared_place(columns: list[Column]) -> str | None:
+    """ "dataset · model" when every column of a board shares them (the heading says it once)."""
+    places = {(column.dataset, column.model_label) for column in columns}
+    return f"({' · '.join(next(iter(places)))})" if len(places) == 1 else None
+
+
+def _column_header(column: Column, shared: bool) -> Header:
+    metric = f"{column.metric} {ARROWS[column.direction]}"
+    parts = (metric,) if shared else (f"{column.dataset} · {column.model_label}", metric)
+    return Header(parts, numeric=True, data=column.as_dict())
+
+
 def _board_tables(board: Board, compact: bool) -> list[Table]:
+    shared = _shared_place(board.columns) is not None
     headers = [
         Header(("explainer",), names_rows=True),
         Header(("mean rank",), numeric=True),
         Header(("win rate",), numeric=True),
-    ] + [
-        Header(
-            (f"{column.dataset} · {column.model_label}", f"{column.metric} {ARROWS[column.direction]}"),
-            numeric=True,
-            data=column.as_dict(),
-        )
-        for column in board.columns
-    ]
+    ] + [_column_header(column, shared) for column in board.columns]
     if not compact:
         headers.append(Header(("runs",)))
     rows = []
@@ -715,13 +726,20 @@ RANDOM_TONES = {"better": "good", "worse": "bad"}
 
 
 def _random_table(board: Board) -> Table:
+    shared = _shared_place(board.columns) is not None
     columns = [
         c
         for c in board.columns
         if any(board.cells.get((r, c)) and board.cells[(r, c)].vs_random for r in board.rows)
     ]
     headers = [Header(("explainer",), names_rows=True)] + [
-        Header((f"{c.dataset} · {c.model_label}", f"{c.metric} − random"), numeric=True) for c in columns
+        Header(
+            (f"{c.metric} − random",)
+            if shared
+            else (f"{c.dataset} · {c.model_label}", f"{c.metric} − random"),
+            numeric=True,
+        )
+        for c in columns
     ]
     rows = []
     for row in board.rows:
