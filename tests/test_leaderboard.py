@@ -201,3 +201,67 @@ def test_the_command_writes_the_site_and_bad_input_is_one_line_and_exit_2(stores
     with pytest.raises(SystemExit) as exit_:
         main(["leaderboard", "--results", str(root / "a"), "zzzz"])
     assert exit_.value.code == 2
+
+
+def test_two_explainers_share_a_group_letter_exactly_when_no_corrected_test_separates_them(stores):
+    root, *_ = stores
+    for board in Leaderboard.build([root / "a", root / "b"]).boards:
+        adjusted = [c.p_adjusted for c in board.pairwise.values() if c.p_adjusted is not None]
+        raw = sorted(c.p_value for c in board.pairwise.values() if c.p_value is not None)
+        assert len(adjusted) == len(raw) and min(adjusted, default=1) >= min(raw, default=1)
+        for (column, a, b), comparison in board.pairwise.items():
+            letters_a, letters_b = board.cells[(a, column)].group, board.cells[(b, column)].group
+            assert bool(set(letters_a) & set(letters_b)) == (not comparison.significant)
+
+
+def synthetic_entries(values: dict[str, list[float]], direction: str = "higher", metric: str = "m"):
+    """Board entries as the store gives them: one done cell per explainer on one column, one row per
+    example."""
+    from pathlib import Path
+
+    from harness.report.leaderboard import Chosen, Source
+
+    source = Source(Path("."), {"run_id": "r1", "started_at": "t"}, [])
+    entries = []
+    for explainer, column in values.items():
+        cell = {
+            "cell_id": f"c-{explainer}", "dataset_id": "d", "model_id": "m", "variant": "default",
+            "metric_id": metric, "examples_fingerprint": "f", "direction": direction, "dataset": "data",
+            "model": "model", "metric_label": metric, "value_range": [None, None], "n_examples": len(column),
+            "identity": None, "explainer_id": explainer, "explainer_label": explainer, "explainer": explainer,
+        }  # fmt: skip
+        rows = [
+            {"seed": 0, "example_id": f"e{i}", "value": value, "unit": f"e{i}"}
+            for i, value in enumerate(column)
+        ]
+        entries.append(Chosen(cell, source, rows))
+    return entries
+
+
+def test_a_board_separates_what_its_tests_separate_and_groups_what_they_do_not():
+    from harness.report.leaderboard import build_board
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=40)
+    board = build_board(
+        "faithfulness",
+        synthetic_entries(
+            {
+                "strong": list(base + 2 + rng.normal(scale=0.1, size=40)),
+                "weak": list(base + 1 + rng.normal(scale=0.1, size=40)),
+                "weak-twin": list(base + 1 + rng.normal(scale=0.1, size=40)),
+                "random": list(base + rng.normal(scale=0.1, size=40)),
+            }
+        ),
+    )
+    [column] = board.columns
+    groups = {row.name: board.cells[(row, column)].group for row in board.rows}
+    ranks = {row.name: board.cells[(row, column)].rank for row in board.rows}
+    assert groups["strong"] == "a" and groups["random"] == "c"
+    assert groups["weak"] == groups["weak-twin"] == "b"
+    assert (ranks["strong"].low, ranks["strong"].high) == (1, 1)
+    assert {ranks["weak"].low, ranks["weak"].high, ranks["weak-twin"].low, ranks["weak-twin"].high} == {2, 3}
+    assert [row.name for row in board.rows][0] == "strong" and board.win_rates[board.rows[0]] == 1.0
+    strong = next(row for row in board.rows if row.name == "strong")
+    assert board.cells[(strong, column)].against_random == "better"
+    assert board.cells[(strong, column)].vs_random.mean == pytest.approx(2.0, abs=0.1)

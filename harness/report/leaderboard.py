@@ -291,7 +291,7 @@ class Board:
     mean_ranks: dict[Row, MeanRank]
     win_rates: dict[Row, float]
     agreements: list[Agreement]
-    n_pairwise: int  # pairwise tests behind the tie groups (Holm across all of them)
+    pairwise: dict[tuple[Column, Row, Row], Comparison]  # behind the tie groups, Holm across all of them
     n_random: int  # tests against random (Holm across all of them)
 
     def as_dict(self) -> dict:
@@ -311,7 +311,15 @@ class Board:
                 for row in self.rows
             ],
             "agreement": [agreement.as_dict() for agreement in self.agreements],
-            "pairwise_tests": self.n_pairwise,
+            "pairwise_tests": [
+                {
+                    "column": self.columns.index(column),
+                    "a": a.text,
+                    "b": b.text,
+                    **comparison.as_dict(),
+                }  # fmt: skip
+                for (column, a, b), comparison in self.pairwise.items()
+            ],
             "random_tests": self.n_random,
         }
 
@@ -387,7 +395,7 @@ def build_board(family: str, entries: Iterable[Chosen], all_runs: bool = False) 
     )
     agreements = _agreements(columns, means)
     n_random = sum(1 for pair in random_cells.values() if pair[1] is not None)
-    return Board(family, rows, columns, cells, mean_ranks, rates, agreements, len(tests), n_random)
+    return Board(family, rows, columns, cells, mean_ranks, rates, agreements, tests, n_random)
 
 
 def _against_random(
@@ -692,7 +700,7 @@ def _board_tables(board: Board, compact: bool) -> list[Table]:
             cells.append(Cell(", ".join(run[:15] for run in runs), data={"run_ids": runs}))
         rows.append(cells)
     footer = [
-        f"Ranks and groups: {board.n_pairwise} pairwise {TEST_NAME} tests, Holm-Bonferroni across the board, "
+        f"Ranks and groups: {len(board.pairwise)} pairwise {TEST_NAME} tests, Holm-Bonferroni across the board, "
         f"α = {ALPHA}. Missing: not measured (never counted as zero)."
     ]
     tables = [Table(headers, rows, footer, data={"family": board.family})]
