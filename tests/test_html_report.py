@@ -489,9 +489,12 @@ def test_curves_are_averaged_per_explainer_and_curves_without_a_shared_x_are_not
         {**base, "example_id": "2", "curve": {"x": [0, 50], "morf": [1, 0.3], "lerf": [1, 0.7]}},
         {**base, "metric": "pr", "example_id": "1", "curve": {"x": [0, 1], "y": [1, 0]}},
         {**base, "metric": "pr", "example_id": "2", "curve": {"x": [0, 0.5, 1], "y": [1, 1, 0]}},
+        {**base, "metric": "gaps", "example_id": "1", "curve": {"x": [0, 1], "y": [1, None]}},
+        {**base, "metric": "gaps", "example_id": "2", "curve": {"x": [0, 1], "y": [float("nan"), None]}},
     ]
     plots = removal_curves(curves, [])
     assert list(plots) == ["curves"]
-    [plot] = plots["curves"]
-    assert "e · morf" in plot.svg and "e · lerf" in plot.svg and "2 examples" in plot.caption
+    morf_lerf, gaps = plots["curves"]
+    assert "e · morf" in morf_lerf.svg and "e · lerf" in morf_lerf.svg and "2 examples" in morf_lerf.caption
+    assert gaps.title.endswith("· gaps")  # undefined values are left out of the mean, not drawn as 0
     assert removal_curves([], []) == {}

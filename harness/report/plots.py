@@ -16,7 +16,6 @@ import io
 import json
 import math
 import re
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -87,41 +86,36 @@ def removal_curves(
     """
     labels = {}
     for cell in cells:
-        labels[_curve_key(cell, json.loads(cell["explainer_params"]), json.loads(cell["metric_params"]))] = (
-            cell
-        )
-    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        key = _curve_key(cell, json.loads(cell["explainer_params"]), json.loads(cell["metric_params"]))
+        labels[key] = cell
+    groups: dict[tuple, dict[str, MeanCurve]] = defaultdict(lambda: defaultdict(MeanCurve))
     families: dict[tuple, str] = {}
     titles: dict[tuple, str] = {}
-    for row in curves:
+    for row in curves:  # streamed: only the running sums are kept
         cell = labels.get(_curve_key(row, row["explainer_params"], row["metric_params"]))
         explainer = cell["explainer_label"] if cell else row["explainer"]
         metric = cell["metric_label"] if cell else row["metric"]
         group = (row["dataset"], row["model"], row["variant"], row["seed"], row["metric"], metric)
-        groups[group][explainer].append(row["curve"])
+        groups[group][explainer].add(row["curve"])
         families[group] = cell["family"] if cell else "curves"
-        titles[group] = (
-            f"{row['dataset']} · {model_label(row['model'], row['variant'])} · seed {row['seed']} · {metric}"
-        )
+        model = model_label(row["model"], row["variant"])
+        titles[group] = f"{row['dataset']} · {model} · seed {row['seed']} · {metric}"
     palette = colours(cell["explainer_label"] for cell in cells)
     result: dict[str, list[Plot]] = defaultdict(list)
     for group, by_explainer in groups.items():
-        means = {explainer: _mean_curve(rows) for explainer, rows in by_explainer.items()}
-        means = {explainer: mean for explainer, mean in means.items() if mean is not None}
-        if not means:
+        drawable = {explainer: mean for explainer, mean in by_explainer.items() if mean.defined}
+        if not drawable:
             continue
-        counts = sorted({len(rows) for e, rows in by_explainer.items() if e in means})
-        n = "/".join(map(str, counts))
-        caption = " ".join(
-            part
-            for part in (
-                describe(group[4]),
-                f"Each line: an explainer's stored curve, averaged over its {n} examples at each x.",
-            )
-            if part
+        n = "/".join(map(str, sorted({mean.count for mean in drawable.values()})))
+        parts = [
+            describe(group[4]),
+            f"Each line: an explainer's stored curve, averaged over its {n} examples at each x.",
+        ]
+        means = {explainer: (mean.x, mean.means()) for explainer, mean in drawable.items()}
+        svg_text = _curves_svg(means, palette, f"{group}")
+        result[families[group]].append(
+            Plot(titles[group], svg_text, " ".join(p for p in parts if p), "curves")
         )
-        svg = _curves_svg(means, palette, f"{group}")
-        result[families[group]].append(Plot(titles[group], svg, caption, "curves"))
     return dict(result)
 
 
@@ -132,31 +126,50 @@ def _curve_key(row: dict, explainer_params, metric_params) -> tuple:
     )  # fmt: skip
 
 
-def _mean_curve(curves: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """(x, {series: mean y}) when every curve has the same x; None otherwise."""
-    try:
-        x = np.asarray(curves[0]["x"], dtype=float)
-    except (KeyError, TypeError, ValueError):
-        return None
-    series: dict[str, list[np.ndarray]] = defaultdict(list)
-    for curve in curves:
-        if not isinstance(curve, dict) or "x" not in curve:
-            return None
-        other = np.asarray(curve["x"], dtype=float)
-        if other.shape != x.shape or not np.allclose(other, x, equal_nan=True):
-            return None
+class MeanCurve:
+    """The running mean of one explainer's curves, series by series (``y``, or e.g. ``morf`` and
+    ``lerf``), NaN and None left out; undefined once two curves disagree on x (no mean curve then)."""
+
+    def __init__(self) -> None:
+        self.x: np.ndarray | None = None
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: dict[str, np.ndarray] = {}
+        self.count = 0
+        self.consistent = True
+
+    @property
+    def defined(self) -> bool:
+        return self.consistent and self.x is not None and len(self.x) > 0 and bool(self.sums)
+
+    def add(self, curve) -> None:
+        if not self.consistent:
+            return
+        try:
+            x = np.asarray(curve["x"], dtype=float)
+        except (KeyError, TypeError, ValueError):
+            self.consistent = False
+            return
+        if self.x is None:
+            self.x = x
+        elif x.shape != self.x.shape or not np.allclose(x, self.x, equal_nan=True):
+            self.consistent = False
+            return
+        self.count += 1
         for name, values in curve.items():
             if name == "x" or not isinstance(values, list) or len(values) != len(x):
                 continue
             try:
-                series[name].append(np.asarray([np.nan if v is None else v for v in values], dtype=float))
+                y = np.asarray([np.nan if v is None else v for v in values], dtype=float)
             except (TypeError, ValueError):
                 continue
-    if not len(x) or not series:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an x where every example is NaN: a gap
-        return x, {name: np.nanmean(np.vstack(rows), axis=0) for name, rows in series.items()}
+            defined = np.isfinite(y)
+            self.sums[name] = self.sums.get(name, np.zeros(len(x))) + np.where(defined, y, 0.0)
+            self.counts[name] = self.counts.get(name, np.zeros(len(x))) + defined
+
+    def means(self) -> dict[str, np.ndarray]:
+        """The mean of each series at each x; NaN (a gap in the line) where no curve has a value."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {name: self.sums[name] / self.counts[name] for name in self.sums}
 
 
 def _curves_svg(means: dict, palette: dict[str, str], salt: str) -> Markup:
