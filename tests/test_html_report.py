@@ -180,6 +180,8 @@ def test_the_page_is_one_file_that_needs_nothing_from_a_network(html):
     assert not re.search(r"<link\b", html, re.IGNORECASE)
     assert not re.search(r"<script\b", html, re.IGNORECASE)
     assert "url(http" not in html and "@import" not in html
+    addresses = re.findall(r"""[\w:-]*=["']https?://[^"']*""", html)
+    assert {address.split("=")[0] for address in addresses} <= {"xmlns", "xmlns:xlink"}  # names, not loads
 
 
 def test_a_script_in_a_label_and_in_a_dataset_text_stays_text(html):

@@ -299,6 +299,7 @@ def drawn(height: float, draw, salt: str) -> Markup:
 
 # -- SVG -----------------------------------------------------------------------------------------------
 
+_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 _REFERENCE = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
 
 
@@ -310,7 +311,7 @@ def svg(figure, salt: str) -> Markup:
     with matplotlib.rc_context({"svg.hashsalt": prefix}):
         figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buffer.getvalue()
-    text = text[text.index("<svg") :]
+    text = _METADATA.sub("", text[text.index("<svg") :])  # its RDF names web addresses; the page shows none
     return Markup(_REFERENCE.sub(lambda match: f"{match[1]}{prefix}-{match[2]}", text))
 
 
