@@ -112,6 +112,8 @@ def test_a_run_stores_what_pages_show_class_names_gold_labels_and_metric_ranges(
     assert attributions and all(a["gold_label"] == gold[a["example_id"]] for a in attributions)
     ranges = {cell["metric"]: cell["value_range"] for cell in store.cells(result.run_id)}
     assert ranges == {"comprehensiveness": [-1.0, 1.0], "sufficiency": [-1.0, 1.0], "runtime": [0.0, None]}
+    columns = [c for table in Report.build(store, result.run_id).to_json()["tables"] for c in table["columns"]]
+    assert {c["metric"].split("(")[0]: c["range"] for c in columns} == ranges  # what the page colours by
 
 
 def test_each_cell_records_the_direction_its_parameters_give_and_the_report_marks_by_it(

@@ -8,6 +8,7 @@ what the renderers walk."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ class Column:
     dataset: str = field(compare=False)
     model: str = field(compare=False)
     metric: str = field(compare=False)
+    value_range: tuple = field(compare=False, default=(None, None))  # declared; None: unbounded or unknown
 
     @property
     def model_label(self) -> str:
@@ -53,6 +55,7 @@ class Column:
             "variant": self.variant,
             "metric": self.metric,
             "direction": self.direction,
+            "range": list(self.value_range),
             "dataset_id": self.dataset_id,
             "model_id": self.model_id,
             "metric_id": self.metric_id,
@@ -69,9 +72,12 @@ class Row:
 
 def _table_key(record: dict) -> tuple[str, Row, Column]:
     """Where a report row goes: its family's table, its explainer's row, its column (by identity)."""
+    value_range = record.get("value_range")
+    if isinstance(value_range, str):
+        value_range = json.loads(value_range)
     column = Column(
         record["dataset_id"], record["model_id"], record["variant"], record["metric_id"], record["direction"],
-        record["dataset"], record["model"], record["metric_label"],
+        record["dataset"], record["model"], record["metric_label"], tuple(value_range or (None, None)),
     )  # fmt: skip
     return record["family"], Row(record["explainer_id"], record["explainer_label"]), column
 

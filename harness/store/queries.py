@@ -138,7 +138,7 @@ class Queries(Database):
                     "COALESCE(c.dataset_id, c.dataset) AS dataset_id, COALESCE(c.model_id, c.model) AS model_id, "
                     "COALESCE(c.explainer_id, c.explainer_label) AS explainer_id, "
                     "COALESCE(c.metric_id, c.metric_label) AS metric_id, "
-                    "r.seed, r.example_id, r.value, COALESCE(r.unit, r.example_id) AS unit, r.reference_value "
+                    "c.value_range, r.seed, r.example_id, r.value, COALESCE(r.unit, r.example_id) AS unit, r.reference_value "
                     "FROM records r JOIN cells c "
                     "ON c.run_id = r.run_id AND c.cell_id = r.cell_id WHERE r.run_id=? ORDER BY r.rowid",
                     (run_id,),
