@@ -294,6 +294,10 @@ class Board:
     pairwise: dict[tuple[Column, Row, Row], Comparison]  # behind the tie groups, Holm across all of them
     n_random: int  # tests against random (Holm across all of them)
 
+    def coverage(self, row: Row) -> int:
+        """In how many of the board's columns the row was measured."""
+        return sum((row, column) in self.cells for column in self.columns)
+
     def as_dict(self) -> dict:
         return {
             "family": self.family,
@@ -303,6 +307,7 @@ class Board:
                     **row.as_dict(),
                     "mean_rank": _mean_rank_dict(self.mean_ranks.get(row)),
                     "mean_win_rate": self.win_rates.get(row),
+                    "columns": self.coverage(row),
                     "cells": [
                         None if (row, column) not in self.cells else self.cells[(row, column)].as_dict()
                         for column in self.columns
@@ -389,9 +394,11 @@ def build_board(family: str, entries: Iterable[Chosen], all_runs: bool = False) 
             )  # fmt: skip
     mean_ranks = mean_rank_intervals(samples, directions)
     rates = win_rates(means, directions)
+    # Aggregates compare rows measured in the same columns: the rows in most columns come first.
+    coverage = Counter(row for column in columns for row in samples[column])
     rows = sorted(
-        {row for column in columns for row in samples[column]},
-        key=lambda r: (mean_ranks[r].mean if r in mean_ranks else float("inf"), r.text),
+        coverage,
+        key=lambda r: (-coverage[r], mean_ranks[r].mean if r in mean_ranks else float("inf"), r.text),
     )
     agreements = _agreements(columns, means)
     n_random = sum(1 for pair in random_cells.values() if pair[1] is not None)
@@ -552,8 +559,10 @@ DEFINITIONS = {
     "group": "explainers sharing a letter are not separated by any test: two-sided Wilcoxon signed-rank "
     "tests of every pair of explainers in the column, paired by example, Holm-Bonferroni-corrected across "
     f"every pairwise test of the board, α = {ALPHA}; letters from a compact letter display, best group 'a'",
-    "mean rank": "the mean over the board's columns of the explainer's rank, with the 2.5th–97.5th "
-    "percentiles of the same mean over 2,000 bootstrap draws, each column's examples resampled",
+    "mean rank": "the mean of the explainer's ranks over the columns it was measured in ('columns'), with "
+    "the 2.5th–97.5th percentiles of the same mean over 2,000 bootstrap draws (columns on the same examples "
+    "are resampled together, others independently); rows are ordered by how many columns they are in, "
+    "then by mean rank: aggregates compare explainers measured in the same columns",
     "win rate": "HELM's mean win rate: in each column the fraction of the other explainers it beats (a "
     "tie counts ½), averaged over the columns it is in",
     "vs random": "(score − random's score) per example, in the metric's direction (positive: better than "
@@ -680,6 +689,7 @@ def _board_tables(board: Board, compact: bool) -> list[Table]:
         Header(("explainer",), names_rows=True),
         Header(("mean rank",), numeric=True),
         Header(("win rate",), numeric=True),
+        Header(("columns",), numeric=True),
     ] + [_column_header(column, shared) for column in board.columns]
     if not compact:
         headers.append(Header(("runs",)))
@@ -691,6 +701,7 @@ def _board_tables(board: Board, compact: bool) -> list[Table]:
             Cell(row.text, data=row.as_dict()),
             Cell("—" if mean_rank is None else _mean_rank_text(mean_rank), data=_mean_rank_dict(mean_rank)),
             Cell("—" if rate is None else f"{rate:.2f}", data={"mean_win_rate": rate}),
+            Cell(f"{board.coverage(row)}/{len(board.columns)}"),
         ]
         for column in board.columns:
             cell = board.cells.get((row, column))
