@@ -7,7 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_DATA, tiny_suite_text
+from conftest import tiny_suite_text
+from test_randomization import randomization_suite
 
 from harness.cli import main
 from harness.registry import get_registry
@@ -146,36 +147,13 @@ def test_every_file_carries_the_format_version_and_the_runs_behind_each_number(s
     assert f"format {LEADERBOARD_FORMAT}" in render_leaderboard(leaderboard, "md")
 
 
-VARIANT_SUITE = f"""name: tiny-variants
-version: 1
-device: cpu
-batch_size: 8
-datasets:
-  - name: jsonl
-    label: tiny
-    params: {{path: {TINY_DATA}, test_fraction: 0.25}}
-    sample: 8
-models:
-  - name: minilm-head
-    params: {{hidden_size: 16, max_epochs: 3}}
-    variants: [init:1, init:2, untrained]
-explainers:
-  - name: random
-  - name: saliency
-metrics:
-  - name: jaccard
-    params: {{k: 25}}
-expectations:
-  - metric: jaccard
-    above: {{variant: "init:2"}}
-    below: {{variant: untrained}}
-"""
-
-
 @pytest.mark.slow
 def test_the_model_randomization_verdict_stands_beside_each_explainer(tmp_path):
-    suite = tmp_path / "variants.yaml"
-    suite.write_text(VARIANT_SUITE)
+    jaccard = "\n  - name: jaccard\n    params: {k: 25}"
+    expectation = (
+        'expectations:\n  - metric: jaccard\n    above: {variant: "init:2"}\n    below: {variant: untrained}'
+    )
+    suite = randomization_suite(tmp_path, metrics=jaccard, expectations=expectation)
     result = run(suite, tmp_path / "r", tmp_path / "cache")
     leaderboard = Leaderboard.build([tmp_path / "r"])
     verdicts = {v.explainer: v for v in leaderboard.verdicts}
