@@ -4,6 +4,7 @@ uncertainty, read against random and beside the sanity checks."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -243,3 +244,15 @@ def test_a_board_separates_what_its_tests_separate_and_groups_what_they_do_not()
     strong = next(row for row in board.rows if row.name == "strong")
     assert board.cells[(strong, column)].against_random == "better"
     assert board.cells[(strong, column)].vs_random.mean == pytest.approx(2.0, abs=0.1)
+
+
+def test_the_site_page_is_self_contained_escapes_labels_and_draws_each_boards_ranks(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    explainers = "\n  - name: random\n    label: '<script>alert(1)</script>'\n  - name: saliency"
+    suite.write_text(tiny_suite_text(explainers=explainers, metrics=METRICS))
+    run(suite, tmp_path / "results", tmp_path / "cache")
+    page = render_leaderboard(Leaderboard.build([tmp_path / "results"]), "html")
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<svg") == 2 and "faithfulness board: mean rank" in page  # one figure per board
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "<link" not in page
+    assert f"leaderboard format {LEADERBOARD_FORMAT}" in page

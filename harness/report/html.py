@@ -59,11 +59,14 @@ def page(title: str, body: Markup | str, subtitle: str = "") -> str:
     return ENV.get_template("page.html.j2").render(title=title, subtitle=subtitle, body=body)
 
 
-def document_html(document: Document) -> Markup:
+def document_html(document: Document, figures: Mapping[int, Sequence[Plot]] | None = None) -> Markup:
     """Every section of ``document`` (not its heading: that is the page's title) as HTML: tables with
-    their footers and timing lines, item lists, tones; the legend section says how to read the tables."""
+    their footers and timing lines, item lists, tones; the legend section says how to read the tables.
+    ``figures``: plots drawn after the section of that index."""
+    figures = figures or {}
     return Markup("").join(
-        _section_html(section, _anchor(section, index)) for index, section in enumerate(document.sections)
+        _section_html(section, _anchor(section, index)) + _macro("figures")(list(figures.get(index, ())))
+        for index, section in enumerate(document.sections)
     )
 
 

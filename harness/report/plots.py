@@ -235,6 +235,28 @@ def interval_bars(table: Table) -> list[Plot]:
     return plots
 
 
+def rank_intervals(rows: Sequence[tuple[str, float, float, float]], title: str) -> Plot:
+    """A leaderboard's explainers at their mean rank (a dot) with its 95 % bootstrap interval (whiskers),
+    ``rows`` as (label, mean, low, high), best first and drawn at the top: overlapping whiskers are ranks
+    the data cannot tell apart."""
+    palette = colours(label for label, *_ in rows)
+
+    def draw(axes) -> None:
+        positions = np.arange(len(rows))[::-1]
+        means = np.array([mean for _, mean, _, _ in rows], dtype=float)
+        below = np.array([mean - low for _, mean, low, _ in rows], dtype=float)
+        above = np.array([high - mean for _, mean, _, high in rows], dtype=float)
+        axes.errorbar(means, positions, xerr=[below, above], fmt="none", ecolor="#555", capsize=3, lw=1)
+        axes.scatter(means, positions, c=[palette[label] for label, *_ in rows], zorder=3, s=28)
+        axes.set_yticks(positions, [plain(label) for label, *_ in rows])
+        axes.set_xlabel("mean rank over the board's columns (1 = best), 95 % bootstrap interval")
+        axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        axes.set_xlim(0.5, max(1.5, float(np.max(means + above)) + 0.5))
+        axes.grid(axis="x", alpha=0.3, linewidth=0.5)
+
+    return Plot(title, drawn(0.9 + 0.28 * len(rows), draw, f"ranks-{title}"), "", "ranks")
+
+
 def _has_mean(data: dict | None) -> bool:
     return bool(data) and data.get("mean") is not None
 

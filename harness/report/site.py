@@ -24,9 +24,15 @@ def render_leaderboard(board: Leaderboard, fmt: str) -> str:
         )
     if fmt == "html":
         from harness.report.html import document_html, page
+        from harness.report.plots import rank_intervals
 
         document = board.document()
-        return page(document.heading.title, document_html(document), document.heading.state)
+        figures = {  # each board's mean ranks as a figure, under its table (boards are the first sections)
+            index: [rank_intervals(rows, f"{b.family} board: mean rank")]
+            for index, b in enumerate(board.boards)
+            if (rows := [(r.text, m.mean, m.low, m.high) for r in b.rows if (m := b.mean_ranks.get(r))])
+        }
+        return page(document.heading.title, document_html(document, figures), document.heading.state)
     raise ValueError(fmt)
 
 
