@@ -128,7 +128,7 @@ def collect(
                 key += (str(source.folder), source.run_id)
             entry = Chosen(cell, source, rows_by_cell.get(cell["cell_id"], []))
             held = chosen.get(key)
-            if held is None or _when(entry) > _when(held):
+            if held is None or _when(entry) >= _when(held):  # ties (same second): the later-stored run
                 chosen[key] = entry
     used = {id(entry.source) for entry in chosen.values()}
     return [source for source in sources if id(source) in used], list(chosen.values())
