@@ -541,7 +541,8 @@ def sanity_checks(sources: list[Source], boards: list[Board]) -> tuple[list[Sani
         fits = Queries(source.folder).fits(source.run_id)
         for pairing in pair_students(source.rows, teacher_ids(fits)):
             of(pairing.student).vs_teacher[pairing.outcome] += 1
-    order = [row.label for board in boards for row in board.rows]
+    # in the order of the quality boards (cost last: it ranks by speed)
+    order = [row.label for board in sorted(boards, key=lambda b: b.family in NO_CHANCE) for row in board.rows]
     return sorted(
         by_label.values(),
         key=lambda s: (order.index(s.explainer) if s.explainer in order else len(order), s.explainer),
