@@ -666,9 +666,11 @@ def leaderboard_document(board: Leaderboard, compact: bool = False) -> Document:
 
 def _compact_definition() -> str:
     return (
-        "Cells: mean (rank, or its 95 % bootstrap interval) and tie group: explainers sharing a letter are not "
-        f"separated by a Holm-corrected paired Wilcoxon test (α = {ALPHA}); best of each column in bold; "
-        "mean rank [95 % interval] over the columns; win rate as HELM's (ties ½)."
+        "Cells: mean over the column's n examples, (the 95 % bootstrap interval of its rank), tie group: explainers "
+        f"sharing a letter are not separated by a Holm-corrected paired Wilcoxon test (α = {ALPHA}); [k undef.]: "
+        "examples where the metric is undefined, left out; best of each column in bold; mean rank [95 % "
+        "interval] over the columns; win rate as HELM's (ties ½). The means' intervals, the tests and the "
+        "provenance of every number are in the leaderboard's index.html and leaderboard.json."
     )
 
 
@@ -680,6 +682,8 @@ def _shared_place(columns: list[Column]) -> str | None:
 
 def _column_header(column: Column, shared: bool) -> Header:
     metric = f"{column.metric} {ARROWS[column.direction]}"
+    if column.n_examples is not None:
+        metric += f" (n={column.n_examples})"
     parts = (metric,) if shared else (f"{column.dataset} · {column.model_label}", metric)
     return Header(parts, numeric=True, data=column.as_dict())
 
@@ -733,9 +737,9 @@ def _board_cell(cell: BoardCell | None, compact: bool) -> Cell:
         return Cell(f"— n=0 ({summary.n_undefined} undefined)", data=cell.as_dict())
     rank = "" if cell.rank is None else cell.rank.text
     if compact:
-        return Cell(
-            f"{number(summary.mean)} ({rank}) {cell.group}".strip(), best=cell.best, data=cell.as_dict()
-        )
+        undefined = f" [{summary.n_undefined} undef.]" if summary.n_undefined else ""
+        text = f"{number(summary.mean)} ({rank}) {cell.group}{undefined}"
+        return Cell(text.strip(), best=cell.best, data=cell.as_dict())
     interval = "" if summary.ci_low is None else f" [{number(summary.ci_low)}, {number(summary.ci_high)}]"
     undefined = f" ({summary.n_undefined} undefined)" if summary.n_undefined else ""
     text = f"{number(summary.mean)}{interval} n={summary.n}{undefined} · rank {rank} · {cell.group}"
