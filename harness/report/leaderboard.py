@@ -48,6 +48,7 @@ from harness.store import Queries
 
 LEADERBOARD_FORMAT = 1  # the version of what a leaderboard file holds; bumped when its meaning changes
 RANDOM = "random"  # the explainer that stands for chance
+RANDOMIZATION = "randomization"  # the family of the metrics that compare an explainer across model variants
 NO_CHANCE = {"cost"}  # families where random is no baseline: it does nothing, so it costs nothing
 
 
@@ -508,9 +509,10 @@ def _counts(counter: Counter, order: tuple[str, ...]) -> str:
 
 
 def sanity_checks(sources: list[Source], boards: list[Board]) -> tuple[list[Sanity], list[Verdict]]:
-    """Per explainer: the model-randomization verdicts (variant expectations whose lower side is the
-    untrained model), the other expected orders naming it, its teacher pairings (a student), and how
-    its board cells compare with random."""
+    """Per explainer: the model-randomization verdicts (variant expectations on a metric of the
+    randomization family, such as Jaccard between variants, whose lower side is the untrained model),
+    the other expected orders naming it, its teacher pairings (a student), and how its board cells
+    compare with random."""
     by_label: dict[str, Sanity] = {}
 
     def of(label: str) -> Sanity:
@@ -527,10 +529,12 @@ def sanity_checks(sources: list[Source], boards: list[Board]) -> tuple[list[Sani
         expectations = stored_expectations(source.run["suite_text"], source.run["options"].get("profile"))
         run_verdicts = check_expectations(expectations, source.rows)
         verdicts += run_verdicts
+        families = {row["metric_label"]: row["family"] for row in source.rows}
         for verdict in run_verdicts:
             if verdict.comparison.p_value is None:
                 continue
-            if verdict.explainer and verdict.below == "untrained":
+            randomization = families.get(verdict.metric) == RANDOMIZATION
+            if verdict.explainer and verdict.below == "untrained" and randomization:
                 of(verdict.explainer).randomization.append(verdict.holds)
             elif verdict.explainer:
                 of(verdict.explainer).orders.append(verdict.holds)
