@@ -150,19 +150,21 @@ def test_every_file_carries_the_format_version_and_the_runs_behind_each_number(s
 
 @pytest.mark.slow
 def test_the_model_randomization_verdict_stands_beside_each_explainer(tmp_path):
-    jaccard = "\n  - name: jaccard\n    params: {k: 25}"
-    expectation = (
-        'expectations:\n  - metric: jaccard\n    above: {variant: "init:2"}\n    below: {variant: untrained}'
-    )
-    suite = randomization_suite(tmp_path, metrics=jaccard, expectations=expectation)
-    result = run(suite, tmp_path / "r", tmp_path / "cache")
+    # the suite expects init:2 above untrained on jaccard (the randomization test) and, on switching-point,
+    # random above every explainer (another expected order)
+    suite = randomization_suite(tmp_path)
+    run(suite, tmp_path / "r", tmp_path / "cache")
     leaderboard = Leaderboard.build([tmp_path / "r"])
-    verdicts = {v.explainer: v for v in leaderboard.verdicts}
     sanity = {entry.explainer: entry for entry in leaderboard.sanity}
-    for explainer, verdict in verdicts.items():
+    jaccard = {v.explainer: v for v in leaderboard.verdicts if v.metric.startswith("jaccard")}
+    assert set(jaccard) == {"random", "saliency"}
+    for explainer, verdict in jaccard.items():
         expected = "passes 1/1" if verdict.holds else "fails 1/1"
         assert sanity[explainer].texts()["model randomization"] == expected
-    assert set(verdicts) == {"random", "saliency"} and result.run_id
+    orders = [v for v in leaderboard.verdicts if v.metric.startswith("switching-point")]  # one per variant
+    assert len(orders) == 3 and {(v.above, v.below) for v in orders} == {("random", "saliency")}
+    held = sorted(v.holds for v in orders)
+    assert sorted(sanity["saliency"].orders) == held and sorted(sanity["random"].orders) == held
 
 
 def test_the_command_writes_the_site_and_bad_input_is_one_line_and_exit_2(stores, tmp_path, capsys):
