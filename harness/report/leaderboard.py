@@ -883,6 +883,7 @@ def _sources_section(sources: list[Source], compact: bool) -> Section:
             "git",
             "device",
             "started",
+            "status",
             "limit",
             "versions",
         )
@@ -895,7 +896,8 @@ def _sources_section(sources: list[Source], compact: bool) -> Section:
             [
                 Cell(run["run_id"]), Cell(str(s.folder)), Cell(run["suite"]), Cell(str(run["suite_version"])),
                 Cell(run["suite_hash"][:12]), Cell((run["git_revision"] or "?")[:12]), Cell(str(run["device"])),
-                Cell(run["started_at"]), Cell(str(run["options"].get("limit") or "—")),
+                Cell(run["started_at"]), Cell(run["status"], tone=None if run["status"] == "complete" else "warning"),
+                Cell(str(run["options"].get("limit") or "—")),
                 Cell(", ".join(f"{k} {v}" for k, v in versions.items())),
             ]
         )  # fmt: skip
