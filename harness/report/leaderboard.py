@@ -717,7 +717,7 @@ def _board_tables(board: Board, compact: bool) -> list[Table]:
             cells.append(_board_cell(cell, compact))
         if not compact:  # the runs behind the row's numbers: their provenance is in the sources table
             runs = sorted({run for (r, _), cell in board.cells.items() if r == row for run in cell.runs})
-            cells.append(Cell(", ".join(run[:15] for run in runs), data={"run_ids": runs}))
+            cells.append(Cell(_runs_text(runs), data={"run_ids": runs}))
         rows.append(cells)
     footer = [
         f"Ranks and groups: {len(board.pairwise)} pairwise {TEST_NAME} tests, Holm-Bonferroni across the board, "
@@ -727,6 +727,14 @@ def _board_tables(board: Board, compact: bool) -> list[Table]:
     if not compact and board.n_random:
         tables.append(_random_table(board))
     return tables
+
+
+def _runs_text(runs: list[str]) -> str:
+    """A row's runs, short: the suite and hash part of each id (``…-quickstart-0ce481``), or their number
+    when there are many (every id is in the JSON and in the sources table)."""
+    if len(runs) > 3:
+        return f"{len(runs)} runs"
+    return ", ".join(run.split("-", 2)[-1] for run in runs)
 
 
 def _mean_rank_text(mean_rank: MeanRank) -> str:
