@@ -8,9 +8,10 @@ what the renderers walk."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -27,6 +28,8 @@ from harness.rows import samples_by
 from harness.stats import Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
 from harness.store import Queries
 from harness.suite import Suite, with_profile
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,9 @@ class Row:
 
 def _table_key(record: dict) -> tuple[str, Row, Column]:
     """Where a report row goes: its family's table, its explainer's row, its column (by identity)."""
-    value_range = record.get("value_range")
-    if isinstance(value_range, str):
-        value_range = json.loads(value_range)
     column = Column(
         record["dataset_id"], record["model_id"], record["variant"], record["metric_id"], record["direction"],
-        record["dataset"], record["model"], record["metric_label"], tuple(value_range or (None, None)),
+        record["dataset"], record["model"], record["metric_label"], record.get("value_range") or (None, None),
     )  # fmt: skip
     return record["family"], Row(record["explainer_id"], record["explainer_label"]), column
 
@@ -150,9 +150,7 @@ class Report:
                     for row in table.rows
                     if (row, column) in summaries and summaries[(row, column)].mean is not None
                 }
-                if len(means) > 1:
-                    target = (max if column.direction == "higher" else min)(means.values())
-                    table.best |= {(row, column) for row, mean in means.items() if mean == target}
+                table.best |= {(row, column) for row in best_of(means, column.direction)}
             table.comparisons = compare_with_best(table, samples)
             tables.append(table)
         _attach_timings(tables, cells)
@@ -184,6 +182,15 @@ class Report:
 
     def to_json(self) -> dict:
         return json_document(self, self.document())
+
+
+def best_of(means: Mapping[K, float], direction: str) -> set[K]:
+    """The rows whose mean is the best of a column by its direction (ties: all of them); none when the
+    column has fewer than two means, nothing to compare."""
+    if len(means) < 2:
+        return set()
+    target = (max if direction == "higher" else min)(means.values())
+    return {row for row, mean in means.items() if mean == target}
 
 
 def stored_expectations(suite_text: str, profile: str | None = None) -> list:

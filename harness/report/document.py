@@ -200,7 +200,7 @@ def _family_cell(report: Report, table: FamilyTable, row: Row, column: Column) -
         return Cell("skipped", tone="warning")  # why: the report's skipped section
     summary = table.cells.get((row, column))
     if summary is None:
-        return Cell(_cell_text(None))
+        return Cell(summary_text(None))
     comparison = table.comparisons.get((row, column))
     best = (row, column) in table.best
     data = {
@@ -209,7 +209,7 @@ def _family_cell(report: Report, table: FamilyTable, row: Row, column: Column) -
         "vs_best": None if comparison is None else comparison.as_dict(),
     }
     return Cell(
-        _cell_text(summary),
+        summary_text(summary),
         best=best,
         significant=table.significant(row, column),
         timed_elsewhere=_timed_elsewhere(report.run, table.timings.get((row, column), [])),
@@ -217,7 +217,9 @@ def _family_cell(report: Report, table: FamilyTable, row: Row, column: Column) -
     )
 
 
-def _cell_text(summary: Summary | None) -> str:
+def summary_text(summary: Summary | None) -> str:
+    """A cell's summary as its table shows it: mean [interval] n=defined values, units when fewer,
+    undefined values counted."""
     if summary is None:
         return "—"
     undefined = f" ({summary.n_undefined} undefined)" if summary.n_undefined else ""

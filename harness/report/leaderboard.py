@@ -40,8 +40,8 @@ from harness.ranking import (
     tie_groups,
     win_rates,
 )
-from harness.report.analysis import stored_expectations
-from harness.report.document import ARROWS, Cell, Document, Header, Section, Table, number
+from harness.report.analysis import best_of, stored_expectations
+from harness.report.document import ARROWS, Cell, Document, Header, Section, Table, number, summary_text
 from harness.rows import samples_by
 from harness.stats import ALPHA, TEST_NAME, Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
 from harness.store import Queries
@@ -382,13 +382,11 @@ def build_board(family: str, entries: Iterable[Chosen], all_runs: bool = False) 
             means[column], key=lambda r: means[column][r], reverse=column.direction == "higher"
         )
         groups = tie_groups(better_first, separated(column))
-        best = better_first[0] if len(better_first) > 1 else None
-        best_mean = means[column].get(best) if best is not None else None
+        best = best_of(means[column], column.direction)
         for row, summary in summaries.items():
             vs_random, random_test = random_cells.get((row, column), (None, None))
             cells[(row, column)] = BoardCell(
-                summary, ranks.get(row), groups.get(row, ""),
-                best_mean is not None and means[column].get(row) == best_mean,
+                summary, ranks.get(row), groups.get(row, ""), row in best,
                 tuple(dict.fromkeys(e.source.run_id for e in where[(row, column)])),
                 tuple(e.cell["cell_id"] for e in where[(row, column)]),
                 vs_random, random_test,
@@ -746,15 +744,13 @@ def _board_cell(cell: BoardCell | None, compact: bool) -> Cell:
         return Cell("—")
     summary = cell.summary
     if summary.mean is None:
-        return Cell(f"— n=0 ({summary.n_undefined} undefined)", data=cell.as_dict())
+        return Cell(summary_text(summary), data=cell.as_dict())
     rank = "" if cell.rank is None else cell.rank.text
     if compact:
         undefined = f" [{summary.n_undefined} undef.]" if summary.n_undefined else ""
         text = f"{number(summary.mean)} ({rank}) {cell.group}{undefined}"
         return Cell(text.strip(), best=cell.best, data=cell.as_dict())
-    interval = "" if summary.ci_low is None else f" [{number(summary.ci_low)}, {number(summary.ci_high)}]"
-    undefined = f" ({summary.n_undefined} undefined)" if summary.n_undefined else ""
-    text = f"{number(summary.mean)}{interval} n={summary.n}{undefined} · rank {rank} · {cell.group}"
+    text = f"{summary_text(summary)} · rank {rank} · {cell.group}"
     return Cell(text, best=cell.best, data=cell.as_dict())
 
 

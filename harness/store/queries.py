@@ -93,7 +93,12 @@ class Queries(Database):
                 for row in db.execute("SELECT * FROM cells WHERE run_id=? ORDER BY rowid", (run_id,))
             ]
         for row in rows:
-            for key, empty in (("identity", "null"), ("notes", "[]"), ("timing", "null"), ("value_range", "null")):
+            for key, empty in (
+                ("identity", "null"),
+                ("notes", "[]"),
+                ("timing", "null"),
+                ("value_range", "null"),
+            ):
                 row[key] = json.loads(row[key] or empty)
         return rows
 
@@ -128,9 +133,9 @@ class Queries(Database):
     def report_rows(self, run_id: str) -> list[dict]:
         """Per-example values with the identities reports group by (``*_id``; a store written before
         identities were stored falls back to the labels), the labels they show, and the metadata they
-        rank by."""
+        rank by and colour by (``value_range``: the metric's declared (low, high), None for an open end)."""
         with closing(self.connect()) as db:
-            return [
+            rows = [
                 dict(row)
                 for row in db.execute(
                     "SELECT c.cell_id, c.family, c.direction, c.dataset, c.model, c.variant, c.explainer, c.explainer_label, "
@@ -144,6 +149,13 @@ class Queries(Database):
                     (run_id,),
                 )
             ]
+        ranges: dict[str | None, tuple] = {}  # a cell's range, parsed once, not once per record
+        for row in rows:
+            text = row["value_range"]
+            if text not in ranges:
+                ranges[text] = tuple(json.loads(text or "null") or (None, None))
+            row["value_range"] = ranges[text]
+        return rows
 
     def curves(self, run_id: str) -> Iterator[dict]:
         """Per-example curves with the record's identifying fields."""
