@@ -58,7 +58,8 @@ def test_a_cell_measured_twice_is_read_from_its_latest_run_and_all_runs_keeps_bo
     history = board_of(Leaderboard.build([root / "a"], all_runs=True), "faithfulness")
     assert len(history.rows) == 4
     assert {row.run for row in history.rows} == {first, second}
-    assert all(f"(run {row.run[:8]})" in row.text for row in history.rows)
+    assert all(f"(run {row.run.split('-', 2)[-1]})" in row.text for row in history.rows)
+    assert len({row.text for row in history.rows}) == 4  # runs of one day are still told apart
 
 
 def test_cells_measured_on_other_examples_are_other_columns_never_pooled(stores):

@@ -221,7 +221,7 @@ class Row:
 
     @property
     def text(self) -> str:
-        return self.label if self.run is None else f"{self.label} (run {self.run[:8]})"
+        return self.label if self.run is None else f"{self.label} (run {short_run(self.run)})"
 
     def as_dict(self) -> dict:
         return {
@@ -727,12 +727,18 @@ def _board_tables(board: Board, compact: bool) -> list[Table]:
     return tables
 
 
+def short_run(run_id: str) -> str:
+    """A run id without its date and time (``quickstart-0ce481``): unique by its hash, unlike a prefix,
+    which runs of one day share."""
+    return run_id.split("-", 2)[-1]
+
+
 def _runs_text(runs: list[str]) -> str:
-    """A row's runs, short: the suite and hash part of each id (``…-quickstart-0ce481``), or their number
-    when there are many (every id is in the JSON and in the sources table)."""
+    """A row's runs, short (``short_run``), or their number when there are many (every id is in the JSON
+    and in the sources table)."""
     if len(runs) > 3:
         return f"{len(runs)} runs"
-    return ", ".join(run.split("-", 2)[-1] for run in runs)
+    return ", ".join(map(short_run, runs))
 
 
 def _mean_rank_text(mean_rank: MeanRank) -> str:
@@ -870,7 +876,7 @@ def _sanity_section(sanity: list[Sanity]) -> Section:
 def _sources_section(sources: list[Source], compact: bool) -> Section:
     if compact:
         items = [
-            f"run {s.run_id[:12]}: {s.run['suite']} v{s.run['suite_version']} (suite hash {s.run['suite_hash'][:12]}), "
+            f"run {s.run_id}: {s.run['suite']} v{s.run['suite_version']} (suite hash {s.run['suite_hash'][:12]}), "
             f"git {(s.run['git_revision'] or '?')[:10]}, {s.run['device']}, {s.run['started_at']}"
             + (f", --limit {s.run['options'].get('limit')}" if s.run["options"].get("limit") else "")
             for s in sources
