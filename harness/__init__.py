@@ -1,18 +1,76 @@
 """bench: a benchmark harness for feature-attribution explainers of NLP text classifiers.
 
-Plugin authors import everything they need from here::
+**The plugin API.** Everything a plugin of any kind needs is importable from here, and only from here::
 
     from harness import hookimpl, Explainer, Metric, Model, Dataset
+
+The submodules of ``harness`` are its implementation: a plugin that imports one depends on code that may
+change in any release. The built-in plugins (``plugins/``) import nothing else from the harness, and a test
+holds them to it. ``API_VERSION`` is the version of this API (``MAJOR.MINOR``): a minor release adds names,
+a major release changes or removes some. A plugin package declares the version it was written for in its
+entry-point module (``BENCH_API_VERSION = "1.0"``); discovery refuses a package written for another major
+version or a newer minor one, naming it (see ``harness.registry``). ``harness.testing`` is the conformance
+kit plugin authors run from their own tests.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from harness.attribution import Attribution
+# The plugin kinds, what they exchange, and the hooks that register them.
+from harness.attribution import IGNORE_INDEX, LABEL_VALUES, Attribution, Granularity, Order, discretise
+from harness.cache import TOKENIZER_PATTERNS, WEIGHT_PATTERNS, files_fingerprint
 from harness.classifier import Classifier, Encoding
-from harness.data import Example, TextDataset
+from harness.data import Example, Span, TextDataset, fingerprint_examples
 from harness.errors import BenchError, PluginError
+
+# What gradient explainers share.
+from harness.gradients import (
+    BASELINE_DOC,
+    GRADIENT_OUTPUT_DOC,
+    INTERNAL_BATCH_DOC,
+    REDUCTION_DOC,
+    TOKENS_PER_PASS,
+    Baseline,
+    GradientOutput,
+    Reduction,
+    baseline_embeddings,
+    embedded_inputs,
+    example_generators,
+    example_noise,
+    forward_function,
+    real_token_scale,
+    rows_per_pass,
+    token_gradient_scores,
+)
 from harness.hookspecs import hookimpl
+
+# Models over Hugging Face transformers, and the embedded MiniLM encoder.
+from harness.huggingface import TransformersClassifier, hub_offline, mean_pool, quiet_transformers
+from harness.minilm import load_minilm_encoder, load_minilm_tokenizer, minilm_identity
+
+# The perturbation engine (removal metrics) and what perturbation explainers share.
+from harness.perturb import (
+    GRANULARITY_DOC,
+    MASKING_DOC,
+    PERTURBATION_BATCH_DOC,
+    PERTURBATION_OUTPUT_DOC,
+    Masking,
+    PerturbationOutput,
+    PerturbationParams,
+    centred_model,
+    engine_inputs,
+    evaluate,
+    example_seed,
+    explained_output,
+    presence_function,
+    removable_positions,
+    removal_curves,
+    replacement_id,
+    top_count,
+    top_unit_masks,
+    with_unperturbed,
+)
 from harness.plugin import (
+    VARIANT_PATTERN,
     Dataset,
     Explainer,
     ExplainerParams,
@@ -25,7 +83,30 @@ from harness.plugin import (
     Model,
     Params,
     TeacherSpec,
+    canonical_variant,
 )
+
+# Human rationales as token units (plausibility metrics).
+from harness.rationale import UnitRationale, has_rationale, rationale_mask, rationale_spans, rationale_units
+
+# Seeds: independent streams, per-example generators that never depend on the batch.
+from harness.seeds import derive_seed, example_rng
+
+# What dataset plugins share: split parameters, stratified splits, rows to examples.
+from harness.splits import (
+    SplitParams,
+    SubsetParams,
+    example_from_row,
+    label_names,
+    parse_spans,
+    split_three,
+    stratified_take,
+    subsample,
+)
+from harness.tokenization import encode_with_tokenizer
+
+API_VERSION = "1.0"
+"""The plugin API's version, ``MAJOR.MINOR``: what plugin packages declare as ``BENCH_API_VERSION``."""
 
 try:
     __version__ = version("xai-bench-harness")
@@ -33,24 +114,95 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "API_VERSION",
+    "BASELINE_DOC",
+    "GRADIENT_OUTPUT_DOC",
+    "GRANULARITY_DOC",
+    "IGNORE_INDEX",
+    "INTERNAL_BATCH_DOC",
+    "LABEL_VALUES",
+    "MASKING_DOC",
+    "PERTURBATION_BATCH_DOC",
+    "PERTURBATION_OUTPUT_DOC",
+    "REDUCTION_DOC",
+    "TOKENIZER_PATTERNS",
+    "TOKENS_PER_PASS",
+    "VARIANT_PATTERN",
+    "WEIGHT_PATTERNS",
     "Attribution",
+    "Baseline",
     "BenchError",
     "Classifier",
     "Dataset",
     "Encoding",
     "Example",
     "Explainer",
+    "ExplainerParams",
     "Explanation",
     "FitContext",
-    "ExplainerParams",
+    "GradientOutput",
+    "Granularity",
     "LabelledScores",
+    "Masking",
     "Metric",
     "MetricInput",
     "MetricOutput",
     "Model",
+    "Order",
     "Params",
+    "PerturbationOutput",
+    "PerturbationParams",
     "PluginError",
+    "Reduction",
+    "Span",
+    "SplitParams",
+    "SubsetParams",
     "TeacherSpec",
     "TextDataset",
+    "TransformersClassifier",
+    "UnitRationale",
+    "baseline_embeddings",
+    "canonical_variant",
+    "centred_model",
+    "derive_seed",
+    "discretise",
+    "embedded_inputs",
+    "encode_with_tokenizer",
+    "engine_inputs",
+    "evaluate",
+    "example_from_row",
+    "example_generators",
+    "example_noise",
+    "example_rng",
+    "example_seed",
+    "explained_output",
+    "files_fingerprint",
+    "fingerprint_examples",
+    "forward_function",
+    "has_rationale",
     "hookimpl",
+    "hub_offline",
+    "label_names",
+    "load_minilm_encoder",
+    "load_minilm_tokenizer",
+    "mean_pool",
+    "minilm_identity",
+    "parse_spans",
+    "presence_function",
+    "quiet_transformers",
+    "rationale_mask",
+    "rationale_spans",
+    "rationale_units",
+    "real_token_scale",
+    "removable_positions",
+    "removal_curves",
+    "replacement_id",
+    "rows_per_pass",
+    "split_three",
+    "stratified_take",
+    "subsample",
+    "token_gradient_scores",
+    "top_count",
+    "top_unit_masks",
+    "with_unperturbed",
 ]

@@ -111,9 +111,10 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
     if as_json:
         out.print_json(json.dumps({"plugins": infos, "load_errors": registry.load_errors}))
         return
-    table = Table("kind", "name", "package", "version", "description")
+    table = Table("kind", "name", "package", "version", "api", "description")
     for info in infos:
-        table.add_row(*(_text(info[key]) for key in ("kind", "name", "package", "version", "description")))
+        info["api"] = info["api_version"] or "—"
+        table.add_row(*(_text(info[key]) for key in ("kind", "name", "package", "version", "api", "description")))
     out.print(table)
 
 

@@ -1,4 +1,4 @@
-"""The perturbation engine shared by every removal-based metric.
+"""The perturbation engine shared by every removal-based metric and every perturbation explainer.
 
 Metrics describe perturbations as boolean masks (which token positions of which attribution to
 remove); the engine builds every perturbed input of a whole cell and runs them through the model in
@@ -12,15 +12,19 @@ NaN rows (and runs nothing for it); every value computed from them is NaN.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
+from scipy.special import logsumexp
 
 from harness.attribution import Attribution, Granularity, Order
-from harness.classifier import Classifier
+from harness.classifier import Classifier, Encoding
 from harness.errors import PluginError
+from harness.plugin import ExplainerParams
+from harness.seeds import example_rng
 
 Masking = Literal["mask", "unk", "pad", "delete"]
 MASKING_DOC = (
@@ -215,3 +219,124 @@ def removal_curves(
         [matrix[:, attribution.target] for matrix, attribution in zip(matrices, attributions, strict=True)]
     )
     return target[:, 0], target[:, 1:]
+
+
+# What perturbation explainers share (LIME, Kernel SHAP, occlusion): the model's tokens as the engine's
+# inputs, the explained output, per-example seeds. A perturbation explainer never runs its own forward
+# loop: every perturbed input goes, as a boolean removal mask over the model's token positions, through
+# ``evaluate``, the engine the removal metrics use. A removed token is therefore removed exactly as the
+# metrics remove it (mask, unk or pad token, or deletion), nothing is re-tokenised and truncation cannot
+# differ.
+
+PerturbationOutput = Literal["probability", "log-odds"]
+PERTURBATION_OUTPUT_DOC = (
+    "the explained output of the target class: its softmax probability, or its log-odds "
+    "log p − log(1 − p) (for two classes, the logit margin; not saturated where p ≈ 1)"
+)
+PERTURBATION_BATCH_DOC = (
+    "perturbed inputs per forward pass of the perturbation engine (speed only, not results)"
+)
+
+
+def engine_inputs(encoding: Encoding) -> list[Attribution]:
+    """Each row of ``encoding`` as an input of ``harness.perturb.evaluate`` (which reads only the ids
+    and token types; the scores are placeholders)."""
+    inputs = []
+    for row, tokens in enumerate(encoding.tokens):
+        length = len(tokens)
+        types = encoding.token_type_ids
+        inputs.append(
+            Attribution(
+                example_id=encoding.example_ids[row] if encoding.example_ids else str(row),
+                target=0,
+                predicted=0,
+                probability=0.0,
+                input_ids=encoding.input_ids[row, :length].tolist(),
+                token_type_ids=None if types is None else types[row, :length].tolist(),
+                tokens=list(tokens),
+                offsets=list(encoding.offsets[row]),
+                word_ids=list(encoding.word_ids[row]),
+                segments=list(encoding.segments[row]),
+                scores=[0.0] * length,
+                seconds=0.0,
+            )
+        )
+    return inputs
+
+
+def removable_positions(encoding: Encoding, row: int) -> np.ndarray:
+    """Token positions of a row that may be removed: every real token, never a special token."""
+    return np.flatnonzero(np.asarray(encoding.segments[row], dtype=np.int64) >= 0)
+
+
+def example_seed(seed: int, encoding: Encoding, row: int) -> int:
+    """A 31-bit seed that depends on the explainer's seed and the example only (its id, or its token
+    ids when the encoding carries no ids), never on the batch it is explained in."""
+    if encoding.example_ids:
+        key = encoding.example_ids[row]
+    else:
+        key = ",".join(map(str, encoding.input_ids[row, : len(encoding.tokens[row])].tolist()))
+    return int(example_rng(seed, key).integers(2**31 - 1))
+
+
+def explained_output(log_probabilities: np.ndarray, output: PerturbationOutput) -> np.ndarray:
+    """The engine's class log-probabilities (N × K) as the explained output of every class: the
+    probability, or the log-odds log p_k − log Σ_{j≠k} p_j, computed in log space so that it stays exact
+    for saturated models (p within 1e-16 of one)."""
+    if output == "probability":
+        return np.exp(log_probabilities)
+    classes = log_probabilities.shape[1]
+    others = np.stack(
+        [logsumexp(log_probabilities[:, np.arange(classes) != k], axis=1) for k in range(classes)], axis=1
+    )
+    return log_probabilities - others
+
+
+def presence_function(
+    classifier: Classifier,
+    item: Attribution,
+    positions: np.ndarray,
+    target: int,
+    *,
+    masking: Masking,
+    output: PerturbationOutput,
+    batch_size: int,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The model as a function of which tokens are present, for surrogate explainers (LIME, Kernel
+    SHAP): rows of a (S × n) matrix over ``positions`` (1 kept, 0 removed) → the target's output (S,),
+    all S inputs through the perturbation engine at once."""
+
+    def forward(present: np.ndarray) -> np.ndarray:
+        present = np.asarray(present, dtype=np.float64).reshape(-1, len(positions))
+        remove = np.zeros((len(present), len(item.input_ids)), dtype=bool)
+        remove[:, positions] = present < 0.5
+        log_probabilities = evaluate(classifier, [item], [remove], masking=masking, batch_size=batch_size)[0]
+        return explained_output(log_probabilities, output)[:, target]
+
+    return forward
+
+
+class PerturbationParams(ExplainerParams):
+    """What every perturbation explainer takes: how a token is removed, what output is explained, and
+    how many perturbed inputs go through the engine per forward pass."""
+
+    masking: Masking = Field("mask", description=MASKING_DOC)
+    output: PerturbationOutput = Field("probability", description=PERTURBATION_OUTPUT_DOC)
+    batch_size: int = Field(128, ge=1, description=PERTURBATION_BATCH_DOC)
+
+
+def centred_model(
+    forward: Callable[[np.ndarray], np.ndarray], n: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``forward`` as a torch function of kept/removed vectors, minus its value on the full input.
+
+    captum fits its surrogate in float32: a probability of 1 − 1e-9 would round to 1 and every change of a
+    saturated model would vanish. Subtracting the constant f(x) changes no slope (the intercept absorbs
+    it) and keeps the differences in float32's range.
+    """
+    reference = float(forward(np.ones((1, n)))[0])
+
+    def model(present: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(forward(present.detach().cpu().numpy()) - reference)
+
+    return model

@@ -2,6 +2,13 @@
 
 Discovery tolerates a broken plugin (a warning names it and its package; everything else loads) but
 never tolerates ambiguity (two plugins of one kind with one name is an error naming both packages).
+
+**API versions.** An entry-point module declares the plugin API it was written for as
+``BENCH_API_VERSION = "MAJOR.MINOR"`` (see ``harness.API_VERSION``). It is compatible when its major
+version is the harness's and its minor version is not newer (a minor release only adds names). An
+incompatible package is refused: a one-line warning names it, its package and both versions, and a suite
+naming one of its plugins fails with that reason instead of "unknown plugin". A package declaring nothing
+loads with a warning asking it to declare.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from importlib.metadata import entry_points
 
 import pluggy
 
+import harness
 from harness import hookspecs
 from harness.errors import BenchError
 from harness.plugin import PLUGIN_KINDS, Plugin, metadata_problem
@@ -23,6 +31,33 @@ class PluginLoadWarning(UserWarning):
     """A plugin could not be imported or its hook failed; the rest of the registry still loads."""
 
 
+API_DECLARATION = "BENCH_API_VERSION"
+
+
+def api_problem(declared: object, provided: str | None = None) -> str | None:
+    """Why a plugin written for API ``declared`` cannot run on this harness, or None when it can."""
+    provided = provided or harness.API_VERSION
+    if not isinstance(declared, str) or not _is_version(declared):
+        return f"declares {API_DECLARATION} = {declared!r}, which is not a version like '1.0'"
+    major, minor = map(int, declared.split("."))
+    have_major, have_minor = map(int, provided.split("."))
+    if major != have_major or minor > have_minor:
+        return (
+            f"is written for plugin API {declared}, but this harness provides {provided}: "
+            + (
+                "upgrade xai-bench-harness"
+                if (major, minor) > (have_major, have_minor)
+                else f"install a version of the plugin written for API {have_major}.x"
+            )
+        )
+    return None
+
+
+def _is_version(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 2 and all(part.isdigit() for part in parts)
+
+
 @dataclass(frozen=True)
 class PluginInfo:
     kind: str
@@ -30,6 +65,7 @@ class PluginInfo:
     cls: type[Plugin]
     package: str
     version: str
+    api_version: str | None = None  # what its package declares (``BENCH_API_VERSION``)
 
     @property
     def description(self) -> str:
@@ -42,6 +78,7 @@ class PluginInfo:
             "package": self.package,
             "version": self.version,
             "plugin_version": self.cls.version,
+            "api_version": self.api_version,
             "description": self.description,
         }
 
@@ -49,8 +86,14 @@ class PluginInfo:
 class Registry:
     """Plugins by (kind, name), with the package that provides each."""
 
-    def __init__(self, plugins: Iterable[PluginInfo], load_errors: Iterable[str] = ()):
+    def __init__(
+        self,
+        plugins: Iterable[PluginInfo],
+        load_errors: Iterable[str] = (),
+        refused: dict[tuple[str, str], str] | None = None,
+    ):
         self._plugins: dict[tuple[str, str], PluginInfo] = {}
+        self.refused = dict(refused or {})  # (kind, name) of a plugin of an incompatible package → why
         for info in plugins:
             key = (info.kind, info.name)
             if key in self._plugins:
@@ -68,6 +111,8 @@ class Registry:
         manager = pluggy.PluginManager(hookspecs.PROJECT)
         manager.add_hookspecs(hookspecs)
         packages: dict[str, tuple[str, str]] = {}
+        apis: dict[str, str | None] = {}
+        incompatible: dict[str, str] = {}  # entry point → the refusal, one line
         load_errors: list[str] = []
         for entry_point in sorted(
             entry_points(group=group), key=lambda ep: (ep.dist.name if ep.dist else "", ep.name)
@@ -82,6 +127,22 @@ class Registry:
                 load_errors.append(_warn(entry_point.name, package, f"failed to import: {error}"))
                 continue
             packages[plugin_name] = (package, version)
+            declared = getattr(module, API_DECLARATION, None)
+            apis[plugin_name] = declared if isinstance(declared, str) else None
+            if declared is None:
+                load_errors.append(
+                    _warn(
+                        entry_point.name,
+                        package,
+                        f"declares no {API_DECLARATION}; assumed {harness.API_VERSION}: add "
+                        f'{API_DECLARATION} = "{harness.API_VERSION}" to its module {entry_point.value}',
+                    )
+                )
+            elif (problem := api_problem(declared)) is not None:
+                incompatible[plugin_name] = _warn(entry_point.name, package, f"is refused: it {problem}")
+                load_errors.append(incompatible[plugin_name])
+
+        refused: dict[tuple[str, str], str] = {}
 
         infos = []
         for kind, hook_name in hookspecs.HOOK_FOR_KIND.items():
@@ -103,19 +164,28 @@ class Registry:
                             )
                         )
                         continue
+                    if hookimpl.plugin_name in incompatible:
+                        refused[(kind, getattr(plugin_cls, "name", "?"))] = incompatible[hookimpl.plugin_name]
+                        continue
                     problem = metadata_problem(plugin_cls)
                     if problem:
                         load_errors.append(
                             _warn(hookimpl.plugin_name, package, f"{plugin_cls.__name__} {problem}")
                         )
                         continue
-                    infos.append(PluginInfo(kind, plugin_cls.name, plugin_cls, package, version))
-        return cls(infos, load_errors)
+                    infos.append(
+                        PluginInfo(
+                            kind, plugin_cls.name, plugin_cls, package, version, apis[hookimpl.plugin_name]
+                        )
+                    )
+        return cls(infos, load_errors, refused)
 
     def get(self, kind: str, name: str) -> PluginInfo:
         try:
             return self._plugins[(kind, name)]
         except KeyError:
+            if (kind, name) in self.refused:
+                raise BenchError(f"{kind} '{name}' cannot be used: {self.refused[(kind, name)]}") from None
             raise BenchError(f"unknown {kind} '{name}'{suggest(name, self.names(kind))}") from None
 
     def names(self, kind: str) -> list[str]:

@@ -35,6 +35,7 @@ ATTENTION_ON_BOW = (
 THIRD_PARTY = '''
 import torch
 from harness import Explainer, Metric, Model, hookimpl
+BENCH_API_VERSION = "1.0"
 
 class VectorModel(Model):
     """A model whose classifier has one learned vector per class."""

@@ -197,6 +197,7 @@ def test_reports_say_which_test_was_used_and_carry_the_p_values(finished_run):
 
 ODD_PLUGIN = '''
 from harness import Explainer, hookimpl
+BENCH_API_VERSION = "1.0"
 
 class Odd(Explainer):
     """Scores [bold]every[/] token :x: alike."""

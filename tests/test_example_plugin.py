@@ -190,6 +190,7 @@ def test_installed_example_package_is_discovered_through_the_entry_point_group(e
             "package": package,
             "version": "0.1.0",
             "plugin_version": "1",
+            "api_version": "1.0",
             "description": "Token-length heuristic: scores each token by the number of characters it covers.",
         },
         ("metric", "attribution-entropy"): {
@@ -198,6 +199,7 @@ def test_installed_example_package_is_discovered_through_the_entry_point_group(e
             "package": package,
             "version": "0.1.0",
             "plugin_version": "1",
+            "api_version": "1.0",
             "description": "Attribution entropy (Bhatt et al. 2020 complexity): lower means fewer tokens "
             "carry the score.",
         },

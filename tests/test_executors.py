@@ -365,7 +365,7 @@ def test_a_driver_killed_mid_way_takes_its_workers_along_and_its_run_resumes(tmp
     site = make_distribution(
         tmp_path / "site",
         "gate-plugin",
-        {"gate_mod": "from crash_plugins import GateExplainer\nfrom harness import hookimpl\n\n"
+        {"gate_mod": "from crash_plugins import GateExplainer\nfrom harness import hookimpl\nBENCH_API_VERSION = \"1.0\"\n\n"
          "@hookimpl\ndef bench_explainers():\n    return [GateExplainer]\n"},
         {"gate": "gate_mod"},
     )  # fmt: skip

@@ -15,16 +15,10 @@ import torch
 from conftest import hand_bow
 from torch import nn
 
-from harness import Example, PluginError
+from harness import TOKENS_PER_PASS, Example, PluginError, rows_per_pass
 from plugins.explainers.attention import Attention, last_layer_mean, rollout
 from plugins.explainers.deeplift import LRP, DeepLift, DeepLiftShap
-from plugins.explainers.gradient import (
-    TOKENS_PER_PASS,
-    IntegratedGradients,
-    Saliency,
-    SmoothGrad,
-    rows_per_pass,
-)
+from plugins.explainers.gradient import IntegratedGradients, Saliency, SmoothGrad
 from plugins.models.bow import SPECIALS, BagOfWordsClassifier
 
 WORDS = ["the", "good", "bad", "film", "was", "not", "very", "plot"]

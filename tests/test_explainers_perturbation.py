@@ -17,9 +17,8 @@ import pytest
 import torch
 from conftest import hand_bow
 
-from harness import Encoding, Example, PluginError, TextDataset
+from harness import Encoding, Example, PluginError, TextDataset, engine_inputs
 from harness.perturb import evaluate
-from plugins.explainers._perturbation import engine_inputs
 from plugins.explainers.lime import Lime
 from plugins.explainers.occlusion import Occlusion
 from plugins.explainers.shap import KernelShap, PartitionShap

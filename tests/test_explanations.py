@@ -23,6 +23,7 @@ PAD_EXTRA = -1000.0  # what the explainer below writes at padding: never stored
 GROUPING_EXPLAINER = f'''
 import torch
 from harness import Explainer, ExplainerParams, Explanation, hookimpl
+BENCH_API_VERSION = "1.0"
 
 class GroupingParams(ExplainerParams):
     wrong_groups: bool = False

@@ -10,9 +10,10 @@ import torch
 from conftest import TINY_DATA, logits_of
 
 from harness import PluginError, TextDataset
+from harness.minilm import _pristine_encoder
 from harness.seeds import derive_seed
 from plugins.datasets.jsonl import JsonlDataset
-from plugins.models.minilm_head import MiniLMHead, _pristine_encoder
+from plugins.models.minilm_head import MiniLMHead
 
 CPU = torch.device("cpu")
 SEED = 7

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_DATA, metric_input, values_of
 from statsmodels.stats.multitest import multipletests
 
-from harness import Attribution, MetricInput, PluginError, TextDataset
+from harness import Attribution, MetricInput, PluginError, TextDataset, load_minilm_tokenizer
 from harness.errors import BenchError
 from harness.expectations import check_expectations
 from harness.grid import expand
@@ -20,7 +20,6 @@ from harness.runner import Runner, RunOptions
 from harness.store import Store
 from harness.suite import Expectation, load_suite
 from plugins.metrics.randomization import Jaccard, JaccardParams, top_percent_count
-from plugins.models.minilm_head import load_tokenizer
 
 # -- Jaccard@K% against the paper's App. D examples -------------------------------------------------
 
@@ -30,8 +29,8 @@ def minilm_attribution(
 ) -> Attribution:
     """An attribution over the MiniLM tokens of ``text`` whose ranking starts with the tokens
     ``ranked`` (first occurrence of each), in that order; every other token scores 0."""
-    encoding = load_tokenizer()(text, return_offsets_mapping=True)
-    tokens = load_tokenizer().convert_ids_to_tokens(encoding["input_ids"])
+    encoding = load_minilm_tokenizer()(text, return_offsets_mapping=True)
+    tokens = load_minilm_tokenizer().convert_ids_to_tokens(encoding["input_ids"])
     n = len(tokens)
     scores = [0.0] * n
     for rank, token in enumerate(ranked):

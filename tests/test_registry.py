@@ -16,6 +16,7 @@ from harness.registry import PluginLoadWarning, Registry
 EXPLAINER_MODULE = """
 import torch
 from harness import Explainer, hookimpl
+BENCH_API_VERSION = "1.0"
 
 class {cls}(Explainer):
     \"\"\"A test explainer.\"\"\"
@@ -79,7 +80,7 @@ def test_a_plugin_that_fails_to_import_warns_and_the_rest_still_loads(tmp_path, 
 
 
 def test_a_hook_returning_something_else_than_a_plugin_class_is_reported(tmp_path, monkeypatch):
-    source = "from harness import hookimpl\n\n@hookimpl\ndef bench_metrics():\n    return [42]\n"
+    source = "from harness import hookimpl\nBENCH_API_VERSION = \"1.0\"\n\n@hookimpl\ndef bench_metrics():\n    return [42]\n"
     make_distribution(tmp_path, "odd-plugins", {"odd_mod": source}, {"odd": "odd_mod"})
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.warns(PluginLoadWarning, match="odd-plugins.*not a harness.Metric subclass"):
@@ -113,6 +114,7 @@ def test_bench_plugins_lists_the_installed_example_plugin(example_plugin_target)
 def test_a_metric_without_direction_is_reported_and_skipped(tmp_path, monkeypatch):
     source = '''
 from harness import Metric, hookimpl
+BENCH_API_VERSION = "1.0"
 
 class Vague(Metric):
     """No direction."""

@@ -20,6 +20,7 @@ from harness.suite import load_suite
 RAISING_EXPLAINER = '''
 import torch
 from harness import Explainer, hookimpl
+BENCH_API_VERSION = "1.0"
 
 class Exploding(Explainer):
     """Always raises."""
@@ -37,6 +38,7 @@ import os, signal
 from pathlib import Path
 import torch
 from harness import Explainer, hookimpl
+BENCH_API_VERSION = "1.0"
 
 class KillSwitch(Explainer):
     """Position scores; kills its own process (SIGKILL) while the marker file exists."""
@@ -334,6 +336,7 @@ def test_a_target_class_the_model_does_not_have_fails_the_cells(write_suite, tmp
 LABELLING_EXPLAINER = '''
 import torch
 from harness import Explainer, LabelledScores, hookimpl
+BENCH_API_VERSION = "1.0"
 
 class Labelling(Explainer):
     """Labels every token 'low positive' (1) except position 1, labelled 'high positive' (2)."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from harness import BenchError, Dataset, Example, TextDataset
-from plugins.datasets._split import SplitParams, split_three, subsample
+from harness import BenchError, Dataset, Example, SplitParams, TextDataset, split_three, subsample
 
 
 class BbcNews(Dataset):

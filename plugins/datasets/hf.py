@@ -8,8 +8,17 @@ from typing import Any
 
 from pydantic import Field
 
-from harness import BenchError, Dataset, Example, TextDataset
-from plugins.datasets._split import SubsetParams, example_from_row, label_names, stratified_take, subsample
+from harness import (
+    BenchError,
+    Dataset,
+    Example,
+    SubsetParams,
+    TextDataset,
+    example_from_row,
+    label_names,
+    stratified_take,
+    subsample,
+)
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 TRUE_VALUES = {"1", "ON", "YES", "TRUE"}

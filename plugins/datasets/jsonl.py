@@ -8,8 +8,17 @@ from typing import Any
 
 from pydantic import Field
 
-from harness import BenchError, Dataset, Example, TextDataset
-from plugins.datasets._split import SplitParams, example_from_row, label_names, split_three, subsample
+from harness import (
+    BenchError,
+    Dataset,
+    Example,
+    SplitParams,
+    TextDataset,
+    example_from_row,
+    label_names,
+    split_three,
+    subsample,
+)
 
 SPLITS = ("train", "validation", "test")
 

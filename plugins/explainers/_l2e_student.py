@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from harness.attribution import IGNORE_INDEX, LABEL_VALUES, discretise
+from harness import IGNORE_INDEX, LABEL_VALUES, discretise
 
 FORMULATIONS = ("ranking", "sequence-labeling")
 

@@ -34,10 +34,14 @@ from captum.attr._utils.lrp_rules import EpsilonRule
 from pydantic import Field
 from torch import nn
 
-from harness import Classifier, Encoding, Explainer, ExplainerParams, PluginError
-from plugins.explainers.gradient import (
+from harness import (
     BASELINE_DOC,
     Baseline,
+    Classifier,
+    Encoding,
+    Explainer,
+    ExplainerParams,
+    PluginError,
     baseline_embeddings,
     example_generators,
     example_noise,

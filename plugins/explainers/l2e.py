@@ -11,6 +11,7 @@ import torch
 from pydantic import Field, PositiveInt
 
 from harness import (
+    Attribution,
     Classifier,
     Encoding,
     Explainer,
@@ -19,9 +20,8 @@ from harness import (
     LabelledScores,
     PluginError,
     TeacherSpec,
+    derive_seed,
 )
-from harness.attribution import Attribution
-from harness.seeds import derive_seed
 from plugins.explainers._l2e_student import StudentBatch, StudentNetwork, scores_and_labels, train_student
 
 PAPER = (

@@ -9,9 +9,12 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from harness import Classifier, Encoding, Explainer
-from plugins.explainers._perturbation import (
+from harness import (
+    Classifier,
+    Encoding,
+    Explainer,
     PerturbationParams,
+    centred_model,
     engine_inputs,
     example_seed,
     presence_function,
@@ -142,20 +145,3 @@ def captum_lime_weights(
             perturbations_per_eval=params.samples,
         )
     return weights.detach().to(torch.float64).numpy()[0]
-
-
-def centred_model(
-    forward: Callable[[np.ndarray], np.ndarray], n: int
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``forward`` as a torch function of kept/removed vectors, minus its value on the full input.
-
-    captum fits its surrogate in float32: a probability of 1 − 1e-9 would round to 1 and every change of a
-    saturated model would vanish. Subtracting the constant f(x) changes no slope (the intercept absorbs
-    it) and keeps the differences in float32's range.
-    """
-    reference = float(forward(np.ones((1, n)))[0])
-
-    def model(present: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(forward(present.detach().cpu().numpy()) - reference)
-
-    return model

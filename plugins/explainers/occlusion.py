@@ -7,11 +7,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from harness import Classifier, Encoding, Explainer
-from harness.perturb import evaluate
-from plugins.explainers._perturbation import (
+from harness import (
+    Classifier,
+    Encoding,
+    Explainer,
     PerturbationParams,
     engine_inputs,
+    evaluate,
     explained_output,
     removable_positions,
 )

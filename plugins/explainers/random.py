@@ -5,17 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import ClassVar
 
-import numpy as np
 import torch
 
-from harness import Classifier, Encoding, Explainer
-
-
-def example_rng(seed: int, example_id: str, *streams: int) -> np.random.Generator:
-    """A generator that depends on the seed, the example and ``streams`` only, never on batch
-    composition."""
-    digest = int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "little")
-    return np.random.default_rng([seed, digest, *streams])
+from harness import Classifier, Encoding, Explainer, example_rng
 
 
 def model_fingerprint(classifier: Classifier) -> int:

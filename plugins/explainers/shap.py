@@ -9,18 +9,24 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from harness import Classifier, Encoding, Example, Explainer, ExplainerParams, PluginError, TextDataset
-from plugins.explainers._perturbation import (
-    OUTPUT_DOC,
-    Output,
+from harness import (
+    PERTURBATION_OUTPUT_DOC,
+    Classifier,
+    Encoding,
+    Example,
+    Explainer,
+    ExplainerParams,
+    PerturbationOutput,
     PerturbationParams,
+    PluginError,
+    TextDataset,
+    centred_model,
     engine_inputs,
     example_seed,
     explained_output,
     presence_function,
     removable_positions,
 )
-from plugins.explainers.lime import centred_model
 
 SHAP_PAPER = "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions"
 
@@ -129,7 +135,7 @@ class PartitionShapParams(ExplainerParams):
         description="masked texts per forward pass; shap also expands this many tree nodes before it "
         "evaluates them, so under a max_evals budget it slightly changes which coalitions are evaluated",
     )
-    output: Output = Field("probability", description=OUTPUT_DOC)
+    output: PerturbationOutput = Field("probability", description=PERTURBATION_OUTPUT_DOC)
 
 
 class PartitionShap(Explainer):
@@ -214,7 +220,9 @@ class PartitionShap(Explainer):
         )
 
 
-def text_function(classifier: Classifier, target: int, output: Output) -> Callable[[np.ndarray], np.ndarray]:
+def text_function(
+    classifier: Classifier, target: int, output: PerturbationOutput
+) -> Callable[[np.ndarray], np.ndarray]:
     """The model as shap's text masker calls it: an array of masked texts → the target's output.
     The texts are re-encoded as the model encodes any text (same tokenizer, same truncation)."""
 

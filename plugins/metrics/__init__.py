@@ -2,6 +2,8 @@
 
 from harness import hookimpl
 
+BENCH_API_VERSION = "1.0"  # the plugin API these plugins are written for (harness.API_VERSION)
+
 
 @hookimpl
 def bench_metrics():

@@ -11,9 +11,17 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from harness import Metric, MetricInput, MetricOutput, Params
-from harness.attribution import Granularity
-from harness.perturb import GRANULARITY_DOC, MASKING_DOC, Masking, removal_curves
+from harness import (
+    GRANULARITY_DOC,
+    MASKING_DOC,
+    Granularity,
+    Masking,
+    Metric,
+    MetricInput,
+    MetricOutput,
+    Params,
+    removal_curves,
+)
 
 ERASER = "DeYoung et al. 2020, ERASER: A Benchmark to Evaluate Rationalized NLP Models, §4 (eqs. 1-3)"
 

@@ -16,12 +16,18 @@ from pydantic import Field
 from scipy.special import logsumexp
 from scipy.stats import kendalltau
 
-from harness import Metric, MetricInput, MetricOutput, Params, PluginError
-from harness.attribution import Attribution, Granularity, Order
-from harness.perturb import (
+from harness import (
     GRANULARITY_DOC,
     MASKING_DOC,
+    Attribution,
+    Granularity,
     Masking,
+    Metric,
+    MetricInput,
+    MetricOutput,
+    Order,
+    Params,
+    PluginError,
     evaluate,
     top_count,
     top_unit_masks,

@@ -21,10 +21,18 @@ import numpy as np
 from pydantic import Field, model_validator
 from sklearn.metrics import auc, precision_recall_curve
 
-from harness import Attribution, Metric, MetricInput, MetricOutput, Params, PluginError
-from harness.attribution import Granularity
-from harness.perturb import top_count
-from harness.rationale import UnitRationale, rationale_units
+from harness import (
+    Attribution,
+    Granularity,
+    Metric,
+    MetricInput,
+    MetricOutput,
+    Params,
+    PluginError,
+    UnitRationale,
+    rationale_units,
+    top_count,
+)
 
 ERASER = (
     "DeYoung et al. 2020, ERASER: A Benchmark to Evaluate Rationalized NLP Models, ACL, §4.1 "

@@ -14,9 +14,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from harness import Attribution, Metric, MetricInput, Params, PluginError
-from harness.attribution import Granularity, Order
-from harness.plugin import VARIANT_PATTERN
+from harness import VARIANT_PATTERN, Attribution, Granularity, Metric, MetricInput, Order, Params, PluginError
 
 ZAFAR = (
     "Zafar et al. 2021, On the Lack of Robust Interpretability of Neural Text Classifiers, "

@@ -25,11 +25,20 @@ import torch
 from pydantic import Field
 from scipy.sparse import csr_matrix
 
-from harness import Attribution, Example, Metric, MetricInput, Params, PluginError
-from harness.attribution import Granularity, Order
-from harness.perturb import top_count
-from plugins.models._transformers import mean_pool
-from plugins.models.minilm_head import load_encoder, load_tokenizer
+from harness import (
+    Attribution,
+    Example,
+    Granularity,
+    Metric,
+    MetricInput,
+    Order,
+    Params,
+    PluginError,
+    load_minilm_encoder,
+    load_minilm_tokenizer,
+    mean_pool,
+    top_count,
+)
 
 L2E = (
     "Situ et al. 2021, Learning to Explain: Generating Stable Explanations Fast (L2E), ACL, "
@@ -116,7 +125,7 @@ def semantic_embeddings(documents: Sequence[Document]) -> np.ndarray:
     reproducible across machines; texts are batched by length (single texts and pairs apart, as a
     tokenizer call takes one kind).
     """
-    tokenizer, encoder = load_tokenizer(), load_encoder().to("cpu")
+    tokenizer, encoder = load_minilm_tokenizer(), load_minilm_encoder().to("cpu")
     result = np.zeros((len(documents), encoder.config.hidden_size), dtype=np.float64)
     singles = [i for i, document in enumerate(documents) if isinstance(document, str)]
     pairs = [i for i, document in enumerate(documents) if not isinstance(document, str)]

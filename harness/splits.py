@@ -1,4 +1,5 @@
-"""What the built-in datasets share: split parameters, stratified splitting, rows to examples."""
+"""What dataset plugins share: split parameters, stratified splitting, rows to examples (with rationale
+spans checked against their text), label names. Part of the plugin API (``from harness import ...``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from pydantic import Field, model_validator
-from sklearn.model_selection import train_test_split
 
-from harness import BenchError, Example, Params
+from harness.data import Example
+from harness.errors import BenchError
+from harness.plugin import Params
 
 
 class SubsetParams(Params):
@@ -93,6 +95,8 @@ def split_three(
 
 
 def _split(examples: tuple[Example, ...], test_size: int, seed: int):
+    from sklearn.model_selection import train_test_split  # imported on use: sklearn is slow to import
+
     labels = [example.label for example in examples]
     try:
         kept, taken = train_test_split(examples, test_size=test_size, random_state=seed, stratify=labels)
