@@ -59,6 +59,9 @@ class PluginEntry:
     device: str | None = field(
         default=None, compare=False
     )  # models only: cpu, cuda or auto as the suite names it for this entry; None: the suite's device
+    reference_explainer: PluginEntry | None = field(
+        default=None, compare=False
+    )  # metrics comparing explainers only: the suite's explainer entry this one compares with
     identity_json: str = ""  # canonical JSON of ``identity``: what equality and hashing use
 
     @classmethod
@@ -71,12 +74,19 @@ class PluginEntry:
         train_on: PluginEntry | None = None,
         teacher: PluginEntry | None = None,
         variants: tuple[str, ...] = ("default",),
+        reference_explainer: PluginEntry | None = None,
     ) -> PluginEntry:
-        label = spec.label.format(**user_params) if spec.label else _default_label(info.name, user_params)
+        shown = user_params
+        if reference_explainer is not None:  # its label says whom it compares with, once
+            user_params = {**user_params, "reference": reference_explainer.label}
+            shown = {key: value for key, value in user_params.items() if key != "reference"}
+        label = spec.label.format(**user_params) if spec.label else _default_label(info.name, shown)
         if not spec.label:
             label += _default_label_suffix(spec)
         if train_on is not None and not spec.label:
             label += f" trained on {train_on.label}"
+        if reference_explainer is not None and "{reference}" not in (spec.label or ""):
+            label += f" vs {reference_explainer.label}"
         entry = cls(
             kind=info.kind,
             name=info.name,
@@ -91,6 +101,7 @@ class PluginEntry:
             teacher=teacher,
             variants=variants,
             device=getattr(spec, "device", None),
+            reference_explainer=reference_explainer,
         )
         return replace(entry, identity_json=canonical_json(entry.identity))
 
@@ -102,7 +113,9 @@ class PluginEntry:
     def identity(self) -> dict:
         """What determines this plugin's results: name, plugin version, every parameter, and the suite
         fields that select what it works on (a dataset's split and sample) or where it runs (a model's
-        device, only when the entry names one: the identities of suites naming none stay as they were)."""
+        device, only when the entry names one: the identities of suites naming none stay as they were);
+        for a metric comparing explainers, the identity of the explainer compared with in place of its
+        ``reference`` label."""
         identity = {"name": self.name, "version": self.cls.version, "params": self.params_dict}
         if self.kind == "dataset":
             split, sample = getattr(self.spec, "split", "test"), getattr(self.spec, "sample", None)
@@ -115,6 +128,10 @@ class PluginEntry:
             identity["teacher"] = self.teacher.identity
         if self.device is not None:
             identity["device"] = self.device
+        if self.reference_explainer is not None:
+            # the explainer compared with by what determines its results, not by its label (``reference``)
+            del identity["params"]["reference"]
+            identity["reference_explainer"] = self.reference_explainer.identity
         return identity
 
     @property

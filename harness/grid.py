@@ -58,7 +58,8 @@ class Cell:
         """For a metric comparing two cells: the cell whose attributions it compares with. Comparing
         variants: same dataset, model, explainer and seed on the reference variant. Comparing with the
         teacher: same dataset, model, variant and seed, explained by the teacher. Comparing devices:
-        same everything on the suite's model entry naming the reference device (None without one)."""
+        same everything on the suite's model entry naming the reference device (None without one).
+        Comparing explainers: same everything, explained by the metric entry's reference explainer."""
         if self.metric.cls.compares == "variant":
             return replace(self, variant=canonical_variant(self.metric.params.reference))
         if self.metric.cls.compares == "teacher" and self.explainer.teacher is not None:
@@ -66,15 +67,21 @@ class Cell:
         if self.metric.cls.compares == "device":
             twin = next((m for m in self.devices if m.device == self.metric.params.reference), None)
             return None if twin is None else replace(self, model=twin)
+        if self.metric.cls.compares == "explainer" and self.metric.reference_explainer is not None:
+            return replace(self, explainer=self.metric.reference_explainer)
         return None
 
     @property
     def compares_something(self) -> bool:
         """False for comparisons that mean nothing: a variant with itself, a teacher-less explainer
         with its teacher, a model on the reference device with itself, a model naming no device (it
-        runs wherever the suite or ``--device`` says) or one without a twin on the reference device."""
+        runs wherever the suite or ``--device`` says) or one without a twin on the reference device, an
+        explainer with itself."""
         if self.metric.cls.compares == "teacher":
             return self.explainer.teacher is not None
+        if self.metric.cls.compares == "explainer":
+            reference = self.reference
+            return reference is not None and reference != self
         if self.metric.cls.compares == "device":
             reference = self.reference
             return self.model.device is not None and reference is not None and reference != self
@@ -115,9 +122,13 @@ class Cell:
 
 
 def requirements(entry: PluginEntry) -> frozenset[str]:
-    """What an entry needs with its parameters; a student needs what its teacher needs too."""
+    """What an entry needs with its parameters; a student needs what its teacher needs too, and a
+    metric comparing explainers what its reference explainer needs."""
     needs = entry.cls.requires_for(entry.params)
-    return needs if entry.teacher is None else needs | requirements(entry.teacher)
+    for other in (entry.teacher, entry.reference_explainer):
+        if other is not None:
+            needs = needs | requirements(other)
+    return needs
 
 
 def provisions(entry: PluginEntry) -> frozenset[str]:
@@ -130,7 +141,8 @@ def expand(loaded: LoadedSuite) -> list[Cell]:
     adjacent (each is loaded, trained or computed once). A metric comparing variants gets no cell on
     its own reference variant (the comparison with itself is trivially perfect), nor a metric comparing
     devices on the reference device, nor a metric comparing with the teacher on an explainer that has
-    none; nor does a cell whose requirements its dataset and model do not provide (see ``left_out``).
+    none, nor a metric comparing explainers on its own reference explainer; nor does a cell whose
+    requirements its dataset and model do not provide (see ``left_out``).
     Cells on a device this machine lacks are in the grid: see ``unavailable``."""
     return [cell for cell in _candidates(loaded) if cell.in_grid]
 

@@ -10,7 +10,8 @@ runner shares work:
 - ``fit-explainer``: one per student (an explainer with a teacher) per (dataset source, model, variant,
   seed): what ``Explainer.fit`` learns, which needs the teacher's attributions;
 - ``explain``: one per ``Cell.explanation``, and one per reference explanation a ``compares`` metric
-  reads (a reference variant's, a teacher's), even when no cell of its own scores it;
+  reads (a reference variant's, a teacher's), even when no cell of its own scores it; a reference
+  explainer's is the explanation of that explainer's own cells, one task for both;
 - ``score``: one per cell: its explain task and, for a metric comparing two cells, the reference's
   (a metric also reads the explanation's model and dataset, which its explain task needs).
 

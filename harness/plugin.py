@@ -337,8 +337,8 @@ class MetricInput:
 
     ``reference`` is set only for metrics that compare two cells (``Metric.compares``): the same
     examples and seed explained by the same explainer on the reference variant of the model, or on the
-    same model on the reference device, or by the cell's teacher on the same model, as its own
-    ``MetricInput``.
+    same model on the reference device, or by the cell's teacher or the reference explainer on the same
+    model, as its own ``MetricInput``.
     """
 
     attributions: Sequence[Attribution]
@@ -397,13 +397,19 @@ class Metric(Plugin, ABC):
       is the same examples explained by the same explainer on the suite's model entry that differs only
       in naming that device (``models: [{name: m, device: cpu}, {name: m, device: cuda}]``). Only cells
       whose model names another device are in the grid; the suite must list each one's twin.
+    - ``"explainer"``, with a ``reference`` parameter naming another explainer entry of the suite (its
+      label, or its name for every entry of that plugin) or ``each``: the reference is the same examples
+      explained by that explainer on the same model, variant and seed. The suite expands the metric into
+      one entry per reference explainer (whose identity is part of the metric's); ``each`` gives one per
+      explainer of the suite, so one cell per ordered pair. Cells comparing an explainer with itself are
+      not in the grid.
     """
 
     kind: ClassVar[str] = "metric"
     family: ClassVar[str]
     direction: ClassVar[Literal["higher", "lower"]]
     range: ClassVar[tuple[float, float]]
-    compares: ClassVar[Literal["variant", "teacher", "device"] | None] = None
+    compares: ClassVar[Literal["variant", "teacher", "device", "explainer"] | None] = None
 
     @classmethod
     def direction_for(cls, params: Params) -> Literal["higher", "lower"]:
@@ -429,10 +435,10 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
         if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
             return f"metric '{name}' must declare range as (low, high)"
         compares = getattr(cls, "compares", None)
-        if compares not in (None, "variant", "teacher", "device"):
-            return f"metric '{name}': compares must be None, 'variant', 'teacher' or 'device'"
+        if compares not in (None, "variant", "teacher", "device", "explainer"):
+            return f"metric '{name}': compares must be None, 'variant', 'teacher', 'device' or 'explainer'"
         params = getattr(cls, "Params", None)
-        if compares in ("variant", "device") and "reference" not in getattr(params, "model_fields", {}):
+        if compares in ("variant", "device", "explainer") and "reference" not in getattr(params, "model_fields", {}):
             return f"metric '{name}' compares {compares}s but its Params have no 'reference' field"
     for declared in ("requires", "provides"):
         names = getattr(cls, declared, frozenset())

@@ -311,20 +311,41 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
                     _teacher(info.cls, params, registry, locator, where) if kind == "explainer" else None
                 )
                 variants = tuple(spec.variants) if isinstance(spec, ModelSpec) else ("default",)
-                try:
-                    entry = PluginEntry.create(
-                        info, spec, params, user_params, train_on=train_on, teacher=teacher, variants=variants
+                compared = (
+                    _reference_explainers(info.cls, params, entries["explainers"], locator, where)
+                    if getattr(info.cls, "compares", None) == "explainer"
+                    else [None]
+                )
+                for reference in compared:  # a metric comparing explainers: one entry per reference
+                    own = (
+                        params
+                        if reference is None
+                        else params.model_copy(update={"reference": reference.label})
                     )
-                except (KeyError, IndexError, ValueError) as error:
-                    raise locator.fail(
-                        (*where, "label"), f"the label names {error} but only parameters set here can be used"
-                    ) from None
-                _check_distinct(entry, entries[section], places, where, locator)
-                entries[section].append(entry)
-                places.append(where)
-                for plugin in (entry, entry.teacher, entry.train_on):
-                    if plugin is not None and plugin.cls.runs_remote_code(plugin.params):
-                        remote_code.append(f"{path}:{locator.line(where)}: {_dotted(where)} ({entry.label})")
+                    try:
+                        entry = PluginEntry.create(
+                            info,
+                            spec,
+                            own,
+                            user_params,
+                            train_on=train_on,
+                            teacher=teacher,
+                            variants=variants,
+                            reference_explainer=reference,
+                        )
+                    except (KeyError, IndexError, ValueError) as error:
+                        raise locator.fail(
+                            (*where, "label"),
+                            f"the label names {error} but only parameters set here can be used",
+                        ) from None
+                    _check_distinct(entry, entries[section], places, where, locator)
+                    entries[section].append(entry)
+                    places.append(where)
+                    for plugin in (entry, entry.teacher, entry.train_on):
+                        if plugin is not None and plugin.cls.runs_remote_code(plugin.params):
+                            remote_code.append(
+                                f"{path}:{locator.line(where)}: {_dotted(where)} ({entry.label})"
+                            )
             if isinstance(spec, ModelSpec):
                 _check_variants(spec, info.cls, locator, where)
     _check_references(suite, entries, locator)
@@ -403,6 +424,32 @@ def _check_references(suite: Suite, entries: dict[str, list[Any]], locator: _Loc
                     f"metric '{metric.name}' compares with variant '{reference}', which model "
                     f"'{model.name}' cannot build (it builds: {', '.join(model.cls.variants)})",
                 )
+
+
+def _reference_explainers(
+    cls: type, params: Any, explainers: list[PluginEntry], locator: _Locator, where: tuple
+) -> list[PluginEntry]:
+    """The explainer entries a metric comparing explainers compares with: the one whose label its
+    ``reference`` is, else every entry of the plugin it names, or every explainer of the suite for
+    ``each``. A cell never compares an explainer with itself (``grid.Cell.compares_something``)."""
+    reference = params.reference
+    here = (*where, "params", "reference")
+    if reference == "each":
+        if len(explainers) < 2:
+            raise locator.fail(
+                here, f"metric '{cls.name}' compares explainers, but the suite lists only one: add another"
+            )
+        return list(explainers)
+    chosen = [e for e in explainers if e.label == reference] or [e for e in explainers if e.name == reference]
+    if not chosen:
+        labels = [e.label for e in explainers]
+        close = suggest(reference, labels)
+        raise locator.fail(
+            here,
+            f"metric '{cls.name}' compares with explainer '{reference}', which the suite does not list"
+            f"{close if 'did you mean' in close else ''} (its explainers: {', '.join(labels)}; or each)",
+        )
+    return chosen
 
 
 def _check_device_twins(suite: Suite, metric: Any, models: list[Any], locator: _Locator) -> None:

@@ -3,11 +3,14 @@ are (dataset, model, metric); a cell holds the summary of its examples (mean, 95
 n), the best cell of each column by the metric's declared direction and each other cell's paired test
 against it. Besides: expected-order verdicts, teacher–student pairings, explainers' training, the
 metrics' notes on cells, the models, the failed cells and the skipped ones (a device this machine lacks:
-shown in their tables' places as skipped, never as values or failures). ``harness.report.document`` turns it into
-what the renderers walk."""
+shown in their tables' places as skipped, never as values or failures). A metric comparing explainers
+(``Metric.compares = "explainer"``) gets an explainer × explainer matrix per (dataset, model, variant,
+metric) instead of one family-table column per explainer compared with. ``harness.report.document`` turns
+it into what the renderers walk."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from harness.distillation import Pairing, pair_students, teacher_ids
-from harness.entries import model_label
+from harness.entries import model_label, short_hash
 from harness.expectations import Verdict, check_expectations
 from harness.report.document import Document, build_document
 from harness.report.machine import csv_text, json_document
@@ -101,6 +104,40 @@ class FamilyTable:
         return comparison is not None and comparison.significant
 
 
+@dataclass(frozen=True)
+class Compared:
+    """What a cell of a metric comparing explainers compares: the metric without its reference (what a
+    matrix groups by) and the explainer compared with (its column)."""
+
+    metric_id: str
+    metric: str  # its label without " vs <reference>"
+    reference: Row
+
+
+@dataclass
+class ExplainerMatrix:
+    """One metric comparing explainers on one (dataset, model, variant): a row per explainer of its
+    cells, a column per explainer they are compared with (both in the run's order), each cell the
+    summary of its examples; (row, column) pairs the grid has no cell for (an explainer with itself, a
+    reference no cell names) are absent."""
+
+    family: str
+    dataset: str
+    model: str
+    variant: str
+    metric: str
+    direction: str
+    value_range: tuple
+    rows: list[Row]
+    columns: list[Row]
+    cells: dict[tuple[Row, Row], Summary] = field(default_factory=dict)
+    skipped: dict[tuple[Row, Row], str] = field(default_factory=dict)
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.model, self.variant)
+
+
 @dataclass
 class Report:
     run: dict
@@ -112,11 +149,20 @@ class Report:
     pairings: list[Pairing] = field(default_factory=list)  # students vs their teachers
     notes: list[dict] = field(default_factory=list)  # metrics' statements about cells (why undefined...)
     skipped: list[dict] = field(default_factory=list)  # cells not run on this machine, with the reason
+    matrices: list[ExplainerMatrix] = field(default_factory=list)  # metrics comparing explainers
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
     def build(cls, store: Queries, run_id: str) -> Report:
         records = store.report_rows(run_id)
+        cells = store.cells(run_id)
+        compared = explainer_comparisons(cells)
+        matrices = explainer_matrices(
+            [r for r in records if r["cell_id"] in compared],
+            [c for c in cells if c["cell_id"] in compared],
+            compared,
+        )
+        records_in_tables = [r for r in records if r["cell_id"] not in compared]
         samples_by_family: dict[str, dict[tuple[Row, Column], Sample]] = defaultdict(dict)
         row_order: dict[str, list[Row]] = defaultdict(list)
         column_order: dict[str, list[Column]] = defaultdict(list)
@@ -127,13 +173,12 @@ class Report:
             if column not in column_order[family]:
                 column_order[family].append(column)
 
-        for (family, row, column), sample in samples_by(records, _table_key).items():
+        for (family, row, column), sample in samples_by(records_in_tables, _table_key).items():
             samples_by_family[family][(row, column)] = sample
             place(family, row, column)
-        cells = store.cells(run_id)
         skipped = [cell for cell in cells if cell["status"] == "skipped"]
         skipped_by_family: dict[str, dict[tuple[Row, Column], str]] = defaultdict(dict)
-        for cell in skipped:  # in their tables' places, after the measured cells
+        for cell in (c for c in skipped if c["cell_id"] not in compared):  # after the measured cells
             family, row, column = _table_key(cell)
             skipped_by_family[family][(row, column)] = cell["error"]
             place(family, row, column)
@@ -163,7 +208,7 @@ class Report:
         notes = [cell for cell in cells if cell["status"] == "done" and cell["notes"]]
         return cls(
             run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings, notes,
-            skipped,
+            skipped, matrices,
         )  # fmt: skip
 
     # -- rendering ------------------------------------------------------------------------------
@@ -182,6 +227,66 @@ class Report:
 
     def to_json(self) -> dict:
         return json_document(self, self.document())
+
+
+def explainer_comparisons(cells: list[dict]) -> dict[str, Compared]:
+    """The cells of metrics comparing explainers, by cell id: their metric's identity names the
+    explainer compared with (``PluginEntry.identity``'s ``reference_explainer``), whose id is the one
+    its own cells carry; its label is the metric's ``reference`` parameter."""
+    result = {}
+    for cell in cells:
+        metric = (cell.get("identity") or {}).get("metric") or {}
+        if "reference_explainer" not in metric:
+            continue
+        label = json.loads(cell["metric_params"]).get("reference", "?")
+        base = {key: value for key, value in metric.items() if key != "reference_explainer"}
+        result[cell["cell_id"]] = Compared(
+            short_hash(base),
+            cell["metric_label"].removesuffix(f" vs {label}"),
+            Row(short_hash(metric["reference_explainer"]), label),
+        )
+    return result
+
+
+def explainer_matrices(
+    records: list[dict], cells: list[dict], compared: Mapping[str, Compared]
+) -> list[ExplainerMatrix]:
+    """The report rows of metrics comparing explainers as one explainer × explainer matrix per
+    (dataset, model, variant, metric), in the run's order; ``cells`` adds the skipped ones."""
+
+    def key(row: dict) -> tuple:
+        return (row["dataset_id"], row["model_id"], row["variant"], compared[row["cell_id"]].metric_id)
+
+    matrices: dict[tuple, ExplainerMatrix] = {}
+
+    def matrix_of(row: dict) -> tuple[ExplainerMatrix, Row, Row]:
+        what = compared[row["cell_id"]]
+        matrix = matrices.get(key(row))
+        if matrix is None:
+            matrix = matrices[key(row)] = ExplainerMatrix(
+                row["family"], row["dataset"], row["model"], row["variant"], what.metric, row["direction"],
+                tuple(row.get("value_range") or (None, None)), [], [],
+            )  # fmt: skip
+        explainer = Row(row["explainer_id"], row["explainer_label"])
+        for rows, entry in ((matrix.rows, explainer), (matrix.columns, what.reference)):
+            if entry not in rows:
+                rows.append(entry)
+        return matrix, explainer, what.reference
+
+    def place(row: dict) -> tuple:  # a matrix cell: its seeds' records together, as a table column's
+        matrix, explainer, reference = matrix_of(row)
+        return key(row), explainer, reference
+
+    for (where, explainer, reference), sample in samples_by(records, place).items():
+        matrices[where].cells[(explainer, reference)] = summarize(sample)
+    for cell in cells:
+        if cell["status"] == "skipped":
+            where, explainer, reference = place(cell)
+            matrices[where].skipped[(explainer, reference)] = cell["error"]
+    for matrix in matrices.values():  # the explainers of rows and columns in one order: rows' first
+        order = {row: index for index, row in enumerate(dict.fromkeys([*matrix.rows, *matrix.columns]))}
+        matrix.columns.sort(key=order.__getitem__)
+    return list(matrices.values())
 
 
 def best_of(means: Mapping[K, float], direction: str) -> set[K]:

@@ -22,7 +22,7 @@ from harness.stats import ALPHA, CORRECTION, TEST_NAME, Summary
 if TYPE_CHECKING:
     from harness.distillation import Pairing
     from harness.expectations import Verdict
-    from harness.report.analysis import Column, FamilyTable, Report, Row
+    from harness.report.analysis import Column, ExplainerMatrix, FamilyTable, Report, Row
 
 ARROWS = {"higher": "↑", "lower": "↓"}
 Tone = Literal["good", "bad", "warning", "error"]
@@ -72,7 +72,7 @@ class Table:
 @dataclass
 class Section:
     """A part of the report. ``kind`` names it for renderers that place a kind their own way: models,
-    family, expectations, pairings, training, notes, legend, skipped, failures."""
+    family, matrix, expectations, pairings, training, notes, legend, skipped, failures."""
 
     kind: str
     title: str = ""  # a heading
@@ -116,6 +116,7 @@ def build_document(report: Report) -> Document:
     )
     sections = [Section("models", items=[_model_line(model) for model in report.models])]
     sections += [_family_section(report, table) for table in report.tables]
+    sections += [_matrix_section(matrix) for matrix in report.matrices]
     if report.verdicts:
         table = Table(
             _headers(VERDICT_HEADERS),
@@ -290,6 +291,52 @@ def _timings_json(table: FamilyTable) -> list[dict]:
         {"explainer": row.label, "column": column.as_dict(), "measured": timings}
         for (row, column), timings in table.timings.items()
     ]
+
+
+# -- explainer × explainer matrices ------------------------------------------------------------------
+
+MATRIX_FOOTER = (
+    "Rows: the cell's explainer; columns: the explainer it is compared with. Cells: mean over examples, "
+    "n = defined values (undefined values left out, counted). The diagonal is blank: an explainer is not "
+    "compared with itself (each measure would be 1 there, where defined); — : no cell for that pair."
+)
+
+
+def _matrix_section(matrix: ExplainerMatrix) -> Section:
+    """One metric comparing explainers on one (dataset, model, variant) as an explainer × explainer
+    table: the same ``Table`` every renderer draws, its columns carrying the metric's direction and range
+    (the HTML page colours by them) and its cells their summaries (CSV and JSON read them)."""
+    column_data = {
+        "dataset": matrix.dataset, "model": matrix.model, "variant": matrix.variant, "metric": matrix.metric,
+        "direction": matrix.direction, "range": list(matrix.value_range),
+    }  # fmt: skip
+    headers = [Header(("explainer", "compared with →"), names_rows=True)] + [
+        Header((column.label,), numeric=True, data={**column_data, "reference": column.label})
+        for column in matrix.columns
+    ]
+    rows = [
+        [
+            Cell(row.label, data={"explainer": row.label, "explainer_id": row.id}),
+            *(_matrix_cell(matrix, row, column) for column in matrix.columns),
+        ]
+        for row in matrix.rows
+    ]
+    title = f"{matrix.family}: {matrix.metric} {ARROWS[matrix.direction]} · {matrix.dataset} · {matrix.model_label}"
+    table = Table(headers, rows, [MATRIX_FOOTER], data={"family": matrix.family})
+    return Section("matrix", title, tables=[table])
+
+
+def _matrix_cell(matrix: ExplainerMatrix, row: Row, column: Row) -> Cell:
+    if row == column:
+        return Cell("")
+    if (row, column) in matrix.skipped:
+        return Cell("skipped", tone="warning")
+    summary = matrix.cells.get((row, column))
+    if summary is None:
+        return Cell("—")
+    undefined = f" ({summary.n_undefined} undefined)" if summary.n_undefined else ""
+    text = "—" if summary.mean is None else number(summary.mean)
+    return Cell(f"{text} n={summary.n}{undefined}", data=summary.as_dict())
 
 
 # -- expected orders, teacher vs student, training, models ---------------------------------------------

@@ -1,6 +1,7 @@
-"""A report → machine-readable CSV (one line per family-table cell) and JSON (the whole report, keyed
-as its readers expect). Family tables are read from the document's cells and columns (their ``data``);
-the rest from the analysis, whose objects know their own dictionaries."""
+"""A report → machine-readable CSV (one line per family-table cell and per explainer-matrix cell) and
+JSON (the whole report, keyed as its readers expect). Family tables and explainer matrices are read from
+the document's cells and columns (their ``data``); the rest from the analysis, whose objects know their
+own dictionaries."""
 
 from __future__ import annotations
 
@@ -61,6 +62,24 @@ def csv_text(document: Document) -> str:
                         comparison.get("p_value"), comparison.get("p_adjusted"), comparison.get("significant"),
                     ]
                 )  # fmt: skip
+    for section in document.of_kind("matrix"):  # a metric comparing explainers: one line per pair
+        [table] = section.tables
+        for index, header in enumerate(table.headers):
+            if header.names_rows:
+                continue
+            column = header.data
+            for row in table.rows:
+                cell = row[index].data
+                if cell is None:
+                    continue
+                writer.writerow(
+                    [
+                        table.data["family"], column["dataset"], column["model"], column["variant"],
+                        f"{column['metric']} vs {column['reference']}", column["direction"], row[0].text,
+                        cell["mean"], cell["ci_low"], cell["ci_high"], cell["n"], cell["n_undefined"],
+                        cell["n_units"], None, None, None, None,
+                    ]
+                )  # fmt: skip
     return buffer.getvalue()
 
 
@@ -83,10 +102,26 @@ def json_document(report: Report, document: Document) -> dict:
         },
         "notes": [{key: cell[key] for key in (*CELL_FIELDS, "notes")} for cell in report.notes],
         "tables": [_family_json(section) for section in document.of_kind("family")],
+        "explainer_matrices": [_matrix_json(section) for section in document.of_kind("matrix")],
         "failed_cells": [{key: cell[key] for key in (*CELL_FIELDS, "error")} for cell in report.failed],
         "skipped_cells": [
             {**{key: cell[key] for key in CELL_FIELDS}, "reason": cell["error"]} for cell in report.skipped
         ],
+    }
+
+
+def _matrix_json(section: Section) -> dict:
+    """An explainer × explainer matrix: its metric, its rows' and columns' explainers, and each measured
+    pair's summary (``cells[i][j]``: row i compared with column j; None where the grid has no cell)."""
+    [table] = section.tables
+    columns = [header.data for header in table.headers if not header.names_rows]
+    first = columns[0] if columns else {}
+    return {
+        "family": table.data["family"],
+        **{key: first.get(key) for key in ("dataset", "model", "variant", "metric", "direction", "range")},
+        "rows": [row[0].text for row in table.rows],
+        "columns": [column["reference"] for column in columns],
+        "cells": [[cell.data for cell in row[1:]] for row in table.rows],
     }
 
 

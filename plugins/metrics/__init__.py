@@ -7,6 +7,14 @@ BENCH_API_VERSION = "1.0"  # the plugin API these plugins are written for (harne
 
 @hookimpl
 def bench_metrics():
+    from plugins.metrics.disagreement import (
+        FeatureAgreement,
+        PairwiseRankAgreement,
+        RankAgreement,
+        RankCorrelation,
+        SignAgreement,
+        SignedRankAgreement,
+    )
     from plugins.metrics.eraser import Comprehensiveness, Sufficiency
     from plugins.metrics.faithfulness import (
         AOPC,
@@ -48,4 +56,10 @@ def bench_metrics():
         Runtime,
         SpeedUp,
         DeviceSpeedUp,
+        FeatureAgreement,
+        RankAgreement,
+        SignAgreement,
+        SignedRankAgreement,
+        RankCorrelation,
+        PairwiseRankAgreement,
     ]
