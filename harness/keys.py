@@ -101,10 +101,13 @@ def attributions_parts(
     examples: str,
     batch_size: int,
     device: str,
+    inputs: dict | None = None,
 ) -> dict:
     """One explainer's attributions of some examples (``examples``: fingerprint of their ids and
     texts) by one trained model. The device and the batch size change values and the timings stored
-    with them."""
+    with them. ``inputs``: what identifies the data the explainer reads (``Explainer.inputs_identity``,
+    e.g. a file's content hash), a part only when there is one, so other explainers' keys stay as
+    they were."""
     return {
         "stage": "attributions",
         "model_key": model_key,
@@ -114,12 +117,22 @@ def attributions_parts(
         "examples": examples,
         "batch_size": batch_size,
         "device": device,
+        **_inputs(inputs),
         **environment(),
     }
 
 
-def fit_parts(model_key: str, explainer: dict, seed: int, dataset: str, batch_size: int, device: str) -> dict:
-    """What an explainer learns (``Explainer.fit``) for one model on one dataset."""
+def fit_parts(
+    model_key: str,
+    explainer: dict,
+    seed: int,
+    dataset: str,
+    batch_size: int,
+    device: str,
+    inputs: dict | None = None,
+) -> dict:
+    """What an explainer learns (``Explainer.fit``) for one model on one dataset (``inputs`` as for
+    attributions)."""
     return {
         "stage": "explainer-fit",
         "model_key": model_key,
@@ -128,8 +141,13 @@ def fit_parts(model_key: str, explainer: dict, seed: int, dataset: str, batch_si
         "dataset": dataset,
         "batch_size": batch_size,
         "device": device,
+        **_inputs(inputs),
         **environment(),
     }
+
+
+def _inputs(inputs: dict | None) -> dict:
+    return {} if inputs is None else {"inputs": inputs}
 
 
 def metric_parts(

@@ -238,6 +238,9 @@ class Explanation:
     - ``extras`` {name: (B, L) floats}: further named scores per token (per-class scores, a second
       method's scores, soft group memberships...). Like ``scores`` they must be finite on real tokens,
       and an explainer with ``granularity: word`` has them aggregated per word the same way.
+    - ``seconds`` (B,) floats: each example's cost as the explainer states it, replacing the runner's
+      timing of the call (what ``runtime`` reports); NaN where unknown. For explainers whose work was done
+      elsewhere (``precomputed``): reading their file is not their cost.
 
     All of it is stored with the attribution (``Attribution.labels``, ``groups``, ``group_scores``,
     ``extras``, under ``Attribution.schema``) and exported by ``bench export --attributions``.
@@ -248,6 +251,7 @@ class Explanation:
     groups: torch.Tensor | None = None
     group_scores: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] | None = None
+    seconds: torch.Tensor | None = None
 
     def problem(self, shape: tuple[int, ...]) -> str | None:
         """What is wrong with this explanation of a batch of ``shape`` (batch × tokens), or None."""
@@ -262,6 +266,8 @@ class Explanation:
         for what, tensor in per_token.items():
             if tensor is not None and tuple(tensor.shape) != shape:
                 return f"{what} of shape {tuple(tensor.shape)}, expected {shape} (batch × tokens)"
+        if self.seconds is not None and tuple(self.seconds.shape) != shape[:1]:
+            return f"seconds of shape {tuple(self.seconds.shape)}, expected ({shape[0]},) (one per example)"
         if self.groups is not None:
             if self.groups.is_floating_point() or self.groups.is_complex():
                 return f"groups of dtype {self.groups.dtype}, expected integers"
@@ -318,6 +324,15 @@ class Explainer(Plugin, ABC):
         """Facts about fitting (documents, seconds, epochs...), stored with the run and reported as
         training cost, apart from the per-document runtime."""
         return {}
+
+    @classmethod
+    def inputs_identity(cls, params: Params) -> dict | None:
+        """What identifies the data the explainer reads beyond its parameters (e.g. the content hash of a
+        file of precomputed attributions), as JSON-able values. Part of the cache keys of its attributions
+        and fits, so that they are not reused once that data changes. ``None`` (the default): the
+        parameters and the plugin's version say it all. May raise ``PluginError`` when the data cannot be
+        read."""
+        return None
 
     @classmethod
     def teacher_of(cls, params: Params) -> TeacherSpec | None:

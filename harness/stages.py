@@ -552,7 +552,7 @@ def _cached_attributions(
     key = keys.key(
         keys.attributions_parts(
             handle.key, explainer.identity, seed, split, fingerprint_examples(examples),
-            workspace.batch_size, handle.device_name,
+            workspace.batch_size, handle.device_name, _inputs_identity(explainer),
         )
     )  # fmt: skip
     cached = cache.get_json("attributions", key)
@@ -582,6 +582,14 @@ def _cached_attributions(
     if fit_report:
         cache.put_json("fit-reports", key, fit_report)
     return attributions, key, fit_report, timing
+
+
+def _inputs_identity(entry: PluginEntry) -> dict | None:
+    """What identifies the data an explainer entry reads (``Explainer.inputs_identity``), its teacher's
+    included (a student learns from the teacher's attributions); None when neither reads any."""
+    own = entry.cls.inputs_identity(entry.params)
+    teacher = None if entry.teacher is None else _inputs_identity(entry.teacher)
+    return own if teacher is None else {"explainer": own, "teacher": teacher}
 
 
 def _fitted(
@@ -614,7 +622,7 @@ def _fitted(
         key=keys.key(
             keys.fit_parts(
                 handle.key, entry.identity, seed, dataset.fingerprint, workspace.batch_size,
-                handle.device_name,
+                handle.device_name, _inputs_identity(entry),
             )
         ),  # fmt: skip
         seed=seed,
@@ -689,7 +697,7 @@ def _explain(
         for what, values in checked.items():
             if not torch.isfinite(values[~encoding.special_mask.to(values.device)]).all():
                 raise PluginError(f"explainer '{entry.name}' returned non-finite {what}")
-        attributions += attributions_from_batch(
+        explained = attributions_from_batch(
             encoding.example_ids,
             encoding,
             scores,
@@ -702,6 +710,10 @@ def _explain(
             group_scores=explanation.group_scores,
             extras=extras if explanation.extras is not None else None,
         )
+        if explanation.seconds is not None:  # the explainer states its cost (NaN: unknown)
+            for attribution, stated in zip(explained, explanation.seconds.tolist(), strict=True):
+                attribution.seconds = float(stated)
+        attributions += explained
         reporter.step(done=len(attributions))
         release_memory()
     return attributions, fit_report

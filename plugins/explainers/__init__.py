@@ -13,6 +13,7 @@ def bench_explainers():
     from plugins.explainers.l2e import L2E
     from plugins.explainers.lime import Lime
     from plugins.explainers.occlusion import Occlusion
+    from plugins.explainers.precomputed import Precomputed
     from plugins.explainers.random import RandomExplainer
     from plugins.explainers.shap import KernelShap, PartitionShap
 
@@ -30,4 +31,5 @@ def bench_explainers():
         KernelShap,
         PartitionShap,
         L2E,
+        Precomputed,
     ]

@@ -27,6 +27,10 @@ class Runtime(Metric):
     synchronised before reading the clock. The examples of one batch share one measurement, so each value
     carries its batch as its unit (``MetricOutput.units``, from ``Attribution.batch``): statistics count
     one timed batch as one measurement, not its examples. No units when the batch is unknown.
+
+    An explainer may state its cost instead (``Explanation.seconds``): ``precomputed`` reports the
+    seconds its file states, and leaves the value undefined (NaN, with a note) where the file states
+    none, rather than timing how long reading the file took.
     """
 
     name: ClassVar[str] = "runtime"
@@ -37,7 +41,16 @@ class Runtime(Metric):
 
     def compute(self, data: MetricInput) -> MetricOutput:
         values = np.array([attribution.seconds for attribution in data.attributions], dtype=np.float64)
-        return MetricOutput(values, units=_batch_units(data.attributions))
+        unknown = int(np.isnan(values).sum())
+        notes = (
+            [
+                f"{unknown} of {len(values)} examples have no runtime: their explainer states no cost for "
+                "them (e.g. precomputed attributions whose file gives no seconds)"
+            ]
+            if unknown
+            else []
+        )
+        return MetricOutput(values, units=_batch_units(data.attributions), notes=notes)
 
 
 class SpeedUp(Metric):
