@@ -271,6 +271,17 @@ def test_several_rows_for_one_example_ask_which_explainer(tmp_path):
         fitted(tmp_path, rows, [example], explainer="lime")
 
 
+def test_of_several_rows_for_one_id_the_one_stating_the_examples_text_is_read(tmp_path):
+    example = Example("p", "a good film", 1)
+    rows = [
+        {"id": "p", "text": "another dataset's text", "spans": [[0, 1, 5.0]]},
+        {"id": "p", "text": "a good film", "spans": [[0, 1, 1.0]]},
+    ]
+    assert scores_of(fitted(tmp_path, rows, [example]), bow_encoding(example))[0] == 1.0
+    with pytest.raises(PluginError, match=r"example 'p': the file's text differs"):
+        scores_of(fitted(tmp_path, rows[:1] * 2, [example]), bow_encoding(example))
+
+
 def test_a_missing_file_is_an_error_at_suite_validation_naming_it(tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(tiny_suite_text(explainers=precomputed(tmp_path / "nowhere.jsonl"), metrics=METRICS))

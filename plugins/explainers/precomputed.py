@@ -102,8 +102,10 @@ class Precomputed(Explainer):
     integrated gradients or SHAP values) but a word's tokens share its score. A token no span covers gets
     0. When the spans are the model's tokens, both give the file's scores exactly.
 
-    An example missing from the file, whose texts differ, whose spans fall outside its text or whose
-    target is another class fails the cell, naming the example. The file's content is part of the
+    Of several rows for one id, the one whose stated texts are the example's is read (another dataset's
+    rows state other texts). An example missing from the file, whose texts differ, whose spans fall
+    outside its text, whose target is another class, or with several rows still, fails the cell, naming
+    the example. The file's content is part of the
     attributions' cache key (``inputs_identity``): editing it recomputes them.
     """
 
@@ -138,7 +140,7 @@ class Precomputed(Explainer):
             example = self._examples.get(example_id)
             if example is None:
                 raise PluginError(f"example '{example_id}' is not in the dataset precomputed was fitted on")
-            record = self._record(example_id)
+            record = self._record(example)
             _check_texts(record, example)
             _check_target(record, int(targets[row]), classifier, self.params.target)
             spans = _spans(record, example)
@@ -147,9 +149,14 @@ class Precomputed(Explainer):
             seconds[row] = _seconds(record)
         return Explanation(scores, seconds=seconds)
 
-    def _record(self, example_id: str) -> dict:
+    def _record(self, example: Example) -> dict:
+        """The example's row; of several, the one whose stated texts are the example's (rows of another
+        dataset sharing its id state other texts), else an error saying how to choose."""
+        example_id = example.id
         rows = self._rows.get(example_id)
         path = self.params.path
+        if rows and len(rows) > 1:
+            rows = [row for row in rows if _texts_match(row, example)] or rows[:1]  # none: say why
         if not rows:
             raise PluginError(
                 f"example '{example_id}' has no attributions in {path}: add a row with \"id\": "
@@ -246,6 +253,12 @@ def _select(rows: list[dict], params: PrecomputedParams) -> dict[str, list[dict]
 
 
 # -- checks ------------------------------------------------------------------------------------------------
+def _texts_match(record: dict, example: Example) -> bool:
+    """Whether the texts the row states (if any) are the example's."""
+    texts = {"text": example.text, "text_pair": example.text_pair}
+    return all(record.get(field, text) == text for field, text in texts.items())
+
+
 def _check_texts(record: dict, example: Example) -> None:
     for field, text in (("text", example.text), ("text_pair", example.text_pair)):
         if field in record and record[field] != text:
