@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import Attribution, Encoding, MetricInput, Params, TextDataset
+from harness import Attribution, BenchError, Encoding, Example, MetricInput, Params, TextDataset
+from harness.testing import kit_dataset
 
 EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "plugin-example" / "src"
 sys.path.insert(0, str(EXAMPLE_SRC))  # unit tests import the source tree; discovery uses an install
 
-from bench_plugin_example import AttributionEntropy, TokenLength  # noqa: E402
+from bench_plugin_example import AttributionEntropy, CsvDataset, HashedLinear, TokenLength  # noqa: E402
 
 
 class NoModel:
@@ -183,24 +184,140 @@ def test_installed_example_package_is_discovered_through_the_entry_point_group(e
     assert Path(found["module"]).resolve().is_relative_to(example_plugin_target.resolve())
     package = "bench-plugin-example"
     rows = {(row["kind"], row["name"]): row for row in found["rows"] if row["package"] == package}
-    assert rows == {
-        ("explainer", "token-length"): {
-            "kind": "explainer",
-            "name": "token-length",
-            "package": package,
-            "version": "0.1.0",
-            "plugin_version": "1",
-            "api_version": "1.0",
-            "description": "Token-length heuristic: scores each token by the number of characters it covers.",
-        },
-        ("metric", "attribution-entropy"): {
-            "kind": "metric",
-            "name": "attribution-entropy",
-            "package": package,
-            "version": "0.1.0",
-            "plugin_version": "1",
-            "api_version": "1.0",
-            "description": "Attribution entropy (Bhatt et al. 2020 complexity): lower means fewer tokens "
-            "carry the score.",
-        },
+    assert set(rows) == {
+        ("dataset", "csv"),
+        ("model", "hashed-linear"),
+        ("explainer", "token-length"),
+        ("metric", "attribution-entropy"),
     }
+    assert all(row["version"] == "0.1.0" and row["api_version"] == "1.0" for row in rows.values())
+    assert rows[("explainer", "token-length")]["description"] == (
+        "Token-length heuristic: scores each token by the number of characters it covers."
+    )
+    assert rows[("metric", "attribution-entropy")]["description"] == (
+        "Attribution entropy (Bhatt et al. 2020 complexity): lower means fewer tokens carry the score."
+    )
+
+
+# -- the dataset and the model ------------------------------------------------------------------------
+
+REVIEWS = EXAMPLE_SRC.parent / "data" / "reviews.csv"
+
+
+def test_csv_numbers_class_names_in_sorted_order_and_splits_stratified():
+    data = CsvDataset(CsvDataset.Params(path=str(REVIEWS), test_fraction=0.25)).load()
+    assert data.labels == ("negative", "positive")
+    # 72 rows: test ⌈0.25 · 72⌉ = 18; validation (0.1 of the whole) ⌈54 · 0.1 / 0.75⌉ = ⌈7.2⌉ = 8; train 46.
+    assert (len(data.train), len(data.validation), len(data.test)) == (46, 8, 18)
+    first = next(e for e in (*data.train, *data.validation, *data.test) if e.id == "ex000")
+    assert (first.text, first.label) == ("the film was great .", 1)
+    assert not data.is_pair
+
+
+def test_csv_with_a_second_text_column_holds_pairs_and_provides_them(tmp_path):
+    path = tmp_path / "pairs.csv"
+    rows = [
+        f"a{i},it rains,the ground is {'wet' if i % 2 else 'dry'},{'yes' if i % 2 else 'no'}"
+        for i in range(10)
+    ]
+    path.write_text("id,premise,hypothesis,entailed\n" + "\n".join(rows) + "\n")
+    params = CsvDataset.Params(
+        path=str(path),
+        text_column="premise",
+        text_pair_column="hypothesis",
+        label_column="entailed",
+        id_column="id",
+    )
+    data = CsvDataset(params).load()
+    assert data.is_pair and CsvDataset.provides_for(params) == {"pairs"}
+    assert {e.text_pair for e in data.test} <= {"the ground is wet", "the ground is dry"}
+
+
+def test_csv_missing_file_or_column_is_a_one_line_error(tmp_path):
+    with pytest.raises(BenchError, match="no file at"):
+        CsvDataset(CsvDataset.Params(path=str(tmp_path / "none.csv"))).load()
+    with pytest.raises(BenchError, match=r"lacks the column\(s\) \['label'\]"):
+        (tmp_path / "x.csv").write_text("text,stars\ngood,5\n")
+        CsvDataset(CsvDataset.Params(path=str(tmp_path / "x.csv"))).load()
+
+
+def test_hashed_linear_keeps_the_two_texts_of_a_pair_apart():
+    classifier = HashedLinear().build(kit_dataset(), seed=0, device=torch.device("cpu"))
+    encoding = classifier.encode([Example("p", "It rains.", 0, text_pair="Wet ground")])
+    assert encoding.tokens == [["it", "rains", ".", "[SEP]", "wet", "ground"]]
+    assert encoding.segments == [[0, 0, 0, -1, 1, 1]]
+    assert encoding.word_ids == [[0, 1, 2, None, 3, 4]]
+    assert encoding.offsets == [[(0, 2), (3, 8), (8, 9), (0, 0), (0, 3), (4, 10)]]
+
+
+def test_hashed_linear_learns_the_deciding_word():
+    classifier = HashedLinear().build(kit_dataset(), seed=0, device=torch.device("cpu"))
+    test = kit_dataset().test
+    predicted = classifier.log_probabilities(classifier.encode(test)).argmax(-1).tolist()
+    assert predicted == [example.label for example in test]
+
+
+# -- the package as its author ships it: installed, its own conformance tests, every plugin in a suite --
+
+
+def test_the_installed_package_passes_its_own_conformance_tests(example_plugin_target: Path):
+    tests = example_plugin_target.parent / "source" / "tests"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(example_plugin_target)},
+        cwd=tests,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 passed" in result.stdout
+
+
+SUITE = """name: example-plugins
+version: 1
+seeds: [0]
+device: cpu
+batch_size: 8
+datasets:
+  - name: csv
+    params: {{path: {path}, test_fraction: 0.25}}
+    sample: 8
+models:
+  - name: hashed-linear
+explainers:
+  - name: token-length
+  - name: saliency
+    params: {{reduction: input_x_gradient}}
+metrics:
+  - name: attribution-entropy
+  - name: comprehensiveness
+    params: {{bins: [10, 50]}}
+"""
+
+
+def test_every_plugin_of_the_installed_package_runs_in_a_suite(example_plugin_target: Path, tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE.format(path=example_plugin_target.parent / "source" / "data" / "reviews.csv"))
+    env = {**os.environ, "PYTHONPATH": str(example_plugin_target), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(suite), "--out", str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "4 of 4 cells done" in run.stderr
+    report = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", "latest", "--results", str(tmp_path / "results"),
+         "--format", "json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    tables = json.loads(report.stdout)["tables"]
+    explainers = {row["explainer"] for table in tables for row in table["rows"]}
+    assert explainers == {"token-length", "saliency(reduction=input_x_gradient)"}
+    metrics = {column["metric"] for table in tables for column in table["columns"]}
+    assert {"attribution-entropy", "comprehensiveness(bins=[10,50])"} <= metrics

@@ -8,12 +8,24 @@ cell's parameters.
 
 from harness import hookimpl
 
+from .datasets import CsvDataset
 from .explainers import TokenLength
 from .metrics import AttributionEntropy
+from .models import HashedLinear
 
 # The version of the plugin API (``harness.API_VERSION``) these plugins are written for. bench refuses
 # the package, naming it, if it provides another major version or an older minor one.
 BENCH_API_VERSION = "1.0"
+
+
+@hookimpl
+def bench_datasets() -> list[type]:
+    return [CsvDataset]
+
+
+@hookimpl
+def bench_models() -> list[type]:
+    return [HashedLinear]
 
 
 @hookimpl
@@ -26,4 +38,13 @@ def bench_metrics() -> list[type]:
     return [AttributionEntropy]
 
 
-__all__ = ["AttributionEntropy", "TokenLength", "bench_explainers", "bench_metrics"]
+__all__ = [
+    "AttributionEntropy",
+    "CsvDataset",
+    "HashedLinear",
+    "TokenLength",
+    "bench_datasets",
+    "bench_explainers",
+    "bench_metrics",
+    "bench_models",
+]
