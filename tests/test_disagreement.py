@@ -116,6 +116,12 @@ def test_pairwise_rank_agreement_by_hand_a_tie_agrees_only_with_a_tie():
     # (2,3) becomes <,< ✓ too (|B_3| = .5 > .3); (3,4) stays >,< ✗ → 8 / 10
     tied = [0.8, 0.5, -0.3, 0.5, 0.6]
     assert value(PairwiseRankAgreement(RankingAgreementParams()), A, tied) == pytest.approx(0.8)
+    # and only with a tie, whichever feature the other explanation puts first: the paper's indicator
+    # 1[f_i more important than f_j] alone would count (tie, f1 first) as agreeing (0 = 0), not (tie, f0)
+    pra = PairwiseRankAgreement(RankingAgreementParams())
+    assert value(pra, [0.5, -0.5], [0.2, 0.7], text="good bad") == 0.0
+    assert value(pra, [0.5, -0.5], [0.7, 0.2], text="good bad") == 0.0
+    assert value(pra, [0.5, -0.5], [0.3, 0.3], text="good bad") == 1.0
 
 
 def test_a_tie_at_the_top_k_boundary_is_broken_by_text_order_and_noted():
