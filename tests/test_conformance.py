@@ -28,6 +28,7 @@ from harness import (
     MetricOutput,
     Model,
     Params,
+    PluginError,
     TextDataset,
 )
 from harness.registry import get_registry
@@ -220,6 +221,24 @@ def test_explainer_that_fails_to_fit():
             raise RuntimeError("no")
 
     only(explainer_findings(Unfit), "fit")
+
+
+def test_explainer_that_raises():
+    class Raises(Uniform):
+        def explain(self, classifier, encoding, targets):
+            raise KeyError("a bug")
+
+    only(explainer_findings(Raises), "explain")
+
+
+def test_explainer_may_decline_pairs_with_a_plugin_error():
+    class SinglesOnly(Uniform):
+        def explain(self, classifier, encoding, targets):
+            if 1 in encoding.segments[0]:
+                raise PluginError("single texts only")
+            return super().explain(classifier, encoding, targets)
+
+    assert explainer_findings(SinglesOnly) == []
 
 
 def test_explainer_with_the_wrong_shape():
@@ -477,6 +496,10 @@ def test_a_conforming_dataset_has_no_findings():
     assert dataset_findings(KitData) == []
 
 
+def test_dataset_that_fails_to_load():
+    only(dataset_findings(data_with(lambda d: {}["missing"])), "load")
+
+
 def test_dataset_with_one_class():
     from dataclasses import replace
 
@@ -558,6 +581,14 @@ class TopShare(Metric):
 def test_a_conforming_metric_has_no_findings():
     assert metric_findings(TopShare) == []
     check_metric(TopShare)
+
+
+def test_metric_that_raises():
+    class Raises(TopShare):
+        def compute(self, data):
+            raise ZeroDivisionError("a bug")
+
+    only(metric_findings(Raises), "compute")
 
 
 def test_metric_without_a_direction():
