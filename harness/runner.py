@@ -486,7 +486,8 @@ def _reference_name(cell: Cell, reference: Cell) -> str:
     if reference.variant != cell.variant:
         return f"reference variant '{reference.variant}'"
     if reference.explainer != cell.explainer:
-        return f"teacher '{reference.explainer.label}'"
+        role = "reference explainer" if cell.metric.cls.compares == "explainer" else "teacher"
+        return f"{role} '{reference.explainer.label}'"
     return f"reference '{reference.describe()}'"
 
 

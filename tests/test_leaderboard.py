@@ -259,3 +259,13 @@ def test_the_site_page_is_self_contained_escapes_labels_and_draws_each_boards_ra
     assert page.count("<svg") == 2 and "faithfulness board: mean rank" in page  # one figure per board
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "<link" not in page
     assert f"leaderboard format {LEADERBOARD_FORMAT}" in page
+
+
+def test_cells_comparing_two_explainers_rank_no_explainer_and_stay_off_the_boards(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    metrics = "\n  - name: comprehensiveness\n    params: {bins: [10, 50]}\n  - name: feature-agreement"
+    suite.write_text(tiny_suite_text(metrics=metrics))
+    result = run(suite, tmp_path / "r", tmp_path / "cache")
+    assert not result.failed
+    leaderboard = Leaderboard.build([tmp_path / "r"])
+    assert [board.family for board in leaderboard.boards] == ["faithfulness"]

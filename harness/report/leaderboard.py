@@ -122,7 +122,7 @@ def collect(
         for row in source.rows:
             rows_by_cell[row["cell_id"]].append(row)
         for cell in Queries(source.folder).cells(source.run_id):
-            if cell["status"] != "done":
+            if cell["status"] != "done" or _compares_explainers(cell):
                 continue
             key = (_identity_key(cell), cell["examples_fingerprint"])
             if all_runs:
@@ -156,6 +156,13 @@ def _select_runs(stores: list[Queries], runs: Sequence[str]) -> list[tuple[Queri
             )
         selected += [pair for pair in found if pair not in selected]
     return selected
+
+
+def _compares_explainers(cell: dict) -> bool:
+    """A disagreement cell (``compares = "explainer"``) scores a pair of explainers, not an explainer: no
+    board ranks it; the report's explainer × explainer matrices show it."""
+    metric = (cell["identity"] or {}).get("metric") or {}
+    return "reference_explainer" in metric
 
 
 def _identity_key(cell: dict) -> str:
