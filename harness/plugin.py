@@ -368,6 +368,29 @@ class MetricInput:
         """Loaded on first use, so metrics that need no model (runtime) cost nothing."""
         return self.load_classifier()
 
+    def reference_pairs(self, same_tokens: bool = True) -> list[tuple[Attribution, Attribution]]:
+        """For a metric comparing two cells: each attribution with the reference's attribution of the same
+        example, in order. Raises ``PluginError`` when there is no reference, when an example has no
+        reference attribution, or (``same_tokens``) when the two read the example as other tokens."""
+        from harness.errors import PluginError
+
+        if self.reference is None:
+            raise PluginError("the metric compares two cells but the harness gave it no reference cell")
+        references = {attribution.example_id: attribution for attribution in self.reference.attributions}
+        pairs = []
+        for attribution in self.attributions:
+            other = references.get(attribution.example_id)
+            if other is None:
+                raise PluginError(
+                    f"example {attribution.example_id!r} has no attribution in the reference cell"
+                )
+            if same_tokens and other.input_ids != attribution.input_ids:
+                raise PluginError(
+                    f"the two cells read example {attribution.example_id!r} as different tokens"
+                )
+            pairs.append((attribution, other))
+        return pairs
+
 
 @dataclass
 class MetricOutput:
@@ -453,7 +476,9 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
         if compares not in (None, "variant", "teacher", "device", "explainer"):
             return f"metric '{name}': compares must be None, 'variant', 'teacher', 'device' or 'explainer'"
         params = getattr(cls, "Params", None)
-        if compares in ("variant", "device", "explainer") and "reference" not in getattr(params, "model_fields", {}):
+        if compares in ("variant", "device", "explainer") and "reference" not in getattr(
+            params, "model_fields", {}
+        ):
             return f"metric '{name}' compares {compares}s but its Params have no 'reference' field"
     for declared in ("requires", "provides"):
         names = getattr(cls, declared, frozenset())

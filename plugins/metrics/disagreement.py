@@ -50,13 +50,11 @@ from pydantic import Field, model_validator
 from scipy.stats import rankdata
 
 from harness import (
-    Attribution,
     Granularity,
     Metric,
     MetricInput,
     MetricOutput,
     Params,
-    PluginError,
     top_count,
 )
 
@@ -222,15 +220,13 @@ class _Agreement(Metric):
         return False
 
     def compute(self, data: MetricInput) -> MetricOutput:
-        if data.reference is None:
-            raise PluginError(f"{self.name} compares two explainers but the harness gave no reference cell")
-        references = {a.example_id: a for a in data.reference.attributions}
         values = np.full(len(data.attributions), np.nan)
         undefined: Counter[str] = Counter()
         tied = 0
-        for row, attribution in enumerate(data.attributions):
-            a, b = self._pair(attribution, references)
-            if attribution.target != references[attribution.example_id].target:
+        for row, (attribution, other) in enumerate(data.reference_pairs()):
+            units = attribution.units(self.params.granularity)
+            a, b = attribution.unit_scores(units), other.unit_scores(units)
+            if attribution.target != other.target:
                 undefined["the two explainers explain different classes"] += 1
             elif len(a) == 0:
                 undefined["no features (an empty text)"] += 1
@@ -247,21 +243,6 @@ class _Agreement(Metric):
                 "least one explanation: text order decided"
             )
         return MetricOutput(values, notes=notes)
-
-    def _pair(
-        self, attribution: Attribution, references: dict[str, Attribution]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        other = references.get(attribution.example_id)
-        if other is None:
-            raise PluginError(
-                f"{self.name}: example {attribution.example_id!r} has no explanation by the reference explainer"
-            )
-        if other.input_ids != attribution.input_ids:
-            raise PluginError(
-                f"{self.name}: the two explainers read example {attribution.example_id!r} as different tokens"
-            )
-        units = attribution.units(self.params.granularity)
-        return attribution.unit_scores(units), other.unit_scores(units)
 
 
 class _TopKAgreement(_Agreement):

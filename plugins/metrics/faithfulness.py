@@ -27,7 +27,6 @@ from harness import (
     MetricOutput,
     Order,
     Params,
-    PluginError,
     evaluate,
     top_count,
     top_unit_masks,
@@ -346,15 +345,8 @@ class MatchedDeltaLogOdds(Metric):
         return DeltaLogOdds.direction_for(params)
 
     def compute(self, data: MetricInput) -> MetricOutput:
-        teachers = {a.example_id: a for a in data.reference.attributions}
         counts, removals = [], []
-        for student in data.attributions:
-            teacher = teachers[student.example_id]
-            if teacher.input_ids != student.input_ids:
-                raise PluginError(
-                    f"matched-delta-log-odds: the teacher read other tokens than the student on "
-                    f"'{student.example_id}'"
-                )
+        for student, teacher in data.reference_pairs():
             count = min(_selected_count(student, self.params), _selected_count(teacher, self.params))
             counts.append(count)
             removals.append(
@@ -430,15 +422,14 @@ class TeacherAgreement(Metric):
 
     def compute(self, data: MetricInput) -> np.ndarray:
         granularity = self.params.granularity
-        teacher = {a.example_id: a for a in data.reference.attributions}
         removals = []
-        for student in data.attributions:
+        for student, teacher in data.reference_pairs():
             count = _count(self.params.percent, _n_units(student, granularity))
             removals.append(
                 np.vstack(
                     [
                         top_unit_masks(a, [count], keep=True, granularity=granularity)
-                        for a in (student, teacher[student.example_id])
+                        for a in (student, teacher)
                     ]
                 )
             )

@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from harness import VARIANT_PATTERN, Attribution, Granularity, Metric, MetricInput, Order, Params, PluginError
+from harness import VARIANT_PATTERN, Attribution, Granularity, Metric, MetricInput, Order, Params
 
 ZAFAR = (
     "Zafar et al. 2021, On the Lack of Robust Interpretability of Neural Text Classifiers, "
@@ -75,21 +75,9 @@ class Jaccard(Metric):
     params: JaccardParams
 
     def compute(self, data: MetricInput) -> np.ndarray:
-        if data.reference is None:
-            raise PluginError("jaccard compares two variants but the harness gave no reference cell")
-        reference = {a.example_id: a for a in data.reference.attributions}
         p = self.params
         values = np.full(len(data.attributions), np.nan)
-        for row, attribution in enumerate(data.attributions):
-            other = reference.get(attribution.example_id)
-            if other is None:
-                raise PluginError(
-                    f"jaccard: example {attribution.example_id!r} has no explanation on variant {p.reference!r}"
-                )
-            if other.input_ids != attribution.input_ids:
-                raise PluginError(
-                    f"jaccard: the variants read example {attribution.example_id!r} as different tokens"
-                )
+        for row, (attribution, other) in enumerate(data.reference_pairs()):
             if other.predicted == attribution.predicted:
                 values[row] = jaccard(
                     top_set(attribution, p.k, p.granularity, p.order),
