@@ -8,8 +8,8 @@ contract a plugin breaks; see ``harness.testing``.
 from pathlib import Path
 
 import pytest
-
 from bench_plugin_example import AttributionEntropy, CsvDataset, HashedLinear, TokenLength
+
 from harness.testing import check_dataset, check_explainer, check_metric, check_model
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "reviews.csv"
