@@ -42,13 +42,10 @@ def api_problem(declared: object, provided: str | None = None) -> str | None:
     major, minor = map(int, declared.split("."))
     have_major, have_minor = map(int, provided.split("."))
     if major != have_major or minor > have_minor:
-        return (
-            f"is written for plugin API {declared}, but this harness provides {provided}: "
-            + (
-                "upgrade xai-bench-harness"
-                if (major, minor) > (have_major, have_minor)
-                else f"install a version of the plugin written for API {have_major}.x"
-            )
+        return f"is written for plugin API {declared}, but this harness provides {provided}: " + (
+            "upgrade xai-bench-harness"
+            if (major, minor) > (have_major, have_minor)
+            else f"install a version of the plugin written for API {have_major}.x"
         )
     return None
 
@@ -184,9 +181,14 @@ class Registry:
         try:
             return self._plugins[(kind, name)]
         except KeyError:
-            if (kind, name) in self.refused:
-                raise BenchError(f"{kind} '{name}' cannot be used: {self.refused[(kind, name)]}") from None
-            raise BenchError(f"unknown {kind} '{name}'{suggest(name, self.names(kind))}") from None
+            raise BenchError(self.missing(kind, name)) from None
+
+    def missing(self, kind: str, name: str) -> str:
+        """Why ``name`` is no plugin of ``kind`` here: its package was refused (and why), or it is unknown
+        (with the closest name, or the choices)."""
+        if (kind, name) in self.refused:
+            return f"{kind} '{name}' cannot be used: {self.refused[(kind, name)]}"
+        return f"unknown {kind} '{name}'{suggest(name, self.names(kind))}"
 
     def names(self, kind: str) -> list[str]:
         return sorted(name for (k, name) in self._plugins if k == kind)

@@ -296,7 +296,7 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
             if spec.name not in registry.names(kind):
                 raise locator.fail(
                     (*where, "name"),
-                    f"unknown {kind} '{spec.name}'{suggest(spec.name, registry.names(kind))}",
+                    registry.missing(kind, spec.name),
                 )
             info = registry.get(kind, spec.name)
             for user_params in _expand_grid(spec.params, locator, (*where, "params")):
@@ -473,9 +473,7 @@ def _teacher(cls: type, params: Any, registry: Registry, locator: _Locator, wher
     where = (*where, "params", "teacher")
     names = registry.names("explainer")
     if teacher.name not in names:
-        raise locator.fail(
-            (*where, "name"), f"unknown explainer '{teacher.name}'{suggest(teacher.name, names)}"
-        )
+        raise locator.fail((*where, "name"), registry.missing("explainer", teacher.name))
     info = registry.get("explainer", teacher.name)
     if "grid" in teacher.params:
         raise locator.fail((*where, "params", "grid"), "a teacher takes one set of parameters, not a grid")
@@ -495,9 +493,7 @@ def _train_on(spec: ModelSpec, registry: Registry, locator: _Locator, where: tup
     where = (*where, "train_on")
     names = registry.names("dataset")
     if spec.train_on.name not in names:
-        raise locator.fail(
-            (*where, "name"), f"unknown dataset '{spec.train_on.name}'{suggest(spec.train_on.name, names)}"
-        )
+        raise locator.fail((*where, "name"), registry.missing("dataset", spec.train_on.name))
     info = registry.get("dataset", spec.train_on.name)
     if "grid" in spec.train_on.params:
         raise locator.fail(

@@ -159,3 +159,27 @@ def test_the_built_ins_declare_the_current_api():
     registry = Registry.discover()
     builtins = [info for info in registry.all() if info.package == "xai-bench-harness"]
     assert builtins and {info.api_version for info in builtins} == {harness.API_VERSION}
+
+
+def test_a_suite_naming_a_refused_plugin_fails_with_the_refusal_and_exit_code_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import tiny_suite_text
+
+    source = PLUGIN_SOURCE.format(declaration='BENCH_API_VERSION = "2.0"')
+    make_distribution(tmp_path / "site", "future-plugins", {"future_mod": source}, {"future": "future_mod"})
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(tiny_suite_text(explainers="\n  - name: from-the-future"))
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", str(suite)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1
+    assert "explainer 'from-the-future' cannot be used" in error[0] and "plugin API 2.0" in error[0]
