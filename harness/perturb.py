@@ -23,6 +23,7 @@ from scipy.special import logsumexp
 from harness.attribution import Attribution, Granularity, Order
 from harness.classifier import Classifier, Encoding
 from harness.errors import PluginError
+from harness.forward import forward_service
 from harness.plugin import ExplainerParams
 from harness.seeds import example_rng
 
@@ -69,38 +70,6 @@ def _perturbed_rows(attribution: Attribution, remove: np.ndarray, replacement: i
     return [ids[~row] for row in remove], None if types is None else [types[~row] for row in remove]
 
 
-def _forward(
-    classifier: Classifier,
-    sequences: Sequence[np.ndarray],
-    type_sequences: Sequence[np.ndarray] | None,
-    batch_size: int,
-) -> np.ndarray:
-    """Class log-probabilities (N × K, float64) for many id sequences, batched longest first."""
-    lengths = np.array([len(sequence) for sequence in sequences])
-    order = np.argsort(-lengths, kind="stable")
-    result = np.empty((len(sequences), len(classifier.labels)), dtype=np.float64)
-    device = classifier.device
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            width = max(int(lengths[chunk].max()), 1)
-            ids = np.full((len(chunk), width), classifier.pad_token_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            types = None if type_sequences is None else np.zeros((len(chunk), width), dtype=np.int64)
-            for row, index in enumerate(chunk):
-                ids[row, : lengths[index]] = sequences[index]
-                mask[row, : lengths[index]] = 1
-                if types is not None:
-                    types[row, : lengths[index]] = type_sequences[index]
-            logits = classifier.logits(
-                input_ids=torch.from_numpy(ids).to(device),
-                attention_mask=torch.from_numpy(mask).to(device),
-                token_type_ids=None if types is None else torch.from_numpy(types).to(device),
-            )
-            result[chunk] = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
-    return result
-
-
 MAX_ROWS = 4096  # perturbed inputs materialised at once, whatever the cell's size (bounded memory)
 
 
@@ -132,7 +101,11 @@ def evaluate(
     pending: list[tuple[int, int, int, bool, np.ndarray]] = []  # index, start, count, known, inverse
 
     def flush() -> None:
-        log_probabilities = _forward(classifier, sequences, type_sequences, batch_size) if sequences else None
+        log_probabilities = (
+            forward_service(classifier).log_probabilities(sequences, type_sequences, batch_size)
+            if sequences
+            else None
+        )
         for index, start, count, known, inverse in pending:
             computed = log_probabilities[start : start + count] if count else np.zeros((0, n_classes))
             if known:

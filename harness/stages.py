@@ -39,6 +39,7 @@ from harness.classifier import Classifier
 from harness.data import Example, TextDataset, fingerprint_examples
 from harness.entries import PluginEntry, canonical_json
 from harness.errors import BenchError, PluginError
+from harness.forward import FORWARD_ROWS, forward_service
 from harness.grid import Cell, expand
 from harness.plan import Task, source_identity
 from harness.plugin import Explanation, FitContext, MetricInput, MetricOutput
@@ -298,12 +299,20 @@ class Workspace:
         classifier, meta = self._build(handle)
         if handle.trainable:
             self._store(handle, classifier, meta, replace=False)
-        self._classifiers.get_or_make(handle.key, lambda: classifier)
+        self._classifiers.get_or_make(handle.key, lambda: self._serving(handle, classifier))
         return meta["training"]
 
     def classifier(self, handle: _ModelHandle) -> Classifier:
         """The model in memory: kept, read from the cache, or built (and cached) when neither has it."""
-        return self._classifiers.get_or_make(handle.key, lambda: self._load(handle))
+        return self._classifiers.get_or_make(handle.key, lambda: self._serving(handle, self._load(handle)))
+
+    def _serving(self, handle: _ModelHandle, classifier: Classifier) -> Classifier:
+        """The classifier with its forward-pass service keeping rows in the cache, under the model's key
+        and device (``harness.forward``): a re-run or another suite on the same model reads them back."""
+        forward_service(classifier).attach_store(
+            self.cache.root / FORWARD_ROWS, f"{handle.key}:{handle.device_name}", read=self.cache.read
+        )
+        return classifier
 
     def _load(self, handle: _ModelHandle) -> Classifier:
         directory = self.cache.get_directory("models", handle.key) if handle.trainable else None
@@ -621,8 +630,13 @@ def _fitted(
         cache=workspace.cache,
         key=keys.key(
             keys.fit_parts(
-                handle.key, entry.identity, seed, dataset.fingerprint, workspace.batch_size,
-                handle.device_name, _inputs_identity(entry),
+                handle.key,
+                entry.identity,
+                seed,
+                dataset.fingerprint,
+                workspace.batch_size,
+                handle.device_name,
+                _inputs_identity(entry),
             )
         ),  # fmt: skip
         seed=seed,
@@ -727,4 +741,3 @@ def predict(classifier: Classifier, examples: Sequence[Example], batch_size: int
             batch = examples[start : start + max(batch_size, 32)]
             predictions += classifier.log_probabilities(classifier.encode(batch)).argmax(dim=-1).tolist()
     return predictions
-

@@ -1,0 +1,229 @@
+"""The forward-pass service: class log-probabilities of token-id sequences, each distinct sequence run
+through the model once.
+
+Every removal metric and every perturbation explainer asks the perturbation engine
+(``harness.perturb.evaluate``) for the model's output on perturbed inputs, and the engine asks this
+service. The service keeps what it computed, per classifier, keyed by the sequence itself (its ids and
+token types): the leave-one-out inputs of an example are computed once whichever explainer's cell or
+metric asks for them (``loo-correlation`` of six explainers, ``occlusion`` explaining, ``switching-point``
+...), the input with everything removed once for every curve that reaches 100 %, and top-k sets that
+two explainers or two metrics share once. Only the sequences it has not seen go through the model:
+sorted by length (little padding) and batched by a token budget (``TOKENS_PER_PASS``), in inference mode.
+
+With a store attached (``attach_store``: what the runner does, with the model's cache key) the rows are
+also kept on disk, content-addressed by the model's key and the sequence, so a re-run or another suite
+on the same model reads them back instead of computing them. Memory is bounded: the in-process memo
+forgets its least recently used rows beyond ``MEMO_BYTES``.
+
+The values are the model's: a row computed in another batch than it would have been differs only by
+float32 rounding of the padded batch (the attention mask keeps padding out), within 1e-6.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.classifier import Classifier
+
+TOKENS_PER_PASS = 4096
+"""Tokens (rows × the pass's padded length) per forward pass of perturbed inputs, unless the caller's
+batch size asks for more rows: short sequences go many to a pass, long ones few, so that a pass costs
+about the same whatever the length."""
+MEMO_BYTES = 256 * 2**20  # the in-process memo's bound (keys and values), per classifier
+_ATTRIBUTE = "_bench_forward_service"
+FORWARD_ROWS = "forward-rows.sqlite"  # the disk store's file in a cache folder
+
+
+@dataclass
+class ForwardStats:
+    """What the service was asked and what it ran: ``requested`` rows (all asks), ``distinct`` (different
+    sequences among them per ask), ``computed`` (run through the model), ``stored`` (read back from the
+    disk store)."""
+
+    requested: int = 0
+    distinct: int = 0
+    computed: int = 0
+    stored: int = 0
+
+
+class ForwardService:
+    """One classifier's forward passes on id sequences, each distinct sequence computed once."""
+
+    def __init__(self, classifier: Classifier, memo_bytes: int = MEMO_BYTES):
+        self.classifier = classifier
+        self.memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.memo_bytes, self._bytes = memo_bytes, 0
+        self.stats = ForwardStats()
+        self.store: RowStore | None = None
+        self._lock = threading.Lock()
+
+    def attach_store(self, path: Path, model_key: str, read: bool = True) -> None:
+        """Keep rows on disk in ``path`` under ``model_key`` (the model's cache key: its identity, its
+        weights' and its training data's), reading them back unless ``read`` is False."""
+        self.store = RowStore(path, model_key, read)
+
+    def clear(self) -> None:
+        """Forget every row held in memory (the disk store keeps its own)."""
+        with self._lock:
+            self.memo.clear()
+            self._bytes = 0
+
+    def log_probabilities(
+        self,
+        sequences: Sequence[np.ndarray],
+        type_sequences: Sequence[np.ndarray] | None,
+        batch_size: int,
+    ) -> np.ndarray:
+        """Class log-probabilities (N × K, float64) of the id sequences (with their token types, when
+        the model takes them), computing only the sequences neither the memo nor the store holds."""
+        keys = [
+            _key(s, None if type_sequences is None else type_sequences[i]) for i, s in enumerate(sequences)
+        ]
+        n_classes = len(self.classifier.labels)
+        result = np.empty((len(keys), n_classes), dtype=np.float64)
+        with self._lock:
+            missing: dict[bytes, int] = {}  # key → index of its first sequence
+            for index, key in enumerate(keys):
+                row = self.memo.get(key)
+                if row is not None:
+                    self.memo.move_to_end(key)
+                    result[index] = row
+                elif key not in missing:
+                    missing[key] = index
+            self.stats.requested += len(keys)
+            self.stats.distinct += len(set(keys))
+            if missing and self.store is not None:
+                for key, row in self.store.read(list(missing)).items():
+                    self._remember(key, row)
+                    del missing[key]
+                    self.stats.stored += 1
+            if missing:
+                indices = list(missing.values())
+                computed = _forward(
+                    self.classifier,
+                    [sequences[i] for i in indices],
+                    None if type_sequences is None else [type_sequences[i] for i in indices],
+                    batch_size,
+                )
+                self.stats.computed += len(indices)
+                for key, row in zip(missing, computed, strict=True):
+                    self._remember(key, row)
+                if self.store is not None:
+                    self.store.write(list(missing), computed)
+            for index, key in enumerate(keys):
+                if key in self.memo:
+                    result[index] = self.memo[key]
+        return result
+
+    def _remember(self, key: bytes, row: np.ndarray) -> None:
+        if key not in self.memo:
+            self._bytes += len(key) + row.nbytes
+        self.memo[key] = row
+        self.memo.move_to_end(key)
+        while self._bytes > self.memo_bytes and len(self.memo) > 1:
+            old_key, old_row = self.memo.popitem(last=False)
+            self._bytes -= len(old_key) + old_row.nbytes
+
+
+def forward_service(classifier: Classifier) -> ForwardService:
+    """The classifier's forward-pass service, created on first use and kept with the classifier (its
+    rows die with it)."""
+    service = classifier.__dict__.get(_ATTRIBUTE)
+    if service is None:
+        service = ForwardService(classifier)
+        classifier.__dict__[_ATTRIBUTE] = service
+    return service
+
+
+def _key(ids: np.ndarray, types: np.ndarray | None) -> bytes:
+    """A sequence as a key: its ids (and token types) as bytes: equal exactly when the inputs are."""
+    key = np.asarray(ids, dtype=np.int64).tobytes()
+    return key if types is None else key + b"|" + np.asarray(types, dtype=np.int64).tobytes()
+
+
+def _forward(
+    classifier: Classifier,
+    sequences: Sequence[np.ndarray],
+    type_sequences: Sequence[np.ndarray] | None,
+    batch_size: int,
+) -> np.ndarray:
+    """Class log-probabilities (N × K, float64) of id sequences through the model: longest first, each
+    pass as many rows as ``TOKENS_PER_PASS`` holds at its padded length (at least ``batch_size``)."""
+    lengths = np.array([len(sequence) for sequence in sequences])
+    order = np.argsort(-lengths, kind="stable")
+    result = np.empty((len(sequences), len(classifier.labels)), dtype=np.float64)
+    device = classifier.device
+    start = 0
+    with torch.inference_mode():
+        while start < len(order):
+            width = max(int(lengths[order[start]]), 1)  # the longest of the pass: rows are sorted
+            rows = max(batch_size, TOKENS_PER_PASS // width)
+            chunk = order[start : start + rows]
+            start += len(chunk)
+            ids = np.full((len(chunk), width), classifier.pad_token_id, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            types = None if type_sequences is None else np.zeros((len(chunk), width), dtype=np.int64)
+            for row, index in enumerate(chunk):
+                ids[row, : lengths[index]] = sequences[index]
+                mask[row, : lengths[index]] = 1
+                if types is not None:
+                    types[row, : lengths[index]] = type_sequences[index]
+            logits = classifier.logits(
+                input_ids=torch.from_numpy(ids).to(device),
+                attention_mask=torch.from_numpy(mask).to(device),
+                token_type_ids=None if types is None else torch.from_numpy(types).to(device),
+            )
+            result[chunk] = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
+    return result
+
+
+class RowStore:
+    """Rows on disk: one SQLite file, rows keyed by (model key, sequence), values float64 bytes. Safe for
+    several processes (WAL, a busy timeout); a row is written once and never changes."""
+
+    def __init__(self, path: Path, model_key: str, read: bool = True):
+        self.path, self.model_key, self.read_rows = Path(path), model_key, read
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS forward_rows "
+                "(model TEXT NOT NULL, sequence BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (model, sequence))"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def read(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        if not self.read_rows or not keys:
+            return {}
+        found: dict[bytes, np.ndarray] = {}
+        with closing(self._connect()) as db:
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for sequence, value in db.execute(
+                    f"SELECT sequence, value FROM forward_rows WHERE model=? AND sequence IN ({marks})",  # noqa: S608
+                    (self.model_key, *part),
+                ):
+                    found[bytes(sequence)] = np.frombuffer(value, dtype=np.float64).copy()
+        return found
+
+    def write(self, keys: list[bytes], rows: np.ndarray) -> None:
+        with closing(self._connect()) as db, db:
+            db.executemany(
+                "INSERT OR IGNORE INTO forward_rows (model, sequence, value) VALUES (?, ?, ?)",
+                [
+                    (self.model_key, key, np.ascontiguousarray(row).tobytes())
+                    for key, row in zip(keys, rows, strict=True)
+                ],
+            )

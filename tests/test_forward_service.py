@@ -1,0 +1,158 @@
+"""The forward-pass service (``harness.forward``): each distinct perturbed input runs through the model
+once per run whichever metric, explainer or cell asks for it, is read back from the cache by a later run
+on the same model, and the values are those of the straightforward computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_suite_text
+from scipy.stats import kendalltau
+
+import harness.forward
+from harness.registry import get_registry
+from harness.runner import Runner, RunOptions
+from harness.store import Store
+from harness.suite import load_suite
+
+BINS = (10, 50, 100)
+EXPLAINERS = "\n  - name: random\n  - name: saliency\n    params: {reduction: input_x_gradient}"
+METRICS = f"""
+  - name: comprehensiveness
+    params: {{bins: {list(BINS)}}}
+  - name: sufficiency
+    params: {{bins: {list(BINS)}}}
+  - name: loo-correlation"""
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every sequence the model is run on through the service, as a tuple of ids."""
+    seen: list[tuple[int, ...]] = []
+    forward = harness.forward._forward
+
+    def counting(classifier, sequences, types, batch_size):
+        seen.extend(tuple(int(i) for i in sequence) for sequence in sequences)
+        return forward(classifier, sequences, types, batch_size)
+
+    monkeypatch.setattr(harness.forward, "_forward", counting)
+    return seen
+
+
+def run(tmp_path, metrics: str, cache: str = "cache", results: str = "results"):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(tiny_suite_text(explainers=EXPLAINERS, metrics=metrics))
+    loaded = load_suite(suite, get_registry())
+    options = RunOptions(results_dir=tmp_path / results, cache_dir=tmp_path / cache, progress=False)
+    result = Runner(loaded, options).run()
+    assert not result.failed
+    return Store(tmp_path / results), result.run_id
+
+
+def probability(classifier, ids: list[int], target: int) -> float:
+    """p(target | ids), one input per forward pass: the straightforward way."""
+    with torch.no_grad():
+        logits = classifier.logits(
+            input_ids=torch.tensor([ids], dtype=torch.long),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        )
+    return float(torch.softmax(logits.double(), dim=-1)[0, target])
+
+
+def expected(classifier, attribution: dict) -> tuple[dict[str, float], set[tuple[int, ...]]]:
+    """The three metrics of one attribution computed from their definitions with this test's own
+    ranking (highest score first, ties in text order), and the perturbed inputs they need."""
+    ids, scores, target = attribution["input_ids"], attribution["scores"], attribution["target"]
+    real = [i for i, segment in enumerate(attribution["segments"]) if segment >= 0]
+    ranked = sorted(real, key=lambda i: (-scores[i], i))
+    full = math.exp(attribution["log_probabilities"][target])
+    needed: set[tuple[int, ...]] = set()
+
+    def p(kept_positions) -> float:
+        kept = [ids[i] for i in range(len(ids)) if i in kept_positions]
+        if kept != ids:
+            needed.add(tuple(kept))
+        return probability(classifier, kept, target) if kept != ids else full
+
+    everything = set(range(len(ids)))
+    specials = everything - set(real)
+    comprehensiveness, sufficiency = [], []
+    for k in BINS:
+        count = min(max(int(math.floor(k * len(real) / 100 + 0.5)), 1), len(real))
+        top = set(ranked[:count])
+        comprehensiveness.append(full - p(everything - top))
+        sufficiency.append(full - p(specials | top))
+    drops = [full - p(everything - {i}) for i in real]
+    tau = kendalltau([scores[i] for i in real], drops).statistic if len(real) > 1 else math.nan
+    values = {
+        "comprehensiveness": float(np.mean(comprehensiveness)),
+        "sufficiency": float(np.mean(sufficiency)),
+        "loo-correlation": float(tau),
+    }
+    return values, needed
+
+
+def test_each_distinct_perturbed_input_runs_once_and_values_equal_the_straightforward_ones(tmp_path, counted):
+    store, run_id = run(tmp_path, METRICS)
+    records = list(store.records(run_id))
+    attributions = list(store.attributions(run_id))
+    assert {a["explainer"] for a in attributions} == {"random", "saliency"}
+    classifier = _model(tmp_path)
+    needed: set[tuple[int, ...]] = set()
+    checked = 0
+    for attribution in attributions:
+        values, rows = expected(classifier, attribution)
+        needed |= rows
+        for record in records:
+            if all(
+                record[key] == attribution[key] for key in ("example_id", "explainer", "explainer_params")
+            ):
+                assert record["value"] == pytest.approx(values[record["metric"]], abs=1e-6, nan_ok=True)
+                checked += 1
+    assert checked == len(records) == 3 * len(attributions)
+    # Every perturbed input the metrics of both explainers need, and nothing twice: the leave-one-out
+    # inputs are shared by the two explainers, the 100 % steps by every curve.
+    assert len(counted) == len(set(counted)) == len(needed)
+    assert set(counted) == needed
+    asked = sum(2 * len(BINS) + len([s for s in a["segments"] if s >= 0]) for a in attributions)
+    assert len(needed) < asked  # what the cells asked for, each on its own
+
+
+def test_a_second_suite_on_the_same_model_reads_the_rows_back_from_the_cache(tmp_path, counted):
+    run(tmp_path, "\n  - name: loo-correlation", results="first")
+    first = set(counted)
+    assert first
+    counted.clear()
+    run(tmp_path, METRICS, results="second")  # the same leave-one-out inputs, and the curves' new ones
+    assert counted and not (set(counted) & first)
+
+
+def _model(tmp_path):
+    """The run's model, built again as the runner built it (bow training is deterministic)."""
+    loaded = load_suite(tmp_path / "suite.yaml", get_registry())
+    dataset_entry, model_entry = loaded.entries["datasets"][0], loaded.entries["models"][0]
+    dataset = dataset_entry.cls(dataset_entry.params).load()
+    return model_entry.cls(model_entry.params).build(dataset, seed=0, device=torch.device("cpu"))
+
+
+def test_the_memo_is_bounded_and_forgets_the_least_recently_used_rows():
+    class Constant:
+        labels = ("a", "b")
+        device = torch.device("cpu")
+        pad_token_id = 0
+
+        def logits(self, *, input_ids, attention_mask, token_type_ids=None):
+            return input_ids.sum(1, keepdim=True).double().expand(-1, 2) * torch.tensor([0.0, 1.0])
+
+    service = harness.forward.ForwardService(
+        Constant(), memo_bytes=3 * (8 + 16)
+    )  # three rows: 8-byte key, two float64
+    for ids in ([1], [2], [3], [4]):
+        service.log_probabilities([np.array(ids)], None, 8)
+    assert len(service.memo) == 3 and harness.forward._key(np.array([1]), None) not in service.memo
+    service.log_probabilities([np.array([2]), np.array([2]), np.array([9])], None, 8)
+    assert service.stats.computed == 5  # [2] was held; [9] is new; the memo still holds three rows
+    assert len(service.memo) == 3
