@@ -38,7 +38,8 @@ TOKENS_PER_PASS = 4096
 """Tokens (rows × the pass's padded length) per forward pass of perturbed inputs, unless the caller's
 batch size asks for more rows: short sequences go many to a pass, long ones few, so that a pass costs
 about the same whatever the length."""
-MEMO_BYTES = 256 * 2**20  # the in-process memo's bound (keys and values), per classifier
+MEMO_BYTES = 128 * 2**20  # the in-process memo's bound, per classifier
+ENTRY_OVERHEAD = 250  # bytes of Python objects per memo entry beyond its key's and row's data
 _ATTRIBUTE = "_bench_forward_service"
 FORWARD_ROWS = "forward-rows.sqlite"  # the disk store's file in a cache folder
 
@@ -82,9 +83,12 @@ class ForwardService:
         sequences: Sequence[np.ndarray],
         type_sequences: Sequence[np.ndarray] | None,
         batch_size: int,
+        share: bool = True,
     ) -> np.ndarray:
         """Class log-probabilities (N × K, float64) of the id sequences (with their token types, when
-        the model takes them), computing only the sequences neither the memo nor the store holds."""
+        the model takes them), computing only the sequences neither the memo nor the store holds.
+        ``share=False``: rows unlikely to be asked for again (a surrogate explainer's random samples)
+        are read from the memo and the store when there, but neither kept nor stored."""
         keys = [
             _key(s, None if type_sequences is None else type_sequences[i]) for i, s in enumerate(sequences)
         ]
@@ -101,6 +105,7 @@ class ForwardService:
                     missing[key] = index
             self.stats.requested += len(keys)
             self.stats.distinct += len(set(keys))
+            fresh: dict[bytes, np.ndarray] = {}
             if missing and self.store is not None:
                 for key, row in self.store.read(list(missing)).items():
                     self._remember(key, row)
@@ -115,23 +120,25 @@ class ForwardService:
                     batch_size,
                 )
                 self.stats.computed += len(indices)
-                for key, row in zip(missing, computed, strict=True):
-                    self._remember(key, row)
-                if self.store is not None:
-                    self.store.write(list(missing), computed)
+                fresh = dict(zip(missing, computed, strict=True))
+                if share:
+                    for key, row in fresh.items():
+                        self._remember(key, row)
+                    if self.store is not None:
+                        self.store.write(list(fresh), computed)
             for index, key in enumerate(keys):
-                if key in self.memo:
-                    result[index] = self.memo[key]
+                row = self.memo.get(key)
+                result[index] = row if row is not None else fresh[key]
         return result
 
     def _remember(self, key: bytes, row: np.ndarray) -> None:
         if key not in self.memo:
-            self._bytes += len(key) + row.nbytes
+            self._bytes += _size(key, row)
         self.memo[key] = row
         self.memo.move_to_end(key)
         while self._bytes > self.memo_bytes and len(self.memo) > 1:
             old_key, old_row = self.memo.popitem(last=False)
-            self._bytes -= len(old_key) + old_row.nbytes
+            self._bytes -= _size(old_key, old_row)
 
 
 def forward_service(classifier: Classifier) -> ForwardService:
@@ -142,6 +149,11 @@ def forward_service(classifier: Classifier) -> ForwardService:
         service = ForwardService(classifier)
         classifier.__dict__[_ATTRIBUTE] = service
     return service
+
+
+def _size(key: bytes, row: np.ndarray) -> int:
+    """What a memo entry holds in memory: its key and row, and Python's objects around them."""
+    return len(key) + row.nbytes + ENTRY_OVERHEAD
 
 
 def _key(ids: np.ndarray, types: np.ndarray | None) -> bytes:

@@ -81,6 +81,7 @@ def evaluate(
     masking: Masking,
     batch_size: int,
     max_rows: int = MAX_ROWS,
+    share: bool = True,
 ) -> list[np.ndarray]:
     """Class log-probabilities of perturbed inputs (log space keeps log-odds exact for confident models).
 
@@ -102,7 +103,7 @@ def evaluate(
 
     def flush() -> None:
         log_probabilities = (
-            forward_service(classifier).log_probabilities(sequences, type_sequences, batch_size)
+            forward_service(classifier).log_probabilities(sequences, type_sequences, batch_size, share=share)
             if sequences
             else None
         )
@@ -283,7 +284,10 @@ def presence_function(
         present = np.asarray(present, dtype=np.float64).reshape(-1, len(positions))
         remove = np.zeros((len(present), len(item.input_ids)), dtype=bool)
         remove[:, positions] = present < 0.5
-        log_probabilities = evaluate(classifier, [item], [remove], masking=masking, batch_size=batch_size)[0]
+        # Random samples of a surrogate explainer: rarely asked for again, not worth keeping (share=False).
+        log_probabilities = evaluate(
+            classifier, [item], [remove], masking=masking, batch_size=batch_size, share=False
+        )[0]
         return explained_output(log_probabilities, output)[:, target]
 
     return forward

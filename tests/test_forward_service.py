@@ -148,11 +148,36 @@ def test_the_memo_is_bounded_and_forgets_the_least_recently_used_rows():
             return input_ids.sum(1, keepdim=True).double().expand(-1, 2) * torch.tensor([0.0, 1.0])
 
     service = harness.forward.ForwardService(
-        Constant(), memo_bytes=3 * (8 + 16)
-    )  # three rows: 8-byte key, two float64
+        Constant(), memo_bytes=3 * (8 + 16 + harness.forward.ENTRY_OVERHEAD)
+    )  # three rows of an 8-byte key and two float64
     for ids in ([1], [2], [3], [4]):
         service.log_probabilities([np.array(ids)], None, 8)
     assert len(service.memo) == 3 and harness.forward._key(np.array([1]), None) not in service.memo
     service.log_probabilities([np.array([2]), np.array([2]), np.array([9])], None, 8)
     assert service.stats.computed == 5  # [2] was held; [9] is new; the memo still holds three rows
     assert len(service.memo) == 3
+
+
+def test_rows_asked_for_without_sharing_are_computed_but_neither_kept_nor_stored(tmp_path):
+    classifier = _model_free_constant()
+    service = harness.forward.ForwardService(classifier)
+    service.attach_store(tmp_path / "rows.sqlite", "model-key")
+    shared = service.log_probabilities([np.array([5])], None, 8)
+    once = service.log_probabilities([np.array([6]), np.array([5])], None, 8, share=False)
+    assert list(service.memo) == [harness.forward._key(np.array([5]), None)]
+    np.testing.assert_array_equal(once[1], shared[0])
+    assert set(service.store.read([harness.forward._key(np.array([i]), None) for i in (5, 6)])) == {
+        harness.forward._key(np.array([5]), None)
+    }
+
+
+def _model_free_constant():
+    class Constant:
+        labels = ("a", "b")
+        device = torch.device("cpu")
+        pad_token_id = 0
+
+        def logits(self, *, input_ids, attention_mask, token_type_ids=None):
+            return input_ids.sum(1, keepdim=True).double().expand(-1, 2) * torch.tensor([0.0, 1.0])
+
+    return Constant()
