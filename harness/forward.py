@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import closing
@@ -40,7 +41,6 @@ batch size asks for more rows: short sequences go many to a pass, long ones few,
 about the same whatever the length."""
 MEMO_BYTES = 128 * 2**20  # the in-process memo's bound, per classifier
 ENTRY_OVERHEAD = 250  # bytes of Python objects per memo entry beyond its key's and row's data
-_ATTRIBUTE = "_bench_forward_service"
 FORWARD_ROWS = "forward-rows.sqlite"  # the disk store's file in a cache folder
 
 
@@ -60,12 +60,19 @@ class ForwardService:
     """One classifier's forward passes on id sequences, each distinct sequence computed once."""
 
     def __init__(self, classifier: Classifier, memo_bytes: int = MEMO_BYTES):
-        self.classifier = classifier
+        try:  # weakly: the module's map of services must not keep a classifier alive
+            self._classifier = weakref.ref(classifier)
+        except TypeError:
+            self._classifier = lambda: classifier
         self.memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.memo_bytes, self._bytes = memo_bytes, 0
         self.stats = ForwardStats()
         self.store: RowStore | None = None
         self._lock = threading.Lock()
+
+    @property
+    def classifier(self) -> Classifier:
+        return self._classifier()
 
     def attach_store(self, path: Path, model_key: str, read: bool = True) -> None:
         """Keep rows on disk in ``path`` under ``model_key`` (the model's cache key: its identity, its
@@ -141,13 +148,18 @@ class ForwardService:
             self._bytes -= _size(old_key, old_row)
 
 
+_SERVICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def forward_service(classifier: Classifier) -> ForwardService:
-    """The classifier's forward-pass service, created on first use and kept with the classifier (its
-    rows die with it)."""
-    service = classifier.__dict__.get(_ATTRIBUTE)
+    """The classifier's forward-pass service, created on first use and kept beside the classifier (not in
+    it, so a classifier still pickles): its rows die with it."""
+    try:
+        service = _SERVICES.get(classifier)
+    except TypeError:  # a classifier that cannot be weakly referenced or hashed: a service per call
+        return ForwardService(classifier)
     if service is None:
-        service = ForwardService(classifier)
-        classifier.__dict__[_ATTRIBUTE] = service
+        service = _SERVICES[classifier] = ForwardService(classifier)
     return service
 
 

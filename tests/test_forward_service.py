@@ -147,8 +147,9 @@ def test_the_memo_is_bounded_and_forgets_the_least_recently_used_rows():
         def logits(self, *, input_ids, attention_mask, token_type_ids=None):
             return input_ids.sum(1, keepdim=True).double().expand(-1, 2) * torch.tensor([0.0, 1.0])
 
+    constant = Constant()  # the service holds its classifier weakly
     service = harness.forward.ForwardService(
-        Constant(), memo_bytes=3 * (8 + 16 + harness.forward.ENTRY_OVERHEAD)
+        constant, memo_bytes=3 * (8 + 16 + harness.forward.ENTRY_OVERHEAD)
     )  # three rows of an 8-byte key and two float64
     for ids in ([1], [2], [3], [4]):
         service.log_probabilities([np.array(ids)], None, 8)
