@@ -182,3 +182,81 @@ def _model_free_constant():
             return input_ids.sum(1, keepdim=True).double().expand(-1, 2) * torch.tensor([0.0, 1.0])
 
     return Constant()
+
+
+class _Encoder(torch.nn.Module):
+    """Embeddings, then transformer-sized linear layers (384 → 1536 → 384) and a two-class head."""
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.embeddings = torch.nn.Embedding(100, 384)
+        self.up, self.down, self.head = (
+            torch.nn.Linear(384, 1536), torch.nn.Linear(1536, 384), torch.nn.Linear(384, 2)
+        )  # fmt: skip
+        for parameter in self.parameters():
+            parameter.data = torch.randn(parameter.shape, generator=generator) / 8
+
+    def forward(self, ids, mask):
+        hidden = self.embeddings(ids)
+        hidden = hidden + self.down(torch.nn.functional.gelu(self.up(hidden)))
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        return self.head(pooled)
+
+
+class _LinearClassifier:
+    labels = ("a", "b")
+    device = torch.device("cpu")
+    pad_token_id = 0
+
+    def __init__(self):
+        self.network = _Encoder()
+
+    def logits(self, *, input_ids, attention_mask, token_type_ids=None):
+        return self.network(input_ids, attention_mask)
+
+    def torch_modules(self):
+        return [self.network]
+
+
+def test_the_services_passes_run_linear_layers_through_onednn_within_1e6_and_leave_the_model_as_built(
+    monkeypatch,
+):
+    classifier = _LinearClassifier()
+    used = []
+    linear = torch._C._nn.mkldnn_linear
+    monkeypatch.setattr(torch._C._nn, "mkldnn_linear", lambda *a: used.append(1) or linear(*a))
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 100, size=n) for n in rng.integers(3, 40, size=64)]
+    service = harness.forward.ForwardService(classifier)
+    served = service.log_probabilities(sequences, None, batch_size=8)
+    plain, exact = [], []
+    for sequence in sequences:
+        ids = torch.from_numpy(sequence[None].astype(np.int64))
+        logits = classifier.logits(input_ids=ids, attention_mask=torch.ones_like(ids))  # gradients on
+        plain.append(torch.log_softmax(logits.double(), -1)[0].detach().numpy())
+        network64 = classifier.network.double()
+        exact.append(torch.log_softmax(network64(ids, torch.ones_like(ids)), -1)[0].detach().numpy())
+        classifier.network.float()
+    plain, exact = np.array(plain), np.array(exact)
+    # Probabilities (what metrics are made of) within 1e-6 of PyTorch's own float32 kernels, and no
+    # further from the float64 result than float32 rounding takes those kernels.
+    np.testing.assert_allclose(np.exp(served), np.exp(plain), atol=1e-6, rtol=0)
+    assert np.abs(served - exact).max() <= 4 * np.abs(plain - exact).max()
+    if torch.backends.mkldnn.is_available():
+        assert used and service.kernels == harness.forward.ONEDNN
+    # Outside the service's passes the layers are torch's own (captum's LRP looks at exact types).
+    assert {type(m) for m in classifier.network.modules()} == {_Encoder, torch.nn.Embedding, torch.nn.Linear}
+
+
+def test_a_onednn_layer_with_gradients_is_exactly_torchs_linear():
+    layer = torch.nn.Linear(16, 4)
+    x = torch.randn(3, 16, requires_grad=True)
+    expected = layer(x)
+    expected.sum().backward()
+    expected_grad = x.grad.clone()
+    x.grad = None
+    layer.__class__ = harness.forward.OneDNNLinear
+    output = layer(x)
+    output.sum().backward()
+    assert torch.equal(output, expected) and torch.equal(x.grad, expected_grad)
