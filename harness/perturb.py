@@ -12,7 +12,9 @@ NaN rows (and runs nothing for it); every value computed from them is NaN.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -24,7 +26,7 @@ from harness.attribution import Attribution, Granularity, Order
 from harness.classifier import Classifier, Encoding
 from harness.errors import PluginError
 from harness.forward import forward_service
-from harness.plugin import ExplainerParams
+from harness.plugin import ExplainerParams, Metric, MetricInput, MetricOutput
 from harness.seeds import example_rng
 
 Masking = Literal["mask", "unk", "pad", "delete"]
@@ -93,13 +95,45 @@ def evaluate(
     matrix per attribution; all NaN for an attribution with no removable unit (see the module
     docstring), which runs nothing.
     """
-    replacement = replacement_id(classifier, masking)
-    with_types = all(attribution.token_type_ids is not None for attribution in attributions)
+    request = Perturbations(attributions, removals, masking)
+    return evaluate_together(classifier, [request], batch_size=batch_size, max_rows=max_rows, share=share)[0]
+
+
+@dataclass(frozen=True)
+class Perturbations:
+    """What one metric (or explainer) asks the engine for: per attribution, a boolean matrix of token
+    positions to remove (one row per perturbed input), removed by ``masking``."""
+
+    attributions: Sequence[Attribution]
+    removals: Sequence[np.ndarray]
+    masking: Masking
+
+
+def evaluate_together(
+    classifier: Classifier,
+    requests: Sequence[Perturbations],
+    *,
+    batch_size: int,
+    max_rows: int = MAX_ROWS,
+    share: bool = True,
+) -> list[list[np.ndarray]]:
+    """``evaluate`` of several requests on the same attributions (every removal metric of one
+    explanation) planned together: the perturbed inputs of an attribution for every request go through
+    the forward-pass service in the same chunk, so each distinct one is computed once and the passes
+    are filled across metrics before any forward pass. Returns, per request, what ``evaluate`` returns."""
+    for request in requests:
+        if len(request.removals) != len(request.attributions):
+            raise ValueError(
+                f"{len(request.removals)} removal matrices for {len(request.attributions)} attributions"
+            )
     n_classes = len(classifier.labels)
-    results: list[np.ndarray | None] = [None] * len(attributions)
+    results: list[list[np.ndarray | None]] = [[None] * len(r.attributions) for r in requests]
+    replacements = [replacement_id(classifier, request.masking) for request in requests]
+    with_types = all(a.token_type_ids is not None for r in requests for a in r.attributions)
     sequences: list[np.ndarray] = []
     type_sequences: list[np.ndarray] | None = [] if with_types else None
-    pending: list[tuple[int, int, int, bool, np.ndarray]] = []  # index, start, count, known, inverse
+    # (request, attribution, start, count, known, inverse) of the rows gathered since the last flush
+    pending: list[tuple[int, int, int, int, bool, np.ndarray]] = []
 
     def flush() -> None:
         log_probabilities = (
@@ -107,35 +141,81 @@ def evaluate(
             if sequences
             else None
         )
-        for index, start, count, known, inverse in pending:
+        for r, index, start, count, known, inverse in pending:
             computed = log_probabilities[start : start + count] if count else np.zeros((0, n_classes))
             if known:
-                stored = np.asarray(attributions[index].log_probabilities)[None, :]
+                stored = np.asarray(requests[r].attributions[index].log_probabilities)[None, :]
                 computed = np.vstack([stored, computed])
-            results[index] = computed[inverse]
+            results[r][index] = computed[inverse]
         sequences.clear()
         if type_sequences is not None:
             type_sequences.clear()
         pending.clear()
 
-    # Identical perturbations of one input (e.g. bins that round to the same count) run once, and the
-    # unperturbed input reuses the log-probabilities stored with the attribution when it has them.
-    for index, (attribution, remove) in enumerate(zip(attributions, removals, strict=True)):
-        if not len(attribution.removable):
-            results[index] = np.full((len(remove), n_classes), np.nan)
-            continue
-        unique, inverse = np.unique(remove, axis=0, return_inverse=True)
-        known = attribution.log_probabilities is not None and not unique[0].any()
-        to_run = unique[1:] if known else unique
-        if sequences and len(sequences) + len(to_run) > max_rows:
+    # Attribution by attribution, every request's rows of it together (one chunk). Identical
+    # perturbations of one input (e.g. bins that round to the same count) run once, and the unperturbed
+    # input reuses the log-probabilities stored with the attribution when it has them.
+    for index in range(max((len(r.attributions) for r in requests), default=0)):
+        gathered = []
+        for r, request in enumerate(requests):
+            if index >= len(request.attributions):
+                continue
+            attribution, remove = request.attributions[index], request.removals[index]
+            if not len(attribution.removable):
+                results[r][index] = np.full((len(remove), n_classes), np.nan)
+                continue
+            unique, inverse = np.unique(remove, axis=0, return_inverse=True)
+            known = attribution.log_probabilities is not None and not unique[0].any()
+            gathered.append((r, attribution, unique[1:] if known else unique, known, inverse.reshape(-1)))
+        size = sum(len(to_run) for _, _, to_run, _, _ in gathered)
+        if sequences and len(sequences) + size > max_rows:
             flush()
-        rows, type_rows = _perturbed_rows(attribution, to_run, replacement)
-        pending.append((index, len(sequences), len(rows), known, inverse.reshape(-1)))
-        sequences.extend(rows)
-        if type_sequences is not None:
-            type_sequences.extend(type_rows)
+        for r, attribution, to_run, known, inverse in gathered:
+            rows, type_rows = _perturbed_rows(attribution, to_run, replacements[r])
+            pending.append((r, index, len(sequences), len(rows), known, inverse))
+            sequences.extend(rows)
+            if type_sequences is not None:
+                type_sequences.extend(type_rows)
     flush()
     return results
+
+
+class RemovalMetric(Metric):
+    """A metric on the model's outputs for perturbed copies of each explained input: every removal
+    metric (comprehensiveness, AOPC, switching point, leave-one-out ...).
+
+    It declares which copies (``removals``: per attribution, a boolean matrix of token positions to
+    remove, one row per copy, removed as its ``masking`` parameter says) apart from what it makes of the
+    model's class log-probabilities on them (``reduce``); ``compute`` is the two joined through the
+    perturbation engine. Declared apart, the perturbations of every removal metric scoring one
+    explanation are planned together by the runner (``evaluate_together``, the ``perturb`` stage of the
+    plan): each distinct perturbed input is computed once, in full passes, before any metric reduces.
+    """
+
+    @property
+    def masking(self) -> Masking:
+        """How a removed token is removed: the metric's ``masking`` parameter."""
+        return self.params.masking
+
+    @abstractmethod
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
+        """Per attribution of ``data``, the boolean removal matrix (S_i × L_i) of its perturbed copies."""
+
+    @abstractmethod
+    def reduce(
+        self, data: MetricInput, log_probabilities: list[np.ndarray]
+    ) -> Sequence[float] | MetricOutput:
+        """The metric's values from the class log-probabilities (S_i × K) of the copies ``removals``
+        declared, in the same order (NaN rows for an attribution with no removable unit)."""
+
+    def perturbations(self, data: MetricInput) -> Perturbations:
+        return Perturbations(data.attributions, self.removals(data), self.masking)
+
+    def compute(self, data: MetricInput) -> Sequence[float] | MetricOutput:
+        (log_probabilities,) = evaluate_together(
+            data.classifier, [self.perturbations(data)], batch_size=data.batch_size
+        )
+        return self.reduce(data, log_probabilities)
 
 
 def with_unperturbed(attribution: Attribution, masks: np.ndarray) -> np.ndarray:
@@ -166,6 +246,19 @@ def top_unit_masks(
     return masks
 
 
+def removal_masks(
+    attribution: Attribution, percents: Sequence[float], *, keep: bool, granularity: Granularity = "token"
+) -> np.ndarray:
+    """The unperturbed input, then for each k in ``percents`` the input with its top-k % units (by
+    descending score) removed (``keep=False``) or with only them kept (``keep=True``): (1 + len(percents))
+    × L boolean removal masks."""
+    n_units = len(attribution.units(granularity))
+    counts = [top_count(percent, n_units) if n_units else 0 for percent in percents]
+    return with_unperturbed(
+        attribution, top_unit_masks(attribution, counts, keep=keep, granularity=granularity)
+    )
+
+
 def removal_curves(
     classifier: Classifier,
     attributions: Sequence[Attribution],
@@ -180,14 +273,10 @@ def removal_curves(
     with the top-k % units (by descending score) removed (``keep=False``) or with only them kept
     (``keep=True``). Special tokens are never removed. Returns shapes (N,) and (N, len(percents)); NaN
     rows for an attribution with no removable unit."""
-    removals = []
-    for attribution in attributions:
-        n_units = len(attribution.units(granularity))
-        counts = [top_count(percent, n_units) if n_units else 0 for percent in percents]
-        full = np.zeros((1, len(attribution.input_ids)), dtype=bool)
-        removals.append(
-            np.vstack([full, top_unit_masks(attribution, counts, keep=keep, granularity=granularity)])
-        )
+    removals = [
+        removal_masks(attribution, percents, keep=keep, granularity=granularity)
+        for attribution in attributions
+    ]
     matrices = evaluate(classifier, attributions, removals, masking=masking, batch_size=batch_size)
     target = np.exp(
         [matrix[:, attribution.target] for matrix, attribution in zip(matrices, attributions, strict=True)]

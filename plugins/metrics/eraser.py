@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from harness import (
@@ -16,11 +17,11 @@ from harness import (
     MASKING_DOC,
     Granularity,
     Masking,
-    Metric,
     MetricInput,
     MetricOutput,
     Params,
-    removal_curves,
+    RemovalMetric,
+    removal_masks,
 )
 
 ERASER = "DeYoung et al. 2020, ERASER: A Benchmark to Evaluate Rationalized NLP Models, §4 (eqs. 1-3)"
@@ -41,7 +42,7 @@ class RemovalParams(Params):
         return bins
 
 
-class _BinnedRemoval(Metric):
+class _BinnedRemoval(RemovalMetric):
     """Shared computation: 1/|B| · Σ_{k∈B} [ p(ŷ|x) − p(ŷ|x') ], x' the input with its top-k % tokens
     removed (``keep = False``) or with only them kept (``keep = True``)."""
 
@@ -51,19 +52,23 @@ class _BinnedRemoval(Metric):
     family: ClassVar[str] = "faithfulness"
     range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
 
-    def compute(self, data: MetricInput) -> MetricOutput:
-        full, perturbed = removal_curves(
-            data.classifier,
-            data.attributions,
-            self.params.bins,
-            keep=self.keep,
-            masking=self.params.masking,
-            batch_size=data.batch_size,
-            granularity=self.params.granularity,
-        )
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
+        return [
+            removal_masks(a, self.params.bins, keep=self.keep, granularity=self.params.granularity)
+            for a in data.attributions
+        ]
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> MetricOutput:
+        p = np.array(
+            [
+                np.exp(log_p[:, a.target])
+                for a, log_p in zip(data.attributions, log_probabilities, strict=True)
+            ]
+        ).reshape(len(data.attributions), 1 + len(self.params.bins))
+        full, perturbed = p[:, 0], p[:, 1:]
         curves = [
             {"x": [0, *self.params.bins], "y": [f, *row]}
-            for f, row in zip(full, perturbed.tolist(), strict=True)
+            for f, row in zip(full.tolist(), perturbed.tolist(), strict=True)
         ]
         return MetricOutput((full[:, None] - perturbed).mean(axis=1), curves)
 

@@ -1,10 +1,11 @@
 """Faithfulness metrics on the shared perturbation engine (``harness.perturb``).
 
-Each metric builds, for every attribution of a cell, the boolean removal masks its definition needs,
-sends all of them through ``harness.perturb.evaluate`` at once, and reduces the class log-probabilities
-to one value per example (plus the curve behind it where there is one). Defaults (masking, unit of
-removal, amounts) follow the paper that defines each metric. An example with no removable unit gets NaN
-rows from the engine, so every metric here is NaN on it.
+Each metric is a ``RemovalMetric``: it declares, for every attribution of a cell, the boolean removal
+masks its definition needs (``removals``), and reduces the engine's class log-probabilities of them to
+one value per example, plus the curve behind it where there is one (``reduce``). The runner plans the
+removals of every such metric of one explanation together. Defaults (masking, unit of removal, amounts)
+follow the paper that defines each metric. An example with no removable unit gets NaN rows from the
+engine, so every metric here is NaN on it.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from harness import (
     Attribution,
     Granularity,
     Masking,
-    Metric,
     MetricInput,
     MetricOutput,
     Order,
     Params,
-    evaluate,
+    RemovalMetric,
     top_count,
     top_unit_masks,
     with_unperturbed,
@@ -47,16 +47,6 @@ def _params(default_masking: Masking, default_granularity: Granularity) -> type[
         granularity: Granularity = Field(default_granularity, description=GRANULARITY_DOC)
 
     return PerturbationParams
-
-
-def _evaluate(metric: Metric, data: MetricInput, removals: list[np.ndarray]) -> list[np.ndarray]:
-    return evaluate(
-        data.classifier,
-        data.attributions,
-        removals,
-        masking=metric.params.masking,
-        batch_size=data.batch_size,
-    )
 
 
 def _n_units(attribution: Attribution, granularity: Granularity) -> int:
@@ -95,7 +85,7 @@ class AOPCParams(_params("delete", "word")):
     steps: int = Field(10, ge=1, description="U: remove the top 1, 2, ..., U units (GMASK uses U = 10 words)")
 
 
-class AOPC(Metric):
+class AOPC(RemovalMetric):
     """Area over the perturbation curve: mean drop in p(ŷ) as the top 1..U words are removed.
 
     GMASK eq. 9: AOPC = 1/(U+1) · Σ_{u=1..U} [ p(ŷ|x) − p(ŷ|x∖1..u) ] (Samek et al. 2016; Nguyen 2018);
@@ -111,16 +101,19 @@ class AOPC(Metric):
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
 
-    def compute(self, data: MetricInput) -> MetricOutput:
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
         steps, granularity = self.params.steps, self.params.granularity
-        removals = [
+        return [
             top_unit_masks(
                 a, [min(u, _n_units(a, granularity)) for u in range(steps + 1)], granularity=granularity
             )
             for a in data.attributions
         ]
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> MetricOutput:
+        steps = self.params.steps
         values, curves = [], []
-        for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
+        for attribution, log_p in zip(data.attributions, log_probabilities, strict=True):
             p = np.exp(log_p[:, attribution.target])
             values.append(float((p[0] - p[1:]).sum() / (steps + 1)))
             curves.append({"x": list(range(steps + 1)), "y": p.tolist()})
@@ -131,7 +124,7 @@ class PostHocAccuracyParams(_params("delete", "word")):
     top: int = Field(10, ge=1, description="v: keep only the top v units (GMASK plots v = 1..10 words)")
 
 
-class PostHocAccuracy(Metric):
+class PostHocAccuracy(RemovalMetric):
     """Post-hoc accuracy: does the prediction from only the top v words equal the full-input prediction?
 
     GMASK §5.1.2 (Chen et al. 2018): post-hoc-acc(v) = 1/M Σ_m 1[ŷ_v = ŷ]; the value per example is the
@@ -146,9 +139,9 @@ class PostHocAccuracy(Metric):
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
-    def compute(self, data: MetricInput) -> MetricOutput:
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
         top, granularity = self.params.top, self.params.granularity
-        removals = [
+        return [
             with_unperturbed(
                 a,
                 top_unit_masks(
@@ -160,8 +153,10 @@ class PostHocAccuracy(Metric):
             )
             for a in data.attributions
         ]
-        unchanged = _prediction_unchanged(_evaluate(self, data, removals))
-        curves = [{"x": list(range(1, top + 1)), "y": row.tolist()} for row in unchanged]
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> MetricOutput:
+        unchanged = _prediction_unchanged(log_probabilities)
+        curves = [{"x": list(range(1, self.params.top + 1)), "y": row.tolist()} for row in unchanged]
         return MetricOutput([float(row[-1]) for row in unchanged], curves)
 
 
@@ -171,7 +166,7 @@ class MorfLerfParams(_params("delete", "word")):
     )
 
 
-class MorfLerf(Metric):
+class MorfLerf(RemovalMetric):
     """Degradation score: area between the least- and most-relevant-first removal curves.
 
     GMASK §5.1.3, eq. 10: S(x_ρ) = (p(ŷ|x_ρ) − p(ŷ|x_o)) / (p(ŷ|x) − p(ŷ|x_o)) with x_o the fully degraded
@@ -194,8 +189,8 @@ class MorfLerf(Metric):
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (-float("inf"), float("inf"))
 
-    def compute(self, data: MetricInput) -> MetricOutput:
-        percents, granularity = np.asarray(self.params.percents, dtype=float), self.params.granularity
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
+        percents, granularity = self.params.percents, self.params.granularity
         removals = []
         for a in data.attributions:
             n = _n_units(a, granularity)
@@ -204,9 +199,13 @@ class MorfLerf(Metric):
             lerf = top_unit_masks(a, counts, granularity=granularity, order="ascending")
             everything = top_unit_masks(a, [n], granularity=granularity)
             removals.append(np.vstack([with_unperturbed(a, morf), lerf, everything]))
+        return removals
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> MetricOutput:
+        percents = np.asarray(self.params.percents, dtype=float)
         k = len(percents)
         full, degraded, morf_curves, lerf_curves = [], [], [], []
-        for attribution, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
+        for attribution, log_p in zip(data.attributions, log_probabilities, strict=True):
             p = np.exp(log_p[:, attribution.target])
             full.append(p[0])
             morf_curves.append(p[1 : 1 + k])
@@ -279,7 +278,7 @@ def _delta_log_odds(log_p: np.ndarray, target: int) -> np.ndarray:
     return log_odds[0] - log_odds[1:]
 
 
-class DeltaLogOdds(Metric):
+class DeltaLogOdds(RemovalMetric):
     """Δlog-odds of the predicted class when the explanation's top K % words are masked out.
 
     L2E §4.4 (Schwab & Karlen 2019; Shrikumar et al. 2017): Δlog-odds(x) = log-odds(p(ŷ|x)) −
@@ -304,22 +303,21 @@ class DeltaLogOdds(Metric):
     def direction_for(cls, params: DeltaLogOddsParams) -> Literal["higher", "lower"]:
         return "lower" if params.select == "negative" else "higher"
 
-    def compute(self, data: MetricInput) -> np.ndarray:
-        counts = [_selected_count(a, self.params) for a in data.attributions]
-        removals = [
-            with_unperturbed(a, _selected_masks(a, count, self.params))
-            for a, count in zip(data.attributions, counts, strict=True)
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
+        return [
+            with_unperturbed(a, _selected_masks(a, _selected_count(a, self.params), self.params))
+            for a in data.attributions
         ]
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> np.ndarray:
         values = [
-            float(_delta_log_odds(log_p, a.target)[0]) if count else float("nan")
-            for a, count, log_p in zip(
-                data.attributions, counts, _evaluate(self, data, removals), strict=True
-            )
+            float(_delta_log_odds(log_p, a.target)[0]) if _selected_count(a, self.params) else float("nan")
+            for a, log_p in zip(data.attributions, log_probabilities, strict=True)
         ]
         return np.asarray(values, dtype=np.float64)
 
 
-class MatchedDeltaLogOdds(Metric):
+class MatchedDeltaLogOdds(RemovalMetric):
     """Δlog-odds of the student's and of its teacher's explanation, with the same number of words masked.
 
     L2E Table 2 and §4.5: "masking the same number of important words in each document based on the
@@ -344,19 +342,23 @@ class MatchedDeltaLogOdds(Metric):
     def direction_for(cls, params: DeltaLogOddsParams) -> Literal["higher", "lower"]:
         return DeltaLogOdds.direction_for(params)
 
-    def compute(self, data: MetricInput) -> MetricOutput:
-        counts, removals = [], []
-        for student, teacher in data.reference_pairs():
-            count = min(_selected_count(student, self.params), _selected_count(teacher, self.params))
-            counts.append(count)
-            removals.append(
-                with_unperturbed(
-                    student,
-                    np.vstack([_selected_masks(a, count, self.params) for a in (student, teacher)]),
-                )
+    def _counts(self, data: MetricInput) -> list[int]:
+        return [
+            min(_selected_count(student, self.params), _selected_count(teacher, self.params))
+            for student, teacher in data.reference_pairs()
+        ]
+
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
+        return [
+            with_unperturbed(
+                student, np.vstack([_selected_masks(a, count, self.params) for a in (student, teacher)])
             )
+            for (student, teacher), count in zip(data.reference_pairs(), self._counts(data), strict=True)
+        ]
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> MetricOutput:
         values, reference = [], []
-        for a, count, log_p in zip(data.attributions, counts, _evaluate(self, data, removals), strict=True):
+        for a, count, log_p in zip(data.attributions, self._counts(data), log_probabilities, strict=True):
             student_value, teacher_value = _delta_log_odds(log_p, a.target) if count else (np.nan, np.nan)
             values.append(float(student_value))
             reference.append(float(teacher_value))
@@ -369,7 +371,7 @@ class PredictionAgreementParams(_params("delete", "word")):
     )
 
 
-class PredictionAgreement(Metric):
+class PredictionAgreement(RemovalMetric):
     """Does the model predict the same class from the explanation alone as from the full input?
 
     L2E §4.4 and Table 1 (Ribeiro et al. 2016): the input keeps only the top K % units (the others
@@ -385,9 +387,9 @@ class PredictionAgreement(Metric):
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
-    def compute(self, data: MetricInput) -> np.ndarray:
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
         granularity = self.params.granularity
-        removals = [
+        return [
             with_unperturbed(
                 a,
                 top_unit_masks(
@@ -399,10 +401,12 @@ class PredictionAgreement(Metric):
             )
             for a in data.attributions
         ]
-        return np.array([row[0] for row in _prediction_unchanged(_evaluate(self, data, removals))])
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> np.ndarray:
+        return np.array([row[0] for row in _prediction_unchanged(log_probabilities)])
 
 
-class TeacherAgreement(Metric):
+class TeacherAgreement(RemovalMetric):
     """Do the student's and its teacher's explanations lead the model to the same prediction?
 
     L2E Table 1, "Both": the input keeps only the top K % units of the student's explanation, then only
@@ -420,7 +424,7 @@ class TeacherAgreement(Metric):
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     compares: ClassVar[str] = "teacher"
 
-    def compute(self, data: MetricInput) -> np.ndarray:
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
         granularity = self.params.granularity
         removals = []
         for student, teacher in data.reference_pairs():
@@ -433,9 +437,10 @@ class TeacherAgreement(Metric):
                     ]
                 )
             )
-        return np.array(
-            [float(_same_prediction(log_p[1], log_p[0])) for log_p in _evaluate(self, data, removals)]
-        )
+        return removals
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> np.ndarray:
+        return np.array([float(_same_prediction(log_p[1], log_p[0])) for log_p in log_probabilities])
 
 
 # -- LDAV --------------------------------------------------------------------------------------------
@@ -445,7 +450,7 @@ class LogOddsParams(_params("pad", "word")):
     percent: float = Field(20, gt=0, le=100, description="u: mask the top u % units")
 
 
-class LogOdds(Metric):
+class LogOdds(RemovalMetric):
     """Log-odds ratio of the predicted class after masking the top u % words.
 
     LDAV eq. 7 (Chen et al. 2018): log( p(ŷ|x_u) / p(ŷ|x) ), x_u = x with its top-u words masked (LDAV
@@ -460,9 +465,9 @@ class LogOdds(Metric):
     direction: ClassVar[str] = "lower"
     range: ClassVar[tuple[float, float]] = (-float("inf"), float("inf"))
 
-    def compute(self, data: MetricInput) -> np.ndarray:
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
         granularity = self.params.granularity
-        removals = [
+        return [
             with_unperturbed(
                 a,
                 top_unit_masks(
@@ -471,10 +476,12 @@ class LogOdds(Metric):
             )
             for a in data.attributions
         ]
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> np.ndarray:
         return np.array(
             [
                 float(log_p[1, a.target] - log_p[0, a.target])
-                for a, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True)
+                for a, log_p in zip(data.attributions, log_probabilities, strict=True)
             ]
         )
 
@@ -485,7 +492,7 @@ class DegradationParams(_params("pad", "word")):
     )
 
 
-class Degradation(Metric):
+class Degradation(RemovalMetric):
     """Degradation test: does the prediction survive masking the top u % words? (area under the curve)
 
     LDAV eq. 6 (Nguyen 2018): degradation(u) = 1/m Σ_i 1[ŷ_u⁽ⁱ⁾ = ŷ⁽ⁱ⁾], words masked with <pad> in
@@ -502,9 +509,9 @@ class Degradation(Metric):
     direction: ClassVar[str] = "lower"
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
-    def compute(self, data: MetricInput) -> MetricOutput:
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
         percents, granularity = self.params.percents, self.params.granularity
-        removals = [
+        return [
             with_unperturbed(
                 a,
                 top_unit_masks(
@@ -513,8 +520,10 @@ class Degradation(Metric):
             )
             for a in data.attributions
         ]
-        unchanged = _prediction_unchanged(_evaluate(self, data, removals))
-        curves = [{"x": list(percents), "y": row.tolist()} for row in unchanged]
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> MetricOutput:
+        unchanged = _prediction_unchanged(log_probabilities)
+        curves = [{"x": list(self.params.percents), "y": row.tolist()} for row in unchanged]
         return MetricOutput([float(row.mean()) for row in unchanged], curves)
 
 
@@ -522,7 +531,7 @@ class SwitchingPointParams(_params("unk", "token")):
     pass
 
 
-class SwitchingPoint(Metric):
+class SwitchingPoint(RemovalMetric):
     """Switching point (infidelity): the fraction of units removed, most important first, until the
     prediction changes; 1 when it never changes.
 
@@ -538,16 +547,18 @@ class SwitchingPoint(Metric):
     direction: ClassVar[str] = "lower"
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
-    def compute(self, data: MetricInput) -> np.ndarray:
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
         granularity = self.params.granularity
-        removals = [
+        return [
             with_unperturbed(
                 a, top_unit_masks(a, list(range(1, _n_units(a, granularity) + 1)), granularity=granularity)
             )
             for a in data.attributions
         ]
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> np.ndarray:
         values = []
-        for log_p in _evaluate(self, data, removals):
+        for log_p in log_probabilities:
             n = len(log_p) - 1
             switched = np.flatnonzero(log_p[1:].argmax(axis=-1) != log_p[0].argmax())
             values.append(float((switched[0] + 1) / n) if len(switched) else 1.0 if n else float("nan"))
@@ -561,7 +572,7 @@ class LooCorrelationParams(_params("delete", "token")):
     pass
 
 
-class LooCorrelation(Metric):
+class LooCorrelation(RemovalMetric):
     """Kendall τ between the attribution scores and leave-one-out drops in p(ŷ).
 
     Drop of unit i = p(ŷ|x) − p(ŷ|x∖i); τ-b (scipy) between the units' scores and their drops, per example
@@ -576,17 +587,20 @@ class LooCorrelation(Metric):
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
 
-    def compute(self, data: MetricInput) -> np.ndarray:
-        granularity = self.params.granularity
+    def removals(self, data: MetricInput) -> list[np.ndarray]:
         removals = []
         for a in data.attributions:
-            units = a.units(granularity)
+            units = a.units(self.params.granularity)
             masks = np.zeros((len(units), len(a.input_ids)), dtype=bool)
             for row, unit in enumerate(units):
                 masks[row, unit] = True
             removals.append(with_unperturbed(a, masks))
+        return removals
+
+    def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> np.ndarray:
+        granularity = self.params.granularity
         values = []
-        for a, log_p in zip(data.attributions, _evaluate(self, data, removals), strict=True):
+        for a, log_p in zip(data.attributions, log_probabilities, strict=True):
             p = np.exp(log_p[:, a.target])
             scores = a.unit_scores(a.units(granularity))
             drops = p[0] - p[1:]
