@@ -1,6 +1,6 @@
 """Cells → plan: the work of a run as a graph of tasks, known before anything runs.
 
-A resolved suite's cells (``harness.grid.expand``) become tasks of five stages, shared exactly as the
+A resolved suite's cells (``harness.grid.expand``) become tasks of six stages, shared exactly as the
 runner shares work:
 
 - ``load-dataset``: one per dataset source (plugin and parameters); entries that only select another
@@ -12,8 +12,15 @@ runner shares work:
 - ``explain``: one per ``Cell.explanation``, and one per reference explanation a ``compares`` metric
   reads (a reference variant's, a teacher's), even when no cell of its own scores it; a reference
   explainer's is the explanation of that explainer's own cells, one task for both;
+- ``perturb``: one per explanation scored by two or more removal metrics (``RemovalMetric`` that compares
+  no cells): the perturbed inputs all of them need, planned together so that each distinct one goes
+  through the model once, in full passes, before any of them reduces (``harness.perturb.
+  evaluate_together``). Its ``cells`` are the cells of those metrics; their score tasks read the rows
+  from the model's forward-pass service (``harness.forward``; through its disk store in another
+  process). An optimisation only: it fails nothing (a metric it cannot plan computes its own rows);
 - ``score``: one per cell: its explain task and, for a metric comparing two cells, the reference's
-  (a metric also reads the explanation's model and dataset, which its explain task needs).
+  (a metric also reads the explanation's model and dataset, which its explain task needs), and its
+  explanation's perturb task when it has one.
 
 A model explaining another dataset than it was trained on is built once; its test accuracy and
 predictions on each evaluated dataset, and the check that the class names match, need both, as do
@@ -44,9 +51,10 @@ from typing import Any
 
 from harness.entries import PluginEntry, model_label, short_hash
 from harness.grid import Cell
+from harness.perturb import RemovalMetric
 from harness.suite import LoadedSuite
 
-STAGES = ("load-dataset", "build-model", "fit-explainer", "explain", "score")
+STAGES = ("load-dataset", "build-model", "fit-explainer", "explain", "perturb", "score")
 
 # The function of harness.keys deriving each stage's cache key (a dataset load is not cached).
 CACHE_KEYS = {
@@ -54,12 +62,13 @@ CACHE_KEYS = {
     "build-model": "model_parts",
     "fit-explainer": "fit_parts",
     "explain": "attributions_parts",
+    "perturb": None,  # rows are kept by the forward-pass service, content-addressed
     "score": "metric_parts",
 }
 
 PLAN_SCHEMA = 1
 
-_DATA_FIELDS = ("dataset", "selection", "model", "variant", "seed", "explainer", "metric", "cell")
+_DATA_FIELDS = ("dataset", "selection", "model", "variant", "seed", "explainer", "metric", "cell", "cells")
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,8 @@ class Task:
     - ``model`` (its identity, ``train_on`` included), ``variant`` (canonical) and ``seed`` (the model's
       training seed and the explainer's seed: the grid uses one seed for both);
     - ``explainer``: its identity (a student's includes its teacher's);
-    - ``metric`` and ``cell`` (score): the metric's identity and the cell's id (``Cell.id``).
+    - ``metric`` and ``cell`` (score): the metric's identity and the cell's id (``Cell.id``);
+    - ``cells`` (perturb): the ids of the cells whose removal metrics it plans together.
 
     ``label`` is for display only and is not part of the id.
     """
@@ -90,6 +100,7 @@ class Task:
     explainer: dict | None = None
     metric: dict | None = None
     cell: str | None = None
+    cells: tuple[str, ...] | None = None
     label: str = field(default="", compare=False)
 
     @classmethod
@@ -109,11 +120,14 @@ class Task:
         return {name: value for name in _DATA_FIELDS if (value := getattr(self, name)) is not None}
 
     def as_dict(self) -> dict:
+        data = self.data
+        if "cells" in data:
+            data["cells"] = list(data["cells"])
         return {
             "id": self.id,
             "stage": self.stage,
             "inputs": list(self.inputs),
-            **self.data,
+            **data,
             "label": self.label,
         }
 
@@ -125,7 +139,14 @@ class Task:
         unknown = sorted(set(value) - names)
         if unknown:
             raise ValueError(f"task {value.get('id')!r}: unknown fields {', '.join(unknown)}")
-        task = cls(**{**value, "inputs": tuple(value.get("inputs", ()))})
+        cells = value.get("cells")
+        task = cls(
+            **{
+                **value,
+                "inputs": tuple(value.get("inputs", ())),
+                "cells": None if cells is None else tuple(cells),
+            }
+        )
         expected = _task_id(task.stage, task.inputs, task.data)
         if task.id != expected:
             raise ValueError(f"task {task.id!r} ({task.stage}): its id does not match its content")
@@ -178,6 +199,11 @@ class Plan:
         """The tasks of one stage, in plan order."""
         return [task for task in self.tasks if task.stage == stage]
 
+    def explanations(self, task: Task) -> tuple[str, ...]:
+        """The explain tasks a score task reads, in order: its explanation's and, for a metric comparing
+        two cells, the reference's."""
+        return tuple(needed for needed in task.inputs if self._index[needed].stage == "explain")
+
     def dependents(self, task_id: str) -> tuple[Task, ...]:
         """The tasks that need ``task_id`` directly, in plan order."""
         return tuple(self._index[dependent] for dependent in self._dependents[task_id])
@@ -220,7 +246,7 @@ def build_plan(loaded: LoadedSuite, cells: Sequence[Cell], limit: int | None = N
     """The tasks that compute ``cells`` (usually ``expand(loaded)``; a resumed run may pass only its
     pending cells) with ``--limit`` ``limit``, in grid order: each cell's explanation (and what it
     needs) is planned before its score."""
-    builder = _Builder(limit)
+    builder = _Builder(limit, planned_together(cells, limit))
     for cell in cells:
         builder.score(cell)
     suite = loaded.suite
@@ -247,11 +273,24 @@ def selection(dataset: PluginEntry, limit: int | None) -> dict:
     return {"split": dataset.spec.split, "sample": dataset.spec.sample, "limit": limit}
 
 
+def planned_together(cells: Sequence[Cell], limit: int | None) -> dict[str, tuple[str, ...]]:
+    """Explain task id → the cells of the removal metrics (comparing no cells) that score it, where there
+    are two or more: their perturbations are planned together (a ``perturb`` task)."""
+    probe = _Builder(limit, {})
+    groups: dict[str, list[str]] = {}
+    for cell in cells:
+        metric = cell.metric.cls
+        if issubclass(metric, RemovalMetric) and metric.compares is None:
+            groups.setdefault(probe.explanation(cell), []).append(cell.id)
+    return {explanation: tuple(ids) for explanation, ids in groups.items() if len(ids) > 1}
+
+
 class _Builder:
     """Adds each task once (by id), after the tasks it needs."""
 
-    def __init__(self, limit: int | None):
+    def __init__(self, limit: int | None, together: dict[str, tuple[str, ...]]):
         self.limit = limit
+        self.together = together
         self.tasks: dict[str, Task] = {}
 
     def _add(self, task: Task) -> str:
@@ -330,11 +369,25 @@ class _Builder:
             selection(cell.dataset, self.limit),
         )
 
+    def perturb(self, explanation: str) -> str:
+        cells = self.together[explanation]
+        return self._add(
+            Task.create(
+                "perturb",
+                [explanation],
+                label=f"{self.tasks[explanation].label} · perturbations of {len(cells)} metrics",
+                cells=cells,
+            )
+        )
+
     def score(self, cell: Cell) -> str:
-        inputs = [self.explanation(cell)]
+        explanation = self.explanation(cell)
+        inputs = [explanation]
         reference = cell.reference
         if reference is not None and reference != cell:
             inputs.append(self.explanation(reference))
+        if cell.id in self.together.get(explanation, ()):
+            inputs.append(self.perturb(explanation))
         return self._add(
             Task.create("score", inputs, label=cell.describe(), metric=cell.metric.identity, cell=cell.id)
         )

@@ -188,7 +188,9 @@ class Runner:
         for cell in pending:
             reason = unavailable(cell, cuda)
             if reason is not None:
-                self.store.skip_cell(run_id, cell, reason, CellProvenance(cell.identity, limit=self.options.limit))
+                self.store.skip_cell(
+                    run_id, cell, reason, CellProvenance(cell.identity, limit=self.options.limit)
+                )
                 log.warning("cell skipped: %s: %s", cell.describe(), reason)
                 skipped[cell.id] = (cell, reason)
         return skipped
@@ -287,7 +289,6 @@ class Runner:
         return handler
 
 
-
 class _Drive:
     """One run's plan, executed: submits each task once its inputs are done, records what comes back in
     the store (the driver is the store's only writer), fails the dependents of a failed task, and drops
@@ -306,9 +307,10 @@ class _Drive:
         self.explained_cells: dict[str, Cell] = {}  # explain task -> the cell whose explanation it is
         for task in self.plan.stage("score"):
             cell = self.cells[task.cell]
-            self.explained_cells.setdefault(task.inputs[0], cell)
-            if len(task.inputs) > 1:
-                self.explained_cells.setdefault(task.inputs[1], cell.reference)
+            explanation, *reference = self.plan.explanations(task)
+            self.explained_cells.setdefault(explanation, cell)
+            if reference:
+                self.explained_cells.setdefault(reference[0], cell.reference)
         self.artefacts: dict[str, object] = {}
         self.failed: dict[str, str] = {}  # task id -> why
         self.waiting = {task.id: len(task.inputs) for task in self.plan}
@@ -354,7 +356,7 @@ class _Drive:
         """Tell the reporter which explanation the task belongs to (when tasks run one at a time)."""
         if task.stage in ("fit-explainer", "explain"):
             explanation = task.label
-        elif task.stage == "score":
+        elif task.stage in ("perturb", "score"):
             explanation = self.plan.task(task.inputs[0]).label
         else:
             return
@@ -365,12 +367,14 @@ class _Drive:
             self.showing = explanation
         if task.stage == "score":
             self.reporter.step(description=f"{explanation} · {self.cells[task.cell].metric.label}")
+        elif task.stage == "perturb":
+            self.reporter.step(description=f"{explanation} · perturbations of {len(task.cells)} metrics")
 
     def _group(self, task: Task) -> str | None:
-        """Tasks of one model (its identity, variant and seed) are one group; a score belongs to its
-        explanation's."""
+        """Tasks of one model (its identity, variant and seed) are one group; a score or perturb task
+        belongs to its explanation's."""
         if task.id not in self.groups:
-            if task.stage == "score":
+            if task.stage in ("perturb", "score"):
                 group = self._group(self.plan.task(task.inputs[0]))
             elif task.model is not None:
                 group = short_hash([task.model, task.variant, task.seed])
@@ -412,8 +416,7 @@ class _Drive:
             self._record_explanation(task, artefact)
         elif task.stage == "score":
             cell = self.cells[task.cell]
-            explained = self.artefacts[task.inputs[0]]
-            reference = self.artefacts[task.inputs[1]] if len(task.inputs) > 1 else None
+            explained, reference = self._explanations(task, self.artefacts.__getitem__)
             scored: Scored = artefact
             self.store.record_cell(
                 self.run_id,
@@ -450,8 +453,7 @@ class _Drive:
         self.failed[task.id] = error
         if task.stage == "score":
             cell = self.cells[task.cell]
-            explained = self.artefacts.get(task.inputs[0])
-            reference = self.artefacts.get(task.inputs[1]) if len(task.inputs) > 1 else None
+            explained, reference = self._explanations(task, self.artefacts.get)
             self.store.fail_cell(self.run_id, cell, error, self._provenance(cell, explained, reference))
             self.result.failed.append((cell, error))
             log.error("cell failed: %s: %s", cell.describe(), error)
@@ -461,11 +463,16 @@ class _Drive:
             if dependent.id in self.failed:
                 continue
             reason = error
-            if dependent.stage == "score" and dependent.inputs[0] != task.id:
+            if dependent.stage == "score" and task.stage == "explain" and dependent.inputs[0] != task.id:
                 reference = self.cells[dependent.cell].reference
                 reason = f"{_reference_name(self.cells[dependent.cell], reference)}: {error}"
             self._fail(dependent, reason)
             self._release(dependent)
+
+    def _explanations(self, task: Task, artefact) -> tuple[Explained | None, Explained | None]:
+        """A score task's explanation and reference (None when it has none), through ``artefact``."""
+        explanation, *reference = self.plan.explanations(task)
+        return artefact(explanation), artefact(reference[0]) if reference else None
 
     def _provenance(
         self, cell: Cell, explained: Explained | None, reference: Explained | None

@@ -41,6 +41,7 @@ from harness.entries import PluginEntry, canonical_json
 from harness.errors import BenchError, PluginError
 from harness.forward import FORWARD_ROWS, forward_service
 from harness.grid import Cell, expand
+from harness.perturb import evaluate_together
 from harness.plan import Task, source_identity
 from harness.plugin import Explanation, FitContext, MetricInput, MetricOutput
 from harness.progress import NullReporter, Reporter
@@ -120,6 +121,17 @@ class Explained:
     fit_report: dict
     model: dict
     gold_labels: list[int | None] = field(default_factory=list)  # aligned with ``attributions``
+
+
+@dataclass(frozen=True)
+class Perturbed:
+    """What planning an explanation's removal metrics together did: the metrics planned (those whose
+    values were not cached yet), the rows they asked for and the rows run through the model."""
+
+    metrics: int
+    requested: int
+    computed: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -413,20 +425,11 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
     started = time.perf_counter()
     cell = workspace.cell(task.cell)
     explained: Explained = inputs[task.inputs[0]]
-    reference: Explained | None = inputs[task.inputs[1]] if len(task.inputs) > 1 else None
+    reference = next((inputs[i] for i in task.inputs[1:] if isinstance(inputs[i], Explained)), None)
     metric = cell.metric
-    handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
-    key = keys.key(
-        keys.metric_parts(
-            explained.key, metric.identity, None if reference is None else reference.key,
-            workspace.batch_size, handle.device_name,
-        )
-    )  # fmt: skip
+    key = _metric_key(workspace, cell, explained, reference)
     n = len(explained.attributions)
-    cached = workspace.cache.get_json("metric-values", key)
-    if cached is not None and not _valid_metric_entry(cached, n):
-        log.warning("cached metric values %s are unreadable or outdated; recomputing", key)
-        cached = None
+    cached = _cached_metric_values(workspace, key, n)
     if cached is None:
         seed_everything(cell.seed)
         data = _metric_input(workspace, cell, explained)
@@ -462,11 +465,48 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
     )
 
 
+def perturb(task: Task, inputs: dict, workspace: Workspace) -> Perturbed:
+    """The perturbed inputs of every removal metric of ``task.cells`` on one explanation, planned together
+    (``evaluate_together``): each distinct one through the model once, kept by the model's forward-pass
+    service (in memory, and in the cache's row store) for the score tasks, which then compute nothing
+    twice. Metrics whose values are cached are left out. An optimisation only: a metric whose removals
+    cannot be built, or passes that fail, are left to the score tasks, which report their own errors."""
+    started = time.perf_counter()
+    explained: Explained = inputs[task.inputs[0]]
+    requests, data = [], None
+    for cell_id in task.cells or ():
+        cell = workspace.cell(cell_id)
+        key = _metric_key(workspace, cell, explained, None)
+        if _cached_metric_values(workspace, key, len(explained.attributions), quiet=True) is not None:
+            continue
+        data = _metric_input(workspace, cell, explained)
+        try:
+            requests.append(cell.metric.cls(cell.metric.params).perturbations(data))
+        except Exception as error:
+            log.debug("%s: not planned with the others (%s)", cell.describe(), describe(error))
+    requested = computed = 0
+    if requests:
+        service = forward_service(data.classifier)
+        before = service.stats.computed
+        requested = sum(sum(len(r) for r in request.removals) for request in requests)
+        try:
+            evaluate_together(data.classifier, requests, batch_size=workspace.batch_size)
+        except Exception as error:
+            log.warning(
+                "%s: planned perturbations failed (%s); each metric computes its own",
+                task.label,
+                describe(error),
+            )
+        computed = service.stats.computed - before
+    return Perturbed(len(requests), requested, computed, time.perf_counter() - started)
+
+
 STAGES: dict[str, Callable[[Task, dict, Workspace], object]] = {
     "load-dataset": load_dataset,
     "build-model": build_model,
     "fit-explainer": fit_explainer,
     "explain": explain,
+    "perturb": perturb,
     "score": score,
 }
 
@@ -525,6 +565,27 @@ def _metric_input(workspace: Workspace, cell: Cell, explained: Explained) -> Met
         load_classifier=lambda: workspace.classifier(handle),
         batch_size=workspace.batch_size,
     )
+
+
+def _metric_key(workspace: Workspace, cell: Cell, explained: Explained, reference: Explained | None) -> str:
+    """The cache key of a cell's metric values on its explanation (and reference)."""
+    handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
+    return keys.key(
+        keys.metric_parts(
+            explained.key, cell.metric.identity, None if reference is None else reference.key,
+            workspace.batch_size, handle.device_name,
+        )
+    )  # fmt: skip
+
+
+def _cached_metric_values(workspace: Workspace, key: str, n: int, quiet: bool = False) -> dict | None:
+    """The cached metric values under ``key`` when this version can use them (``n`` examples)."""
+    cached = workspace.cache.get_json("metric-values", key)
+    if cached is not None and not _valid_metric_entry(cached, n):
+        if not quiet:
+            log.warning("cached metric values %s are unreadable or outdated; recomputing", key)
+        cached = None
+    return cached
 
 
 def _valid_metric_entry(entry, n: int) -> bool:

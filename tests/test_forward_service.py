@@ -12,6 +12,7 @@ import torch
 from conftest import tiny_suite_text
 from scipy.stats import kendalltau
 
+import harness
 import harness.forward
 from harness.registry import get_registry
 from harness.runner import Runner, RunOptions
@@ -28,14 +29,21 @@ METRICS = f"""
   - name: loo-correlation"""
 
 
+class Seen(list):
+    """Sequences run through the model (tuples of ids), and how many calls of the service ran them."""
+
+    calls = 0
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """Every sequence the model is run on through the service, as a tuple of ids."""
-    seen: list[tuple[int, ...]] = []
+    seen = Seen()
     forward = harness.forward._forward
 
     def counting(classifier, sequences, types, batch_size):
         seen.extend(tuple(int(i) for i in sequence) for sequence in sequences)
+        seen.calls += 1
         return forward(classifier, sequences, types, batch_size)
 
     monkeypatch.setattr(harness.forward, "_forward", counting)
@@ -117,6 +125,8 @@ def test_each_distinct_perturbed_input_runs_once_and_values_equal_the_straightfo
     # inputs are shared by the two explainers, the 100 % steps by every curve.
     assert len(counted) == len(set(counted)) == len(needed)
     assert set(counted) == needed
+    # The three metrics of an explanation were planned together: one call of the service each.
+    assert counted.calls == len({a["explainer"] for a in attributions}) == 2
     asked = sum(2 * len(BINS) + len([s for s in a["segments"] if s >= 0]) for a in attributions)
     assert len(needed) < asked  # what the cells asked for, each on its own
 
@@ -128,6 +138,41 @@ def test_a_second_suite_on_the_same_model_reads_the_rows_back_from_the_cache(tmp
     counted.clear()
     run(tmp_path, METRICS, results="second")  # the same leave-one-out inputs, and the curves' new ones
     assert counted and not (set(counted) & first)
+
+
+def test_a_metric_that_cannot_be_planned_fails_its_own_cells_and_the_others_are_planned_together(
+    tmp_path, counted, monkeypatch
+):
+    from plugins.metrics.eraser import Sufficiency
+
+    def broken(self, data):
+        raise harness.PluginError("sufficiency cannot build its removals")
+
+    monkeypatch.setattr(Sufficiency, "removals", broken)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(tiny_suite_text(explainers=EXPLAINERS, metrics=METRICS))
+    loaded = load_suite(suite, get_registry())
+    options = RunOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", progress=False)
+    result = Runner(loaded, options).run()
+    assert sorted(cell.metric.name for cell, _ in result.failed) == ["sufficiency", "sufficiency"]
+    assert all("cannot build its removals" in error for _, error in result.failed)
+    assert counted.calls == 2  # comprehensiveness and loo-correlation, together, per explanation
+    assert len(counted) == len(set(counted))
+
+
+def test_planned_passes_that_fail_leave_each_metric_to_compute_its_own(tmp_path, counted, monkeypatch):
+    import harness.stages
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(harness.stages, "evaluate_together", failing)
+    store, run_id = run(tmp_path, METRICS)
+    assert len(list(store.records(run_id))) == 3 * 2 * 6  # every cell computed, none failed
+    # Each metric asked for its own rows (the second explanation's leave-one-out rows were all held
+    # already): more calls than the two planned ones, still no row twice.
+    assert 2 < counted.calls <= 3 * 2
+    assert len(counted) == len(set(counted))
 
 
 def _model(tmp_path):
@@ -260,3 +305,32 @@ def test_a_onednn_layer_with_gradients_is_exactly_torchs_linear():
     output = layer(x)
     output.sum().backward()
     assert torch.equal(output, expected) and torch.equal(x.grad, expected_grad)
+
+
+def test_requests_planned_together_give_what_each_gives_on_its_own_and_each_row_once(counted):
+    from harness import MetricInput, Perturbations, evaluate, evaluate_together
+    from harness.testing import KitClassifier, kit_attributions, kit_dataset
+    from plugins.metrics.eraser import Comprehensiveness
+    from plugins.metrics.faithfulness import LooCorrelation, SwitchingPoint
+
+    dataset = kit_dataset()
+    classifier = KitClassifier(dataset)
+    attributions = kit_attributions(classifier, dataset.test, order="random")
+    data = MetricInput(attributions, {}, dataset, load_classifier=lambda: classifier, batch_size=4)
+    metrics = [Comprehensiveness(), LooCorrelation(), SwitchingPoint()]  # delete, delete, unk
+    requests = [metric.perturbations(data) for metric in metrics]
+    together = evaluate_together(classifier, requests, batch_size=4, max_rows=20)  # several chunks
+    planned = list(counted)
+    assert len(planned) == len(set(planned))
+    for metric, request, matrices in zip(metrics, requests, together, strict=True):
+        harness.forward.forward_service(classifier).clear()
+        alone = evaluate(
+            classifier, request.attributions, request.removals, masking=request.masking, batch_size=4
+        )
+        for a, b in zip(matrices, alone, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-12)
+        values = [
+            getattr(out, "values", out) for out in (metric.reduce(data, matrices), metric.compute(data))
+        ]
+        np.testing.assert_allclose(*values, atol=1e-12)
+    assert isinstance(requests[0], Perturbations) and requests[2].masking == "unk"

@@ -111,8 +111,8 @@ def test_the_tiny_suite_is_one_load_one_model_one_explanation_per_explainer_one_
     _, cells, plan = plan_of(write_suite(tiny_suite_text()))
     # 1 dataset × bow × 2 explainers × 3 metrics × 1 seed
     assert len(cells) == 6
-    assert plan.by_stage() == counts(1, 1, 0, 2, 6)
-    assert plan.counts_line() == "1 load-dataset, 1 build-model, 0 fit-explainer, 2 explain, 6 score"
+    assert plan.by_stage() == counts(1, 1, 0, 2, 2, 6)
+    assert plan.counts_line() == "1 load-dataset, 1 build-model, 0 fit-explainer, 2 explain, 2 perturb, 6 score"
 
 
 def test_a_reference_variant_is_explained_though_no_cell_scores_it(tmp_path):
@@ -125,7 +125,7 @@ def test_a_reference_variant_is_explained_though_no_cell_scores_it(tmp_path):
     _, cells, plan = plan_of(path)
     # jaccard on init:2 and untrained (none on its reference, default) × 2 explainers; 3 models; the
     # 4 cells' explanations and the 2 reference explanations on the default model.
-    assert plan.by_stage() == counts(1, 3, 0, 6, 4)
+    assert plan.by_stage() == counts(1, 3, 0, 6, 0, 4)
     references = {task.id for task in plan.stage("explain") if task.variant == "default"}
     assert len(references) == 2
     assert {cell.variant for cell in cells} == {"init:2", "untrained"}  # no score on the reference itself
@@ -144,12 +144,12 @@ def test_the_reference_of_variant_cells_is_shared_with_cells_on_the_reference_va
     # jaccard: 2 variants × 2 explainers; switching-point: 3 variants × 2 explainers; the jaccard
     # reference explanations (default variant) are switching-point's own.
     assert len(cells) == 10
-    assert plan.by_stage() == counts(1, 3, 0, 6, 10)
+    assert plan.by_stage() == counts(1, 3, 0, 6, 0, 10)
 
 
 def test_entries_on_two_splits_of_one_file_share_the_load_and_the_model_not_the_explanations(write_suite):
     _, _, plan = plan_of(write_suite(TWO_SPLITS))
-    assert plan.by_stage() == counts(1, 1, 0, 4, 8)
+    assert plan.by_stage() == counts(1, 1, 0, 4, 0, 8)
     (load,) = plan.stage("load-dataset")
     assert "split" not in load.dataset and "sample" not in load.dataset
     assert {(task.selection["split"], task.selection["sample"]) for task in plan.stage("explain")} == {
@@ -162,7 +162,7 @@ def test_entries_on_two_splits_of_one_file_share_the_load_and_the_model_not_the_
 def test_a_model_with_train_on_is_built_once_per_seed_for_every_dataset_it_explains(write_suite):
     _, _, plan = plan_of(write_suite(TRAINED_ELSEWHERE))
     # sources quarter (also the training data) and half; 2 seeds × 1 model; 2 datasets × 2 seeds explained
-    assert plan.by_stage() == counts(2, 2, 0, 4, 4)
+    assert plan.by_stage() == counts(2, 2, 0, 4, 0, 4)
     quarter = next(
         task for task in plan.stage("load-dataset") if task.dataset["params"]["test_fraction"] == 0.25
     )
@@ -176,7 +176,7 @@ def test_a_students_explanation_needs_its_fit_which_needs_the_model(write_suite)
     # occlusion: prediction-agreement, runtime (no teacher to compare with); l2e: all 4 metrics.
     # Explain: occlusion and l2e on the test sample; the fit asks the teacher for its own documents.
     assert len(cells) == 6
-    assert plan.by_stage() == counts(1, 1, 1, 2, 6)
+    assert plan.by_stage() == counts(1, 1, 1, 2, 0, 6)
     (load,), (model,), (fit,) = (
         plan.stage("load-dataset"),
         plan.stage("build-model"),
@@ -248,7 +248,24 @@ def test_one_score_per_cell_after_its_explanation(name, tmp_path, write_suite):
         assert task_content(own) == explain_content(
             cell.dataset, cell.model, cell.variant, cell.explainer, cell.seed
         )
-        assert len(score.inputs) == (1 if cell.reference is None else 2)
+        assert len(plan.explanations(score)) == (1 if cell.reference is None else 2)
+
+
+def test_the_removal_metrics_of_an_explanation_are_planned_together_in_one_perturb_task(write_suite):
+    # comprehensiveness and sufficiency remove tokens; runtime does not
+    _, cells, plan = plan_of(write_suite(tiny_suite_text()))
+    perturbs = plan.stage("perturb")
+    assert len(perturbs) == 2  # one per explainer
+    for perturb in perturbs:
+        (explanation,) = perturb.inputs
+        assert plan.task(explanation).stage == "explain"
+        planned = [cell for cell in cells if cell.id in perturb.cells]
+        assert sorted(cell.metric.name for cell in planned) == ["comprehensiveness", "sufficiency"]
+        for score in plan.dependents(perturb.id):
+            assert score.stage == "score" and score.cell in perturb.cells
+            assert score.inputs == (explanation, perturb.id)
+    runtime = [task for task in plan.stage("score") if "runtime" in task.label]
+    assert runtime and all(len(task.inputs) == 1 for task in runtime)
 
 
 def test_limit_selects_examples_of_the_explanations_only(write_suite):
@@ -303,7 +320,7 @@ def test_validate_with_plan_prints_the_tasks_per_stage(monkeypatch, capsys, writ
     assert code == 0
     lines = out.splitlines()
     assert "valid" in lines[0]
-    assert lines[-1] == "plan: 1 load-dataset, 1 build-model, 1 fit-explainer, 2 explain, 6 score"
+    assert lines[-1] == "plan: 1 load-dataset, 1 build-model, 1 fit-explainer, 2 explain, 0 perturb, 6 score"
 
 
 def test_validate_without_plan_prints_no_plan(monkeypatch, capsys, write_suite):
@@ -317,8 +334,8 @@ def test_validate_writes_the_plan_as_json(monkeypatch, capsys, tmp_path, write_s
     target = tmp_path / "plan.json"
     code, out, err = bench_main(monkeypatch, capsys, "validate", path, "--plan-json", target, "--limit", "3")
     assert code == 0
-    assert "plan: 1 load-dataset, 1 build-model, 0 fit-explainer, 2 explain, 6 score" in out
-    assert f"wrote the plan's 10 tasks to {target}" in err
+    assert "plan: 1 load-dataset, 1 build-model, 0 fit-explainer, 2 explain, 2 perturb, 6 score" in out
+    assert f"wrote the plan's 12 tasks to {target}" in err
     plan = Plan.from_json(target.read_text(encoding="utf-8"))
     loaded, cells, expected = plan_of(path, limit=3)
     assert plan == expected
