@@ -2,14 +2,19 @@
 (10 … 100 % of the tokens, deletion) and leave-one-out correlation, for every explanation of 50 SST-2
 sentences by 2 and by 6 explainers.
 
-Three ways to the same values, timed alike (one untimed warm-up, then the mean of ``ROUNDS`` timed runs,
-the service's memo emptied before each run, no disk store):
+Four ways to the same values, timed alike (one untimed warm-up, then the mean of ``ROUNDS`` timed
+runs, the service's memo emptied before each run, no disk store), except the loop (one timed run: a
+pass of one input has nothing to warm up beyond the first):
 
 - **loop**: the straightforward computation, one forward pass per example, explanation, bin and
-  left-out token (batch of one), with this file's own ranking code;
+  left-out token (batch of one, PyTorch's own kernels), with this file's own ranking code;
 - **per cell**: the engine as each metric cell uses it on its own, every cell computing its own rows
   (what the harness did before the service: the memo is emptied between cells);
-- **service**: every cell of the run asking one service, each distinct perturbed input computed once.
+- **service**: what the runner does: per explanation, the three metrics' perturbations planned together
+  (``evaluate_together``, the plan's ``perturb`` task), then each metric cell computing its values
+  from the rows the service holds; each distinct perturbed input computed once for the whole run;
+- **service, PyTorch's kernels**: the same with the linear layers left on PyTorch's default (MKL)
+  kernels instead of oneDNN, to show what sharing rows and what the kernels each contribute.
 
 Reported per configuration, in ``extra_info`` and printed: seconds per example (all its explanations
 and the three metrics), the rows each way runs through the model (the loop's, the cells' sum, the
@@ -23,30 +28,27 @@ Run with ``make benchmark`` or ``pytest benchmarks/test_forward_service.py --ben
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import kendalltau
+from sst2_setup import minilm_head, sst2_dataset
 
-from harness import Attribution, Example, MetricInput, TextDataset
+import harness.forward
+from harness import Attribution, MetricInput
 from harness.attribution import attributions_from_batch
 from harness.forward import forward_service
+from harness.perturb import evaluate_together
 from plugins.explainers.attention import Attention
 from plugins.explainers.gradient import IntegratedGradients, Saliency
 from plugins.explainers.occlusion import Occlusion
 from plugins.explainers.random import RandomExplainer
 from plugins.metrics.eraser import Comprehensiveness, Sufficiency
 from plugins.metrics.faithfulness import LooCorrelation
-from plugins.models.minilm_head import MiniLMHead
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-TINY_DATA = REPO / "tests" / "fixtures" / "tiny_sentiment.jsonl"
 N_EXAMPLES = 50
 BINS = tuple(range(10, 101, 10))
 ROUNDS, WARMUP_ROUNDS = 2, 1
@@ -62,23 +64,11 @@ EXPLAINERS = {
 }
 
 
-def _examples() -> list[Example]:
-    path = SHARED_DATA / "sst2" / "dev.jsonl"
-    source = path if path.exists() else TINY_DATA
-    rows = [json.loads(line) for line in source.read_text().splitlines()]
-    return [Example(row["id"], row["text"], row["label"]) for row in rows]
-
-
 @pytest.fixture(scope="module")
 def setup():
-    examples = _examples()
-    train, test = examples[N_EXAMPLES:][:96], examples[:N_EXAMPLES]
-    dataset = TextDataset(
-        "bench", ("negative", "positive"), tuple(train[:64]), tuple(train[64:]), tuple(test)
-    )
-    classifier = MiniLMHead(MiniLMHead.Params(max_epochs=2)).build(
-        dataset, seed=0, device=torch.device("cpu")
-    )
+    dataset = sst2_dataset(N_EXAMPLES)
+    test = list(dataset.test)
+    classifier = minilm_head(dataset)
     explanations: dict[str, list[Attribution]] = {}
     for name, make in EXPLAINERS.items():
         explainer, attributions = make(), []
@@ -106,8 +96,10 @@ def metrics():
 
 
 def run_cells(classifier, dataset, explanations, share: bool) -> tuple[dict, int]:
-    """Every (explainer, metric) cell's values through the engine; ``share=False`` empties the memo
-    before each cell (each computes its own rows). Returns the values and the rows computed."""
+    """Every (explainer, metric) cell's values through the engine. ``share``: as the runner does, the
+    metrics of an explanation planned together first (the ``perturb`` task), then each cell computing
+    its values from the service's rows; otherwise the memo is emptied before each cell (each computes
+    its own rows). Returns the values and the rows computed."""
     service = forward_service(classifier)
     service.clear()
     computed = service.stats.computed
@@ -116,6 +108,9 @@ def run_cells(classifier, dataset, explanations, share: bool) -> tuple[dict, int
         data = MetricInput(
             attributions, {}, dataset, load_classifier=lambda: classifier, batch_size=BATCH_SIZE
         )
+        if share:
+            requests = [metric.perturbations(data) for metric in metrics()]
+            evaluate_together(classifier, requests, batch_size=BATCH_SIZE)
         for metric in metrics():
             if not share:
                 service.clear()
@@ -164,11 +159,11 @@ def run_loop(classifier, explanations) -> tuple[dict, int]:
     return values, rows
 
 
-def mean_seconds(function):
-    for _ in range(WARMUP_ROUNDS):
+def mean_seconds(function, rounds: int = ROUNDS, warmup_rounds: int = WARMUP_ROUNDS):
+    for _ in range(warmup_rounds):
         function()
     seconds = []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         started = time.perf_counter()
         result = function()
         seconds.append(time.perf_counter() - started)
@@ -179,10 +174,15 @@ def mean_seconds(function):
 def test_the_service_computes_each_distinct_row_once_and_matches_the_loop(benchmark, setup, n_explainers):
     classifier, dataset, explanations = setup
     chosen = dict(list(explanations.items())[:n_explainers])
-    (loop_values, loop_rows), loop_seconds = mean_seconds(lambda: run_loop(classifier, chosen))
+    (loop_values, loop_rows), loop_seconds = mean_seconds(lambda: run_loop(classifier, chosen), 1, 0)
     (cell_values, cell_rows), cell_seconds = mean_seconds(
         lambda: run_cells(classifier, dataset, chosen, False)
     )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(harness.forward, "_ONEDNN_WORKS", False)
+        (default_values, _), default_seconds = mean_seconds(
+            lambda: run_cells(classifier, dataset, chosen, True)
+        )
     service_values, service_rows = benchmark.pedantic(
         lambda: run_cells(classifier, dataset, chosen, True),
         rounds=ROUNDS,
@@ -193,21 +193,25 @@ def test_the_service_computes_each_distinct_row_once_and_matches_the_loop(benchm
     for key, expected in loop_values.items():
         np.testing.assert_allclose(service_values[key], expected, atol=1e-6, err_msg=str(key))
         np.testing.assert_allclose(cell_values[key], expected, atol=1e-6, err_msg=str(key))
+        np.testing.assert_allclose(default_values[key], expected, atol=1e-6, err_msg=str(key))
     distinct = _distinct_rows(chosen)
     assert service_rows == distinct
     per_example = {name: seconds / N_EXAMPLES for name, seconds in
-                   (("loop", loop_seconds), ("per_cell", cell_seconds), ("service", service_seconds))}  # fmt: skip
+                   (("loop", loop_seconds), ("per_cell", cell_seconds), ("service", service_seconds),
+                    ("service_pytorch_kernels", default_seconds))}  # fmt: skip
     benchmark.extra_info.update(
         explainers=list(chosen),
         seconds_per_example=per_example,
         rows={"loop": loop_rows, "per_cell": cell_rows, "service": service_rows, "distinct_needed": distinct},
         speedup_over_loop=loop_seconds / service_seconds,
         speedup_over_per_cell=cell_seconds / service_seconds,
+        speedup_over_pytorch_kernels=default_seconds / service_seconds,
     )
     print(
         f"\n{n_explainers} explainers × comprehensiveness, sufficiency (10 bins), loo-correlation on "
         f"{N_EXAMPLES} sentences: s/example loop {per_example['loop']:.3f}, per cell {per_example['per_cell']:.3f}, "
-        f"service {per_example['service']:.3f}; rows loop {loop_rows}, per cell {cell_rows}, service "
+        f"service {per_example['service']:.3f} (PyTorch's kernels "
+        f"{per_example['service_pytorch_kernels']:.3f}); rows loop {loop_rows}, per cell {cell_rows}, service "
         f"{service_rows} (distinct needed {distinct})"
     )
 

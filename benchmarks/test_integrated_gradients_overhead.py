@@ -24,50 +24,28 @@ Model: minilm-head (the real 6-layer MiniLM encoder, head trained briefly); data
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients as CaptumIntegratedGradients
+from sst2_setup import minilm_head, sst2_dataset
 
-from harness import TOKENS_PER_PASS, Example, TextDataset
+from harness import TOKENS_PER_PASS
 from plugins.explainers.gradient import IntegratedGradients
-from plugins.models.minilm_head import MiniLMHead
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO.parent / "shared" / "data" / "sst2"
-TINY_DATA = REPO / "tests" / "fixtures" / "tiny_sentiment.jsonl"
 N_EXAMPLES = 32
 BATCH_SIZE = 8  # examples per explain call, as a suite's batch_size
 N_STEPS = 20
 ROUNDS, WARMUP_ROUNDS = 5, 1
 
 
-def _read(path: Path) -> list[Example]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [Example(row["id"], row["text"], row["label"]) for row in rows]
-
-
-def _splits() -> tuple[list[Example], list[Example], list[Example]]:
-    """Train (64), validation (32) and test (``N_EXAMPLES``) examples: SST-2 train and dev when present,
-    else the fixture's sentences."""
-    if (SST2 / "train.jsonl").exists() and (SST2 / "dev.jsonl").exists():
-        train = _read(SST2 / "train.jsonl")
-        return train[:64], train[64:96], _read(SST2 / "dev.jsonl")[:N_EXAMPLES]
-    examples = _read(TINY_DATA)
-    return examples[N_EXAMPLES:][:30], examples[N_EXAMPLES:][30:], examples[:N_EXAMPLES]
-
-
 @pytest.fixture(scope="module")
 def setup():
-    train, validation, test = _splits()
-    dataset = TextDataset("bench", ("negative", "positive"), tuple(train), tuple(validation), tuple(test))
-    classifier = MiniLMHead(MiniLMHead.Params(max_epochs=2)).build(
-        dataset, seed=0, device=torch.device("cpu")
-    )
+    dataset = sst2_dataset(N_EXAMPLES)
+    test = list(dataset.test)
+    classifier = minilm_head(dataset)
     batches = []
     for start in range(0, len(test), BATCH_SIZE):
         examples = test[start : start + BATCH_SIZE]

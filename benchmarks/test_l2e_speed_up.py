@@ -21,46 +21,26 @@ of it the teacher); run with ``make benchmark``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
+from sst2_setup import minilm_head, sst2_dataset
 
-from harness import Attribution, Example, Explanation, FitContext, TextDataset
+from harness import Attribution, Example, Explanation, FitContext
 from harness.attribution import attributions_from_batch
 from harness.cache import Cache
 from plugins.explainers.l2e import L2E
 from plugins.explainers.shap import KernelShap
-from plugins.models.minilm_head import MiniLMHead
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = REPO.parent / "shared" / "data" / "sst2"
-TINY_DATA = REPO / "tests" / "fixtures" / "tiny_sentiment.jsonl"
 N_EXAMPLES = 16
 BATCH_SIZE = 8  # examples per explain call, as a suite's batch_size
 TEACHER = {"name": "kernel-shap", "params": {"samples": 1000}}
 STUDENT_BUDGET = {"train_documents": 64, "validation_documents": 16, "max_epochs": 20}
 ROUNDS, WARMUP_ROUNDS = 3, 1
-
-
-def _read(path: Path) -> list[Example]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [Example(row["id"], row["text"], row["label"]) for row in rows]
-
-
-def _splits() -> tuple[list[Example], list[Example], list[Example]]:
-    """Train (64), validation (32) and test (``N_EXAMPLES``) examples: SST-2 train and dev when present,
-    else the fixture's sentences."""
-    if (SST2 / "train.jsonl").exists() and (SST2 / "dev.jsonl").exists():
-        train = _read(SST2 / "train.jsonl")
-        return train[:64], train[64:96], _read(SST2 / "dev.jsonl")[:N_EXAMPLES]
-    examples = _read(TINY_DATA)
-    return examples[N_EXAMPLES:][:40], examples[N_EXAMPLES:][40:], examples[:N_EXAMPLES]
 
 
 def _batches(classifier, examples: Sequence[Example]) -> list[tuple]:
@@ -97,11 +77,9 @@ def _teacher_function(teacher: KernelShap, classifier):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    train, validation, test = _splits()
-    dataset = TextDataset("bench", ("negative", "positive"), tuple(train), tuple(validation), tuple(test))
-    classifier = MiniLMHead(MiniLMHead.Params(max_epochs=2)).build(
-        dataset, seed=0, device=torch.device("cpu")
-    )
+    dataset = sst2_dataset(N_EXAMPLES)
+    test = list(dataset.test)
+    classifier = minilm_head(dataset)
     teacher = KernelShap(KernelShap.Params(**TEACHER["params"]), seed=0)
     student = L2E(L2E.Params(teacher=TEACHER, **STUDENT_BUDGET), seed=0)
     context = FitContext(

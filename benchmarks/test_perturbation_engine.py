@@ -11,47 +11,30 @@ from ../shared/data when present, else the test fixture's sentences. Run with ``
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from sst2_setup import minilm_head, sst2_dataset
 
-from harness import Attribution, Example, MetricInput, TextDataset
+from harness import Attribution, MetricInput
 from harness.attribution import attributions_from_batch
 from harness.forward import forward_service
 from harness.perturb import replacement_id, top_count
 from plugins.explainers.random import RandomExplainer
 from plugins.metrics.eraser import Comprehensiveness
-from plugins.models.minilm_head import MiniLMHead
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-TINY_DATA = REPO / "tests" / "fixtures" / "tiny_sentiment.jsonl"
 BINS = (1, 5, 10, 20, 50)
 N_EXAMPLES = 64
 ROUNDS, WARMUP_ROUNDS = 3, 1
 
 
-def _examples() -> list[Example]:
-    path = SHARED_DATA / "sst2" / "dev.jsonl"
-    source = path if path.exists() else TINY_DATA
-    rows = [json.loads(line) for line in source.read_text().splitlines()]
-    return [Example(row["id"], row["text"], row["label"]) for row in rows]
-
-
 @pytest.fixture(scope="module")
 def setup():
-    examples = _examples()
-    train, test = examples[N_EXAMPLES:][:96], examples[:N_EXAMPLES]
-    dataset = TextDataset(
-        "bench", ("negative", "positive"), tuple(train[:64]), tuple(train[64:]), tuple(test)
-    )
-    classifier = MiniLMHead(MiniLMHead.Params(max_epochs=2)).build(
-        dataset, seed=0, device=torch.device("cpu")
-    )
+    dataset = sst2_dataset(N_EXAMPLES)
+    test = list(dataset.test)
+    classifier = minilm_head(dataset)
     encoding = classifier.encode(test)
     encoding.example_ids = [e.id for e in test]
     log_probabilities = classifier.log_probabilities(encoding)

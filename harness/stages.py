@@ -498,6 +498,10 @@ def perturb(task: Task, inputs: dict, workspace: Workspace) -> Perturbed:
                 describe(error),
             )
         computed = service.stats.computed - before
+        log.info(
+            "%s: %d perturbed inputs asked for by %d metrics, %d run through the model",
+            task.label, requested, len(requests), computed,
+        )  # fmt: skip
     return Perturbed(len(requests), requested, computed, time.perf_counter() - started)
 
 

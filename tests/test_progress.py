@@ -84,12 +84,14 @@ def test_the_reporter_hears_each_explanation_once_and_each_cell_once(tmp_path):
     ]
     assert len(reporter.explanations) == len({cell.explanation for cell in cells})
     assert reporter.cells_per_explanation == [3, 3]
-    # Each explanation: its 6 examples explained in batches of 4, then one description per metric cell.
+    # Each explanation: its 6 examples explained in batches of 4, its two removal metrics' perturbations
+    # planned together, then one description per metric cell.
     random = reporter.steps[: reporter.steps.index((f"{model} · random · seed 0 · runtime", None, None)) + 1]
     assert random == [
         (f"{model} · random · seed 0", 0, 6),
         (None, 4, None),
         (None, 6, None),
+        (f"{model} · random · seed 0 · perturbations of 2 metrics", None, None),
         (f"{model} · random · seed 0 · comprehensiveness(bins=[10,50])", None, None),
         (f"{model} · random · seed 0 · sufficiency(bins=[10,50])", None, None),
         (f"{model} · random · seed 0 · runtime", None, None),

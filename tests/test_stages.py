@@ -100,9 +100,10 @@ def test_the_driver_drops_artefacts_no_pending_task_reads(tmp_path, monkeypatch)
     loaded, _, result = run(tmp_path, THREE_SEEDS)
     assert not result.failed
     plan = build_plan(loaded, expand(loaded))
-    # The dataset's load, a model and one explanation at a time, not the artefacts of all 28 tasks.
-    assert len(plan) == 1 + 3 + 6 + 18
-    assert max(alive) <= 3, alive
+    # The dataset's load, a model, one explanation and its planned perturbations at a time, not the
+    # artefacts of all 34 tasks.
+    assert len(plan) == 1 + 3 + 6 + 6 + 18
+    assert max(alive) <= 4, alive
     assert alive[-1] == 0
 
 
