@@ -380,7 +380,7 @@ def export(
         bool, typer.Option("--attributions", help="export the attributions (tokens, offsets, scores, target)")
     ] = False,
     curves: Annotated[
-        bool, typer.Option("--curves", help="export the curves behind curve metrics (e.g. degradation)")
+        bool, typer.Option("--curves", help="export the curves behind curve metrics (e.g. unchanged-predictions)")
     ] = False,
     output: Annotated[Path | None, typer.Option("--out", help="output file [default: stdout]")] = None,
 ) -> None:

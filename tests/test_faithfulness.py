@@ -13,7 +13,6 @@ from conftest import attribution, metric_input, sigmoid, values_of
 
 from plugins.metrics.faithfulness import (
     AOPC,
-    Degradation,
     DeltaLogOdds,
     LogOdds,
     LooCorrelation,
@@ -22,6 +21,7 @@ from plugins.metrics.faithfulness import (
     PostHocAccuracy,
     PredictionAgreement,
     SwitchingPoint,
+    UnchangedPredictions,
 )
 
 # "the good good bad": m = ½, p(pos) = σ(1); ranking good₁ (0.9) > good₂ (0.8) > the (0.1) > bad (−0.5)
@@ -229,9 +229,9 @@ def test_log_odds_by_hand(classifier):
     assert values[0] == pytest.approx(math.log(sigmoid(-1) / sigmoid(1)), abs=1e-6)
 
 
-def test_degradation_curve_by_hand(classifier):
+def test_unchanged_predictions_curve_by_hand(classifier):
     survives = attribution(classifier, "good good good bad", [0.1, 0.2, 0.3, 0.9])
-    metric = Degradation(Degradation.Params(percents=(25, 50, 75, 100), masking="unk"))
+    metric = UnchangedPredictions(UnchangedPredictions.Params(percents=(25, 50, 75, 100), masking="unk"))
     values, curves = run(metric, classifier, survives)
     # unk (−1) replaces bad → m = 5/4 ✓; + good₃ → ½ ✓; + good₂ → −¼ ✗; all → −1 ✗
     assert curves[0]["y"] == [1.0, 1.0, 0.0, 0.0]
@@ -279,7 +279,7 @@ def test_loo_correlation_is_undefined_for_a_single_token(classifier):
     assert math.isnan(values[0])
 
 
-@pytest.mark.parametrize("metric_cls", [AOPC, DeltaLogOdds, LogOdds, Degradation, PostHocAccuracy, MorfLerf])
+@pytest.mark.parametrize("metric_cls", [AOPC, DeltaLogOdds, LogOdds, UnchangedPredictions, PostHocAccuracy, MorfLerf])
 def test_word_granularity_is_the_default_of_word_level_papers(metric_cls):
     assert metric_cls.Params().granularity == "word"
 

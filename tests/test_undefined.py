@@ -13,7 +13,6 @@ from harness.perturb import evaluate
 from plugins.metrics.eraser import Comprehensiveness, Sufficiency
 from plugins.metrics.faithfulness import (
     AOPC,
-    Degradation,
     DeltaLogOdds,
     LogOdds,
     LooCorrelation,
@@ -23,6 +22,7 @@ from plugins.metrics.faithfulness import (
     PredictionAgreement,
     SwitchingPoint,
     TeacherAgreement,
+    UnchangedPredictions,
 )
 
 REMOVAL_METRICS = [
@@ -35,7 +35,7 @@ REMOVAL_METRICS = [
     PredictionAgreement,
     TeacherAgreement,
     LogOdds,
-    Degradation,
+    UnchangedPredictions,
     SwitchingPoint,
     LooCorrelation,
     MorfLerf,

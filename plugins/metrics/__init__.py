@@ -18,7 +18,6 @@ def bench_metrics():
     from plugins.metrics.eraser import Comprehensiveness, Sufficiency
     from plugins.metrics.faithfulness import (
         AOPC,
-        Degradation,
         DeltaLogOdds,
         LogOdds,
         LooCorrelation,
@@ -28,6 +27,7 @@ def bench_metrics():
         PredictionAgreement,
         SwitchingPoint,
         TeacherAgreement,
+        UnchangedPredictions,
     )
     from plugins.metrics.plausibility import Auprc, IouF1, TokenF1
     from plugins.metrics.randomization import Jaccard
@@ -41,7 +41,7 @@ def bench_metrics():
         DeltaLogOdds,
         MatchedDeltaLogOdds,
         LogOdds,
-        Degradation,
+        UnchangedPredictions,
         SwitchingPoint,
         MorfLerf,
         PostHocAccuracy,

@@ -486,14 +486,15 @@ class LogOdds(RemovalMetric):
         )
 
 
-class DegradationParams(_params("pad", "word")):
+class UnchangedPredictionsParams(_params("pad", "word")):
     percents: tuple[float, ...] = Field(
         tuple(range(10, 101, 10)), description="u: the % of top units masked at each step of the curve"
     )
 
 
-class Degradation(RemovalMetric):
-    """Degradation test: does the prediction survive masking the top u % words? (area under the curve)
+class UnchangedPredictions(RemovalMetric):
+    """LDAV's degradation test: the share of predictions unchanged after masking the top u % words
+    (area under the curve). Not GMASK's degradation score, which is ``morf-lerf``.
 
     LDAV eq. 6 (Nguyen 2018): degradation(u) = 1/m Σ_i 1[ŷ_u⁽ⁱ⁾ = ŷ⁽ⁱ⁾], words masked with <pad> in
     attribution order. The curve 1[ŷ_u = ŷ] over ``percents`` is stored per example; the value is its
@@ -501,9 +502,9 @@ class Degradation(RemovalMetric):
     explanation flips the prediction after few words.
     """
 
-    name: ClassVar[str] = "degradation"
+    name: ClassVar[str] = "unchanged-predictions"
     version: ClassVar[str] = "2"  # 2: NaN for an example with no removable unit
-    Params = DegradationParams
+    Params = UnchangedPredictionsParams
     paper: ClassVar[str] = LDAV
     family: ClassVar[str] = "faithfulness"
     direction: ClassVar[str] = "lower"
