@@ -45,6 +45,18 @@ from harness.hookspecs import hookimpl
 
 # Models over Hugging Face transformers, and the embedded MiniLM encoder.
 from harness.huggingface import TransformersClassifier, hub_offline, mean_pool, quiet_transformers
+
+# LDAV: models that learn a vector per class beside their weights, and the explainer that reads them.
+from harness.ldav import (
+    CLASS_VECTORS,
+    LDAV_PAPER,
+    ClassVectors,
+    LDAVParams,
+    default_class_vector_radius,
+    ldav_loss_terms,
+    ldav_scores,
+    mean_embedding_norm,
+)
 from harness.minilm import load_minilm_encoder, load_minilm_tokenizer, minilm_identity
 
 # The perturbation engine (removal metrics) and what perturbation explainers share.
@@ -118,6 +130,14 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "default_class_vector_radius",
+    "mean_embedding_norm",
+    "ldav_scores",
+    "ldav_loss_terms",
+    "LDAVParams",
+    "ClassVectors",
+    "LDAV_PAPER",
+    "CLASS_VECTORS",
     "API_VERSION",
     "BASELINE_DOC",
     "GRADIENT_OUTPUT_DOC",

@@ -97,6 +97,13 @@ class Classifier(ABC):
 
         raise PluginError(f"model {type(self).__name__} exposes no attention weights")
 
+    def class_vectors(self) -> torch.Tensor:
+        """The learned class vectors (K, D) in the input-embedding space of a model trained with LDAV
+        (``harness.ldav``), for the ``ldav`` explainer. Models without them raise ``PluginError``."""
+        from harness.errors import PluginError
+
+        raise PluginError(f"model {type(self).__name__} has no learned class vectors (train it with ldav)")
+
     def torch_modules(self) -> list[torch.nn.Module]:
         """The modules whose parameters the model owns (for device moves and ``eval()``)."""
         return []

@@ -101,7 +101,7 @@ class Dataset(Plugin, ABC):
     def load(self) -> TextDataset: ...
 
 
-VARIANT_PATTERN = r"^(default|untrained|init:[1-9][0-9]*)$"
+VARIANT_PATTERN = r"^(default|untrained|init:[1-9][0-9]*|reinit-above-embeddings)$"
 
 
 def canonical_variant(variant: str) -> str:
@@ -117,7 +117,10 @@ class Model(Plugin, ABC):
     ``variants`` lists what ``build(..., variant=)`` accepts, for randomization tests (Zafar et al.
     2021): ``default``; ``init:N`` (any N ≥ 1), the same model trained from its N-th initialisation
     and training seed, ``init:1`` being ``default``; ``untrained``, the same architecture with its
-    trainable layers freshly initialised and not trained.
+    trainable layers freshly initialised and not trained; ``reinit-above-embeddings``, the default
+    model after training with every layer above its input embeddings freshly initialised (the
+    embeddings, and any LDAV class vectors, kept): the deepest step of the cascading
+    model-randomization test of Adebayo et al. 2018, for explanations read off the embeddings.
     """
 
     kind: ClassVar[str] = "model"

@@ -72,7 +72,8 @@ class ModelSpec(Spec):
         description=(
             "model variants (Zafar et al. 2021): default; init:N, the same model trained from the N-th "
             "initialisation and training seed (init:1 is default); untrained, its trainable layers freshly "
-            "initialised and not trained"
+            "initialised and not trained; reinit-above-embeddings, the trained default model with every "
+            "layer above its input embeddings freshly initialised"
         ),
     )
     train_on: Spec | None = Field(

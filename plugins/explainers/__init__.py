@@ -11,6 +11,7 @@ def bench_explainers():
     from plugins.explainers.deeplift import LRP, DeepLift, DeepLiftShap
     from plugins.explainers.gradient import IntegratedGradients, Saliency, SmoothGrad
     from plugins.explainers.l2e import L2E
+    from plugins.explainers.ldav import LDAV
     from plugins.explainers.lime import Lime
     from plugins.explainers.occlusion import Occlusion
     from plugins.explainers.precomputed import Precomputed
@@ -31,5 +32,6 @@ def bench_explainers():
         KernelShap,
         PartitionShap,
         L2E,
+        LDAV,
         Precomputed,
     ]

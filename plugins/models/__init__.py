@@ -7,8 +7,9 @@ BENCH_API_VERSION = "1.0"  # the plugin API these plugins are written for (harne
 
 @hookimpl
 def bench_models():
+    from plugins.models.bilstm import BiLSTMAttention
     from plugins.models.bow import BagOfWords
     from plugins.models.hf import HuggingFaceModel
     from plugins.models.minilm_head import MiniLMHead
 
-    return [MiniLMHead, HuggingFaceModel, BagOfWords]
+    return [MiniLMHead, HuggingFaceModel, BagOfWords, BiLSTMAttention]

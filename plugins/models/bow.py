@@ -32,6 +32,47 @@ def word_tokens(text: str, segment: int):
         yield match.group().lower(), (match.start(), match.end()), segment
 
 
+def build_vocabulary(examples: Sequence[Example], max_size: int, min_count: int) -> list[str]:
+    """The special tokens, then the train split's words by frequency (at most ``max_size``, each seen at
+    least ``min_count`` times)."""
+    counts = Counter(
+        token
+        for example in examples
+        for text in (example.text, example.text_pair or "")
+        for token, _, _ in word_tokens(text, 0)
+    )
+    return list(SPECIALS) + [token for token, count in counts.most_common(max_size) if count >= min_count]
+
+
+def encode_words(
+    examples: Sequence[Example], index: dict[str, int], max_length: int, device: torch.device
+) -> Encoding:
+    """Word-token encoding of a batch (a pair's texts joined by [SEP], segment -1), padded on the right;
+    unknown words are [UNK]."""
+    rows = []
+    for example in examples:
+        pieces = list(word_tokens(example.text, 0))
+        if example.text_pair is not None:
+            pieces += [("[SEP]", (0, 0), -1), *word_tokens(example.text_pair, 1)]
+        rows.append(pieces[:max_length])
+    width = max((len(row) for row in rows), default=0)
+    input_ids = torch.full((len(rows), max(width, 1)), PAD, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for r, row in enumerate(rows):
+        input_ids[r, : len(row)] = torch.tensor([index.get(t, UNK) for t, _, _ in row], dtype=torch.long)
+        attention_mask[r, : len(row)] = 1
+    word_ids = [[None if s < 0 else i for i, (_, _, s) in enumerate(row)] for row in rows]
+    return Encoding(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        token_type_ids=None,
+        tokens=[[t for t, _, _ in row] for row in rows],
+        offsets=[[o for _, o, _ in row] for row in rows],
+        word_ids=word_ids,
+        segments=[[s for _, _, s in row] for row in rows],
+    )
+
+
 class BagOfWordsClassifier(Classifier, torch.nn.Module):
     """logits = W · mean_{attended tokens} E[token] + b, over lower-cased regex word tokens."""
 
@@ -55,30 +96,7 @@ class BagOfWordsClassifier(Classifier, torch.nn.Module):
         return [self]
 
     def encode(self, examples: Sequence[Example]) -> Encoding:
-        rows = []
-        for example in examples:
-            pieces = list(word_tokens(example.text, 0))
-            if example.text_pair is not None:
-                pieces += [("[SEP]", (0, 0), -1), *word_tokens(example.text_pair, 1)]
-            rows.append(pieces[: self.max_length])
-        width = max((len(row) for row in rows), default=0)
-        input_ids = torch.full((len(rows), max(width, 1)), PAD, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for r, row in enumerate(rows):
-            input_ids[r, : len(row)] = torch.tensor(
-                [self.index.get(t, UNK) for t, _, _ in row], dtype=torch.long
-            )
-            attention_mask[r, : len(row)] = 1
-        word_ids = [[None if s < 0 else i for i, (_, _, s) in enumerate(row)] for row in rows]
-        return Encoding(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
-            token_type_ids=None,
-            tokens=[[t for t, _, _ in row] for row in rows],
-            offsets=[[o for _, o, _ in row] for row in rows],
-            word_ids=word_ids,
-            segments=[[s for _, _, s in row] for row in rows],
-        )
+        return encode_words(examples, self.index, self.max_length, self.device)
 
     def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(input_ids)
@@ -120,15 +138,7 @@ class BagOfWords(Model):
             raise PluginError("bow needs a train split to learn from; this dataset has none")
         started = time.perf_counter()
         params = self.params
-        counts = Counter(
-            token
-            for example in dataset.train
-            for text in (example.text, example.text_pair or "")
-            for token, _, _ in word_tokens(text, 0)
-        )
-        vocabulary = list(SPECIALS) + [
-            token for token, count in counts.most_common(params.max_vocabulary) if count >= params.min_count
-        ]
+        vocabulary = build_vocabulary(dataset.train, params.max_vocabulary, params.min_count)
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         model = BagOfWordsClassifier(vocabulary, dataset.labels, params.dim, params.max_length)
