@@ -3,7 +3,8 @@
 Each expectation (``Suite.expectations``) becomes one comparison per group of cells that differ only
 on its axis: for a variant expectation, one per (dataset, model, explainer, metric parameters); for an
 explainer expectation, one per (dataset, model, variant, metric parameters) and explainer on the "*"
-side. A comparison is a one-sided Wilcoxon signed-rank test of the paired per-example differences
+side; for a model expectation, one per (dataset, variant, explainer, metric parameters) and model on
+the "*" side. A comparison is a one-sided Wilcoxon signed-rank test of the paired per-example differences
 above − below (paired by seed and example), Holm-Bonferroni corrected over every comparison of the
 run. The order holds when the corrected p-value is below α.
 """
@@ -25,9 +26,9 @@ TEST = "Wilcoxon signed-rank, one-sided (above > below), paired by unit (example
 class Verdict:
     expectation: str
     dataset: str
-    model: str
-    variant: str  # the fixed variant (explainer expectations) or "" (variant expectations)
-    explainer: str  # the fixed explainer (variant expectations) or "" (explainer expectations)
+    model: str  # the fixed model, or "" (model expectations)
+    variant: str  # the fixed variant, or "" (variant expectations)
+    explainer: str  # the fixed explainer, or "" (explainer expectations)
     metric: str
     above: str
     below: str
@@ -63,23 +64,24 @@ def check_expectations(expectations: Sequence[Expectation], records: Iterable[di
     cells = samples_by(records)
     labels = labels_by_id(records)
     metric_names = {record["metric_id"]: record["metric"] for record in records}
-    explainer_names = {
-        record["explainer_id"]: (record["explainer"], record["explainer_label"]) for record in records
-    }
+    names = {record["explainer_id"]: (record["explainer"], record["explainer_label"]) for record in records}
+    names.update({record["model_id"]: (record["model"],) for record in records})  # a model by its label
 
     pending: list[tuple[Expectation, tuple, str, str]] = []  # expectation, fixed key parts, above, below
     for expectation in expectations:
         metrics = [metric for metric, name in metric_names.items() if name == expectation.metric]
         groups: dict[tuple, set[str]] = defaultdict(set)  # everything but the axis -> values of the axis
         for dataset, model, variant, explainer, metric in cells:
-            if metric not in metrics:
+            if metric not in metrics or not _where(expectation, model, variant, explainer, names):
                 continue
             if expectation.axis == "variant":
                 groups[(dataset, model, "", explainer, metric)].add(variant)
+            elif expectation.axis == "model":
+                groups[(dataset, "", variant, explainer, metric)].add(model)
             else:
                 groups[(dataset, model, variant, "", metric)].add(explainer)
         for fixed, present in groups.items():
-            for above, below in _pairs(expectation, present, explainer_names):
+            for above, below in _pairs(expectation, present, names):
                 pending.append((expectation, fixed, above, below))
 
     comparisons, means = [], []
@@ -101,7 +103,7 @@ def check_expectations(expectations: Sequence[Expectation], records: Iterable[di
             Verdict(
                 expectation.describe(),
                 label(dataset),
-                label(model),
+                label(model) if model else "",
                 variant,
                 label(explainer) if explainer else "",
                 label(metric),
@@ -115,16 +117,26 @@ def check_expectations(expectations: Sequence[Expectation], records: Iterable[di
     return verdicts
 
 
+def _where(expectation: Expectation, model: str, variant: str, explainer: str, names: dict) -> bool:
+    """Whether a cell has the values the expectation's ``where`` fixes (by name or label, as on the axes)."""
+    values = {"model": model, "variant": variant, "explainer": explainer}
+    return all(
+        values[axis] == value if axis == "variant" else value in names.get(values[axis], ())
+        for axis, value in expectation.where.items()
+    )
+
+
 def _pairs(
-    expectation: Expectation, present: set[str], explainer_names: dict[str, tuple[str, str]]
+    expectation: Expectation, present: set[str], names: dict[str, tuple[str, ...]]
 ) -> list[tuple[str, str]]:
-    """The (above, below) axis values compared within one group of cells (explainers by identity,
-    matched by the name or the label the expectation gives)."""
+    """The (above, below) axis values compared within one group of cells (explainers and models by
+    identity, matched by the names the expectation may give: an explainer's name or label, a model's
+    label)."""
 
     def matching(value: str) -> list[str]:
         if expectation.axis == "variant":
             return [value] if value in present else []
-        return sorted(identity for identity in present if value in explainer_names.get(identity, ()))
+        return sorted(identity for identity in present if value in names.get(identity, ()))
 
     above, below = expectation.above_value, expectation.below_value
     if above == "*":
@@ -140,4 +152,6 @@ def _key(expectation: Expectation, fixed: tuple, value: str) -> tuple:
     dataset, model, variant, explainer, metric = fixed
     if expectation.axis == "variant":
         return (dataset, model, value, explainer, metric)
+    if expectation.axis == "model":
+        return (dataset, value, variant, explainer, metric)
     return (dataset, model, variant, value, metric)

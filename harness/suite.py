@@ -110,7 +110,7 @@ class ModelSpec(Spec):
         return names
 
 
-Axis = Literal["variant", "explainer"]
+Axis = Literal["variant", "explainer", "model"]
 
 
 class Expectation(BaseModel):
@@ -118,8 +118,9 @@ class Expectation(BaseModel):
     higher than those at ``below``, everything else equal (one-sided paired Wilcoxon over examples).
 
     Both sides name the same axis: ``{variant: init:2}`` vs ``{variant: untrained}`` (Zafar et al.'s
-    randomization tests), or ``{explainer: random}`` vs ``{explainer: "*"}`` ("*": every other value).
-    An explainer is named by its name or its label.
+    randomization tests), ``{explainer: random}`` vs ``{explainer: "*"}`` ("*": every other value), or
+    ``{model: bilstm-ldav-no-l2}`` vs ``{model: bilstm-ldav}`` (an ablation against the full model).
+    An explainer is named by its name or its label, a model by its label.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -127,8 +128,22 @@ class Expectation(BaseModel):
     metric: str = Field(description="metric name (every parameter set of it gets its own verdicts)")
     above: dict[Axis, str] = Field(min_length=1, max_length=1)
     below: dict[Axis, str] = Field(min_length=1, max_length=1)
+    where: dict[Axis, str] = Field(
+        default_factory=dict,
+        description="compare only the cells with these values on the other axes, e.g. {explainer: ldav} "
+        "for an ablation of the model that explanation is read from",
+    )
 
-    @field_validator("above", "below", mode="before")
+    @model_serializer(mode="wrap")
+    def _without_empty_where(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """No ``where`` key unless it fixes something, so that a suite's hash is what it was before
+        expectations could fix other axes (a run started then still resumes)."""
+        data = handler(self)
+        if not data.get("where"):
+            data.pop("where", None)
+        return data
+
+    @field_validator("above", "below", "where", mode="before")
     @classmethod
     def _variant_mapping(cls, value: Any) -> Any:
         if isinstance(value, dict) and "variant" in value:
@@ -138,11 +153,13 @@ class Expectation(BaseModel):
     @model_validator(mode="after")
     def _one_axis(self) -> Expectation:
         if set(self.above) != set(self.below):
-            raise ValueError("above and below must name the same axis (both variant or both explainer)")
+            raise ValueError("above and below must name the same axis (variant, explainer or model)")
         if self.axis == "variant" and self.above_value == self.below_value:
             raise ValueError("above and below name the same variant")
         if self.above_value == "*" and self.below_value == "*":
             raise ValueError("at most one side can be '*'")
+        if self.axis in self.where:
+            raise ValueError(f"where cannot fix the compared axis ({self.axis})")
         return self
 
     @property
@@ -158,7 +175,8 @@ class Expectation(BaseModel):
         return self.below[self.axis]
 
     def describe(self) -> str:
-        return f"{self.metric}: {self.axis} {self.above_value} above {self.below_value}"
+        where = "".join(f", {axis} {value}" for axis, value in self.where.items())
+        return f"{self.metric}{where}: {self.axis} {self.above_value} above {self.below_value}"
 
 
 class Suite(BaseModel):
@@ -377,10 +395,14 @@ def _check_distinct(entry, earlier: list, places: list[tuple], where: tuple, loc
 
 
 def _check_expectations(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:
-    """Expectations name metrics, variants and explainers the suite has."""
+    """Expectations name metrics, variants, explainers and models the suite has."""
     metrics = {entry.name for entry in entries["metrics"]}
-    variants = {variant for spec in suite.models for variant in spec.variants}
-    explainers = {entry.name for entry in entries["explainers"]} | {e.label for e in entries["explainers"]}
+    known = {
+        "variant": {variant for spec in suite.models for variant in spec.variants},
+        "explainer": {entry.name for entry in entries["explainers"]}
+        | {e.label for e in entries["explainers"]},
+        "model": {entry.label for entry in entries["models"]},
+    }
     for index, expectation in enumerate(suite.expectations):
         where = ("expectations", index)
         if expectation.metric not in metrics:
@@ -388,13 +410,15 @@ def _check_expectations(suite: Suite, entries: dict[str, list[Any]], locator: _L
                 (*where, "metric"),
                 f"the suite has no metric '{expectation.metric}'{suggest(expectation.metric, sorted(metrics))}",
             )
-        known = variants if expectation.axis == "variant" else explainers
-        for side in ("above", "below"):
-            value = getattr(expectation, f"{side}_value")
-            if value != "*" and value not in known:
+        named = [
+            (side, expectation.axis, getattr(expectation, f"{side}_value")) for side in ("above", "below")
+        ]
+        named += [("where", axis, value) for axis, value in expectation.where.items()]
+        for side, axis, value in named:
+            if value != "*" and value not in known[axis]:
                 raise locator.fail(
-                    (*where, side, expectation.axis),
-                    f"the suite has no {expectation.axis} '{value}'{suggest(value, sorted(known))}",
+                    (*where, side, axis),
+                    f"the suite has no {axis} '{value}'{suggest(value, sorted(known[axis]))}",
                 )
 
 

@@ -337,6 +337,9 @@ class _Recording(Classifier):
     def attentions(self, encoding):
         return self.inner.attentions(encoding)
 
+    def class_vectors(self):
+        return self.inner.class_vectors()
+
     def torch_modules(self):
         return self.inner.torch_modules()
 

