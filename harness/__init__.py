@@ -119,7 +119,17 @@ from harness.splits import (
     stratified_take,
     subsample,
 )
-from harness.tokenization import encode_with_tokenizer
+from harness.tokenization import (
+    WORD_MASK,
+    WORD_PAD,
+    WORD_SEP,
+    WORD_SPECIALS,
+    WORD_UNK,
+    build_word_vocabulary,
+    encode_with_tokenizer,
+    encode_words,
+    word_tokens,
+)
 
 API_VERSION = "1.0"
 """The plugin API's version, ``MAJOR.MINOR``: what plugin packages declare as ``BENCH_API_VERSION``."""
@@ -130,6 +140,14 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "word_tokens",
+    "encode_words",
+    "build_word_vocabulary",
+    "WORD_UNK",
+    "WORD_SPECIALS",
+    "WORD_SEP",
+    "WORD_PAD",
+    "WORD_MASK",
     "default_class_vector_radius",
     "mean_embedding_norm",
     "ldav_scores",

@@ -1,7 +1,11 @@
-"""Encoding with a Hugging Face fast tokenizer, shared by every transformer-based model plugin."""
+"""Encoding shared by model plugins: with a Hugging Face fast tokenizer (transformer models), or by
+lower-cased regex word tokens over a vocabulary learned from the train split (models trained from
+scratch: ``bow``, ``bilstm-attention``)."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -55,4 +59,60 @@ def encode_with_tokenizer(
         offsets=offsets,
         word_ids=word_ids,
         segments=segments,
+    )
+
+
+# -- word tokens (models trained from scratch) ----------------------------------------------------------
+
+WORD_PATTERN = re.compile(r"\w+|[^\w\s]")
+WORD_SPECIALS = ("[PAD]", "[UNK]", "[MASK]", "[SEP]")  # ids 0, 1, 2, 3 of every word vocabulary
+WORD_PAD, WORD_UNK, WORD_MASK, WORD_SEP = range(4)
+
+
+def word_tokens(text: str, segment: int):
+    """Lower-cased regex word tokens with their character spans."""
+    for match in WORD_PATTERN.finditer(text):
+        yield match.group().lower(), (match.start(), match.end()), segment
+
+
+def build_word_vocabulary(examples: Sequence[Example], max_size: int, min_count: int) -> list[str]:
+    """The special tokens, then the train split's words by frequency (at most ``max_size``, each seen at
+    least ``min_count`` times)."""
+    counts = Counter(
+        token
+        for example in examples
+        for text in (example.text, example.text_pair or "")
+        for token, _, _ in word_tokens(text, 0)
+    )
+    return list(WORD_SPECIALS) + [
+        token for token, count in counts.most_common(max_size) if count >= min_count
+    ]
+
+
+def encode_words(
+    examples: Sequence[Example], index: dict[str, int], max_length: int, device: torch.device
+) -> Encoding:
+    """Word-token encoding of a batch (a pair's texts joined by [SEP], segment -1), padded on the right;
+    unknown words are [UNK]."""
+    rows = []
+    for example in examples:
+        pieces = list(word_tokens(example.text, 0))
+        if example.text_pair is not None:
+            pieces += [(WORD_SPECIALS[WORD_SEP], (0, 0), -1), *word_tokens(example.text_pair, 1)]
+        rows.append(pieces[:max_length])
+    width = max((len(row) for row in rows), default=0)
+    input_ids = torch.full((len(rows), max(width, 1)), WORD_PAD, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for r, row in enumerate(rows):
+        input_ids[r, : len(row)] = torch.tensor([index.get(t, WORD_UNK) for t, _, _ in row], dtype=torch.long)
+        attention_mask[r, : len(row)] = 1
+    word_ids = [[None if s < 0 else i for i, (_, _, s) in enumerate(row)] for row in rows]
+    return Encoding(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        token_type_ids=None,
+        tokens=[[t for t, _, _ in row] for row in rows],
+        offsets=[[o for _, o, _ in row] for row in rows],
+        word_ids=word_ids,
+        segments=[[s for _, _, s in row] for row in rows],
     )

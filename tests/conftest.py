@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from harness import WORD_SPECIALS as SPECIALS
 from harness import Attribution, Example, MetricInput, MetricOutput, TextDataset
-from plugins.models.bow import SPECIALS, BagOfWordsClassifier
+from plugins.models.bow import BagOfWordsClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN = REPO / "examples" / "plugin-example"

@@ -16,10 +16,11 @@ from conftest import hand_bow
 from torch import nn
 
 from harness import TOKENS_PER_PASS, Example, PluginError, rows_per_pass
+from harness import WORD_SPECIALS as SPECIALS
 from plugins.explainers.attention import Attention, last_layer_mean, rollout
 from plugins.explainers.deeplift import LRP, DeepLift, DeepLiftShap
 from plugins.explainers.gradient import IntegratedGradients, Saliency, SmoothGrad
-from plugins.models.bow import SPECIALS, BagOfWordsClassifier
+from plugins.models.bow import BagOfWordsClassifier
 
 WORDS = ["the", "good", "bad", "film", "was", "not", "very", "plot"]
 TEXTS = ["the film was very good", "bad", "not good plot", "the plot was not very bad at all"]

@@ -276,3 +276,18 @@ def test_where_cannot_fix_the_compared_axis():
 
     with pytest.raises(ValueError, match="where cannot fix the compared axis"):
         Expectation(metric="m", above={"model": "a"}, below={"model": "b"}, where={"model": "a"})
+
+
+def test_with_class_vectors_of_the_embeddings_own_size_the_deciding_word_falls_behind(trained, toy_dataset):
+    """Why the default radius is 10 × the embeddings' mean norm (harness/ldav.py): with R = 1 × the
+    Euclidean score ranks by norm, and the word the model relies on, which grows, is never first."""
+    radius = trained.training_report["class_vector_radius"] / 10
+    small_ball = small(ldav=True, class_vector_radius=radius).build(
+        toy_dataset, seed=0, device=torch.device("cpu")
+    )
+    encoding, _, scores = explain(small_ball, toy_dataset.test)
+    top = [
+        encoding.tokens[row][int(scores[row, : len(encoding.tokens[row])].argmax())]
+        for row in range(len(scores))
+    ]
+    assert top.count("great") + top.count("awful") <= len(top) // 4

@@ -26,6 +26,9 @@ from torch import nn
 from harness import (
     CLASS_VECTORS,
     LDAV_PAPER,
+    WORD_MASK,
+    WORD_PAD,
+    WORD_UNK,
     Classifier,
     ClassVectors,
     Encoding,
@@ -34,11 +37,12 @@ from harness import (
     Model,
     PluginError,
     TextDataset,
+    build_word_vocabulary,
     default_class_vector_radius,
     derive_seed,
+    encode_words,
     ldav_loss_terms,
 )
-from plugins.models.bow import MASK, PAD, UNK, build_vocabulary, encode_words
 
 _WEIGHTS_FILE = "weights.safetensors"
 _CONFIG_FILE = "bilstm_attention.json"
@@ -65,7 +69,7 @@ class BiLSTMAttentionClassifier(Classifier, nn.Module):
         self.index = {token: i for i, token in enumerate(self.vocabulary)}
         self.labels = tuple(labels)
         self.max_length = max_length
-        self.embedding = nn.Embedding(len(self.vocabulary), dim, padding_idx=PAD)
+        self.embedding = nn.Embedding(len(self.vocabulary), dim, padding_idx=WORD_PAD)
         self.lstm = nn.LSTM(dim, hidden_size, batch_first=True, bidirectional=True)
         self.attention = nn.Linear(hidden_size, 1, bias=False)  # w of α = softmax(wᵀ tanh(H))
         self.dropout = nn.Dropout(dropout)
@@ -74,7 +78,7 @@ class BiLSTMAttentionClassifier(Classifier, nn.Module):
             None if class_vector_radius is None else ClassVectors(len(self.labels), dim, class_vector_radius)
         )
         self.device = torch.device("cpu")
-        self.pad_token_id, self.unk_token_id, self.mask_token_id = PAD, UNK, MASK
+        self.pad_token_id, self.unk_token_id, self.mask_token_id = WORD_PAD, WORD_UNK, WORD_MASK
         self.training_report: dict = {}
 
     def upper_modules(self) -> list[nn.Module]:
@@ -187,7 +191,7 @@ class BiLSTMAttention(Model):
         if variant == "untrained":
             streams = ("init:untrained", "order:untrained")
         p = self.params
-        vocabulary = build_vocabulary(dataset.train, p.max_vocabulary, p.min_count)
+        vocabulary = build_word_vocabulary(dataset.train, p.max_vocabulary, p.min_count)
         classifier = self._new_classifier(vocabulary, dataset.labels, init_seed=derive_seed(seed, streams[0]))
         if variant == "untrained":
             classifier.training_report = {"trained": False, "vocabulary": len(vocabulary), "ldav": p.ldav}
@@ -223,7 +227,9 @@ class BiLSTMAttention(Model):
             generator = torch.Generator().manual_seed(init_seed)
             _initialise([classifier.embedding, *classifier.upper_modules()], generator)
             if p.ldav:
-                radius = p.class_vector_radius or default_class_vector_radius(classifier.embedding, skip=(PAD,))
+                radius = p.class_vector_radius or default_class_vector_radius(
+                    classifier.embedding, skip=(WORD_PAD,)
+                )
                 classifier.ldav = ClassVectors(len(labels), p.dim, radius, generator)
         return classifier
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -19,62 +17,25 @@ import torch
 from pydantic import Field
 from safetensors.torch import load_file, save_file
 
-from harness import Classifier, Encoding, Example, Model, Params, PluginError, TextDataset
-
-TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
-SPECIALS = ("[PAD]", "[UNK]", "[MASK]", "[SEP]")
-PAD, UNK, MASK, SEP = range(4)
-
-
-def word_tokens(text: str, segment: int):
-    """Lower-cased regex word tokens with their character spans."""
-    for match in TOKEN_PATTERN.finditer(text):
-        yield match.group().lower(), (match.start(), match.end()), segment
-
-
-def build_vocabulary(examples: Sequence[Example], max_size: int, min_count: int) -> list[str]:
-    """The special tokens, then the train split's words by frequency (at most ``max_size``, each seen at
-    least ``min_count`` times)."""
-    counts = Counter(
-        token
-        for example in examples
-        for text in (example.text, example.text_pair or "")
-        for token, _, _ in word_tokens(text, 0)
-    )
-    return list(SPECIALS) + [token for token, count in counts.most_common(max_size) if count >= min_count]
-
-
-def encode_words(
-    examples: Sequence[Example], index: dict[str, int], max_length: int, device: torch.device
-) -> Encoding:
-    """Word-token encoding of a batch (a pair's texts joined by [SEP], segment -1), padded on the right;
-    unknown words are [UNK]."""
-    rows = []
-    for example in examples:
-        pieces = list(word_tokens(example.text, 0))
-        if example.text_pair is not None:
-            pieces += [("[SEP]", (0, 0), -1), *word_tokens(example.text_pair, 1)]
-        rows.append(pieces[:max_length])
-    width = max((len(row) for row in rows), default=0)
-    input_ids = torch.full((len(rows), max(width, 1)), PAD, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for r, row in enumerate(rows):
-        input_ids[r, : len(row)] = torch.tensor([index.get(t, UNK) for t, _, _ in row], dtype=torch.long)
-        attention_mask[r, : len(row)] = 1
-    word_ids = [[None if s < 0 else i for i, (_, _, s) in enumerate(row)] for row in rows]
-    return Encoding(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        token_type_ids=None,
-        tokens=[[t for t, _, _ in row] for row in rows],
-        offsets=[[o for _, o, _ in row] for row in rows],
-        word_ids=word_ids,
-        segments=[[s for _, _, s in row] for row in rows],
-    )
+from harness import (
+    WORD_MASK,
+    WORD_PAD,
+    WORD_UNK,
+    Classifier,
+    Encoding,
+    Example,
+    Model,
+    Params,
+    PluginError,
+    TextDataset,
+    build_word_vocabulary,
+    encode_words,
+)
 
 
 class BagOfWordsClassifier(Classifier, torch.nn.Module):
-    """logits = W · mean_{attended tokens} E[token] + b, over lower-cased regex word tokens."""
+    """logits = W · mean_{attended tokens} E[token] + b, over lower-cased regex word tokens
+    (``harness.encode_words``)."""
 
     def __init__(self, vocabulary: Sequence[str], labels: Sequence[str], dim: int, max_length: int = 256):
         torch.nn.Module.__init__(self)
@@ -82,10 +43,10 @@ class BagOfWordsClassifier(Classifier, torch.nn.Module):
         self.index = {token: i for i, token in enumerate(self.vocabulary)}
         self.labels = tuple(labels)
         self.max_length = max_length
-        self.embedding = torch.nn.Embedding(len(self.vocabulary), dim, padding_idx=PAD)
+        self.embedding = torch.nn.Embedding(len(self.vocabulary), dim, padding_idx=WORD_PAD)
         self.linear = torch.nn.Linear(dim, len(self.labels))
         self.device = torch.device("cpu")
-        self.pad_token_id, self.unk_token_id, self.mask_token_id = PAD, UNK, MASK
+        self.pad_token_id, self.unk_token_id, self.mask_token_id = WORD_PAD, WORD_UNK, WORD_MASK
         self.training_report: dict = {}
 
     def to_device(self, device: torch.device) -> BagOfWordsClassifier:
@@ -138,7 +99,7 @@ class BagOfWords(Model):
             raise PluginError("bow needs a train split to learn from; this dataset has none")
         started = time.perf_counter()
         params = self.params
-        vocabulary = build_vocabulary(dataset.train, params.max_vocabulary, params.min_count)
+        vocabulary = build_word_vocabulary(dataset.train, params.max_vocabulary, params.min_count)
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         model = BagOfWordsClassifier(vocabulary, dataset.labels, params.dim, params.max_length)
