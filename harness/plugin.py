@@ -51,9 +51,10 @@ class Plugin:
       metric that needs them.
     - ``"attentions"``: a model whose classifier returns attention weights (``Classifier.attentions``);
       an explainer that reads them (``attention``).
+    - ``"class-vectors"``: a model trained with LDAV, whose classifier returns one learned vector per
+      class (``Classifier.class_vectors``); the explainer that reads them (``ldav``).
 
-    Any other string is a capability a third party defines, e.g. ``"class-vectors"`` for a model
-    with learned class vectors and the explainer that reads them. When the answer depends on the
+    Any other string is a capability a third party defines the same way. When the answer depends on the
     parameters (the ``hf`` dataset holds pairs when ``text_pair_field`` is set), override the
     classmethods ``provides_for(params)`` / ``requires_for(params)``; they return the class
     attributes by default.
