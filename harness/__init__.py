@@ -131,6 +131,9 @@ from harness.tokenization import (
     word_tokens,
 )
 
+# Training loops of model plugins.
+from harness.training import EarlyStopping
+
 API_VERSION = "1.0"
 """The plugin API's version, ``MAJOR.MINOR``: what plugin packages declare as ``BENCH_API_VERSION``."""
 
@@ -140,6 +143,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "EarlyStopping",
     "word_tokens",
     "encode_words",
     "build_word_vocabulary",

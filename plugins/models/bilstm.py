@@ -10,7 +10,6 @@ classifier exposes its class vectors to the ``ldav`` explainer.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
@@ -31,6 +30,7 @@ from harness import (
     WORD_UNK,
     Classifier,
     ClassVectors,
+    EarlyStopping,
     Encoding,
     Example,
     LDAVParams,
@@ -287,7 +287,9 @@ def _parse_variant(variant: str) -> int | None:
     return int(match.group(1))
 
 
-EMBEDDING_INIT = 0.05  # embeddings start uniform in ±0.05: Keras's default (the paper's models are TensorFlow)
+EMBEDDING_INIT = (
+    0.05  # embeddings start uniform in ±0.05: Keras's default (the paper's models are TensorFlow)
+)
 
 
 def _initialise(modules: Sequence[nn.Module], generator: torch.Generator) -> None:
@@ -327,8 +329,8 @@ def _train(
     classifier.requires_grad_(True)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=p.learning_rate)
     order = torch.Generator().manual_seed(order_seed)
-    best: tuple[float, float] | None = None
-    best_state, best_epoch, stale, epoch, stopped = None, 0, 0, 0, False
+    stopping = EarlyStopping(p.patience)
+    epoch, stopped = 0, False
     terms = {"l1": 0.0, "l2": 0.0, "l3": 0.0}
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
         torch.manual_seed(order_seed)
@@ -365,7 +367,6 @@ def _train(
                 terms = {name: value / batches for name, value in sums.items()}
             classifier.eval()
             if validation is None:
-                best_state, best_epoch = copy.deepcopy(classifier.state_dict()), epoch
                 continue
             with torch.no_grad():
                 logits = classifier.logits(
@@ -373,26 +374,12 @@ def _train(
                 )
             accuracy = float((logits.argmax(-1) == validation_labels).float().mean())
             loss = float(nn.functional.cross_entropy(logits, validation_labels))
-            if best is None or (accuracy, -loss) > (best[0], -best[1]):
-                best, best_state, best_epoch, stale = (
-                    (accuracy, loss),
-                    copy.deepcopy(classifier.state_dict()),
-                    epoch,
-                    0,
-                )
-            else:
-                stale += 1
-                if stale >= p.patience:
-                    stopped = True
-                    break
-    classifier.load_state_dict(best_state)
-    report = {
-        "epochs_run": epoch,
-        "best_epoch": best_epoch,
-        "best_validation_accuracy": None if best is None else round(best[0], 6),
-        "stopped_early": stopped,
-        "ldav": p.ldav,
-    }
+            if stopping.update(epoch, accuracy, loss, classifier.state_dict()):
+                stopped = True
+                break
+    if stopping.best_state is not None:
+        classifier.load_state_dict(stopping.best_state)
+    report = {**stopping.report(epoch, stopped), "ldav": p.ldav}
     if classifier.ldav is not None:
         report.update(
             rho1=p.rho1,

@@ -23,6 +23,7 @@ from harness import (
     CLASS_VECTORS,
     LDAV_PAPER,
     ClassVectors,
+    EarlyStopping,
     Example,
     LDAVParams,
     Model,
@@ -434,36 +435,6 @@ def _pooled_embeddings(classifier: MiniLMClassifier, examples: Sequence[Example]
     return pooled
 
 
-class _EarlyStopping:
-    """Best epoch by validation accuracy, ties broken by lower validation loss; stop after ``patience``
-    epochs without a better one. Keeps a copy of the best weights."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.best: tuple[float, float] | None = None
-        self.best_epoch = 0
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.stale = 0
-
-    def update(self, epoch: int, accuracy: float, loss: float, state: dict[str, torch.Tensor]) -> bool:
-        """Record an epoch; return True when training should stop."""
-        if self.best is None or (accuracy, -loss) > (self.best[0], -self.best[1]):
-            self.best, self.best_epoch, self.stale = (accuracy, loss), epoch, 0
-            self.best_state = {k: v.detach().clone() for k, v in state.items()}
-        else:
-            self.stale += 1
-        return self.stale >= self.patience
-
-    def report(self, epochs_run: int, stopped_early: bool) -> dict:
-        return {
-            "epochs_run": epochs_run,
-            "best_epoch": self.best_epoch if self.best is not None else epochs_run,
-            "best_validation_accuracy": None if self.best is None else round(self.best[0], 6),
-            "best_validation_loss": None if self.best is None else round(self.best[1], 6),
-            "stopped_early": stopped_early,
-        }
-
-
 def _evaluate(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     loss = nn.functional.cross_entropy(logits, labels).item()
     accuracy = (logits.argmax(-1) == labels).float().mean().item()
@@ -489,7 +460,7 @@ def _train_head_only(
 
     head.requires_grad_(True)
     optimizer = _optimizer([{"params": head.parameters(), "lr": p.learning_rate}], p)
-    stopping = _EarlyStopping(p.patience)
+    stopping = EarlyStopping(p.patience)
     epoch, stopped = 0, False
     for epoch in range(1, p.max_epochs + 1):
         head.train()
@@ -555,7 +526,7 @@ def _train_end_to_end(
         groups.append({"params": vectors.parameters(), "lr": p.learning_rate, "weight_decay": 0.0})
     optimizer = _optimizer(groups, p)
     y_val = _labels(dataset.validation, classifier.device) if dataset.validation else None
-    stopping = _EarlyStopping(p.patience)
+    stopping = EarlyStopping(p.patience)
     epoch, stopped = 0, False
     terms: dict[str, float] | None = None
     for epoch in range(1, p.max_epochs + 1):
