@@ -51,9 +51,11 @@ from harness.ldav import (
     CLASS_VECTORS,
     LDAV_PAPER,
     ClassVectors,
+    EpochLossTerms,
     LDAVParams,
     default_class_vector_radius,
     ldav_loss_terms,
+    ldav_report,
     ldav_scores,
     mean_embedding_norm,
 )
@@ -100,6 +102,7 @@ from harness.plugin import (
     Params,
     TeacherSpec,
     canonical_variant,
+    variant_seed_streams,
 )
 
 # Human rationales as token units (plausibility metrics).
@@ -143,6 +146,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "EpochLossTerms",
+    "ldav_report",
+    "variant_seed_streams",
     "EarlyStopping",
     "word_tokens",
     "encode_words",

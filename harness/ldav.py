@@ -150,3 +150,36 @@ def ldav_scores(
     defined = (count > 1) & (std > 0)
     scores = -(alpha - mean) / torch.where(defined, std, torch.ones_like(std))
     return torch.where(scored & defined, scores, torch.zeros_like(scores))
+
+
+class EpochLossTerms:
+    """The mean L1, L2 and L3 over the batches of one epoch, for a model's training report."""
+
+    def __init__(self) -> None:
+        self.sums = {"l1": 0.0, "l2": 0.0, "l3": 0.0}
+        self.batches = 0
+
+    def add(self, l1: torch.Tensor, l2: torch.Tensor, l3: torch.Tensor) -> None:
+        for name, value in zip(self.sums, (l1, l2, l3), strict=True):
+            self.sums[name] += float(value.detach())
+        self.batches += 1
+
+    def means(self) -> dict[str, float] | None:
+        """Rounded to 6 decimals; None when no batch was added."""
+        if not self.batches:
+            return None
+        return {name: round(value / self.batches, 6) for name, value in self.sums.items()}
+
+
+def ldav_report(vectors: ClassVectors, params: LDAVParams, loss_terms: dict[str, float] | None) -> dict:
+    """What a model trained with LDAV states in its training report: the loss weights, the radius of the
+    class vectors' ball, their final norms and (when trained) the last epoch's mean loss terms."""
+    report = {
+        "rho1": params.rho1,
+        "rho2": params.rho2,
+        "class_vector_radius": round(float(vectors.radius), 6),
+        "class_vector_norms": [round(float(n), 6) for n in vectors.vectors.detach().norm(dim=1)],
+    }
+    if loss_terms is not None:
+        report["last_epoch_loss_terms"] = loss_terms
+    return report

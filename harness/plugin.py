@@ -14,6 +14,7 @@ Lifecycle (one module owns each arrow)::
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,22 @@ def canonical_variant(variant: str) -> str:
     """The one name of a model variant: ``init:1`` is the default model (the first initialisation and
     training seed), so it is ``default`` everywhere a variant is grouped, cached or compared."""
     return "default" if variant == "init:1" else variant
+
+
+def variant_seed_streams(variant: str) -> tuple[str, str] | None:
+    """The names of the seed streams (initialisation, training order) a trainable model draws a variant
+    from, or None for a name that is not a variant. ``default`` (= ``init:1``) keeps the original names
+    ``init`` and ``order``, so that the default model's weights never depend on which variants exist;
+    ``init:N`` draws from ``init:N`` and ``order:N``; ``untrained`` from ``init:untrained``;
+    ``reinit-above-embeddings`` is the trained default model (its re-initialisation draws from a stream
+    of its own)."""
+    variant = canonical_variant(variant)
+    if variant in ("default", "reinit-above-embeddings"):
+        return ("init", "order")
+    if variant == "untrained":
+        return ("init:untrained", "order:untrained")
+    match = re.fullmatch(r"init:([1-9][0-9]*)", variant)
+    return None if match is None else (f"init:{match.group(1)}", f"order:{match.group(1)}")
 
 
 class Model(Plugin, ABC):

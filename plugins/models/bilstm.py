@@ -11,7 +11,6 @@ classifier exposes its class vectors to the ``ldav`` explainer.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from harness import (
     ClassVectors,
     EarlyStopping,
     Encoding,
+    EpochLossTerms,
     Example,
     LDAVParams,
     Model,
@@ -42,6 +42,8 @@ from harness import (
     derive_seed,
     encode_words,
     ldav_loss_terms,
+    ldav_report,
+    variant_seed_streams,
 )
 
 _WEIGHTS_FILE = "weights.safetensors"
@@ -185,11 +187,13 @@ class BiLSTMAttention(Model):
                 f"bilstm-attention learns its vocabulary and weights from a train split; dataset "
                 f"{dataset.name!r} has none (give the model a train_on dataset)"
             )
+        streams = variant_seed_streams(variant) if self.builds_variant(variant) else None
+        if streams is None:
+            raise PluginError(
+                f"bilstm-attention has no variant {variant!r} "
+                "(known: default, init:N with N >= 1, untrained, reinit-above-embeddings)"
+            )
         started = time.perf_counter()
-        init = _parse_variant(variant)
-        streams = ("init", "order") if init in (1, None) else (f"init:{init}", f"order:{init}")
-        if variant == "untrained":
-            streams = ("init:untrained", "order:untrained")
         p = self.params
         vocabulary = build_word_vocabulary(dataset.train, p.max_vocabulary, p.min_count)
         classifier = self._new_classifier(vocabulary, dataset.labels, init_seed=derive_seed(seed, streams[0]))
@@ -271,22 +275,6 @@ class BiLSTMAttention(Model):
         return classifier.to_device(device)
 
 
-def _parse_variant(variant: str) -> int | None:
-    """The initialisation a variant trains from (``default`` and ``reinit-above-embeddings``: 1), or
-    None for ``untrained``."""
-    if variant in ("default", "reinit-above-embeddings"):
-        return 1
-    if variant == "untrained":
-        return None
-    match = re.fullmatch(r"init:([1-9][0-9]*)", variant)
-    if match is None:
-        raise PluginError(
-            f"bilstm-attention has no variant {variant!r} "
-            "(known: default, init:N with N >= 1, untrained, reinit-above-embeddings)"
-        )
-    return int(match.group(1))
-
-
 EMBEDDING_INIT = (
     0.05  # embeddings start uniform in ±0.05: Keras's default (the paper's models are TensorFlow)
 )
@@ -331,12 +319,12 @@ def _train(
     order = torch.Generator().manual_seed(order_seed)
     stopping = EarlyStopping(p.patience)
     epoch, stopped = 0, False
-    terms = {"l1": 0.0, "l2": 0.0, "l3": 0.0}
+    terms: dict[str, float] | None = None
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
         torch.manual_seed(order_seed)
         for epoch in range(1, p.max_epochs + 1):
             classifier.train()
-            sums, batches = {"l1": 0.0, "l2": 0.0, "l3": 0.0}, 0
+            epoch_terms = EpochLossTerms()
             for rows in torch.randperm(len(labels), generator=order).split(p.batch_size):
                 width = int(train.attention_mask[rows].sum(1).max())
                 ids, mask = train.input_ids[rows, :width], train.attention_mask[rows, :width]
@@ -355,16 +343,13 @@ def _train(
                         rho2=p.rho2,
                     )
                     loss = l1 + l2 - l3
-                    for name, value in zip(("l1", "l2", "l3"), (l1, l2, l3), strict=True):
-                        sums[name] += float(value.detach())
-                    batches += 1
+                    epoch_terms.add(l1, l2, l3)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 if classifier.ldav is not None:
                     classifier.ldav.project()
-            if batches:
-                terms = {name: value / batches for name, value in sums.items()}
+            terms = epoch_terms.means() or terms
             classifier.eval()
             if validation is None:
                 continue
@@ -381,11 +366,5 @@ def _train(
         classifier.load_state_dict(stopping.best_state)
     report = {**stopping.report(epoch, stopped), "ldav": p.ldav}
     if classifier.ldav is not None:
-        report.update(
-            rho1=p.rho1,
-            rho2=p.rho2,
-            class_vector_radius=round(float(classifier.ldav.radius), 6),
-            class_vector_norms=[round(float(n), 6) for n in classifier.ldav.vectors.detach().norm(dim=1)],
-            last_epoch_loss_terms={name: round(value, 6) for name, value in terms.items()},
-        )
+        report.update(ldav_report(classifier.ldav, p, terms))
     return report

@@ -8,7 +8,6 @@ the word-embedding space, which the ``ldav`` explainer reads (``Classifier.class
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from harness import (
     LDAV_PAPER,
     ClassVectors,
     EarlyStopping,
+    EpochLossTerms,
     Example,
     LDAVParams,
     Model,
@@ -34,10 +34,12 @@ from harness import (
     default_class_vector_radius,
     derive_seed,
     ldav_loss_terms,
+    ldav_report,
     load_minilm_encoder,
     load_minilm_tokenizer,
     mean_pool,
     minilm_identity,
+    variant_seed_streams,
 )
 
 _WEIGHTS_FILE = "weights.safetensors"
@@ -247,10 +249,15 @@ class MiniLMHead(Model):
     def build(
         self, dataset: TextDataset, *, seed: int, device: torch.device, variant: str = "default"
     ) -> MiniLMClassifier:
-        init = _parse_variant(variant)
-        if init is None:  # untrained
+        streams = variant_seed_streams(variant) if self.builds_variant(variant) else None
+        if streams is None:
+            raise PluginError(
+                f"minilm-head has no variant {variant!r} (known: default, init:N with N >= 1, untrained)"
+            )
+        init_stream, order_stream = streams
+        if variant == "untrained":
             classifier = self._new_classifier(
-                dataset.labels, device, init_seed=derive_seed(seed, "init:untrained")
+                dataset.labels, device, init_seed=derive_seed(seed, init_stream)
             )
             classifier.network.eval().requires_grad_(False)
             classifier.training_report = {
@@ -266,8 +273,6 @@ class MiniLMHead(Model):
                 f"minilm-head needs a train split; dataset {dataset.name!r} has none "
                 "(use a model trained elsewhere, e.g. 'hf', or the 'untrained' variant)"
             )
-        # init:1 is the default model: its streams keep their original names, so its weights are unchanged.
-        init_stream, order_stream = ("init", "order") if init == 1 else (f"init:{init}", f"order:{init}")
         classifier = self._new_classifier(dataset.labels, device, init_seed=derive_seed(seed, init_stream))
         report = self._train(classifier, dataset, order_seed=derive_seed(seed, order_stream))
         classifier.training_report = {"trained": True, **report}
@@ -389,20 +394,6 @@ class MiniLMHead(Model):
         classifier.network.load_state_dict(weights, strict=False)
         classifier.training_report = dict(config.get("training_report") or {})
         return classifier
-
-
-def _parse_variant(variant: str) -> int | None:
-    """The initialisation number of a variant (``default`` is ``init:1``), or None for ``untrained``."""
-    if variant == "untrained":
-        return None
-    if variant == "default":
-        return 1
-    match = re.fullmatch(r"init:([1-9][0-9]*)", variant)
-    if match is None:
-        raise PluginError(
-            f"minilm-head has no variant {variant!r} (known: default, init:N with N >= 1, untrained)"
-        )
-    return int(match.group(1))
 
 
 # -- training loops ------------------------------------------------------------------------------------
@@ -533,7 +524,7 @@ def _train_end_to_end(
         network.eval()
         layers.train()
         network.head.train()
-        sums, batches = {"l1": 0.0, "l2": 0.0, "l3": 0.0}, 0
+        epoch_terms = EpochLossTerms()
         permutation = torch.randperm(len(dataset.train), generator=order).tolist()
         for start in range(0, len(permutation), p.batch_size):
             batch = [dataset.train[i] for i in permutation[start : start + p.batch_size]]
@@ -560,16 +551,13 @@ def _train_end_to_end(
                     logits, labels, embeddings, words, vectors.vectors, rho1=p.rho1, rho2=p.rho2
                 )
                 loss = l1 + l2 - l3
-                for name, value in zip(("l1", "l2", "l3"), (l1, l2, l3), strict=True):
-                    sums[name] += value.item()
-                batches += 1
+                epoch_terms.add(l1, l2, l3)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if vectors is not None:
                 vectors.project()
-        if batches:
-            terms = {name: value / batches for name, value in sums.items()}
+        terms = epoch_terms.means() or terms
         if y_val is not None:
             network.eval()
             accuracy, val_loss = _evaluate(_predict_logits(classifier, dataset.validation), y_val)
@@ -581,7 +569,7 @@ def _train_end_to_end(
         network.load_state_dict(stopping.best_state, strict=False)
     report = stopping.report(epoch, stopped)
     if terms is not None:
-        report["last_epoch_loss_terms"] = {name: round(value, 6) for name, value in terms.items()}
+        report["last_epoch_loss_terms"] = terms
     return report
 
 
@@ -598,14 +586,6 @@ def _embedding_report(
         "embedding_learning_rate": p.embedding_learning_rate,
         "ldav": p.ldav,
     }
-    vectors = classifier.ldav_vectors
-    if vectors is not None:
-        report.update(
-            rho1=p.rho1,
-            rho2=p.rho2,
-            class_vector_radius=round(float(vectors.radius), 6),
-            class_vector_norms=[round(float(n), 6) for n in vectors.vectors.detach().norm(dim=1)],
-        )
-        if loss_terms is not None:
-            report["last_epoch_loss_terms"] = loss_terms
+    if classifier.ldav_vectors is not None:
+        report.update(ldav_report(classifier.ldav_vectors, p, loss_terms))
     return report
