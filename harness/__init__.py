@@ -57,7 +57,6 @@ from harness.ldav import (
     ldav_loss_terms,
     ldav_report,
     ldav_scores,
-    mean_embedding_norm,
 )
 from harness.minilm import load_minilm_encoder, load_minilm_tokenizer, minilm_identity
 
@@ -159,7 +158,6 @@ __all__ = [
     "WORD_PAD",
     "WORD_MASK",
     "default_class_vector_radius",
-    "mean_embedding_norm",
     "ldav_scores",
     "ldav_loss_terms",
     "LDAVParams",

@@ -117,13 +117,16 @@ def check_expectations(expectations: Sequence[Expectation], records: Iterable[di
     return verdicts
 
 
+def _named(axis: str, identity: str, value: str, names: dict[str, tuple[str, ...]]) -> bool:
+    """Whether a cell's value on an axis is the one an expectation names: a variant by its name, an
+    explainer (by identity) by its name or label, a model (by identity) by its label."""
+    return identity == value if axis == "variant" else value in names.get(identity, ())
+
+
 def _where(expectation: Expectation, model: str, variant: str, explainer: str, names: dict) -> bool:
-    """Whether a cell has the values the expectation's ``where`` fixes (by name or label, as on the axes)."""
+    """Whether a cell has the values the expectation's ``where`` fixes."""
     values = {"model": model, "variant": variant, "explainer": explainer}
-    return all(
-        values[axis] == value if axis == "variant" else value in names.get(values[axis], ())
-        for axis, value in expectation.where.items()
-    )
+    return all(_named(axis, values[axis], value, names) for axis, value in expectation.where.items())
 
 
 def _pairs(
@@ -134,9 +137,7 @@ def _pairs(
     label)."""
 
     def matching(value: str) -> list[str]:
-        if expectation.axis == "variant":
-            return [value] if value in present else []
-        return sorted(identity for identity in present if value in names.get(identity, ()))
+        return sorted(identity for identity in present if _named(expectation.axis, identity, value, names))
 
     above, below = expectation.above_value, expectation.below_value
     if above == "*":
