@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from harness.huggingface import mean_pool
 from harness.plugin import Params
 
 LDAV_PAPER = (
@@ -111,8 +112,7 @@ def ldav_loss_terms(
     """
     k = logits.shape[-1]
     l1 = torch.nn.functional.cross_entropy(logits, labels) / k
-    weights = attention_mask.unsqueeze(-1).to(embeddings.dtype)
-    sentence = (embeddings * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    sentence = mean_pool(embeddings, attention_mask)
     predicted = logits.detach().argmax(-1)
     cosine = torch.nn.functional.cosine_similarity(sentence, class_vectors[predicted], dim=-1, eps=1e-12)
     l2 = rho1 * (1.0 - cosine).mean()
