@@ -104,6 +104,18 @@ class Classifier(ABC):
 
         raise PluginError(f"model {type(self).__name__} has no learned class vectors (train it with ldav)")
 
+    def hidden_layer(self, index: int) -> torch.nn.Module:
+        """The module whose forward output is the hidden state (B, L, D) after encoder layer ``index``
+        (or whose output's first element is), for explainers that read or replace it with a forward hook
+        (``iba``). ``index`` 0 is the word-embedding layer: its output is what ``input_embeddings``
+        returns, before any position or segment embedding is added. Models that do not expose their
+        layers raise ``PluginError`` (the cell fails with that message)."""
+        from harness.errors import PluginError
+
+        raise PluginError(
+            f"model {type(self).__name__} exposes no hidden layers (only its input embeddings, layer 0)"
+        )
+
     def torch_modules(self) -> list[torch.nn.Module]:
         """The modules whose parameters the model owns (for device moves and ``eval()``)."""
         return []

@@ -2,8 +2,8 @@
 
 ``TransformersClassifier`` implements ``encode`` (through ``encode_with_tokenizer``), ``input_embeddings``
 (the network's word-embedding layer), ``logits`` (ids or word embeddings in; the model adds position
-and token-type embeddings itself) and ``attentions``. Subclasses say how the network turns its inputs into
-logits.
+and token-type embeddings itself), ``attentions`` and ``hidden_layer``. Subclasses say how the network
+turns its inputs into logits.
 """
 
 from __future__ import annotations
@@ -164,6 +164,34 @@ class TransformersClassifier(Classifier):
             if isinstance(module, PreTrainedModel):
                 return module
         raise PluginError(f"model {type(self).__name__} holds no transformers model to read attentions from")
+
+    def hidden_layer(self, index: int) -> torch.nn.Module:
+        """Layer ``index`` of the transformers model (``attention_model``'s base model): 0 is the
+        word-embedding layer, ``k`` ≥ 1 the ``k``-th encoder layer (``encoder.layer``, as BERT, RoBERTa
+        and ELECTRA hold them, or ``transformer.layer``, as DistilBERT does), whose output is the model's
+        ``hidden_states[k]``. Other architectures, and indices past the last layer, raise ``PluginError``."""
+        if index < 0:
+            raise PluginError(f"hidden layer {index}: layers are numbered from 0 (the word embeddings)")
+        if index == 0:
+            return self.word_embeddings
+        base = self.attention_model.base_model
+        layers = None
+        for holder in ("encoder", "transformer"):
+            candidate = getattr(getattr(base, holder, None), "layer", None)
+            if isinstance(candidate, torch.nn.ModuleList):
+                layers = candidate
+                break
+        if layers is None:
+            raise PluginError(
+                f"model {type(self).__name__} ({type(base).__name__}) holds its encoder layers in no "
+                "encoder.layer or transformer.layer list; only layer 0 (the word embeddings) is available"
+            )
+        if index > len(layers):
+            raise PluginError(
+                f"hidden layer {index}: model {type(self).__name__} ({type(base).__name__}) has "
+                f"{len(layers)} encoder layers (0 = the word embeddings, 1..{len(layers)} = the layers)"
+            )
+        return layers[index - 1]
 
     @torch.no_grad()
     def attentions(self, encoding: Encoding) -> tuple[torch.Tensor, ...]:

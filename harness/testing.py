@@ -340,6 +340,9 @@ class _Recording(Classifier):
     def class_vectors(self):
         return self.inner.class_vectors()
 
+    def hidden_layer(self, index):
+        return self.inner.hidden_layer(index)
+
     def torch_modules(self):
         return self.inner.torch_modules()
 

@@ -132,6 +132,10 @@ PARAMS = {
     ("explainer", "kernel-shap"): lambda tmp: {"samples": 64},
     ("explainer", "lime"): lambda tmp: {"samples": 64},
     ("explainer", "partition-shap"): lambda tmp: {"max_evals": 40},
+    ("explainer", "l2x"): lambda tmp: {"max_epochs": 2, "selector_hidden": 16, "approximator_hidden": 16},
+    ("explainer", "iba"): lambda tmp: {"layer": 0},  # the kit's classifier has no hidden layers
+    ("explainer", "imask"): lambda tmp: {"steps": 4, "samples": 4},
+    ("explainer", "gmask"): lambda tmp: {"steps": 4, "samples": 4, "imask_steps": 3, "imask_samples": 4},
     ("model", "minilm-head"): lambda tmp: {"max_epochs": 2, "max_length": 32},
 }
 CLASSIFIERS = {

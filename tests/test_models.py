@@ -299,3 +299,71 @@ def test_hf_missing_local_folder_is_a_bench_error(tmp_path, dataset):
     plugin = HuggingFaceModel(HuggingFaceModel.Params(path=str(tmp_path / "missing")))
     with pytest.raises(BenchError, match="does not exist"):
         plugin.build(dataset, seed=0, device=CPU)
+
+
+# -- pair_encoding: siamese (Sentence-BERT's pair classifier) ------------------------------------------
+
+
+def test_siamese_features_are_each_text_encoded_alone():
+    """u and v of the one-sequence, two-pass encoding equal the mean-pooled encodings of "[CLS] a [SEP]"
+    and "[CLS] b [SEP]" computed separately, and the head reads (u, v, |u − v|, u ∗ v)."""
+    from harness import load_minilm_encoder, load_minilm_tokenizer, mean_pool
+    from plugins.models.minilm_head import MiniLMNetwork
+
+    encoder, tokenizer = load_minilm_encoder().eval(), load_minilm_tokenizer()
+    network = MiniLMNetwork(encoder, 2, 8, 0.0, "siamese").eval()
+    first = ["A man plays an electric guitar on stage.", "Dogs run."]
+    second = ["A man is playing music.", "Two dogs are running in the park outside."]
+    with torch.no_grad():
+        alone = []
+        for texts in (first, second):
+            batch = tokenizer(texts, padding=True, return_tensors="pt")
+            alone.append(mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"]))
+        pair = tokenizer(first, second, padding=True, return_tensors="pt")
+        features = network.pooled(
+            input_ids=pair["input_ids"],
+            attention_mask=pair["attention_mask"],
+            token_type_ids=pair["token_type_ids"],
+        )
+    u, v = alone
+    expected = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+    assert features.shape == (2, 4 * 384)
+    assert torch.allclose(features, expected, atol=1e-5)
+
+
+def test_siamese_gradients_reach_the_tokens_of_both_texts_and_never_cross():
+    """Each text's pooled vector depends on its own tokens only: the gradient of u w.r.t. the input
+    embeddings is zero on text b's tokens (and v's on text a's, [CLS] being both texts' own)."""
+    from harness import load_minilm_encoder, load_minilm_tokenizer
+    from plugins.models.minilm_head import MiniLMNetwork
+
+    network = MiniLMNetwork(load_minilm_encoder().eval(), 2, 8, 0.0, "siamese").eval().requires_grad_(False)
+    pair = load_minilm_tokenizer()(["The cat sat."], ["A dog barked loudly."], return_tensors="pt")
+    embeddings = network.encoder.embeddings.word_embeddings(pair["input_ids"]).detach().requires_grad_(True)
+    features = network.pooled(
+        inputs_embeds=embeddings, attention_mask=pair["attention_mask"], token_type_ids=pair["token_type_ids"]
+    )
+    types = pair["token_type_ids"][0]
+    (u_gradient,) = torch.autograd.grad(features[0, :384].sum(), embeddings, retain_graph=True)
+    (v_gradient,) = torch.autograd.grad(features[0, 384:768].sum(), embeddings)
+    u_norms, v_norms = u_gradient[0].norm(dim=-1), v_gradient[0].norm(dim=-1)
+    assert (u_norms[types == 1] == 0).all() and (u_norms[types == 0] > 0).all()
+    assert (v_norms[1:][types[1:] == 0] == 0).all() and (v_norms[types == 1] > 0).all()
+    assert v_norms[0] > 0  # [CLS] opens text b's encoding too
+
+
+def test_siamese_requires_pairs_and_cross_does_not():
+    assert MiniLMHead.requires_for(MiniLMHead.Params(pair_encoding="siamese")) == {"pairs"}
+    assert MiniLMHead.requires_for(MiniLMHead.Params()) == frozenset()
+
+
+@pytest.mark.slow
+def test_siamese_model_trains_on_pairs_and_reloads_identically(tmp_path):
+    pairs = toy_dataset(pair=True)
+    plugin = MiniLMHead(MiniLMHead.Params(max_epochs=10, pair_encoding="siamese"))
+    classifier = plugin.build(pairs, seed=0, device=CPU)
+    assert classifier.training_report["pair_encoding"] == "siamese"
+    assert accuracy(classifier, pairs.test) >= 0.9
+    plugin.save(classifier, tmp_path)
+    loaded = plugin.load(tmp_path, pairs, CPU)
+    assert torch.equal(logits_of(loaded, pairs.test), logits_of(classifier, pairs.test))

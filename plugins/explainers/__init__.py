@@ -9,8 +9,11 @@ BENCH_API_VERSION = "1.0"  # the plugin API these plugins are written for (harne
 def bench_explainers():
     from plugins.explainers.attention import Attention
     from plugins.explainers.deeplift import LRP, DeepLift, DeepLiftShap
+    from plugins.explainers.gmask import GMask, IMask
     from plugins.explainers.gradient import IntegratedGradients, Saliency, SmoothGrad
+    from plugins.explainers.iba import IBA
     from plugins.explainers.l2e import L2E
+    from plugins.explainers.l2x import L2X
     from plugins.explainers.ldav import LDAV
     from plugins.explainers.lime import Lime
     from plugins.explainers.occlusion import Occlusion
@@ -32,6 +35,10 @@ def bench_explainers():
         KernelShap,
         PartitionShap,
         L2E,
+        L2X,
+        IBA,
+        IMask,
+        GMask,
         LDAV,
         Precomputed,
     ]

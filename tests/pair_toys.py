@@ -1,0 +1,148 @@
+"""Toy text-pair classifiers with set weights for tests of pair explainers (``from pair_toys import ...``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+
+from harness import Classifier, Encoding, Example
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+SPECIALS = ("[PAD]", "[UNK]", "[MASK]", "[CLS]", "[SEP]")
+PAD, UNK, MASK, CLS, SEP = range(len(SPECIALS))
+PIECE = 4  # words longer than this are split into pieces of this many characters, as WordPiece would
+
+GUITAR_PAIR = Example(
+    id="guitar-banjo",
+    text="i play the electric guitar every day",
+    text_pair="she owns a banjo at home",
+    label=1,
+)
+"""Keyword A ("guitar") in text 1 and keyword B ("banjo") in text 2: class 1."""
+
+
+def pieces(text: str, segment: int, first_word: int) -> list[tuple[str, tuple[int, int], int, int]]:
+    """(token, offsets, segment, word id) of a text: lower-cased words, long ones in ``##`` pieces."""
+    result = []
+    for number, match in enumerate(_WORD.finditer(text)):
+        word, start = match.group().lower(), match.start()
+        for offset in range(0, len(word), PIECE):
+            piece = word[offset : offset + PIECE]
+            token = piece if offset == 0 else f"##{piece}"
+            result.append(
+                (token, (start + offset, start + offset + len(piece)), segment, first_word + number)
+            )
+    return result
+
+
+class AndPairClassifier(Classifier, torch.nn.Module):
+    """Class 1 only when keyword A is in text 1 AND keyword B in text 2: an interaction across the pair.
+
+    [CLS] text [SEP] pair [SEP] in WordPiece-like tokens (words longer than 4 characters in pieces),
+    4-dimensional word embeddings summed over the tokens read (attention mask 1), so that a token scaled by m
+    adds m times its embedding. Dimension 0 of keyword A's pieces sums to 1 (a), dimension 1 of keyword B's
+    to 1 (b), 0 elsewhere; dimensions 2 and 3 are seeded noise (std 0.3) for every token, special tokens
+    included. Logits: class 0 → 0, class 1 → 4 (a + b) − 6 + 0.1 (d₂ − d₃): class 1 wins with both keywords
+    (+2), loses with one (−2) or none (−6); the other words (distractors) move it by hundredths each.
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Example] = (GUITAR_PAIR,),
+        keyword_a: str = "guitar",
+        keyword_b: str = "banjo",
+        seed: int = 0,
+    ):
+        torch.nn.Module.__init__(self)
+        vocabulary = list(SPECIALS)
+        for example in examples:
+            for text in (example.text, example.text_pair or ""):
+                vocabulary += [t for t, *_ in pieces(text, 0, 0) if t not in vocabulary]
+        for keyword in (keyword_a, keyword_b):
+            vocabulary += [t for t, *_ in pieces(keyword, 0, 0) if t not in vocabulary]
+        self.vocabulary = vocabulary
+        self.index = {token: i for i, token in enumerate(vocabulary)}
+        self.labels = ("other", "both")
+        self.device = torch.device("cpu")
+        self.pad_token_id, self.unk_token_id, self.mask_token_id = PAD, UNK, MASK
+        generator = torch.Generator().manual_seed(seed)
+        weights = torch.zeros(len(vocabulary), 4)
+        weights[:, 2:] = torch.randn(len(vocabulary), 2, generator=generator) * 0.3
+        weights[PAD] = 0.0
+        for dimension, keyword in enumerate((keyword_a, keyword_b)):
+            keyword_pieces = [t for t, *_ in pieces(keyword, 0, 0)]
+            for token in keyword_pieces:
+                weights[self.index[token], dimension] = 1.0 / len(keyword_pieces)
+        self.embedding = torch.nn.Embedding.from_pretrained(weights, freeze=True, padding_idx=PAD)
+        self.eval()
+
+    def torch_modules(self) -> list[torch.nn.Module]:
+        return [self]
+
+    def encode(self, examples: Sequence[Example]) -> Encoding:
+        rows = []
+        for example in examples:
+            row = [("[CLS]", (0, 0), -1, None), *pieces(example.text, 0, 0), ("[SEP]", (0, 0), -1, None)]
+            if example.text_pair is not None:
+                words = len(_WORD.findall(example.text))
+                row += [*pieces(example.text_pair, 1, words), ("[SEP]", (0, 0), -1, None)]
+            rows.append(row)
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for r, row in enumerate(rows):
+            input_ids[r, : len(row)] = torch.tensor([self.index.get(t, UNK) for t, *_ in row])
+            attention_mask[r, : len(row)] = 1
+        return Encoding(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=None,
+            tokens=[[t for t, *_ in row] for row in rows],
+            offsets=[[o for _, o, _, _ in row] for row in rows],
+            word_ids=[[w for *_, w in row] for row in rows],
+            segments=[[s for _, _, s, _ in row] for row in rows],
+            example_ids=[example.id for example in examples],
+        )
+
+    def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(input_ids)
+
+    def logits(self, *, attention_mask, input_ids=None, inputs_embeds=None, token_type_ids=None):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        embeddings = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
+        pooled = (embeddings * attention_mask[..., None].to(embeddings.dtype)).sum(1)
+        both = 4.0 * (pooled[:, 0] + pooled[:, 1]) - 6.0 + 0.1 * (pooled[:, 2] - pooled[:, 3])
+        return torch.stack([torch.zeros_like(both), both], dim=-1)
+
+
+class RecordingClassifier(Classifier):
+    """Forwards to another classifier and keeps every (inputs_embeds, attention_mask) it was given."""
+
+    def __init__(self, inner: Classifier):
+        self.inner = inner
+        self.labels, self.device = inner.labels, inner.device
+        self.pad_token_id, self.unk_token_id, self.mask_token_id = (
+            inner.pad_token_id,
+            inner.unk_token_id,
+            inner.mask_token_id,
+        )
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def encode(self, examples):
+        return self.inner.encode(examples)
+
+    def input_embeddings(self, input_ids):
+        return self.inner.input_embeddings(input_ids)
+
+    def logits(self, *, attention_mask, input_ids=None, inputs_embeds=None, token_type_ids=None):
+        if inputs_embeds is not None:
+            self.seen.append((inputs_embeds.detach().clone(), attention_mask.detach().clone()))
+        return self.inner.logits(
+            attention_mask=attention_mask,
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            token_type_ids=token_type_ids,
+        )
