@@ -304,6 +304,12 @@ def _hidden_states(
                 attention_mask=encoding.attention_mask,
                 token_type_ids=encoding.token_type_ids,
             )
+    if len(seen) > 1:
+        raise PluginError(
+            f"iba: hidden layer {module.__class__.__name__} runs {len(seen)} times in one forward pass (a "
+            "model that encodes the two texts of a pair apart, e.g. minilm-head with pair_encoding: siamese), "
+            "so a token has no single hidden state to restrict there; use layer: 0 (the word embeddings)"
+        )
     if len(seen) != 1 or seen[0].shape[:2] != encoding.input_ids.shape:
         raise PluginError(
             "iba: the hidden layer ran "
