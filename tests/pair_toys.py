@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 
 from harness import Classifier, Encoding, Example
-
-_WORD = re.compile(r"\w+|[^\w\s]")
-SPECIALS = ("[PAD]", "[UNK]", "[MASK]", "[CLS]", "[SEP]")
-PAD, UNK, MASK, CLS, SEP = range(len(SPECIALS))
-PIECE = 4  # words longer than this are split into pieces of this many characters, as WordPiece would
+from harness.testing import _SPECIALS as SPECIALS
+from harness.testing import CLS, MASK, PAD, SEP, UNK, KitClassifier  # noqa: F401 - CLS, SEP: for tests
+from harness.testing import _pieces as pieces
 
 GUITAR_PAIR = Example(
     id="guitar-banjo",
@@ -23,24 +20,11 @@ GUITAR_PAIR = Example(
 """Keyword A ("guitar") in text 1 and keyword B ("banjo") in text 2: class 1."""
 
 
-def pieces(text: str, segment: int, first_word: int) -> list[tuple[str, tuple[int, int], int, int]]:
-    """(token, offsets, segment, word id) of a text: lower-cased words, long ones in ``##`` pieces."""
-    result = []
-    for number, match in enumerate(_WORD.finditer(text)):
-        word, start = match.group().lower(), match.start()
-        for offset in range(0, len(word), PIECE):
-            piece = word[offset : offset + PIECE]
-            token = piece if offset == 0 else f"##{piece}"
-            result.append(
-                (token, (start + offset, start + offset + len(piece)), segment, first_word + number)
-            )
-    return result
-
-
-class AndPairClassifier(Classifier, torch.nn.Module):
+class AndPairClassifier(KitClassifier):
     """Class 1 only when keyword A is in text 1 AND keyword B in text 2: an interaction across the pair.
 
-    [CLS] text [SEP] pair [SEP] in WordPiece-like tokens (words longer than 4 characters in pieces),
+    The conformance kit's tokenisation (``KitClassifier.encode``): [CLS] text [SEP] pair [SEP] in
+    WordPiece-like tokens (words longer than 4 characters in pieces),
     4-dimensional word embeddings summed over the tokens read (attention mask 1), so that a token scaled by m
     adds m times its embedding. Dimension 0 of keyword A's pieces sums to 1 (a), dimension 1 of keyword B's
     to 1 (b), 0 elsewhere; dimensions 2 and 3 are seeded noise (std 0.3) for every token, special tokens
@@ -78,36 +62,11 @@ class AndPairClassifier(Classifier, torch.nn.Module):
         self.embedding = torch.nn.Embedding.from_pretrained(weights, freeze=True, padding_idx=PAD)
         self.eval()
 
-    def torch_modules(self) -> list[torch.nn.Module]:
-        return [self]
-
     def encode(self, examples: Sequence[Example]) -> Encoding:
-        rows = []
-        for example in examples:
-            row = [("[CLS]", (0, 0), -1, None), *pieces(example.text, 0, 0), ("[SEP]", (0, 0), -1, None)]
-            if example.text_pair is not None:
-                words = len(_WORD.findall(example.text))
-                row += [*pieces(example.text_pair, 1, words), ("[SEP]", (0, 0), -1, None)]
-            rows.append(row)
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for r, row in enumerate(rows):
-            input_ids[r, : len(row)] = torch.tensor([self.index.get(t, UNK) for t, *_ in row])
-            attention_mask[r, : len(row)] = 1
-        return Encoding(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=None,
-            tokens=[[t for t, *_ in row] for row in rows],
-            offsets=[[o for _, o, _, _ in row] for row in rows],
-            word_ids=[[w for *_, w in row] for row in rows],
-            segments=[[s for _, _, s, _ in row] for row in rows],
-            example_ids=[example.id for example in examples],
-        )
-
-    def input_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(input_ids)
+        """The kit classifier's encoding, with the example ids set (as the runner sets them)."""
+        encoding = super().encode(examples)
+        encoding.example_ids = [example.id for example in examples]
+        return encoding
 
     def logits(self, *, attention_mask, input_ids=None, inputs_embeds=None, token_type_ids=None):
         if (input_ids is None) == (inputs_embeds is None):
