@@ -4,6 +4,10 @@ reads a pair whose words were deleted as the two texts that are left."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +112,24 @@ def test_iba_explains_a_siamese_pair_model_at_the_word_embeddings_and_says_why_n
     segments = torch.tensor([row + [-1] * (scores.shape[1] - len(row)) for row in encoding.segments])
     for segment in (0, 1):
         assert ((scores > 0) & (segments == segment)).any(dim=1).all()
+
+
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[2] / "shared" / "data" / "snli").is_dir(),
+    reason="../shared/data is absent (the shared datasets sit beside the repo)",
+)
+@pytest.mark.parametrize("profile", [[], ["--profile", "full"]], ids=["default", "full"])
+def test_the_pairs_suite_pairs_every_explainer_with_both_datasets(profile):
+    """Both datasets provide pairs, so the siamese model (which requires them) and gmask apply: no cell is
+    left out, in either profile."""
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", "suites/pairs.yaml", *profile],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid — 72 cells (2 datasets × 1 model variants × 9 explainer configs" in result.stdout
+    assert "left out" not in result.stdout
