@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from harness import Classifier, Encoding, Example
+from harness import Encoding, Example
 from harness.testing import _SPECIALS as SPECIALS
-from harness.testing import CLS, MASK, PAD, SEP, UNK, KitClassifier  # noqa: F401 - CLS, SEP: for tests
+from harness.testing import MASK, PAD, UNK, KitClassifier, _Recording
 from harness.testing import _pieces as pieces
 
 GUITAR_PAIR = Example(
@@ -77,24 +77,9 @@ class AndPairClassifier(KitClassifier):
         return torch.stack([torch.zeros_like(both), both], dim=-1)
 
 
-class RecordingClassifier(Classifier):
-    """Forwards to another classifier and keeps every (inputs_embeds, attention_mask) it was given."""
-
-    def __init__(self, inner: Classifier):
-        self.inner = inner
-        self.labels, self.device = inner.labels, inner.device
-        self.pad_token_id, self.unk_token_id, self.mask_token_id = (
-            inner.pad_token_id,
-            inner.unk_token_id,
-            inner.mask_token_id,
-        )
-        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def encode(self, examples):
-        return self.inner.encode(examples)
-
-    def input_embeddings(self, input_ids):
-        return self.inner.input_embeddings(input_ids)
+class RecordingClassifier(_Recording):
+    """The conformance kit's recording classifier, keeping every (inputs_embeds, attention_mask) it was
+    given instead of the input ids."""
 
     def logits(self, *, attention_mask, input_ids=None, inputs_embeds=None, token_type_ids=None):
         if inputs_embeds is not None:

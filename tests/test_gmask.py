@@ -8,10 +8,10 @@ import math
 
 import pytest
 import torch
-from pair_toys import CLS, GUITAR_PAIR, SEP, AndPairClassifier, RecordingClassifier
+from pair_toys import GUITAR_PAIR, AndPairClassifier, RecordingClassifier
 
 from harness import Example
-from harness.testing import KitClassifier, check_explainer, kit_dataset
+from harness.testing import CLS, SEP, KitClassifier, check_explainer, kit_dataset
 from plugins.explainers._gmask_masks import (
     MaskedInputs,
     bernoulli_kl_to_half,
