@@ -16,7 +16,15 @@ kit plugin authors run from their own tests.
 from importlib.metadata import PackageNotFoundError, version
 
 # The plugin kinds, what they exchange, and the hooks that register them.
-from harness.attribution import IGNORE_INDEX, LABEL_VALUES, Attribution, Granularity, Order, discretise
+from harness.attribution import (
+    IGNORE_INDEX,
+    LABEL_VALUES,
+    Attribution,
+    Granularity,
+    Order,
+    aggregate_words,
+    discretise,
+)
 from harness.cache import TOKENIZER_PATTERNS, WEIGHT_PATTERNS, files_fingerprint
 from harness.classifier import Classifier, Encoding
 from harness.data import Example, Span, TextDataset, fingerprint_examples
@@ -145,6 +153,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "aggregate_words",
     "EpochLossTerms",
     "ldav_report",
     "variant_seed_streams",

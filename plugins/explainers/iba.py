@@ -22,6 +22,7 @@ from harness import (
     FitContext,
     PluginError,
     TextDataset,
+    aggregate_words,
     example_generators,
     rows_per_pass,
 )
@@ -224,7 +225,9 @@ class IBA(Explainer):
                 classifier, encoding, module, group.to(device), hidden[group.to(device)],
                 noise.to(device, hidden.dtype), real, targets, mean, std, min(p.samples, rows),
             ).cpu()  # fmt: skip
-        return Explanation(_word_sums(bits, encoding).to(device), extras={"token_bits": bits.to(device)})
+        # A word's score is the sum of its tokens' bits (summed in float64); specials and padding hold 0 bits.
+        words = aggregate_words(bits.double(), encoding, "sum").to(bits.dtype)
+        return Explanation(words.to(device), extras={"token_bits": bits.to(device)})
 
     def _bottleneck(
         self,
@@ -317,18 +320,3 @@ def _hidden_states(
             f"expected once, with (batch, tokens, dim) = {tuple(encoding.input_ids.shape)} × dim"
         )
     return seen[0]
-
-
-def _word_sums(bits: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-    """Every token carries the sum of its word's token scores (word ids are unique across the two
-    texts of a pair, so a word never spans both); special tokens and padding keep 0."""
-    scores = torch.zeros_like(bits)
-    for row, words in enumerate(encoding.word_ids):
-        totals: dict[int, float] = {}
-        for position, word in enumerate(words):
-            if word is not None:
-                totals[word] = totals.get(word, 0.0) + float(bits[row, position])
-        for position, word in enumerate(words):
-            if word is not None:
-                scores[row, position] = totals[word]
-    return scores
