@@ -24,6 +24,7 @@ from harness.attribution import (
     Order,
     aggregate_words,
     discretise,
+    word_units,
 )
 from harness.cache import TOKENIZER_PATTERNS, WEIGHT_PATTERNS, files_fingerprint
 from harness.classifier import Classifier, Encoding
@@ -154,6 +155,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "aggregate_words",
+    "word_units",
     "EpochLossTerms",
     "ldav_report",
     "variant_seed_streams",

@@ -228,3 +228,26 @@ def aggregate_words(scores: torch.Tensor, encoding: Encoding, reduction: str) ->
             value = {"sum": values.sum, "mean": values.mean, "max": values.max}[reduction]()
             result[row, positions] = value
     return result
+
+
+def word_units(encoding: Encoding) -> tuple[torch.Tensor, torch.Tensor]:
+    """Words as mask units (explainers that mask or select whole words: gmask, imask, l2x).
+
+    (units, valid): units (B, L) long, each real token's word index within its example (0, 1, ... in
+    order of appearance; a word's sub-tokens share it; word ids are unique across the two texts of a pair,
+    so no unit spans both), -1 at special tokens and padding; valid (B, W) bool, True for the word indices
+    each example has (W = the most words of any example, at least 1)."""
+    batch, length = encoding.input_ids.shape
+    units = torch.full((batch, length), -1, dtype=torch.long)
+    counts = []
+    for row, (word_ids, segments) in enumerate(zip(encoding.word_ids, encoding.segments, strict=True)):
+        index: dict[int, int] = {}
+        for position, (word, segment) in enumerate(zip(word_ids, segments, strict=True)):
+            if segment < 0 or word is None:
+                continue
+            units[row, position] = index.setdefault(word, len(index))
+        counts.append(len(index))
+    width = max([1, *counts])
+    valid = torch.arange(width)[None, :] < torch.tensor(counts)[:, None]
+    device = encoding.input_ids.device
+    return units.to(device), valid.to(device)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from harness import Example, FitContext
+from harness import Example, FitContext, word_units
 from harness.cache import Cache
 from harness.testing import KitClassifier, check_explainer, kit_dataset
 from plugins.explainers._l2x_networks import (
@@ -21,7 +21,6 @@ from plugins.explainers._l2x_networks import (
     token_masks,
     top_k_words,
     word_logits,
-    word_units,
 )
 from plugins.explainers.l2x import L2X
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from harness import Encoding
+from harness import Encoding, word_units
 
 Unselected = Literal["deleted", "masked", "kept"]
 # A finite stand-in for log 0 on padded groups: softmax gives them exactly 0 without the NaN gradients
@@ -39,20 +39,17 @@ class Words:
 
 
 def example_words(encoding: Encoding) -> list[Words]:
-    """Each example's words, keyed by word id (never merged across the two texts of a pair)."""
+    """Each example's words (``harness.word_units``: keyed by word id, never merged across the two texts
+    of a pair), with the text each word belongs to."""
+    units, _ = word_units(encoding)
     result = []
-    for word_ids, segments in zip(encoding.word_ids, encoding.segments, strict=True):
-        index: dict[int, int] = {}
-        units, texts = [], []
-        for word, segment in zip(word_ids, segments, strict=True):
-            if segment < 0 or word is None:
-                units.append(-1)
-                continue
-            if word not in index:
-                index[word] = len(texts)
-                texts.append(segment)
-            units.append(index[word])
-        result.append(Words(units, texts))
+    for row, segments in enumerate(encoding.segments):
+        unit = units[row, : len(segments)].tolist()
+        text_of: dict[int, int] = {}
+        for word, segment in zip(unit, segments, strict=True):
+            if word >= 0:
+                text_of.setdefault(word, segment)
+        result.append(Words(unit, [text_of[word] for word in range(len(text_of))]))
     return result
 
 

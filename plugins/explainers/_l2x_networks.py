@@ -1,7 +1,6 @@
 """The pieces of L2X (Chen, Song, Wainwright & Jordan 2018, "Learning to Explain: An Information-Theoretic
 Perspective on Model Interpretation"), over words of a (possibly paired) text:
 
-- ``word_units``: which word each token belongs to (specials and padding belong to none);
 - ``word_logits`` / ``token_values``: token logits pooled per word (mean), word values spread back to tokens;
 - ``relaxed_subset``: the continuous subset sampler of §4 (k Concrete draws, elementwise max);
 - ``top_k_words``: the discrete selection used at validation (the k highest selector logits);
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from harness import EarlyStopping, Encoding
+from harness import EarlyStopping
 
 EXCLUDED = -1e9
 """The logit of a position that is not a word (padding of the word axis): finite, so that softmax and its
@@ -31,27 +30,6 @@ gradient stay finite for any temperature the parameters allow, and far below any
 
 
 # -- words ----------------------------------------------------------------------------------------------
-
-
-def word_units(encoding: Encoding) -> tuple[Tensor, Tensor]:
-    """(units, valid): units (B, L) long, each real token's word index within its example (0, 1, ... in
-    order of appearance; a word's sub-tokens share it; word ids are unique across the two texts of a pair,
-    so no unit spans both), -1 at special tokens and padding; valid (B, W) bool, True for the word indices
-    each example has (W = the most words of any example, at least 1)."""
-    batch, length = encoding.input_ids.shape
-    units = torch.full((batch, length), -1, dtype=torch.long)
-    counts = []
-    for row, (word_ids, segments) in enumerate(zip(encoding.word_ids, encoding.segments, strict=True)):
-        index: dict[int, int] = {}
-        for position, (word, segment) in enumerate(zip(word_ids, segments, strict=True)):
-            if segment < 0 or word is None:
-                continue
-            units[row, position] = index.setdefault(word, len(index))
-        counts.append(len(index))
-    width = max([1, *counts])
-    valid = torch.arange(width)[None, :] < torch.tensor(counts)[:, None]
-    device = encoding.input_ids.device
-    return units.to(device), valid.to(device)
 
 
 def word_logits(token_logits: Tensor, units: Tensor, valid: Tensor) -> Tensor:
@@ -189,7 +167,7 @@ class Approximator(nn.Module):
 class L2XBatch:
     """One batch, tensors on the training device: the black box's word embeddings (B, L, D, detached, in
     the model's dtype), attention_mask and segments (B, L), token_type_ids (B, L) or None, units (B, L)
-    and valid (B, W) from ``word_units``, and predicted (B,) the black box's classes (what q learns to
+    and valid (B, W) from ``harness.word_units``, and predicted (B,) the black box's classes (what q learns to
     predict)."""
 
     features: Tensor

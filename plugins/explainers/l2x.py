@@ -23,6 +23,7 @@ from harness import (
     PluginError,
     TextDataset,
     derive_seed,
+    word_units,
 )
 from plugins.explainers._l2x_networks import (
     Approximator,
@@ -33,7 +34,6 @@ from plugins.explainers._l2x_networks import (
     top_k_words,
     train_l2x,
     word_logits,
-    word_units,
 )
 
 PAPER = (
