@@ -154,6 +154,9 @@ BOW_EXPLAINERS = {
     "integrated-gradients-one-row-per-pass": lambda: IntegratedGradients(
         IntegratedGradients.Params(n_steps=8, internal_batch_size=1)
     ),
+    "integrated-gradients-l2-unk": lambda: IntegratedGradients(
+        IntegratedGradients.Params(n_steps=8, reduction="l2", baseline="unk")
+    ),
     "deeplift": lambda: DeepLift(DeepLift.Params(baseline="unk", internal_batch_size=3)),
     "deeplift-shap": lambda: DeepLiftShap(DeepLiftShap.Params(baselines=4, internal_batch_size=5), seed=3),
 }
@@ -282,6 +285,76 @@ def test_smoothgrad_noise_moves_input_x_gradient_in_proportion_to_the_noise_leve
     # For a linear model: mean over samples of (x + σ·z)·g − x·g = σ·(mean z)·g, linear in σ.
     torch.testing.assert_close(shift(0.4), 2 * shift(0.2), atol=1e-5, rtol=1e-4)
     assert shift(0.2).abs().max() > 1e-3
+
+
+# -- integrated gradients: Zafar et al. 2021's L2 reduction and unk baseline --------------------------
+
+
+def test_integrated_gradients_l2_with_an_unk_baseline_by_hand():
+    # logits = W · mean(e): the gradient w.r.t. token i's embedding is W[t]/n on the whole path, so the
+    # attribution vector is (e_i − e_unk) ⊙ W[t]/n and its L2 norm ‖(e_i − e_unk) ⊙ W[t]‖/n (Zafar et al.
+    # §2.2, App. B.2). unk, pad and mask embed differently here, so a pad baseline would give other numbers.
+    classifier = make_bow()
+    texts = ["the film was very good", "bad"]
+    explainer = IntegratedGradients(IntegratedGradients.Params(reduction="l2", baseline="unk", n_steps=4))
+    scores = explain(explainer, classifier, texts)
+    encoding = encode(classifier, texts)
+    weights = classifier.embedding.weight
+    unk = weights[classifier.unk_token_id]
+    for row, tokens in enumerate(encoding.tokens):
+        n = len(tokens)
+        ids = encoding.input_ids[row, :n]
+        expected = ((weights[ids] - unk) * classifier.linear.weight[1]).norm(dim=-1) / n
+        torch.testing.assert_close(scores[row, :n], expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(classifier.embedding.weight[classifier.pad_token_id], unk)
+
+
+def test_integrated_gradients_l2_is_the_norm_of_captums_attribution_vectors():
+    # A non-linear model: the scores are the L2 norms over the embedding dimension of captum's own
+    # per-dimension integrated gradients from the unk token's embedding (specials keep their own).
+    from captum.attr import IntegratedGradients as CaptumIG
+
+    classifier = make_bow(HiddenReLUBagOfWords, dim=4, seed=2)
+    texts = ["the film was very good", "not good plot"]
+    encoding = encode(classifier, texts)
+    targets = torch.tensor([1, 0])
+    explainer = IntegratedGradients(IntegratedGradients.Params(reduction="l2", baseline="unk", n_steps=16))
+    scores = explainer.explain(classifier, encoding, targets)
+    inputs = classifier.input_embeddings(encoding.input_ids).detach()
+    real = ~encoding.special_mask
+    baseline_ids = torch.where(real, classifier.unk_token_id, encoding.input_ids)
+    vectors = CaptumIG(
+        lambda embeds, mask: classifier.logits(inputs_embeds=embeds, attention_mask=mask)
+    ).attribute(
+        inputs,
+        baselines=classifier.input_embeddings(baseline_ids).detach(),
+        target=targets,
+        additional_forward_args=(encoding.attention_mask,),
+        n_steps=16,
+    )
+    assert (vectors.sum(-1) < 0).any()  # the signed sum would differ from the norm
+    torch.testing.assert_close(scores, vectors.norm(dim=-1), atol=1e-6, rtol=1e-5)
+    signed = IntegratedGradients(IntegratedGradients.Params(baseline="unk", n_steps=16))
+    torch.testing.assert_close(signed.explain(classifier, encoding, targets), vectors.sum(dim=-1))
+
+
+@pytest.mark.parametrize("baseline", ["unk", "pad", "mask"])
+def test_integrated_gradients_baseline_is_that_tokens_embedding(baseline):
+    # Signed sum on the linear model: (e_i − e_baseline) · W[t] / n, the baseline token's own embedding.
+    classifier = make_bow()
+    explainer = IntegratedGradients(IntegratedGradients.Params(baseline=baseline, n_steps=4))
+    scores = explain(explainer, classifier, ["the film was very good"])
+    ids = encode(classifier, ["the film was very good"]).input_ids[0]
+    weights = classifier.embedding.weight
+    reference = weights[getattr(classifier, f"{baseline}_token_id")]
+    expected = (weights[ids] - reference) @ classifier.linear.weight[1] / len(ids)
+    torch.testing.assert_close(scores[0], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_integrated_gradients_reduction_defaults_to_the_signed_sum():
+    # Other suites' integrated-gradients entries keep the signed sum (token scores summing to the change
+    # of the logit from the baseline).
+    assert IntegratedGradients.Params().reduction == "sum"
 
 
 # -- deeplift and deeplift-shap -----------------------------------------------------------------------

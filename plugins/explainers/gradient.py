@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from captum.attr import (
@@ -121,9 +121,25 @@ class SmoothGrad(Explainer):
         return torch.cat(scores).view(batch, p.samples, length).mean(dim=1)
 
 
+IntegratedGradientsReduction = Literal["sum", "l2"]
+
+
 class IntegratedGradientsParams(ExplainerParams):
-    n_steps: int = Field(50, ge=2, description="steps of the Riemann/Gauss-Legendre path integral")
-    baseline: Baseline = Field("pad", description=BASELINE_DOC)
+    n_steps: int = Field(
+        50,
+        ge=2,
+        description="steps of the Riemann/Gauss-Legendre path integral (captum's default, Zafar et al.'s)",
+    )
+    baseline: Baseline = Field(
+        "pad", description=BASELINE_DOC + "; Zafar et al. 2021 (App. B.2) use the unk token's embedding"
+    )
+    reduction: IntegratedGradientsReduction = Field(
+        "sum",
+        description="how a token's score is made from its attribution vector (x − x') ⊙ the path-averaged "
+        "gradient, one value per embedding dimension: sum = signed sum over the dimension (Sundararajan et "
+        "al.: the token scores sum to f(x) − f(baseline)); l2 = its L2 norm, unsigned (Arras et al. 2016, "
+        "as Zafar et al. 2021 §2.2 reduce every gradient method)",
+    )
     output: GradientOutput = Field("logit", description=GRADIENT_OUTPUT_DOC)
     internal_batch_size: int | None = Field(
         None, ge=1, description="rows (examples × steps of the path): " + INTERNAL_BATCH_DOC
@@ -131,9 +147,11 @@ class IntegratedGradientsParams(ExplainerParams):
 
 
 class IntegratedGradients(Explainer):
-    """Integrated gradients on the input word embeddings, summed over the embedding dimension.
+    """Integrated gradients on the input word embeddings, reduced per token.
 
-    Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks.
+    Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks. Each token's attribution is a
+    vector over the embedding dimension; ``reduction: sum`` adds it up (the scores then sum to the change
+    of the output from the baseline), ``reduction: l2`` takes its norm, as Zafar et al. 2021 do.
     """
 
     name: ClassVar[str] = "integrated-gradients"
@@ -167,4 +185,5 @@ class IntegratedGradients(Explainer):
                     internal_batch_size=rows,
                 ).detach()
             )
-        return torch.cat(parts).sum(dim=-1)
+        attributions = torch.cat(parts)
+        return attributions.norm(dim=-1) if self.params.reduction == "l2" else attributions.sum(dim=-1)
