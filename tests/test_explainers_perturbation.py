@@ -19,6 +19,7 @@ from conftest import hand_bow
 
 from harness import Encoding, Example, PluginError, TextDataset, engine_inputs
 from harness.perturb import evaluate
+from harness.testing import _Recording
 from plugins.explainers.lime import Lime
 from plugins.explainers.occlusion import Occlusion
 from plugins.explainers.shap import KernelShap, PartitionShap
@@ -156,6 +157,31 @@ def test_kernel_shap_finds_the_exact_shapley_values_of_a_linear_model(toy, backe
     )
     expected = [2 * EMBEDDING[token] / len(encoding.tokens[0]) for token in encoding.tokens[0]]
     np.testing.assert_allclose(scores[0].numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["captum", "shap"])
+def test_kernel_shap_dropping_to_unk_finds_the_shapley_values_from_the_unk_embedding(toy, backend):
+    # Zafar et al. 2021 App. B.2: a dropped token takes the unk token's embedding, here −1, so the
+    # log-odds 2m is linear in presence with slope 2·(e(wᵢ) − e([UNK]))/L = 2·(e(wᵢ) + 1)/L.
+    encoding = encode(toy, A)
+    params = KernelShap.Params(backend=backend, samples=300, output="log-odds", masking="unk")
+    scores = KernelShap(params).explain(toy, encoding, POSITIVE)
+    length = len(encoding.tokens[0])
+    expected = [2 * (EMBEDDING[token] + 1) / length for token in encoding.tokens[0]]
+    np.testing.assert_allclose(scores[0].numpy(), expected, atol=1e-5)
+
+
+def test_kernel_shap_with_unk_masking_puts_the_unk_id_at_removed_positions(toy):
+    recording = _Recording(toy)
+    encoding = encode(toy, A)
+    KernelShap(KernelShap.Params(samples=60, masking="unk")).explain(recording, encoding, POSITIVE)
+    original = encoding.input_ids[0]
+    rows = torch.cat([ids for ids, _ in recording.seen])
+    assert rows.shape[1] == len(original) and len(rows) > 2
+    removed = rows != original
+    assert removed.any() and (~removed).any()
+    assert (rows[removed] == toy.unk_token_id).all()  # never [MASK] or [PAD]
+    assert toy.unk_token_id not in original.tolist()
 
 
 def test_a_single_token_gets_its_exact_shapley_value(toy):
