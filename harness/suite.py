@@ -179,6 +179,108 @@ class Expectation(BaseModel):
         return f"{self.metric}{where}: {self.axis} {self.above_value} above {self.below_value}"
 
 
+ClaimAxis = Literal["dataset", "variant", "explainer", "model"]
+Criterion = Literal["direction", "significant", "within", "beyond", "near"]
+CRITERIA = {
+    "direction": "mean(above) > mean(below)",
+    "significant": "mean(above) > mean(below), one-sided paired Wilcoxon, Holm-corrected over the run's "
+    "claims, p < 0.05",
+    "within": "|mean(above) - mean(below)| <= margin",
+    "beyond": "mean(above) - mean(below) > margin",
+    "near": "|mean - paper value| <= margin",
+}
+
+
+class Claim(BaseModel):
+    """A finding of the paper a suite reproduces, as data: where it comes from (``paper``, ``source``),
+    what it says, the cells of ours it corresponds to and what counts as reproduced. The report's
+    reproduction table shows the paper's value beside ours with a verdict (``harness.reproduction``).
+
+    Either two sides of one axis (``above`` / ``below``, as an expectation; raw values, so a better
+    explainer on a lower-is-better metric is *below*) judged by ``direction``, ``significant``,
+    ``within`` or ``beyond``; or one side (no ``above`` / ``below``) judged ``near`` the paper's value;
+    or ``untestable``: the claim is listed with the reason this suite cannot test it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    paper: str = Field(min_length=1, description="the paper, as a short citation (Zafar et al. 2021)")
+    source: str = Field(min_length=1, description="the table and cell (or section) the claim comes from")
+    claim: str = Field(min_length=1, description="what the paper finds, in a sentence")
+    metric: str | None = Field(None, description="the metric the claim is about (its name in the suite)")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the metric parameters the claim is about (a subset of them)"
+    )
+    where: dict[ClaimAxis, str] = Field(
+        default_factory=dict, description="the dataset, model, variant or explainer the claim is about"
+    )
+    above: dict[Axis, str] | None = Field(None, min_length=1, max_length=1)
+    below: dict[Axis, str] | None = Field(None, min_length=1, max_length=1)
+    paper_value: float | dict[Literal["above", "below"], float] | str | None = Field(
+        None, description="the paper's number(s), on this metric's scale where they can be put on it"
+    )
+    reproduced_if: Criterion | None = Field(
+        None, description="; ".join(f"{k}: {v}" for k, v in CRITERIA.items())
+    )
+    margin: float | None = Field(None, ge=0, description="for within, beyond and near, on the metric's scale")
+    untestable: str | None = Field(None, min_length=1, description="why this suite cannot test the claim")
+
+    @field_validator("above", "below", "where", mode="before")
+    @classmethod
+    def _variant_mapping(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "variant" in value:
+            return {**value, "variant": variant_name(value["variant"])}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Claim:
+        if self.untestable is not None:
+            if self.metric is not None or self.reproduced_if is not None:
+                raise ValueError("an untestable claim names no metric and no reproduced_if")
+            return self
+        if self.metric is None or self.reproduced_if is None:
+            raise ValueError("a claim names its metric and reproduced_if (or says why it is untestable)")
+        sided = self.above is not None or self.below is not None
+        if sided and (self.above is None or self.below is None or set(self.above) != set(self.below)):
+            raise ValueError(
+                "above and below come together and name the same axis (variant, explainer or model)"
+            )
+        if sided and (self.axis in self.where):
+            raise ValueError(f"where cannot fix the compared axis ({self.axis})")
+        if sided and self.above_value == self.below_value:
+            raise ValueError("above and below name the same value")
+        if self.reproduced_if == "near":
+            if sided:
+                raise ValueError("near compares one side with the paper's value: give no above/below")
+            if not isinstance(self.paper_value, int | float):
+                raise ValueError("near needs paper_value, a number")
+        elif not sided:
+            raise ValueError(f"{self.reproduced_if} compares two sides: give above and below")
+        if self.reproduced_if in ("within", "beyond", "near") and self.margin is None:
+            raise ValueError(f"{self.reproduced_if} needs a margin")
+        return self
+
+    @property
+    def axis(self) -> Axis | None:
+        return None if self.above is None else next(iter(self.above))
+
+    @property
+    def above_value(self) -> str | None:
+        return None if self.above is None else self.above[self.axis]
+
+    @property
+    def below_value(self) -> str | None:
+        return None if self.below is None else self.below[self.axis]
+
+    @property
+    def criterion(self) -> str:
+        """What counts as reproduced, in words."""
+        if self.untestable is not None:
+            return ""
+        text = CRITERIA[self.reproduced_if]
+        return text.replace("margin", f"{self.margin:g}") if self.margin is not None else text
+
+
 class Suite(BaseModel):
     """A benchmark suite: the grid datasets × models × explainers × metrics × seeds."""
 
@@ -196,6 +298,11 @@ class Suite(BaseModel):
     metrics: list[Spec] = Field(min_length=1)
     expectations: list[Expectation] = Field(
         default_factory=list, description="orders the report tests and states verdicts for"
+    )
+    claims: list[Claim] = Field(
+        default_factory=list,
+        description="the findings of the paper the suite reproduces; the report judges each in its "
+        "reproduction table",
     )
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -233,7 +340,10 @@ class Suite(BaseModel):
 
     def canonical_hash(self) -> str:
         """sha256 of the validated suite (comments and formatting do not count)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        data = self.model_dump(mode="json")
+        if not data["claims"]:  # a suite without claims hashes as before claims existed (its runs resume)
+            del data["claims"]
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -369,6 +479,7 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
                 _check_variants(spec, info.cls, locator, where)
     _check_references(suite, entries, locator)
     _check_expectations(suite, entries, locator)
+    _check_claims(suite, entries, locator)
     return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries, remote_code=remote_code)
 
 
@@ -420,6 +531,59 @@ def _check_expectations(suite: Suite, entries: dict[str, list[Any]], locator: _L
                     (*where, side, axis),
                     f"the suite has no {axis} '{value}'{suggest(value, sorted(known[axis]))}",
                 )
+
+
+def _check_claims(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:
+    """Claims name metrics (with parameters a metric entry has), datasets, models, variants and
+    explainers the suite has."""
+    metrics = {entry.name for entry in entries["metrics"]}
+    known = {
+        "dataset": {entry.label for entry in entries["datasets"]},
+        "variant": {variant for spec in suite.models for variant in spec.variants},
+        "explainer": {entry.name for entry in entries["explainers"]}
+        | {e.label for e in entries["explainers"]},
+        "model": {entry.label for entry in entries["models"]},
+    }
+    for index, claim in enumerate(suite.claims):
+        where = ("claims", index)
+        if claim.untestable is not None:
+            continue
+        if claim.metric not in metrics:
+            raise locator.fail(
+                (*where, "metric"),
+                f"the suite has no metric '{claim.metric}'{suggest(claim.metric, sorted(metrics))}",
+            )
+        if claim.params and not any(
+            entry.name == claim.metric and claim_params_match(claim.params, entry.params_dict)
+            for entry in entries["metrics"]
+        ):
+            raise locator.fail(
+                (*where, "params"),
+                f"no entry of metric '{claim.metric}' has the parameters {json.dumps(claim.params)}",
+            )
+        named = [("where", axis, value) for axis, value in claim.where.items()]
+        if claim.axis is not None:
+            named += [("above", claim.axis, claim.above_value), ("below", claim.axis, claim.below_value)]
+        for side, axis, value in named:
+            if value != "*" and value not in known[axis]:
+                raise locator.fail(
+                    (*where, side, axis),
+                    f"the suite has no {axis} '{value}'{suggest(value, sorted(known[axis]))}",
+                )
+
+
+def claim_params_match(wanted: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether a metric's parameters hold every parameter a claim names, with its value (numbers
+    compared as numbers: 25 matches 25.0)."""
+    return all(key in params and _same_value(value, params[key]) for key, value in wanted.items())
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        return float(a) == float(b)
+    if isinstance(a, list) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def _check_variants(spec: ModelSpec, cls: type, locator: _Locator, where: tuple) -> None:

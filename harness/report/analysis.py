@@ -27,6 +27,7 @@ from harness.report.document import Document, build_document
 from harness.report.machine import csv_text, json_document
 from harness.report.markdown import markdown
 from harness.report.terminal import print_document
+from harness.reproduction import ClaimResult, judge_claims
 from harness.rows import samples_by
 from harness.stats import Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
 from harness.store import Queries
@@ -150,6 +151,7 @@ class Report:
     notes: list[dict] = field(default_factory=list)  # metrics' statements about cells (why undefined...)
     skipped: list[dict] = field(default_factory=list)  # cells not run on this machine, with the reason
     matrices: list[ExplainerMatrix] = field(default_factory=list)  # metrics comparing explainers
+    claims: list[ClaimResult] = field(default_factory=list)  # the reproduced paper's findings, judged
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -202,13 +204,14 @@ class Report:
         failed = [cell for cell in cells if cell["status"] == "failed"]
         expectations = stored_expectations(run["suite_text"], run["options"].get("profile"))
         verdicts = check_expectations(expectations, records)
+        claims = judge_claims(stored_claims(run["suite_text"], run["options"].get("profile")), records)
         fits = store.fits(run_id)
         pairings = pair_students(records, teacher_ids(fits))
         models = with_shared_predictions(store.models(run_id))
         notes = [cell for cell in cells if cell["status"] == "done" and cell["notes"]]
         return cls(
             run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings, notes,
-            skipped, matrices,
+            skipped, matrices, claims,
         )  # fmt: skip
 
     # -- rendering ------------------------------------------------------------------------------
@@ -298,13 +301,27 @@ def best_of(means: Mapping[K, float], direction: str) -> set[K]:
     return {row for row, mean in means.items() if mean == target}
 
 
+def stored_suite(suite_text: str, profile: str | None = None) -> Suite | None:
+    """The suite a run stored, with the run's profile applied (None for a suite this version cannot
+    read)."""
+    try:
+        return Suite.model_validate(with_profile(yaml.safe_load(suite_text), profile))
+    except (ValidationError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
 def stored_expectations(suite_text: str, profile: str | None = None) -> list:
     """The expectations of the suite a run stored, with the run's profile applied (none for a suite this
     version cannot read)."""
-    try:
-        return Suite.model_validate(with_profile(yaml.safe_load(suite_text), profile)).expectations
-    except (ValidationError, yaml.YAMLError, KeyError, TypeError):
-        return []
+    suite = stored_suite(suite_text, profile)
+    return [] if suite is None else suite.expectations
+
+
+def stored_claims(suite_text: str, profile: str | None = None) -> list:
+    """The paper's claims the suite a run stored states (``Suite.claims``), with the run's profile
+    applied."""
+    suite = stored_suite(suite_text, profile)
+    return [] if suite is None else suite.claims
 
 
 def with_shared_predictions(models: list[dict]) -> list[dict]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from harness.distillation import TEST as PAIRING_TEST
 from harness.entries import model_label
 from harness.expectations import TEST as EXPECTATION_TEST
+from harness.reproduction import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, VERDICTS, ClaimResult, tally
 from harness.stats import ALPHA, CORRECTION, TEST_NAME, Summary
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ def build_document(report: Report) -> Document:
         run["suite"], str(run["suite_version"]), run["run_id"], run["status"], str(run["device"])
     )
     sections = [Section("models", items=[_model_line(model) for model in report.models])]
+    sections += reproduction_sections(report.claims)
     sections += [_family_section(report, table) for table in report.tables]
     sections += [_matrix_section(matrix) for matrix in report.matrices]
     if report.verdicts:
@@ -337,6 +339,99 @@ def _matrix_cell(matrix: ExplainerMatrix, row: Row, column: Row) -> Cell:
     undefined = f" ({summary.n_undefined} undefined)" if summary.n_undefined else ""
     text = "—" if summary.mean is None else number(summary.mean)
     return Cell(f"{text} n={summary.n}{undefined}", data=summary.as_dict())
+
+
+# -- the reproduction table ----------------------------------------------------------------------------
+
+CLAIM_HEADERS = [
+    "source", "claim", "cells", "compared", "paper", "ours", "difference [95 % CI]", "n", "reproduced if",
+    "verdict", "why",
+]  # fmt: skip
+VERDICT_TONES: dict[str, Tone] = {REPRODUCED: "good", NOT_REPRODUCED: "bad", INCONCLUSIVE: "warning"}
+
+
+def reproduction_sections(results: list[ClaimResult]) -> list[Section]:
+    """One reproduction table per paper: its claims beside our cells, with verdicts."""
+    by_paper: dict[str, list[ClaimResult]] = defaultdict(list)
+    for result in results:
+        by_paper[result.claim.paper].append(result)
+    sections = []
+    for paper, rows in by_paper.items():
+        table = Table(
+            [Header((name,), numeric=name == "n") for name in CLAIM_HEADERS],
+            [_claim_cells(row) for row in rows],
+            _claim_footer(paper, rows),
+            data={"paper": paper, "claims": [row.as_dict() for row in rows]},
+        )
+        note = (
+            "the paper's findings beside this run's cells (kept apart from the suite's own expected orders)"
+        )
+        sections.append(Section("reproductions", f"reproduction: {paper}", note, tables=[table]))
+    return sections
+
+
+def _summary_text(summary: Summary | None) -> str:
+    if summary is None or summary.mean is None:
+        return "—"
+    if summary.ci_low is None:
+        return number(summary.mean)
+    return f"{number(summary.mean)} [{number(summary.ci_low)}, {number(summary.ci_high)}]"
+
+
+def paper_value_text(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, dict):
+        return f"{_plain(value.get('above'))} vs {_plain(value.get('below'))}"
+    return _plain(value)
+
+
+def _plain(value: object) -> str:
+    return number(value) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def _claim_cells(result: ClaimResult) -> list[Cell]:
+    claim = result.claim
+    compared = f"{result.above} vs {result.below}" if result.above or result.below else ""
+    if result.ours_below is not None:
+        ours = f"{_summary_text(result.ours)} vs {_summary_text(result.ours_below)}"
+        n = result.difference.n_units if result.difference is not None else 0
+    else:
+        ours = _summary_text(result.ours)
+        n = result.ours.n_units if result.ours is not None else 0
+    texts = [
+        claim.source, claim.claim, result.cells, compared, paper_value_text(claim.paper_value), ours,
+        _summary_text(result.difference), str(n) if (result.ours is not None) else "—", claim.criterion,
+    ]  # fmt: skip
+    return [
+        *map(Cell, texts),
+        Cell(result.verdict, tone=VERDICT_TONES.get(result.verdict)),
+        Cell(result.reason),
+    ]
+
+
+def _claim_footer(paper: str, rows: list[ClaimResult]) -> list[str]:
+    counts = tally(rows)[paper]
+    lines = [
+        f"{paper}: "
+        + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])
+        + f" (of {len(rows)} rows)."
+    ]
+    per_claim: dict[tuple, list[ClaimResult]] = defaultdict(list)
+    for row in rows:
+        per_claim[(row.claim.source, row.claim.claim)].append(row)
+    for (source, text), group in per_claim.items():
+        judged = [row for row in group if row.verdict != "not testable here"]
+        if len(group) > 1 and judged:
+            held = sum(row.verdict == REPRODUCED for row in judged)
+            lines.append(f"{source}, \u201c{text}\u201d: reproduced in {held} of {len(judged)} judged rows.")
+    lines.append(
+        "n: independent units (examples) with a finite value on both sides; intervals: 95 % cluster bootstrap; "
+        "within / beyond / near are judged on the interval (reproduced: all of it meets the margin; "
+        "inconclusive: it straddles the edge); significant: one-sided Wilcoxon signed-rank, Holm-Bonferroni "
+        f"across the run's significant claims, p < {ALPHA}."
+    )
+    return lines
 
 
 # -- expected orders, teacher vs student, training, models ---------------------------------------------

@@ -40,8 +40,19 @@ from harness.ranking import (
     tie_groups,
     win_rates,
 )
-from harness.report.analysis import best_of, stored_expectations
-from harness.report.document import ARROWS, Cell, Document, Header, Section, Table, number, summary_text
+from harness.report.analysis import best_of, stored_claims, stored_expectations
+from harness.report.document import (
+    ARROWS,
+    Cell,
+    Document,
+    Header,
+    Section,
+    Table,
+    number,
+    reproduction_sections,
+    summary_text,
+)
+from harness.reproduction import ClaimResult, judge_claims
 from harness.rows import samples_by
 from harness.stats import ALPHA, TEST_NAME, Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
 from harness.store import Queries
@@ -591,6 +602,7 @@ class Leaderboard:
     verdicts: list[Verdict]
     all_runs: bool
     built_at: str
+    reproductions: list[tuple[Source, list[ClaimResult]]] = field(default_factory=list)  # runs with claims
 
     @classmethod
     def build(
@@ -606,8 +618,19 @@ class Leaderboard:
             by_family[entry.cell["family"]].append(entry)
         boards = [build_board(family, by_family[family], all_runs) for family in sorted(by_family)]
         sanity, verdicts = sanity_checks(sources, boards)
+        reproductions = []
+        for source in sources:
+            claims = stored_claims(source.run["suite_text"], source.run["options"].get("profile"))
+            if claims:
+                reproductions.append((source, judge_claims(claims, source.rows)))
         return cls(
-            sources, boards, sanity, verdicts, all_runs, datetime.now(UTC).isoformat(timespec="seconds")
+            sources,
+            boards,
+            sanity,
+            verdicts,
+            all_runs,
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            reproductions,
         )
 
     def to_json(self) -> dict:
@@ -619,6 +642,14 @@ class Leaderboard:
             "boards": [board.as_dict() for board in self.boards],
             "sanity": [sanity.as_dict() for sanity in self.sanity],
             "expected_orders": [verdict.as_dict() for verdict in self.verdicts],
+            "reproductions": [
+                {
+                    "run_id": source.run_id,
+                    "suite": source.run["suite"],
+                    "claims": [r.as_dict() for r in results],
+                }
+                for source, results in self.reproductions
+            ],
             "sources": [source.as_dict() for source in self.sources],
         }
 
@@ -659,6 +690,10 @@ def leaderboard_document(board: Leaderboard, compact: bool = False) -> Document:
     ]
     if not compact:
         sections += [_agreement_section(b) for b in board.boards if b.agreements]
+    for source, results in board.reproductions:  # the papers' claims, judged on the run that states them
+        for section in reproduction_sections(results):
+            section.title += f" (suite {source.run['suite']}, run {source.run_id})"
+            sections.append(section)
     sections.append(_sanity_section(board.sanity))
     sections.append(
         Section(

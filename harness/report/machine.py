@@ -93,6 +93,10 @@ def json_document(report: Report, document: Document) -> dict:
             "alpha": ALPHA,
             "verdicts": [verdict.as_dict() for verdict in report.verdicts],
         },
+        "reproductions": {
+            "doc": "the paper's claims the suite states, each judged on this run's cells (harness.reproduction)",
+            "claims": [result.as_dict() for result in report.claims],
+        },
         "explainer_training": [{key: fit[key] for key in FIT_FIELDS} for fit in report.fits],
         "teacher_vs_student": {
             "test": PAIRING_TEST,

@@ -139,6 +139,7 @@ class Queries(Database):
                 dict(row)
                 for row in db.execute(
                     "SELECT c.cell_id, c.family, c.direction, c.dataset, c.model, c.variant, c.explainer, c.explainer_label, "
+                    "c.metric_params, "
                     "c.metric, c.metric_label, "
                     "COALESCE(c.dataset_id, c.dataset) AS dataset_id, COALESCE(c.model_id, c.model) AS model_id, "
                     "COALESCE(c.explainer_id, c.explainer_label) AS explainer_id, "
