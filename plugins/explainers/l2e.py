@@ -88,6 +88,16 @@ class L2E(Explainer):
     Params = L2EParams
     paper: ClassVar[str] = PAPER
 
+    @classmethod
+    def score_order_for(cls, params: L2EParams) -> Literal["signed", "absolute"]:
+        """The order the student learned, in which it is compared with its teacher: ``absolute`` for
+        ``ranking`` (the order of |teacher weight|; its softplus scores carry no sign, and the paper
+        compares it on "the top 30 % of the important words", §4.5, App. D Table 9), ``signed`` for
+        ``sequence-labeling`` (the teacher's signed labels; positive and negative words, Tables 1, 2 and
+        8). The teacher-vs-student pairing (``harness.distillation``) pairs a student only on metric
+        cells that take units in this order (a metric's ``score_order_for``) or declare none."""
+        return "absolute" if params.formulation == "ranking" else "signed"
+
     def __init__(self, params: L2EParams | None = None, seed: int = 0):
         super().__init__(params, seed)
         self.network: StudentNetwork | None = None

@@ -256,6 +256,15 @@ class DeltaLogOddsParams(_params("mask", "word")):
 
 _SELECT_ORDER: dict[str, Order] = {"positive": "descending", "negative": "ascending", "absolute": "absolute"}
 
+ScoreOrder = Literal["signed", "absolute"]
+ORDER_DOC = (
+    "how the top K % units are chosen: signed — the highest scores, the strongest evidence for ŷ (L2E's "
+    "sequence-labelling formulation, Table 1); absolute — the largest |score|, whatever its sign (L2E's "
+    "ranking formulation, whose student learns the order of |teacher weight|: §3, §4.5 'the top 30 % of "
+    "the important words'). Compare a student with its teacher in the order its formulation learned"
+)
+_AGREEMENT_ORDER: dict[str, Order] = {"signed": "descending", "absolute": "absolute"}
+
 
 def _selected_count(attribution: Attribution, params: DeltaLogOddsParams) -> int:
     """How many units the explanation selects: the top K % of the units, fewer when fewer have the
@@ -303,6 +312,13 @@ class DeltaLogOdds(RemovalMetric):
     def direction_for(cls, params: DeltaLogOddsParams) -> Literal["higher", "lower"]:
         return "lower" if params.select == "negative" else "higher"
 
+    @classmethod
+    def score_order_for(cls, params: DeltaLogOddsParams) -> ScoreOrder:
+        """The order the explanation's units are taken in: by signed score (``select: positive`` or
+        ``negative``) or by |score| (``absolute``). The teacher-vs-student pairing reads it
+        (``harness.distillation``): a student is compared with its teacher in the order it learned."""
+        return "absolute" if params.select == "absolute" else "signed"
+
     def removals(self, data: MetricInput) -> list[np.ndarray]:
         return [
             with_unperturbed(a, _selected_masks(a, _selected_count(a, self.params), self.params))
@@ -342,6 +358,11 @@ class MatchedDeltaLogOdds(RemovalMetric):
     def direction_for(cls, params: DeltaLogOddsParams) -> Literal["higher", "lower"]:
         return DeltaLogOdds.direction_for(params)
 
+    @classmethod
+    def score_order_for(cls, params: DeltaLogOddsParams) -> ScoreOrder:
+        """As ``delta-log-odds``: signed for ``select: positive`` / ``negative``, absolute for ``absolute``."""
+        return DeltaLogOdds.score_order_for(params)
+
     def _counts(self, data: MetricInput) -> list[int]:
         return [
             min(_selected_count(student, self.params), _selected_count(teacher, self.params))
@@ -369,14 +390,27 @@ class PredictionAgreementParams(_params("delete", "word")):
     percent: float = Field(
         30, gt=0, le=100, description="K: the explanation is the top K % units (L2E: 30 %)"
     )
+    order: ScoreOrder = Field("signed", description=ORDER_DOC)
+
+
+def _kept_masks(attribution: Attribution, count: int, params: PredictionAgreementParams) -> np.ndarray:
+    """One removal mask (1 × L) keeping only the attribution's top ``count`` units in ``order``."""
+    return top_unit_masks(
+        attribution,
+        [count],
+        keep=True,
+        granularity=params.granularity,
+        order=_AGREEMENT_ORDER[params.order],
+    )
 
 
 class PredictionAgreement(RemovalMetric):
     """Does the model predict the same class from the explanation alone as from the full input?
 
     L2E §4.4 and Table 1 (Ribeiro et al. 2016): the input keeps only the top K % units (the others
-    removed); the value is 1[argmax p(·|explanation) = argmax p(·|x)], its mean the percentage agreement.
-    Higher is better.
+    removed), the highest scores (``order: signed``) or the largest |scores| (``order: absolute``, the
+    ranking formulation's "top 30 % of the important words"); the value is 1[argmax p(·|explanation) =
+    argmax p(·|x)], its mean the percentage agreement. Higher is better.
     """
 
     name: ClassVar[str] = "prediction-agreement"
@@ -387,17 +421,16 @@ class PredictionAgreement(RemovalMetric):
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
+    @classmethod
+    def score_order_for(cls, params: PredictionAgreementParams) -> ScoreOrder:
+        """The order the top K % units are taken in (``order``); read by the teacher-vs-student pairing."""
+        return params.order
+
     def removals(self, data: MetricInput) -> list[np.ndarray]:
         granularity = self.params.granularity
         return [
             with_unperturbed(
-                a,
-                top_unit_masks(
-                    a,
-                    [_count(self.params.percent, _n_units(a, granularity))],
-                    keep=True,
-                    granularity=granularity,
-                ),
+                a, _kept_masks(a, _count(self.params.percent, _n_units(a, granularity)), self.params)
             )
             for a in data.attributions
         ]
@@ -410,9 +443,10 @@ class TeacherAgreement(RemovalMetric):
     """Do the student's and its teacher's explanations lead the model to the same prediction?
 
     L2E Table 1, "Both": the input keeps only the top K % units of the student's explanation, then only
-    those of the teacher's (same document, same model); the value is 1[argmax p(·|student's
-    explanation) = argmax p(·|teacher's explanation)], its mean the percentage agreement. Only for
-    explainers that distil a teacher (the grid has no other cell). Higher is better.
+    those of the teacher's (same document, same model), both taken in the same ``order`` (signed: the
+    highest scores; absolute: the largest |scores|, the ranking formulation's); the value is
+    1[argmax p(·|student's explanation) = argmax p(·|teacher's explanation)], its mean the percentage
+    agreement. Only for explainers that distil a teacher (the grid has no other cell). Higher is better.
     """
 
     name: ClassVar[str] = "teacher-agreement"
@@ -424,19 +458,17 @@ class TeacherAgreement(RemovalMetric):
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     compares: ClassVar[str] = "teacher"
 
+    @classmethod
+    def score_order_for(cls, params: PredictionAgreementParams) -> ScoreOrder:
+        """The order both explanations' top K % units are taken in (``order``)."""
+        return params.order
+
     def removals(self, data: MetricInput) -> list[np.ndarray]:
         granularity = self.params.granularity
         removals = []
         for student, teacher in data.reference_pairs():
             count = _count(self.params.percent, _n_units(student, granularity))
-            removals.append(
-                np.vstack(
-                    [
-                        top_unit_masks(a, [count], keep=True, granularity=granularity)
-                        for a in (student, teacher)
-                    ]
-                )
-            )
+            removals.append(np.vstack([_kept_masks(a, count, self.params) for a in (student, teacher)]))
         return removals
 
     def reduce(self, data: MetricInput, log_probabilities: list[np.ndarray]) -> np.ndarray:
