@@ -5,7 +5,8 @@ A claim with two sides (``above`` / ``below`` on one axis) is judged once per gr
 only on that axis, as an expected order is (``harness.expectations``): on the paired per-example
 differences above − below (paired by seed and example, averaged within a unit), whose mean and 95 %
 cluster-bootstrap interval the table shows beside each side's. A one-sided claim (``near``) is judged
-once per matching cell, on its mean and interval.
+once per matching cell, on its mean and interval. ``metric: test-accuracy`` reads the trained models'
+accuracy on their whole test split instead of a metric's cells, one value per seed.
 
 Verdicts:
 
@@ -30,7 +31,7 @@ from dataclasses import replace as _replace
 
 from harness.rows import samples_by
 from harness.stats import ALPHA, Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
-from harness.suite import Claim, claim_params_match
+from harness.suite import TEST_ACCURACY, Claim, claim_params_match
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, UNTESTABLE = (
     "reproduced",
@@ -97,10 +98,12 @@ class ClaimResult:
         }
 
 
-def judge_claims(claims: Sequence[Claim], records: Iterable[dict]) -> list[ClaimResult]:
-    """The reproduction table's rows for ``claims`` over report rows (``Store.report_rows``), in the
-    claims' order."""
-    records = list(records)
+def judge_claims(
+    claims: Sequence[Claim], records: Iterable[dict], models: Iterable[dict] = ()
+) -> list[ClaimResult]:
+    """The reproduction table's rows for ``claims`` over report rows (``Store.report_rows``) and the
+    run's trained models (``Store.models``: claims on ``test-accuracy``), in the claims' order."""
+    records = [*records, *accuracy_records(models)]
     cells = samples_by(records)
     facts: dict[tuple, dict] = {}  # a cell's key -> the names, labels and parameters claims match
     for record in records:
@@ -152,6 +155,28 @@ def judge_claims(claims: Sequence[Claim], records: Iterable[dict]) -> list[Claim
                 row = _significance(result, adjusted_by_row[id(row)])
             results.append(row)
     return results
+
+
+def accuracy_records(models: Iterable[dict]) -> list[dict]:
+    """Each trained model's accuracy on its whole test split as a report row of the pseudo-metric
+    ``test-accuracy`` (``TEST_ACCURACY``), one record per seed, each seed its own unit: a claim about
+    accuracy is judged over the seeds (intervals resample seeds; one seed gives no interval), and two
+    models are paired by seed."""
+    result = []
+    for model in models:
+        if model.get("test_accuracy") is None:
+            continue
+        result.append(
+            {
+                "dataset_id": model["dataset_id"] or model["dataset"], "model_id": model["model_id"] or model["model"],
+                "variant": model["variant"], "explainer_id": "", "metric_id": TEST_ACCURACY,
+                "dataset": model["dataset"], "model": model["model"], "explainer": "", "explainer_label": "",
+                "metric": TEST_ACCURACY, "metric_label": f"test accuracy (n={model['n_test']})", "metric_params": "{}",
+                "seed": model["seed"], "example_id": "test split", "value": model["test_accuracy"],
+                "unit": f"seed {model['seed']}",
+            }
+        )  # fmt: skip
+    return result
 
 
 def _matches(claim: Claim, fact: dict) -> bool:

@@ -179,6 +179,7 @@ class Expectation(BaseModel):
         return f"{self.metric}{where}: {self.axis} {self.above_value} above {self.below_value}"
 
 
+TEST_ACCURACY = "test-accuracy"  # a claim's metric that reads the trained models' test accuracy, per seed
 ClaimAxis = Literal["dataset", "variant", "explainer", "model"]
 Criterion = Literal["direction", "significant", "within", "beyond", "near"]
 CRITERIA = {
@@ -207,7 +208,11 @@ class Claim(BaseModel):
     paper: str = Field(min_length=1, description="the paper, as a short citation (Zafar et al. 2021)")
     source: str = Field(min_length=1, description="the table and cell (or section) the claim comes from")
     claim: str = Field(min_length=1, description="what the paper finds, in a sentence")
-    metric: str | None = Field(None, description="the metric the claim is about (its name in the suite)")
+    metric: str | None = Field(
+        None,
+        description=f"the metric the claim is about (its name in the suite), or {TEST_ACCURACY}: the trained "
+        "models' accuracy on their whole test split, one value per seed",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="the metric parameters the claim is about (a subset of them)"
     )
@@ -548,7 +553,12 @@ def _check_claims(suite: Suite, entries: dict[str, list[Any]], locator: _Locator
         where = ("claims", index)
         if claim.untestable is not None:
             continue
-        if claim.metric not in metrics:
+        if claim.metric == TEST_ACCURACY:
+            if claim.params or claim.axis == "explainer" or "explainer" in claim.where:
+                raise locator.fail(
+                    where, f"{TEST_ACCURACY} is a model's: it takes no params and no explainer"
+                )
+        elif claim.metric not in metrics:
             raise locator.fail(
                 (*where, "metric"),
                 f"the suite has no metric '{claim.metric}'{suggest(claim.metric, sorted(metrics))}",

@@ -281,3 +281,51 @@ def test_validation_checks_every_name_a_claim_gives(tmp_path, edit, where):
     path.write_text(tiny_suite_text(extra=CLAIMS.replace(*edit)))
     with pytest.raises(BenchError, match=r"suite.yaml:\d+: " + re.escape(where) + ":"):
         load_suite(path, get_registry())
+
+
+def test_accuracy_claims_read_the_trained_models_per_seed():
+    def model(label: str, seed: int, accuracy: float) -> dict:
+        return {
+            "dataset_id": "d", "model_id": label, "variant": "default", "dataset": "ag-news", "model": label,
+            "seed": seed, "test_accuracy": accuracy, "n_test": 400,
+        }  # fmt: skip
+
+    models = [model("bilstm", s, a) for s, a in enumerate([0.80, 0.82, 0.78])]
+    models += [
+        model("bilstm-ldav", s, a) for s, a in enumerate([0.79, 0.82, 0.76])
+    ]  # differences 0.01, 0, 0.02
+    keeps, near = judge_claims(
+        [
+            claim(
+                metric="test-accuracy", above={"model": "bilstm"}, below={"model": "bilstm-ldav"},
+                reproduced_if="within", margin=0.03,
+            ),
+            claim(metric="test-accuracy", where={"model": "bilstm"}, paper_value=0.9, reproduced_if="near", margin=0.05),
+        ],
+        [],
+        models,
+    )  # fmt: skip
+    assert keeps.ours.mean == pytest.approx(0.8) and keeps.ours_below.mean == pytest.approx(0.79)
+    assert keeps.difference.mean == pytest.approx(0.01) and keeps.difference.n_units == 3  # seeds
+    assert keeps.verdict == REPRODUCED  # every resample of {0.01, 0, 0.02} lies within ±0.03
+    assert near.verdict == NOT_REPRODUCED  # [0.78, 0.82] is outside [0.85, 0.95]
+    assert near.metric == "test accuracy (n=400)"
+
+
+def test_an_accuracy_claim_names_no_explainer(tmp_path):
+    extra = (
+        CLAIMS
+        + """  - paper: Tiny et al. 2026
+    source: Table 2
+    claim: accuracy
+    metric: test-accuracy
+    where: {explainer: random}
+    paper_value: 0.9
+    reproduced_if: near
+    margin: 0.1
+"""
+    )
+    path = tmp_path / "suite.yaml"
+    path.write_text(tiny_suite_text(extra=extra))
+    with pytest.raises(BenchError, match=r"claims\[3\]: test-accuracy is a model's"):
+        load_suite(path, get_registry())

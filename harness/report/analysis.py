@@ -204,10 +204,12 @@ class Report:
         failed = [cell for cell in cells if cell["status"] == "failed"]
         expectations = stored_expectations(run["suite_text"], run["options"].get("profile"))
         verdicts = check_expectations(expectations, records)
-        claims = judge_claims(stored_claims(run["suite_text"], run["options"].get("profile")), records)
         fits = store.fits(run_id)
         pairings = pair_students(records, teacher_ids(fits))
         models = with_shared_predictions(store.models(run_id))
+        claims = judge_claims(
+            stored_claims(run["suite_text"], run["options"].get("profile")), records, models
+        )
         notes = [cell for cell in cells if cell["status"] == "done" and cell["notes"]]
         return cls(
             run, models, tables, failed, verdicts, [fit for fit in fits if fit["report"]], pairings, notes,

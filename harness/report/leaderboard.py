@@ -622,7 +622,8 @@ class Leaderboard:
         for source in sources:
             claims = stored_claims(source.run["suite_text"], source.run["options"].get("profile"))
             if claims:
-                reproductions.append((source, judge_claims(claims, source.rows)))
+                models = Queries(source.folder).models(source.run_id)
+                reproductions.append((source, judge_claims(claims, source.rows, models)))
         return cls(
             sources,
             boards,
