@@ -114,7 +114,9 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
     table = Table("kind", "name", "package", "version", "api", "description")
     for info in infos:
         info["api"] = info["api_version"] or "—"
-        table.add_row(*(_text(info[key]) for key in ("kind", "name", "package", "version", "api", "description")))
+        table.add_row(
+            *(_text(info[key]) for key in ("kind", "name", "package", "version", "api", "description"))
+        )
     out.print(table)
 
 
@@ -276,12 +278,41 @@ def report(
         ),
     ] = "3",
     output: Annotated[Path | None, typer.Option("--out", help="output file [default: stdout]")] = None,
+    sections: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--section",
+            metavar="KIND",
+            help="table, md: only these sections (repeatable), e.g. reproductions for the paper's claims",
+        ),
+    ] = None,
 ) -> None:
     """Show a stored run's report again, or write it as Markdown, CSV, JSON or an HTML page."""
     from harness.report import Report, render
+    from harness.report.document import SECTION_KINDS
+    from harness.report.markdown import markdown
+    from harness.report.terminal import print_document
 
+    if sections:
+        unknown = [kind for kind in sections if kind not in SECTION_KINDS]
+        if unknown:
+            raise BenchError(f"--section: no section kind '{unknown[0]}' (kinds: {', '.join(SECTION_KINDS)})")
+        if fmt not in (ReportFormat.table, ReportFormat.md):
+            raise BenchError("--section: choose --format table or md (csv, json and html hold every section)")
     store = _store(results)
     built = Report.build(store, store.resolve(run_id))
+    if sections:
+        document = built.document().only(set(sections))
+        if fmt is ReportFormat.table and output is None:
+            print_document(document, out)
+            return
+        fmt, text = ReportFormat.md, markdown(document)
+        if output is None:
+            sys.stdout.write(text)
+            return
+        output.write_text(text, encoding="utf-8")
+        _say(err, f"wrote the report of run {built.run['run_id']} to {output}")
+        return
     if fmt is ReportFormat.table and output is None:
         built.print(out)
         return
@@ -322,7 +353,9 @@ class BoardFormat(StrEnum):
 def leaderboard(
     runs: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[RUN]...", help="run ids (or unique prefixes, or 'latest') [default: every run]"),
+        typer.Argument(
+            metavar="[RUN]...", help="run ids (or unique prefixes, or 'latest') [default: every run]"
+        ),
     ] = None,
     results: Annotated[
         list[Path] | None,
@@ -380,7 +413,8 @@ def export(
         bool, typer.Option("--attributions", help="export the attributions (tokens, offsets, scores, target)")
     ] = False,
     curves: Annotated[
-        bool, typer.Option("--curves", help="export the curves behind curve metrics (e.g. unchanged-predictions)")
+        bool,
+        typer.Option("--curves", help="export the curves behind curve metrics (e.g. unchanged-predictions)"),
     ] = False,
     output: Annotated[Path | None, typer.Option("--out", help="output file [default: stdout]")] = None,
 ) -> None:

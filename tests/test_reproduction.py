@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from conftest import tiny_suite_text
@@ -329,3 +331,15 @@ def test_an_accuracy_claim_names_no_explainer(tmp_path):
     path.write_text(tiny_suite_text(extra=extra))
     with pytest.raises(BenchError, match=r"claims\[3\]: test-accuracy is a model's"):
         load_suite(path, get_registry())
+
+
+def test_bench_report_prints_only_the_reproduction_table(stored):
+    results, _ = stored
+    command = [sys.executable, "-m", "harness.cli", "report", "--results", str(results), "--format", "md"]
+    shown = subprocess.run([*command, "--section", "reproductions"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "## reproduction: Tiny et al. 2026" in shown.stdout
+    assert "| Table 3, DBpedia | the same on DBpedia |" in shown.stdout
+    assert "comprehensiveness ↑" not in shown.stdout  # no family table
+    wrong = subprocess.run([*command, "--section", "reproduction"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "--section: no section kind 'reproduction'" in wrong.stderr

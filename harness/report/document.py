@@ -70,10 +70,16 @@ class Table:
     data: dict = field(default_factory=dict)  # machine-readable facts about it (family tables)
 
 
+SECTION_KINDS = (
+    "models", "reproductions", "family", "matrix", "expectations", "pairings", "training", "notes", "legend",
+    "skipped", "failures",
+)  # fmt: skip
+
+
 @dataclass
 class Section:
-    """A part of the report. ``kind`` names it for renderers that place a kind their own way: models,
-    family, matrix, expectations, pairings, training, notes, legend, skipped, failures."""
+    """A part of the report. ``kind`` names it for renderers that place a kind their own way: one of
+    ``SECTION_KINDS``."""
 
     kind: str
     title: str = ""  # a heading
@@ -108,6 +114,10 @@ class Document:
 
     def of_kind(self, kind: str) -> list[Section]:
         return [section for section in self.sections if section.kind == kind]
+
+    def only(self, kinds: set[str]) -> Document:
+        """The document with only the sections of these kinds (``bench report --section``)."""
+        return Document(self.heading, [section for section in self.sections if section.kind in kinds])
 
 
 def build_document(report: Report) -> Document:
