@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from harness.entries import PluginEntry, device_twins, model_label, short_hash
+from harness.errors import BenchError
 from harness.plugin import canonical_variant
 from harness.suite import LoadedSuite
 
@@ -30,6 +31,9 @@ class Cell:
     devices: tuple[PluginEntry, ...] = field(
         default=(), compare=False, repr=False
     )  # the suite's model entries that differ from ``model`` only in their device, itself included
+    explainers: tuple[PluginEntry, ...] = field(
+        default=(), compare=False, repr=False
+    )  # the suite's explainer entries: whom a metric's ``explainer_reference`` parameter may name
 
     @property
     def explanation(self) -> tuple:
@@ -59,7 +63,13 @@ class Cell:
         variants: same dataset, model, explainer and seed on the reference variant. Comparing with the
         teacher: same dataset, model, variant and seed, explained by the teacher. Comparing devices:
         same everything on the suite's model entry naming the reference device (None without one).
-        Comparing explainers: same everything, explained by the metric entry's reference explainer."""
+        Comparing explainers: same everything, explained by the metric entry's reference explainer.
+        A metric that compares nothing but declares ``explainer_reference`` (the name of a parameter
+        naming an explainer entry by label, e.g. ``iou-stability``'s ``match``) and sets it: same
+        everything, explained by that explainer (the cell itself for that explainer's own cell)."""
+        named = matched_explainer(self)
+        if named is not None:
+            return replace(self, explainer=named)
         if self.metric.cls.compares == "variant":
             return replace(self, variant=canonical_variant(self.metric.params.reference))
         if self.metric.cls.compares == "teacher" and self.explainer.teacher is not None:
@@ -85,6 +95,8 @@ class Cell:
         if self.metric.cls.compares == "device":
             reference = self.reference
             return self.model.device is not None and reference is not None and reference != self
+        if self.metric.cls.compares is None:
+            return True  # a metric reading an explainer it names (explainer_reference) reads itself too
         return self.reference != self
 
     @property
@@ -119,6 +131,31 @@ class Cell:
             f"{self.dataset.label} × {model_label(self.model.label, self.variant)} × {self.explainer.label} × "
             f"{self.metric.label} × seed {self.seed}"
         )
+
+
+def matched_explainer(cell: Cell) -> PluginEntry | None:
+    """The explainer entry a metric comparing nothing reads beside the cell's own through its declared
+    ``explainer_reference`` parameter, or None (no such parameter, or not set). The parameter holds an
+    explainer entry's label, or the name of a plugin the suite lists once. Raises ``BenchError`` when it
+    names no explainer of the suite, or a plugin listed several times."""
+    metric = cell.metric
+    parameter = getattr(metric.cls, "explainer_reference", None)
+    if metric.cls.compares is not None or not parameter:
+        return None
+    label = getattr(metric.params, parameter, None)
+    if label is None:
+        return None
+    named = next((entry for entry in cell.explainers if entry.label == label), None)
+    by_name = [entry for entry in cell.explainers if entry.name == label]
+    if named is None and len(by_name) == 1:
+        named = by_name[0]
+    if named is None:
+        labels = ", ".join(entry.label for entry in cell.explainers)
+        raise BenchError(
+            f"metric '{metric.label}': {parameter} '{label}' is not the label of an explainer of the "
+            f"suite, nor the name of a plugin it lists once (its explainers: {labels})"
+        )
+    return named
 
 
 def requirements(entry: PluginEntry) -> frozenset[str]:
@@ -172,10 +209,13 @@ def unavailable(cell: Cell, cuda_available: bool) -> str | None:
 def _candidates(loaded: LoadedSuite) -> Iterator[Cell]:
     entries = loaded.entries
     twins = device_twins(entries["models"])
+    explainers = tuple(entries["explainers"])
     for dataset in entries["datasets"]:
         for model in entries["models"]:
             for seed in loaded.suite.seeds:
                 for variant in model.variants:
                     for explainer in entries["explainers"]:
                         for metric in entries["metrics"]:
-                            yield Cell(dataset, model, variant, explainer, metric, seed, twins[model])
+                            yield Cell(
+                                dataset, model, variant, explainer, metric, seed, twins[model], explainers
+                            )

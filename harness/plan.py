@@ -12,6 +12,13 @@ runner shares work:
 - ``explain``: one per ``Cell.explanation``, and one per reference explanation a ``compares`` metric
   reads (a reference variant's, a teacher's), even when no cell of its own scores it; a reference
   explainer's is the explanation of that explainer's own cells, one task for both;
+- ``explain`` of extra examples: one per explanation whose examples a metric declares it needs others
+  of (``Metric.extra_examples``, e.g. ``iou-stability``'s nearest neighbours in the whole split), for the
+  explainer of that explanation and of its reference when the metric reads one: the same explain task
+  data with ``selection["extra"]``, the distinct needs of every metric scoring it, after the explanation
+  of the sample (which it reads). Its examples are found when it runs (they depend on the loaded data);
+  only the score tasks of the metrics that declared them read them, so every other metric of a cell is
+  computed on the sample alone;
 - ``perturb``: one per explanation scored by two or more removal metrics (``RemovalMetric`` that compares
   no cells): the perturbed inputs all of them need, planned together so that each distinct one goes
   through the model once, in full passes, before any of them reduces (``harness.perturb.
@@ -49,7 +56,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from harness.entries import PluginEntry, model_label, short_hash
+from harness.entries import PluginEntry, canonical_json, model_label, short_hash
 from harness.grid import Cell
 from harness.perturb import RemovalMetric
 from harness.suite import LoadedSuite
@@ -79,7 +86,8 @@ class Task:
     - ``dataset``: the loaded data's source (plugin name, version, parameters; no split or sample);
       for ``build-model`` the training data's;
     - ``selection`` (explain): ``{"split", "sample", "limit"}``, the examples explained (the split's
-      first ``sample``, then ``--limit``);
+      first ``sample``, then ``--limit``); with ``"extra"`` (a list of metrics' declared needs), the
+      examples of the split those needs ask for beside them (``Metric.extra_examples``);
     - ``model`` (its identity, ``train_on`` included), ``variant`` (canonical) and ``seed`` (the model's
       training seed and the explainer's seed: the grid uses one seed for both);
     - ``explainer``: its identity (a student's includes its teacher's);
@@ -200,9 +208,17 @@ class Plan:
         return [task for task in self.tasks if task.stage == stage]
 
     def explanations(self, task: Task) -> tuple[str, ...]:
-        """The explain tasks a score task reads, in order: its explanation's and, for a metric comparing
-        two cells, the reference's."""
-        return tuple(needed for needed in task.inputs if self._index[needed].stage == "explain")
+        """The explain tasks of the sample a score task reads, in order: its explanation's and, for a
+        metric reading a reference, the reference's (not their extra examples': see ``extras``)."""
+        return tuple(
+            needed
+            for needed in task.inputs
+            if self._index[needed].stage == "explain" and not is_extra(self._index[needed])
+        )
+
+    def extras(self, task: Task) -> tuple[str, ...]:
+        """The explain tasks of extra examples a score task reads (``Metric.extra_examples``)."""
+        return tuple(needed for needed in task.inputs if is_extra(self._index[needed]))
 
     def dependents(self, task_id: str) -> tuple[Task, ...]:
         """The tasks that need ``task_id`` directly, in plan order."""
@@ -246,7 +262,7 @@ def build_plan(loaded: LoadedSuite, cells: Sequence[Cell], limit: int | None = N
     """The tasks that compute ``cells`` (usually ``expand(loaded)``; a resumed run may pass only its
     pending cells) with ``--limit`` ``limit``, in grid order: each cell's explanation (and what it
     needs) is planned before its score."""
-    builder = _Builder(limit, planned_together(cells, limit))
+    builder = _Builder(limit, planned_together(cells, limit), extra_needs(cells, limit))
     for cell in cells:
         builder.score(cell)
     suite = loaded.suite
@@ -276,7 +292,7 @@ def selection(dataset: PluginEntry, limit: int | None) -> dict:
 def planned_together(cells: Sequence[Cell], limit: int | None) -> dict[str, tuple[str, ...]]:
     """Explain task id → the cells of the removal metrics (comparing no cells) that score it, where there
     are two or more: their perturbations are planned together (a ``perturb`` task)."""
-    probe = _Builder(limit, {})
+    probe = _Builder(limit, {}, {})
     groups: dict[str, list[str]] = {}
     for cell in cells:
         metric = cell.metric.cls
@@ -285,12 +301,44 @@ def planned_together(cells: Sequence[Cell], limit: int | None) -> dict[str, tupl
     return {explanation: tuple(ids) for explanation, ids in groups.items() if len(ids) > 1}
 
 
+def is_extra(task: Task) -> bool:
+    """Whether an explain task explains extra examples (``selection["extra"]``)."""
+    return task.stage == "explain" and bool((task.selection or {}).get("extra"))
+
+
+def declared_need(metric: PluginEntry) -> dict | None:
+    """The extra examples a metric entry declares it needs (``Metric.extra_examples``), or None."""
+    declare = getattr(metric.cls, "extra_examples", None)
+    return declare(metric.params) if callable(declare) else None
+
+
+def extra_needs(cells: Sequence[Cell], limit: int | None) -> dict[str, tuple[str, ...]]:
+    """Explain task id → the distinct needs (canonical JSON, sorted) of the metrics that score it or read
+    it as their reference and declare extra examples: one extra explain task serves them all."""
+    probe = _Builder(limit, {}, {})
+    needs: dict[str, set[str]] = {}
+    for cell in cells:
+        need = declared_need(cell.metric)
+        if need is None:
+            continue
+        read = [cell] + ([cell.reference] if cell.reference not in (None, cell) else [])
+        for explained in read:
+            needs.setdefault(probe.explanation(explained), set()).add(canonical_json(need))
+    return {explanation: tuple(sorted(found)) for explanation, found in needs.items()}
+
+
 class _Builder:
     """Adds each task once (by id), after the tasks it needs."""
 
-    def __init__(self, limit: int | None, together: dict[str, tuple[str, ...]]):
+    def __init__(
+        self,
+        limit: int | None,
+        together: dict[str, tuple[str, ...]],
+        extras: dict[str, tuple[str, ...]],
+    ):
         self.limit = limit
         self.together = together
+        self.extras = extras
         self.tasks: dict[str, Task] = {}
 
     def _add(self, task: Task) -> str:
@@ -369,6 +417,23 @@ class _Builder:
             selection(cell.dataset, self.limit),
         )
 
+    def extra(self, explanation: str) -> str:
+        """The explain task of the extra examples the metrics reading ``explanation`` declared."""
+        main = self.tasks[explanation]
+        return self._add(
+            Task.create(
+                "explain",
+                [*main.inputs, explanation],
+                label=f"{main.label} · extra examples",
+                dataset=main.dataset,
+                selection={**main.selection, "extra": [json.loads(n) for n in self.extras[explanation]]},
+                model=main.model,
+                variant=main.variant,
+                seed=main.seed,
+                explainer=main.explainer,
+            )
+        )
+
     def perturb(self, explanation: str) -> str:
         cells = self.together[explanation]
         return self._add(
@@ -388,6 +453,10 @@ class _Builder:
             inputs.append(self.explanation(reference))
         if cell.id in self.together.get(explanation, ()):
             inputs.append(self.perturb(explanation))
+        if declared_need(cell.metric) is not None:
+            inputs.append(self.extra(explanation))
+            if reference is not None and reference != cell:
+                inputs.append(self.extra(self.explanation(reference)))
         return self._add(
             Task.create("score", inputs, label=cell.describe(), metric=cell.metric.identity, cell=cell.id)
         )

@@ -31,7 +31,7 @@ from harness.cache import Cache, default_cache_dir
 from harness.entries import short_hash
 from harness.executors import Executor, Outcome, make_executor
 from harness.grid import Cell, expand, unavailable
-from harness.plan import Task, build_plan
+from harness.plan import Task, build_plan, is_extra
 from harness.progress import NullReporter, Reporter, RichReporter
 from harness.stages import Explained, Scored, Settings, device_name, resolve_device
 from harness.store import CellProvenance, Store
@@ -412,7 +412,11 @@ class _Drive:
             self.artefacts.pop(task.id, None)
 
     def _record(self, task: Task, artefact) -> None:
-        if task.stage == "explain":
+        if is_extra(task):
+            # extra examples (e.g. neighbours) are inputs of the metrics that declared them, cached with
+            # the attributions; the store keeps the explained sample's
+            log.info("%s: %d extra examples explained", task.label, artefact.n_examples)
+        elif task.stage == "explain":
             self._record_explanation(task, artefact)
         elif task.stage == "score":
             cell = self.cells[task.cell]
@@ -463,7 +467,9 @@ class _Drive:
             if dependent.id in self.failed:
                 continue
             reason = error
-            if dependent.stage == "score" and task.stage == "explain" and dependent.inputs[0] != task.id:
+            if is_extra(task):
+                reason = f"extra examples ({task.label}): {error}"
+            elif dependent.stage == "score" and task.stage == "explain" and dependent.inputs[0] != task.id:
                 reference = self.cells[dependent.cell].reference
                 reason = f"{_reference_name(self.cells[dependent.cell], reference)}: {error}"
             self._fail(dependent, reason)

@@ -42,7 +42,7 @@ from harness.errors import BenchError, PluginError
 from harness.forward import FORWARD_ROWS, forward_service
 from harness.grid import Cell, expand
 from harness.perturb import evaluate_together
-from harness.plan import Task, source_identity
+from harness.plan import Task, declared_need, source_identity
 from harness.plugin import Explanation, FitContext, MetricInput, MetricOutput
 from harness.progress import NullReporter, Reporter
 from harness.suite import LoadedSuite
@@ -121,6 +121,22 @@ class Explained:
     fit_report: dict
     model: dict
     gold_labels: list[int | None] = field(default_factory=list)  # aligned with ``attributions``
+    # extra examples (``Metric.extra_examples``) only: the explain task of the sample they extend, and
+    # for each need (canonical JSON) each sample example's extra example ids
+    extends: str | None = None
+    related: dict[str, dict[str, list[str]]] | None = None
+
+
+@dataclass
+class ExtendedMetricInput(MetricInput):
+    """What a metric declaring extra examples (``Metric.extra_examples``) sees: the cell's
+    ``MetricInput`` (its values are still one per ``attributions``), plus the attributions of the extra
+    examples by the same explainer (``extra_attributions``), for each example of the cell the ids of the
+    extra examples its need asked for (``related``, e.g. its nearest neighbours in the whole split), and
+    those examples in ``examples``. A ``reference`` is extended alike."""
+
+    extra_attributions: Sequence[Attribution] = ()
+    related: dict[str, list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -403,7 +419,10 @@ def fit_explainer(task: Task, inputs: dict, workspace: Workspace) -> FitFacts:
 
 def explain(task: Task, inputs: dict, workspace: Workspace) -> Explained:
     """The attributions of one explanation (dataset entry, model, variant, explainer, seed), read from the
-    cache or computed and cached, with what the store keeps of the model."""
+    cache or computed and cached, with what the store keeps of the model; for a task of extra examples,
+    theirs (``explain_extra``)."""
+    if task.selection.get("extra"):
+        return explain_extra(task, inputs, workspace)
     dataset_entry = _dataset_entry(workspace, task)
     model_entry = workspace.entry(task.model)
     handle = workspace.model(dataset_entry, model_entry, task.variant, task.seed)
@@ -419,22 +438,82 @@ def explain(task: Task, inputs: dict, workspace: Workspace) -> Explained:
     )  # fmt: skip
 
 
+def explain_extra(task: Task, inputs: dict, workspace: Workspace) -> Explained:
+    """The attributions of the extra examples metrics declared for one explanation: for each need
+    (``Metric.extra_examples``), the examples of the whole split it asks for beside each explained one
+    (``Metric.find_extra_examples``, cached by the need and the split's and sample's content), then the
+    explainer's attributions of those not explained already, cached like any attributions."""
+    dataset_entry = _dataset_entry(workspace, task)
+    handle = workspace.model(dataset_entry, workspace.entry(task.model), task.variant, task.seed)
+    facts = workspace.model_facts(dataset_entry, handle)
+    anchors = workspace.examples(dataset_entry)
+    pool = list(workspace.dataset(dataset_entry).split(dataset_entry.spec.split))
+    related = {
+        canonical_json(need): _related(workspace, need, anchors, pool) for need in task.selection["extra"]
+    }
+    own = {example.id for example in anchors}
+    wanted = {i for per_need in related.values() for ids in per_need.values() for i in ids} - own
+    examples = [example for example in pool if example.id in wanted]
+    attributions, key, fit_report, timing = [], "", {}, {}
+    if examples:
+        attributions, key, fit_report, timing = _cached_attributions(
+            workspace, workspace.entry(task.explainer), task.seed, dataset_entry, examples, handle, task.label
+        )
+    gold = {example.id: example.label for example in examples}
+    return Explained(
+        attributions, key, timing, fingerprint_examples(examples), len(examples), fit_report, facts,
+        [gold.get(a.example_id) for a in attributions], extends=task.inputs[-1], related=related,
+    )  # fmt: skip
+
+
+def _related(
+    workspace: Workspace, need: dict, anchors: Sequence[Example], pool: Sequence[Example]
+) -> dict[str, list[str]]:
+    """For each anchor's id, the pool example ids ``need`` asks for, from the metric entry of the suite
+    declaring it; cached by the need, the metric's version and the pool's and anchors' content."""
+    declaring = next(
+        entry
+        for entry in workspace.loaded.entries["metrics"]
+        if canonical_json(declared_need(entry)) == canonical_json(need)
+    )
+    cls = declaring.cls
+    key = keys.key(
+        {
+            "stage": "extra-examples",
+            "metric": cls.name,
+            "version": cls.version,
+            "need": need,
+            "pool": fingerprint_examples(pool),
+            "anchors": fingerprint_examples(anchors),
+        }
+    )
+    cached = workspace.cache.get_json("extra-examples", key)
+    if isinstance(cached, dict) and set(cached) == {example.id for example in anchors}:
+        return cached
+    found = cls.find_extra_examples(need, anchors, pool)
+    workspace.cache.put_json("extra-examples", key, found)
+    return found
+
+
 def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
     """A cell's values: its metric on its explanation (and, for a metric comparing two cells, the
     reference's), read from the cache or computed and cached."""
     started = time.perf_counter()
     cell = workspace.cell(task.cell)
     explained: Explained = inputs[task.inputs[0]]
-    reference = next((inputs[i] for i in task.inputs[1:] if isinstance(inputs[i], Explained)), None)
+    read = [(i, inputs[i]) for i in task.inputs[1:] if isinstance(inputs[i], Explained)]
+    extras = {artefact.extends: artefact for _, artefact in read if artefact.extends is not None}
+    reference_id, reference = next(((i, a) for i, a in read if a.extends is None), (None, None))
+    extra, reference_extra = extras.get(task.inputs[0]), extras.get(reference_id)
     metric = cell.metric
-    key = _metric_key(workspace, cell, explained, reference)
+    key = _metric_key(workspace, cell, explained, reference, extra, reference_extra)
     n = len(explained.attributions)
     cached = _cached_metric_values(workspace, key, n)
     if cached is None:
         seed_everything(cell.seed)
-        data = _metric_input(workspace, cell, explained)
+        data = _metric_input(workspace, cell, explained, extra)
         if reference is not None:
-            data.reference = _metric_input(workspace, cell.reference, reference)
+            data.reference = _metric_input(workspace, cell.reference, reference, reference_extra)
         output = metric.cls(metric.params).compute(data)
         if not isinstance(output, MetricOutput):
             output = MetricOutput(output)
@@ -560,26 +639,57 @@ def _dataset_entry(workspace: Workspace, task: Task) -> PluginEntry:
     raise KeyError(f"no dataset entry of the suite matches task {task.id} ({task.label})")
 
 
-def _metric_input(workspace: Workspace, cell: Cell, explained: Explained) -> MetricInput:
+def _metric_input(
+    workspace: Workspace, cell: Cell, explained: Explained, extra: Explained | None = None
+) -> MetricInput:
+    """What the cell's metric sees: its explanation of the sample; with ``extra`` (the extra examples
+    its metric declared), an ``ExtendedMetricInput``."""
     handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
-    return MetricInput(
-        attributions=explained.attributions,
-        examples={example.id: example for example in workspace.examples(cell.dataset)},
-        dataset=workspace.dataset(cell.dataset),
-        load_classifier=lambda: workspace.classifier(handle),
-        batch_size=workspace.batch_size,
+    examples = {example.id: example for example in workspace.examples(cell.dataset)}
+    common = {
+        "attributions": explained.attributions,
+        "dataset": workspace.dataset(cell.dataset),
+        "load_classifier": lambda: workspace.classifier(handle),
+        "batch_size": workspace.batch_size,
+    }
+    if extra is None:
+        return MetricInput(examples=examples, **common)
+    split = workspace.dataset(cell.dataset).split(cell.dataset.spec.split)
+    wanted = {attribution.example_id for attribution in extra.attributions}
+    examples |= {example.id: example for example in split if example.id in wanted}
+    return ExtendedMetricInput(
+        examples=examples,
+        extra_attributions=extra.attributions,
+        related=(extra.related or {}).get(canonical_json(declared_need(cell.metric))),
+        **common,
     )
 
 
-def _metric_key(workspace: Workspace, cell: Cell, explained: Explained, reference: Explained | None) -> str:
-    """The cache key of a cell's metric values on its explanation (and reference)."""
+def _metric_key(
+    workspace: Workspace,
+    cell: Cell,
+    explained: Explained,
+    reference: Explained | None,
+    extra: Explained | None = None,
+    reference_extra: Explained | None = None,
+) -> str:
+    """The cache key of a cell's metric values on its explanation (and reference, and the extra examples
+    of either; a cell without extra examples has the key it always had)."""
     handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
     return keys.key(
         keys.metric_parts(
-            explained.key, cell.metric.identity, None if reference is None else reference.key,
+            _with_extra(explained, extra), cell.metric.identity,
+            None if reference is None else _with_extra(reference, reference_extra),
             workspace.batch_size, handle.device_name,
         )
     )  # fmt: skip
+
+
+def _with_extra(explained: Explained, extra: Explained | None) -> str:
+    """An explanation's key, joined with its extra examples' key and neighbours when it has them."""
+    if extra is None:
+        return explained.key
+    return keys.key({"attributions": explained.key, "extra": extra.key, "related": extra.related})
 
 
 def _cached_metric_values(workspace: Workspace, key: str, n: int, quiet: bool = False) -> dict | None:

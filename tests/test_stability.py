@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from conftest import values_of
 
 from harness import Attribution, Example, MetricInput, PluginError, TextDataset
 from harness.plugin import metadata_problem
-from plugins.metrics.stability import IouStability, lexical_similarity, nearest_neighbours
+from plugins.metrics import stability as stability_module
+from plugins.metrics.stability import IouStability, lexical_similarity, nearest_neighbours, similarity_matrix
 
 SPECIAL_SCORE = 99.0
 CORPUS = (
@@ -320,3 +322,129 @@ def test_an_example_missing_from_the_cell_is_a_plugin_error():
     data.examples = {}
     with pytest.raises(PluginError, match="not in the cell's examples"):
         values_of(stability(), data)
+
+
+# -- neighbours in a pool (the whole split) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("similarity", ["lexical", "semantic"])
+def test_neighbours_in_a_pool_are_the_anchors_rows_of_the_whole_similarity_matrix(similarity):
+    # anchors 1 and 3 only: their rows of the pool × pool matrix, self excluded, ties by index
+    matrix = similarity_matrix(CORPUS, similarity)
+    expected = []
+    for anchor in (1, 3):
+        order = sorted((j for j in range(len(CORPUS)) if j != anchor), key=lambda j: (-matrix[anchor, j], j))
+        expected.append(order[:2])
+    assert stability_module.nearest_in_pool(CORPUS, [1, 3], similarity, 2) == expected
+
+
+def test_extra_examples_are_each_anchors_neighbours_in_the_pool():
+    pool = [Example(f"d{i}", text, 0) for i, text in enumerate(CORPUS)]
+    metric = stability(neighbours=1)
+    need = IouStability.extra_examples(metric.params)
+    assert need == {"neighbours": 1, "similarity": "lexical"}
+    # d0 (football) → d2; d1 (markets) → d4: found in the pool, not among the anchors
+    assert IouStability.find_extra_examples(need, [pool[0], pool[1]], pool) == {"d0": ["d2"], "d1": ["d4"]}
+    assert IouStability.extra_examples(stability(pool="sample").params) is None
+
+
+def test_neighbours_given_by_the_harness_replace_a_search_among_the_cells_examples():
+    # x0's neighbour among the cell's examples would be x1 ("a good"); the harness says it is x2, an
+    # extra example: {good, film} vs {stock, market} = 0
+    x0, x1, x2 = (
+        explained("A Good film", "A Good film", [0.0, 2.0, 1.0]),
+        explained("a good plot", "a good plot", [0.0, 2.0, -1.0]),
+        explained("the stock market fell", "the stock market fell", [0.0, 3.0, -4.0, 1.0]),
+    )
+    plain = cell(x0, x1)
+    assert values_of(stability(k=50, neighbours=1), plain) == pytest.approx([1 / 3, 1 / 3])
+    from harness.stages import ExtendedMetricInput  # (added with neighbours from the split)
+
+    extended = ExtendedMetricInput(
+        attributions=plain.attributions,
+        examples={**plain.examples, x2[1].id: x2[1]},
+        dataset=plain.dataset,
+        load_classifier=plain.load_classifier,
+        extra_attributions=[x2[0]],
+        related={x0[1].id: [x2[1].id], x1[1].id: [x0[1].id]},
+    )
+    assert values_of(stability(k=50, neighbours=1), extended) == pytest.approx([0.0, 1 / 3])
+
+
+# -- the labels-form baseline matched to an explainer's label counts (L2E §4.5 Random) ----------------
+
+
+def matched_cell(reference_labels: tuple[list[int], list[int]]) -> MetricInput:
+    # the cell's explainer scores only (e.g. random); the matched explainer labels
+    data = cell(
+        explained("the good film", "the good film", [0.9, 0.1, 0.5]),
+        explained("the good plot", "the good plot", [0.7, 0.5, 0.2]),
+    )
+    data.reference = cell(
+        explained("the good film", "the good film", [0.0] * 3, labels=reference_labels[0]),
+        explained("the good plot", "the good plot", [0.0] * 3, labels=reference_labels[1]),
+    )
+    return data
+
+
+def test_match_gives_each_document_the_matched_explainers_label_counts_by_the_cells_ranking():
+    # reference x0 [0, 2, -1] (one 2, one -1), x1 [2, 0, 0] (one 2).
+    # x0 ranked the .9, film .5, good .1 takes [2, 0, -1]: v_2 {the}, v_-1 {good};
+    # x1 ranked the .7, good .5, plot .2 takes [2, 0, 0]: v_2 {the}.
+    # Σ|∩| = 1 (the); Σ|∪| = v_2 {the} 1 + v_-1 {good} 1 = 2 → 1/2.
+    data = matched_cell(([0, 2, -1], [2, 0, 0]))
+    assert values_of(stability(form="labels", match="L2E"), data) == pytest.approx([0.5, 0.5])
+    # unmatched, h discretises the cell's own scores: x0 mean .5 → the 2, film 2, good 1;
+    # x1 mean .4667 → the 2, good 2, plot 1. Σ|∩| = {the} 1; Σ|∪| = v_2 {the, film, good} 3 + v_1
+    # {good, plot} 2 = 5 → 0.2
+    data.reference = None
+    assert values_of(stability(form="labels"), data) == pytest.approx([0.2, 0.2])
+
+
+def test_a_random_cell_matched_to_an_explainer_permutes_its_labels_within_each_document():
+    reference = explained("a b c d e f", "a b c d e f", [0.0] * 6, labels=[2, 2, 1, 0, -1, -2])[0]
+    counts = sorted(reference.labels[1:-1])
+    seen = set()
+    for seed in range(20):
+        scores = np.random.default_rng(seed).random(6).tolist()
+        own = explained("a b c d e f", "a b c d e f", scores)[0]
+        labels = stability_module.matched_labels(own, reference, "word")
+        assert sorted(labels.tolist()) == counts  # the same label counts, in another order
+        seen.add(tuple(labels))
+    assert len(seen) > 10  # ... and random orders
+
+
+def test_match_belongs_to_the_labels_form():
+    with pytest.raises(ValueError, match="form: labels"):
+        IouStability.Params(match="L2E")
+
+
+# -- stop words (L2E Table 5) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stop_words", "expected"),
+    [
+        # top 75 % of 4 words = 3: x0 {the, was, good}, x1 {the, plot, was}: |{the, was}| / 4
+        (False, 0.5),
+        # without the stop words "the" and "was" (scikit-learn's list): {good} vs {plot} = 0
+        (True, 0.0),
+    ],
+)
+def test_stop_words_leave_the_selected_words_before_the_iou(stop_words, expected):
+    data = cell(
+        explained("the film was good", "the film was good", [4.0, 1.0, 3.0, 2.0]),
+        explained("the plot was good", "the plot was good", [4.0, 3.0, 2.0, 1.0]),
+    )
+    assert values_of(stability(k=75, stop_words=stop_words), data) == pytest.approx([expected, expected])
+
+
+def test_stop_words_filter_the_labels_form_too():
+    # x0: v_2 {the, good}, v_-1 {film}; x1: v_2 {the, good}, v_1 {plot}. Without "the":
+    # Σ|∩| = 1 (good); Σ|∪| = v_2 {good} 1 + v_-1 1 + v_1 1 = 3
+    data = cell(
+        explained("the good film", "the good film", [0.0] * 3, labels=[2, 2, -1]),
+        explained("the good plot", "the good plot", [0.0] * 3, labels=[2, 2, 1]),
+    )
+    assert values_of(stability(form="labels", stop_words=True), data) == pytest.approx([1 / 3, 1 / 3])
+    assert values_of(stability(form="labels"), data) == pytest.approx([2 / 4, 2 / 4])

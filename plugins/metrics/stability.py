@@ -1,16 +1,19 @@
-"""Stability: do similar documents get similar explanations? (L2E §4.4, Eq. 1; App. C)
+"""Stability: do similar documents get similar explanations? (L2E §4.4, Eq. 1; §4.5; App. C; Table 5)
 
-For each explained document x, its neighbours N(x) are the most similar *other* documents among the
-cell's explained examples, by one of L2E's two document similarities (App. C): semantic (cosine of
-sentence embeddings) or lexical (n-gram overlap). The explanation of x is a set of words per label,
-v_ℓ^x, as lower-cased strings, so that the same word in two documents matches; Eq. 1 then averages,
-over the neighbours, the label-wise intersection over union:
+For each explained document x, its neighbours N(x) are the most similar *other* documents of the whole
+split the cell's sample is drawn from (L2E §4.5: "the top-3 similar documents in the test set"), by one
+of L2E's two document similarities (App. C): semantic (cosine of sentence embeddings) or lexical (n-gram
+overlap). The metric declares them (``IouStability.extra_examples``); the harness explains them with the
+cell's explainer, cached like any explanation, and no other metric sees them. The explanation of x is a
+set of words per label, v_ℓ^x, as lower-cased strings, so that the same word in two documents matches;
+Eq. 1 then averages, over the neighbours, the label-wise intersection over union:
 
     IoU(x, N(x)) = 1/|N(x)| · Σ_{x' ∈ N(x)} Σ_{ℓ ≠ neutral} |v_ℓ^x ∩ v_ℓ^x'| / Σ_{ℓ ≠ neutral} |v_ℓ^x ∪ v_ℓ^x'|
 
-Neighbours are computed once per sample and cached in-process: every explainer's cell on the same
-sample asks for the same ones, and the semantic encoder is independent of the explained model, so the
-neighbours are the same for every model and explainer. The metric never loads the explained model.
+Neighbour search computes only the anchors' rows (anchors × split): one embedding pass of the split
+(cached in-process by content; the harness caches the neighbours found) or one sparse product per
+n-gram order. The semantic encoder is independent of the explained model, so the neighbours are the same
+for every model and explainer. The metric never loads the explained model.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from scipy.sparse import csr_matrix
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from harness import (
     Attribution,
@@ -46,6 +50,7 @@ L2E = (
 )
 
 Similarity = Literal["semantic", "lexical"]
+Pool = Literal["split", "sample"]
 Document = str | tuple[str, str]
 """A single text, or a (text, text_pair) pair."""
 
@@ -155,6 +160,57 @@ def similarity_matrix(documents: Sequence[Document], similarity: Similarity) -> 
     return {"semantic": _semantic_matrix, "lexical": _lexical_matrix}[similarity](documents)
 
 
+def nearest_in_pool(
+    pool: Sequence[Document], anchors: Sequence[int], similarity: Similarity, count: int
+) -> list[list[int]]:
+    """For each anchor (an index into ``pool``), the indices of its ``count`` most similar *other*
+    documents of ``pool``, most similar first, ties broken by index; fewer when there are fewer others.
+
+    Only the anchors' rows of the similarity matrix are computed (anchors × pool), so a pool of a whole
+    test split costs one embedding pass (cached in-process by content) or one sparse product per n-gram
+    order, never a pool × pool matrix.
+    """
+    if not anchors:
+        return []
+    rows = {"semantic": _semantic_rows, "lexical": _lexical_rows}[similarity](tuple(pool), tuple(anchors))
+    result = []
+    for anchor, row in zip(anchors, rows, strict=True):
+        order = np.argsort(-row, kind="stable")
+        result.append([int(j) for j in order[: count + 1] if j != anchor][:count])
+    return result
+
+
+def _semantic_rows(pool: tuple[Document, ...], anchors: tuple[int, ...]) -> np.ndarray:
+    unit = _unit_embeddings(pool)
+    return unit[list(anchors)] @ unit.T
+
+
+@lru_cache(maxsize=8)
+def _unit_embeddings(pool: tuple[Document, ...]) -> np.ndarray:
+    embeddings = semantic_embeddings(pool)
+    return embeddings / np.clip(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12, None)
+
+
+def _lexical_rows(pool: tuple[Document, ...], anchors: tuple[int, ...]) -> np.ndarray:
+    """Lexical similarities of the anchors with every pool document (anchors × pool), as
+    ``_lexical_matrix`` but multiplying only the anchors' rows."""
+    total = np.zeros((len(anchors), len(pool)), dtype=np.float64)
+    for n in range(1, _MAX_NGRAM + 1):
+        sets = [_ngrams(document, n) for document in pool]
+        vocabulary: dict[tuple[str, ...], int] = {}
+        rows, columns = [], []
+        for row, grams in enumerate(sets):
+            for gram in grams:
+                rows.append(row)
+                columns.append(vocabulary.setdefault(gram, len(vocabulary)))
+        matrix = csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(pool), max(len(vocabulary), 1)))
+        intersection = (matrix[list(anchors)] @ matrix.T).toarray()
+        sizes = np.array([len(grams) for grams in sets], dtype=np.float64)
+        union = sizes[list(anchors), None] + sizes[None, :] - intersection
+        total += np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
+    return total
+
+
 def nearest_neighbours(documents: Sequence[Document], similarity: Similarity, count: int) -> list[list[int]]:
     """For each document, the indices of its ``count`` most similar *other* documents, most similar
     first, ties broken by index; fewer when there are fewer others. Cached in-process by content."""
@@ -165,12 +221,12 @@ def nearest_neighbours(documents: Sequence[Document], similarity: Similarity, co
 def _nearest_neighbours(
     documents: tuple[Document, ...], similarity: Similarity, count: int
 ) -> tuple[tuple[int, ...], ...]:
-    matrix = similarity_matrix(documents, similarity)
-    result = []
-    for i, row in enumerate(matrix):
-        order = np.argsort(-row, kind="stable")
-        result.append(tuple(int(j) for j in order if j != i)[:count])
-    return tuple(result)
+    return tuple(tuple(row) for row in nearest_in_pool(documents, range(len(documents)), similarity, count))
+
+
+def document(example: Example) -> Document:
+    """What the similarities read of an example: its text, or (text, text_pair) for a pair."""
+    return example.text if example.text_pair is None else (example.text, example.text_pair)
 
 
 # -- the metric ----------------------------------------------------------------------------------------
@@ -193,8 +249,14 @@ class IouStabilityParams(Params):
             "(semantic), or Σ_{n=1..4} IoU of the word n-gram sets (lexical)"
         ),
     )
-    neighbours: int = Field(
-        3, ge=1, description="|N(x)|: the most similar other documents of the cell's sample compared with x"
+    neighbours: int = Field(3, ge=1, description="|N(x)|: the most similar other documents compared with x")
+    pool: Pool = Field(
+        "split",
+        description=(
+            "where neighbours are searched: the whole split the cell's sample is drawn from (split; L2E "
+            "§4.5, 'the top-3 similar documents in the test set'; the neighbours are explained too), or "
+            "only the cell's explained sample (sample; cheaper, neighbours far less similar)"
+        ),
     )
     granularity: Granularity = Field(
         "word",
@@ -219,6 +281,30 @@ class IouStabilityParams(Params):
             "every explainer, so that a column holds one definition"
         ),
     )
+    match: str | None = Field(
+        None,
+        description=(
+            "labels form: the label of an explainer of the suite whose label counts every cell is matched "
+            "to, per document (L2E §4.5: Random selects 'the same K number of words' as the explainer it "
+            "is compared with). A cell's units, ranked by its own scores (highest first), get that "
+            "explainer's labels sorted from high positive to high negative: for `random`, a uniformly "
+            "random permutation of the compared explainer's labels within the document. That explainer's "
+            "own cell keeps its labels"
+        ),
+    )
+    stop_words: bool = Field(
+        False,
+        description=(
+            "drop stop words (scikit-learn's ENGLISH_STOP_WORDS, 318 words) from the selected words before "
+            "the IoU, after the top k % or the labels were chosen (L2E Table 5, 'filter stopwords')"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _match_needs_labels(self) -> IouStabilityParams:
+        if self.match is not None and self.form != "labels":
+            raise ValueError("match matches label counts: it needs form: labels")
+        return self
 
 
 def unit_texts(attribution: Attribution, example: Example, units: Sequence[np.ndarray]) -> list[str]:
@@ -230,6 +316,31 @@ def unit_texts(attribution: Attribution, example: Example, units: Sequence[np.nd
         text = example.text if attribution.segments[first] == 0 else example.text_pair
         result.append(text[attribution.offsets[first][0] : attribution.offsets[last][1]].lower())
     return result
+
+
+def unit_labels(attribution: Attribution, units: Sequence[np.ndarray]) -> np.ndarray:
+    """Each unit's label (its first token's): the explainer's labels, or its scores discretised by
+    L2E's heuristic h when it gives none."""
+    labels = attribution.labels if attribution.labels is not None else attribution.discretised_labels()
+    return np.array([labels[int(unit[0])] for unit in units], dtype=np.int64)
+
+
+def matched_labels(attribution: Attribution, reference: Attribution, granularity: Granularity) -> np.ndarray:
+    """``attribution``'s units labelled with ``reference``'s label counts: its units ranked by its own
+    scores (highest first, ties in text order) take the reference's unit labels sorted from high positive
+    to high negative. For uniformly random scores this is a uniformly random permutation of the
+    reference's labels within the document (L2E's Random: 'the same K number of words')."""
+    if attribution.input_ids != reference.input_ids:
+        raise PluginError(
+            f"iou-stability: match: example '{attribution.example_id}' is read as other tokens by the "
+            "matched explainer"
+        )
+    units = attribution.units(granularity)
+    wanted = np.sort(unit_labels(reference, reference.units(granularity)))[::-1]
+    order = np.argsort(-attribution.unit_scores(units), kind="stable")
+    labels = np.zeros(len(units), dtype=np.int64)
+    labels[order] = wanted
+    return labels
 
 
 def pair_iou(a: Explanation, b: Explanation) -> float | None:
@@ -252,69 +363,135 @@ class IouStability(Metric):
     explainer's discrete labels (``Attribution.labels``; a word's label is its first token's) and neutral
     (0) is left out; an explainer that only scores gets its scores discretised by L2E's heuristic h
     (``Attribution.discretised_labels``), as the paper compares its baselines with sequence-labelling
-    students. The form is a parameter, never chosen from the attributions, so that every explainer's cell
-    of a column has the same definition. For each neighbour x', IoU = Σ_ℓ |v_ℓ^x ∩ v_ℓ^x'| / Σ_ℓ |v_ℓ^x ∪ v_ℓ^x'|; the value is the mean over neighbours.
+    students. With ``match``, every cell's labels are matched in number to one explainer's (see
+    ``matched_labels``): L2E's Random baseline. With ``stop_words``, stop words leave the selected sets
+    before the IoU (Table 5). The form is a parameter, never chosen from the attributions, so that every
+    explainer's cell of a column has the same definition. For each neighbour x',
+    IoU = Σ_ℓ |v_ℓ^x ∩ v_ℓ^x'| / Σ_ℓ |v_ℓ^x ∪ v_ℓ^x'|; the value is the mean over neighbours.
 
-    Neighbours are the ``neighbours`` most similar other documents of the cell's sample (ties by sample
-    order), by semantic or lexical similarity (L2E App. C; see ``nearest_neighbours``). L2E draws them
-    from the whole test set; here they come from the explained sample, so values depend on the sample
-    (a larger one has closer neighbours): compare explainers on the same sample. L2E's semantic encoder is
-    BERT-base; here it is the embedded all-MiniLM-L6-v2. A pair where neither explanation selects anything
-    is skipped; NaN where no pair is left (or the sample has one document).
+    Neighbours are the ``neighbours`` most similar other documents (ties by order), by semantic or
+    lexical similarity (L2E App. C; see ``nearest_in_pool``). With ``pool: split`` (the default, as L2E
+    §4.5) they come from the whole split the cell's sample is drawn from: the metric declares them
+    (``extra_examples``, ``find_extra_examples``), and the harness explains them with the cell's
+    explainer, cached like any explanation, and passes their attributions
+    (``MetricInput.extra_attributions``) and each example's neighbours (``MetricInput.related``). Other
+    metrics of the cell never see them. With ``pool: sample``, or when the harness gives no neighbours,
+    they come from the cell's own examples (values then depend on the sample size). L2E's semantic
+    encoder is BERT-base; here it is the embedded all-MiniLM-L6-v2. A pair where neither explanation
+    selects anything is skipped; NaN where no pair is left (or the sample has one document).
     """
 
     name: ClassVar[str] = "iou-stability"
-    version: ClassVar[str] = "2"  # 2: no form "auto" (its default); the default form is ranking
+    # 2: no form "auto" (its default); the default form is ranking. 3: neighbours from the whole split
+    # (pool), match, stop_words
+    version: ClassVar[str] = "3"
     Params = IouStabilityParams
     paper: ClassVar[str] = L2E
     family: ClassVar[str] = "stability"
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    # The parameter naming an explainer (by label) whose attributions of the same examples the metric
+    # reads as ``MetricInput.reference``; that explainer's own cell gets none (harness.grid).
+    explainer_reference: ClassVar[str] = "match"
 
     params: IouStabilityParams
 
+    @classmethod
+    def extra_examples(cls, params: IouStabilityParams) -> dict | None:
+        """The examples beyond the cell's own that the metric needs explained, as plain data (part of the
+        plan): each example's nearest neighbours in its whole split; None with ``pool: sample``."""
+        if params.pool == "sample":
+            return None
+        return {"neighbours": params.neighbours, "similarity": params.similarity}
+
+    @classmethod
+    def find_extra_examples(
+        cls, need: dict, anchors: Sequence[Example], pool: Sequence[Example]
+    ) -> dict[str, list[str]]:
+        """For each anchor's id, the ids of the pool examples ``need`` (``extra_examples``) asks for: its
+        nearest neighbours in ``pool``, which holds the anchors."""
+        index = {example.id: i for i, example in enumerate(pool)}
+        missing = [example.id for example in anchors if example.id not in index]
+        if missing:
+            raise PluginError(f"iou-stability: example '{missing[0]}' is not in the pool it is compared in")
+        found = nearest_in_pool(
+            [document(example) for example in pool],
+            [index[example.id] for example in anchors],
+            need["similarity"],
+            need["neighbours"],
+        )
+        return {example.id: [pool[j].id for j in row] for example, row in zip(anchors, found, strict=True)}
+
     def compute(self, data: MetricInput) -> np.ndarray:
-        examples = [self._example(data, attribution) for attribution in data.attributions]
-        use_labels = self.params.form == "labels"
-        explanations = [
-            self._explanation(attribution, example, use_labels)
-            for attribution, example in zip(data.attributions, examples, strict=True)
-        ]
-        documents = [
-            example.text if example.text_pair is None else (example.text, example.text_pair)
-            for example in examples
-        ]
-        neighbours = nearest_neighbours(documents, self.params.similarity, self.params.neighbours)
+        attributions = _by_id(data)
+        reference = None if data.reference is None else _by_id(data.reference)
+        related = getattr(data, "related", None)
+        if related is None:  # the cell's own examples are the pool
+            ids = [attribution.example_id for attribution in data.attributions]
+            documents = [document(self._example(data, example_id)) for example_id in ids]
+            found = nearest_neighbours(documents, self.params.similarity, self.params.neighbours)
+            related = {ids[i]: [ids[j] for j in row] for i, row in enumerate(found)}
+        explanations: dict[str, Explanation] = {}
+
+        def explanation(example_id: str) -> Explanation:
+            if example_id not in explanations:
+                attribution = attributions.get(example_id)
+                if attribution is None:
+                    raise PluginError(f"iou-stability: example '{example_id}' has no attribution")
+                other = None
+                if reference is not None:
+                    other = reference.get(example_id)
+                    if other is None:
+                        raise PluginError(
+                            f"iou-stability: example '{example_id}' has no attribution of the matched "
+                            "explainer"
+                        )
+                example = self._example(data, example_id)
+                explanations[example_id] = self._explanation(attribution, example, other)
+            return explanations[example_id]
+
         values = []
-        for explanation, others in zip(explanations, neighbours, strict=True):
-            ious = [pair_iou(explanation, explanations[j]) for j in others]
+        for attribution in data.attributions:
+            own = explanation(attribution.example_id)
+            ious = [pair_iou(own, explanation(j)) for j in related.get(attribution.example_id, [])]
             defined = [iou for iou in ious if iou is not None]
             values.append(float(np.mean(defined)) if defined else np.nan)
         return np.asarray(values, dtype=np.float64)
 
     @staticmethod
-    def _example(data: MetricInput, attribution: Attribution) -> Example:
-        example = data.examples.get(attribution.example_id)
+    def _example(data: MetricInput, example_id: str) -> Example:
+        example = data.examples.get(example_id)
         if example is None:
-            raise PluginError(
-                f"iou-stability: example '{attribution.example_id}' is not in the cell's examples"
-            )
+            raise PluginError(f"iou-stability: example '{example_id}' is not in the cell's examples")
         return example
 
-    def _explanation(self, attribution: Attribution, example: Example, use_labels: bool) -> Explanation:
-        """v_ℓ for every non-neutral label ℓ: from the discrete labels, or the top k % of the ranking."""
+    def _explanation(
+        self, attribution: Attribution, example: Example, reference: Attribution | None
+    ) -> Explanation:
+        """v_ℓ for every non-neutral label ℓ: from the labels (matched in number to ``reference``'s when
+        given), or the top k % of the ranking; without stop words with ``stop_words``."""
         granularity = self.params.granularity
-        if use_labels:
-            labels = attribution.labels
-            if labels is None:
-                labels = attribution.discretised_labels()
+        if self.params.form == "labels":
             units = attribution.units(granularity)
+            if reference is None:
+                labels = unit_labels(attribution, units)
+            else:
+                labels = matched_labels(attribution, reference, granularity)
             sets: dict[int, set[str]] = {}
-            for unit, text in zip(units, unit_texts(attribution, example, units), strict=True):
-                label = labels[int(unit[0])]
+            for label, text in zip(labels.tolist(), unit_texts(attribution, example, units), strict=True):
                 if label != 0:
                     sets.setdefault(label, set()).add(text)
-            return {label: frozenset(texts) for label, texts in sets.items()}
-        ranking = attribution.ranking(granularity, self.params.order)
-        top = ranking[: top_count(self.params.k, len(ranking))]
-        return {_RANKING_LABEL: frozenset(unit_texts(attribution, example, top))}
+        else:
+            ranking = attribution.ranking(granularity, self.params.order)
+            top = ranking[: top_count(self.params.k, len(ranking))]
+            sets = {_RANKING_LABEL: set(unit_texts(attribution, example, top))}
+        if self.params.stop_words:
+            sets = {label: texts - ENGLISH_STOP_WORDS for label, texts in sets.items()}
+        return {label: frozenset(texts) for label, texts in sets.items()}
+
+
+def _by_id(data: MetricInput) -> dict[str, Attribution]:
+    """A cell's attributions by example id: its extra examples' (``MetricInput.extra_attributions``),
+    then its own, which win."""
+    extra = getattr(data, "extra_attributions", None) or ()
+    return {attribution.example_id: attribution for attribution in [*extra, *data.attributions]}
