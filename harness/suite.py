@@ -483,6 +483,7 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
             if isinstance(spec, ModelSpec):
                 _check_variants(spec, info.cls, locator, where)
     _check_references(suite, entries, locator)
+    _check_named_explainers(suite, entries, locator)
     _check_expectations(suite, entries, locator)
     _check_claims(suite, entries, locator)
     return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries, remote_code=remote_code)
@@ -536,6 +537,29 @@ def _check_expectations(suite: Suite, entries: dict[str, list[Any]], locator: _L
                     (*where, side, axis),
                     f"the suite has no {axis} '{value}'{suggest(value, sorted(known[axis]))}",
                 )
+
+
+def _check_named_explainers(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:
+    """A metric parameter declared to name an explainer (``Metric.explainer_reference``, e.g.
+    iou-stability's ``match``) names an explainer entry by its label, or a plugin the suite lists once."""
+    explainers = entries["explainers"]
+    for metric in entries["metrics"]:
+        parameter = getattr(metric.cls, "explainer_reference", None)
+        value = getattr(metric.params, parameter, None) if parameter else None
+        if value is None:
+            continue
+        if any(e.label == value for e in explainers) or sum(e.name == value for e in explainers) == 1:
+            continue
+        index = next(i for i, spec in enumerate(suite.metrics) if spec is metric.spec)
+        where = ("metrics", index, "params")
+        grid = suite.metrics[index].params.get("grid", {})
+        where = (*where, "grid", parameter) if parameter in grid else (*where, parameter)
+        labels = [e.label for e in explainers]
+        raise locator.fail(
+            where,
+            f"{parameter} '{value}' is not the label of an explainer of the suite, nor the name of a plugin "
+            f"it lists once (its explainers: {', '.join(labels)})",
+        )
 
 
 def _check_claims(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:

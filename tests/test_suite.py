@@ -141,3 +141,17 @@ def test_validate_command_counts_the_cells(write_suite):
     )
     assert result.returncode == 0, result.stderr
     assert "valid — 6 cells" in result.stdout
+
+
+def test_a_metric_parameter_naming_an_explainer_is_checked_with_its_line(tmp_path):
+    metrics = """
+  - name: iou-stability
+    params: {form: labels, pool: sample, grid: {match: [saliency, salency]}}"""
+    path = tmp_path / "suite.yaml"
+    path.write_text(tiny_suite_text(metrics=metrics))
+    with pytest.raises(BenchError) as error:
+        load_suite(path, get_registry())
+    message = str(error.value)
+    assert message.startswith(f"{path}:")
+    assert "metrics[0].params.grid.match: match 'salency' is not the label of an explainer" in message
+    assert message.endswith("(its explainers: random, saliency(reduction=input_x_gradient))")
