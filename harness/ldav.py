@@ -17,6 +17,33 @@ embeddings' own size it ranks them mostly by their norm instead (a word the clas
 grows, and falls behind). R therefore defaults to ``RADIUS_FACTOR`` (10) times the mean norm of the
 model's word embeddings when training starts: finite, and far enough out that the ranking is the
 projection's, as in the limit the paper's objective heads for. The radius is recorded with the model.
+
+**Where we follow the reference implementation, not the paper's text.** The authors' code
+(github.com/housamkhalifa/ldav, ``ldav.py`` as of commit ea48c9f, "Update ldav.py", 2023-05-08) is
+the only place the paper's unstated choices are fixed, and two of them differ from a literal reading:
+
+- L1 is the mean over the batch of the plain cross-entropy −Σ_i ȳ_i log y_i
+  (``tf.reduce_mean(softmax_cross_entropy_with_logits(...))``, its lines 98-99), not eq. 1's
+  −(1/k) Σ_i ȳ_i log y_i. The 1/k of eq. 1 reads as the batch mean written with the wrong letter:
+  dividing by the class count only rescales L1 against L2 and L3, by 1/2 on a binary task and 1/4 on
+  AG News, which would make the cosine term k times as strong, relative to classification, as the
+  authors trained it (and our AG News BiLSTM lost 6 accuracy points with the 1/k reading:
+  shared/research/protocol-audit.md §3.1).
+- ρ1 = ρ2 = 1: the reference minimises ``loss + 1*cos_similarity - 1*reduce_sum(pairwise)`` (its
+  line 122; the first upload, a2014bd of 2023-05-07, had 16201 and 182020 there, replaced by 1 and 1
+  the next day). The paper only says "We have tried different values for ρ1 and ρ2" (§4.1).
+
+The reference has no bound on the class vectors; it clips the global gradient norm at 1 and trains for
+20 epochs with Adam at 10⁻³, so its vectors grow by at most about 10⁻³ per coordinate and step: the
+length of training, not the objective, limits them (they start uniform in ±1, as its embeddings do).
+**The bound and ρ2.** Inside the ball, L3 pushes the vectors apart and outwards until they lie on its
+sphere; there, on the centred simplex that maximises L3, the L3 gradient of every z_j is radial and the
+projection cancels it, so ρ2 no longer moves the vectors. What ρ2 still sets is how much of Adam's
+per-coordinate step the (tangential) L2 gradient gets beside the (radial, projected-away) L3 gradient:
+with ρ2 = 1 the L3 gradient, about 4ρ2 k R per vector, dominates Adam's normalisation and the vectors
+stay close to the spread-out directions L3 gives them, the words' embeddings moving towards them
+(as in the reference, where the unbounded L3 gradient dominates the same way); with a small ρ2 the
+vectors also turn towards the sentences they explain. ``rho2`` defaults to the reference's 1.
 """
 
 from __future__ import annotations
@@ -42,10 +69,16 @@ class LDAVParams(Params):
         False, description="train with locally distributed activation vectors (L = L1 + L2 − L3)"
     )
     rho1: float = Field(
-        1.0, ge=0, description="ρ1, weight of L2 (cosine distance of x̂ to z_ŷ); 0 = the ablation without L2"
+        1.0,
+        ge=0,
+        description="ρ1, weight of L2 (cosine distance of x̂ to z_ŷ); 0 = the ablation without L2. "
+        "Default 1: the reference implementation's (the paper gives no value)",
     )
     rho2: float = Field(
-        0.01, ge=0, description="ρ2, weight of L3 (spread of the class vectors); 0 = the ablation without L3"
+        1.0,
+        ge=0,
+        description="ρ2, weight of L3 (spread of the class vectors); 0 = the ablation without L3. "
+        "Default 1: the reference implementation's (the paper gives no value)",
     )
     class_vector_radius: float | None = Field(
         None,
@@ -103,15 +136,16 @@ def ldav_loss_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """L1, L2 and L3 of one batch (eqs. 1–3), each a mean over the batch where it is per example.
 
-    - L1 = −(1/k) Σ_i ȳ_i log y_i: the cross-entropy divided by the number of classes k, as eq. 1 writes it.
+    - L1 = −Σ_i ȳ_i log y_i, the cross-entropy, averaged over the batch: as the reference
+      implementation computes it, not divided by the number of classes k as eq. 1 writes it (see the
+      module's doc for why).
     - L2 = ρ1 (1 − cos(x̂, z_ŷ)), x̂ the mean of the attended input embeddings (B, L, d) and ŷ the
       model's own prediction (argmax of the logits, not differentiated through).
     - L3 = ρ2 Σ_i Σ_j ‖z_i − z_j‖² over every ordered pair of class vectors.
 
     The training loss is L1 + L2 − L3.
     """
-    k = logits.shape[-1]
-    l1 = torch.nn.functional.cross_entropy(logits, labels) / k
+    l1 = torch.nn.functional.cross_entropy(logits, labels)
     sentence = mean_pool(embeddings, attention_mask)
     predicted = logits.detach().argmax(-1)
     cosine = torch.nn.functional.cosine_similarity(sentence, class_vectors[predicted], dim=-1, eps=1e-12)

@@ -283,7 +283,9 @@ EMBEDDING_INIT = (
 def _initialise(modules: Sequence[nn.Module], generator: torch.Generator) -> None:
     """Seeded initialisation: embeddings uniform in ±0.05 (Keras's ``Embedding`` default; the LDAV paper's
     models are TensorFlow, App. A), padding row zero; every other weight uniform in ±1/√fan_in (torch's
-    default for LSTM and Linear), biases likewise for the LSTM, zero for the output layer.
+    default for LSTM and Linear), biases likewise for the LSTM, zero for the output layer. The reference
+    implementation (housamkhalifa/ldav) draws its embeddings and class vectors uniform in ±1 and has no
+    dropout before the output layer (its ``h_drop`` is ``h_star``); we keep ±0.05 for the reason below.
 
     Not torch's N(0, 1) for the embeddings: eq. 4 measures distances between raw embeddings, and with
     unit-variance random vectors and a few thousand training texts the random start dominates what
