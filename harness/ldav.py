@@ -43,7 +43,12 @@ per-coordinate step the (tangential) L2 gradient gets beside the (radial, projec
 with ρ2 = 1 the L3 gradient, about 4ρ2 k R per vector, dominates Adam's normalisation and the vectors
 stay close to the spread-out directions L3 gives them, the words' embeddings moving towards them
 (as in the reference, where the unbounded L3 gradient dominates the same way); with a small ρ2 the
-vectors also turn towards the sentences they explain. ``rho2`` defaults to the reference's 1.
+vectors also turn towards the sentences they explain. ``rho2`` defaults to the reference's 1. Measured
+(AG News, 5,320 training texts, 20 words, one seed, L1 the mean cross-entropy): ρ2 = 1 gave 80.9 % test
+accuracy and an LDAV switching point of 0.36 on 200 test texts, ρ2 = 0.01 gave 79.3 % and 0.41 (the
+control without LDAV: 83.0 %); on the toy task of tests/test_ldav.py the deciding word ranks first in
+34, 36, 39 of 40 sentences over three seeds with ρ2 = 1, and 40, 36, 39 with ρ2 = 0.1. No evidence
+against the reference's value, a little for it on the paper's dataset.
 """
 
 from __future__ import annotations
