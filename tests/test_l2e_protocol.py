@@ -7,6 +7,7 @@ teacher-vs-student pairing that reads them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,3 +203,77 @@ def test_a_ranking_student_is_compared_with_its_teacher_on_its_top_words_by_magn
         ("student-ranking", "delta-log-odds(select=absolute)"),
         ("student-sequence-labeling", "delta-log-odds(select=positive)"),
     }, paired
+
+
+# -- the shipped suite -------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED / "sst2" / "sentences_test.jsonl").is_file()
+    or not (SHARED / "ag_news" / "test_full.jsonl").is_file(),
+    reason="../shared/data (SST-2 sentences, AG News test_full) is absent: it sits beside the repo",
+)
+
+
+@pytest.fixture
+def l2e_suite(monkeypatch):
+    monkeypatch.chdir(REPO)  # the suite's data paths are relative to the repository
+    return load_suite(REPO / "suites" / "l2e.yaml", get_registry())
+
+
+@needs_shared_data
+def test_the_l2e_suite_reads_the_papers_splits(l2e_suite):
+    """SST-2 at sentence level with its standard splits (the paper's Table 6: 6,920 / 872 / 1,821), AG
+    News carved from its 7,600 original test documents, CoLA's out-of-domain dev set as the test set."""
+    sizes = {}
+    for entry in l2e_suite.entries["datasets"]:
+        data = entry.cls(entry.params).load()
+        sizes[entry.label] = (len(data.train), len(data.validation), len(data.test))
+    assert sizes["sst2"] == (6920, 872, 1821)
+    assert sum(sizes["ag-news"]) == 7600 and sizes["ag-news"][0] >= 5000
+    assert sizes["cola"][2] == 516
+
+
+def _orders(entries) -> dict[str, set[str]]:
+    """Metric name → the score orders its entries declare."""
+    orders: dict[str, set[str]] = {}
+    for entry in entries:
+        declare = getattr(entry.cls, "score_order_for", None)
+        if declare is not None:
+            orders.setdefault(entry.name, set()).add(declare(entry.params))
+    return orders
+
+
+@needs_shared_data
+def test_every_student_of_the_l2e_suite_has_each_faithfulness_metric_in_the_order_it_learned(l2e_suite):
+    orders = _orders(l2e_suite.entries["metrics"])
+    assert set(orders) == {
+        "prediction-agreement",
+        "teacher-agreement",
+        "delta-log-odds",
+        "matched-delta-log-odds",
+    }
+    students = [e for e in l2e_suite.entries["explainers"] if e.teacher is not None]
+    assert {L2E.score_order_for(s.params) for s in students} == {"signed", "absolute"}
+    for student in students:
+        learned = L2E.score_order_for(student.params)
+        assert all(learned in declared for declared in orders.values()), (student.label, orders)
+
+
+@needs_shared_data
+def test_the_l2e_claims_read_each_student_in_the_order_it_learned(l2e_suite):
+    """A claim about a student on a faithfulness metric names the parameters of the student's order
+    (a ranking student's Table 1 and Table 9 claims: order / select absolute)."""
+    students = {e.label: e for e in l2e_suite.entries["explainers"] if e.teacher is not None}
+    metrics = {e.name: e.cls for e in l2e_suite.entries["metrics"]}
+    checked = 0
+    for claim in l2e_suite.suite.claims:
+        named = {claim.where.get("explainer"), claim.above_value, claim.below_value} & set(students)
+        declare = getattr(metrics.get(claim.metric), "score_order_for", None)
+        if not named or declare is None:
+            continue
+        order = declare(metrics[claim.metric].Params(**claim.params))
+        assert {L2E.score_order_for(students[label].params) for label in named} == {order}, claim.source
+        checked += 1
+    assert checked >= 60
