@@ -176,3 +176,22 @@ def test_defaults_save_the_head_only():
     assert keys == {"head.fc1.weight", "head.fc1.bias", "head.fc2.weight", "head.fc2.bias"}
     with pytest.raises(PluginError, match="class vectors"):
         classifier.class_vectors()
+
+
+@pytest.mark.slow
+def test_ldav_fine_tuned_end_to_end_trains_every_layer_and_reloads_identically(dataset, tmp_path):
+    """The transformer profile of suites/ldav.yaml: the paper fine-tunes its encoder "in an end-to-end
+    fashion" (§4.4), so every encoder layer, the word embeddings, the head and the class vectors train,
+    and the cache keeps all of them."""
+    params = {"ldav": True, "train_embeddings": True, "unfreeze_layers": 6, "max_epochs": 1}
+    classifier = build(dataset, **params)
+    wheel = load_minilm_encoder().encoder
+    for index, layer in enumerate(classifier.network.encoder.encoder.layer):
+        shipped = wheel.layer[index].attention.self.query.weight
+        assert not torch.equal(layer.attention.self.query.weight, shipped), f"layer {index} not trained"
+    assert classifier.training_report["unfreeze_layers"] == 6
+    model = MiniLMHead(MiniLMHead.Params(**{**FAST, **params}))
+    model.save(classifier, tmp_path)
+    loaded = model.load(tmp_path, dataset, CPU)
+    assert torch.equal(logits_of(loaded, dataset.test), logits_of(classifier, dataset.test))
+    assert torch.equal(loaded.class_vectors(), classifier.class_vectors())
