@@ -74,12 +74,22 @@ def test_table_4_claims_carry_the_papers_numbers_as_printed(suite):
         "occlusion": {"above": 0.19, "below": 0.12},
         "lime": {"above": 0.21, "below": 0.12},
         "input×gradient": {"above": 0.23, "below": 0.12},
-        "saliency": {"above": 0.72, "below": 0.12},
+        "plain saliency": {"above": 0.72, "below": 0.12},
     }
     for claim in suite["claims"]:
         if claim["source"].startswith("Table 4") and "untestable" not in claim:
             assert claim["where"] == {"dataset": "ag-news", "model": "bilstm-ldav", "variant": "default"}
             assert claim["below"] == {"explainer": "ldav"}
+
+
+def test_every_explainer_a_claim_names_is_one_entry(suite):
+    """A claim names an explainer by name or label; "saliency" would be both input×gradient's name and
+    plain saliency's, and the claim would be judged on each."""
+    names = [e["name"] for e in suite["explainers"]] + [e.get("label") for e in suite["explainers"]]
+    for claim in suite["claims"]:
+        for side in ("above", "below"):
+            if "explainer" in claim.get(side, {}):
+                assert names.count(claim[side]["explainer"]) == 1, claim["source"]
 
 
 def test_the_ablations_of_table_8_are_claims_on_the_ldav_explanation(suite):
