@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -376,3 +377,77 @@ def test_a_stored_suite_this_version_cannot_read_has_no_expectations():
 
     assert stored_expectations("name: old\nversion: 1\nunknown_key: 1\n") == []
     assert stored_expectations("name: [unclosed") == []
+
+
+# -- the shipped suite runs Zafar et al.'s protocol --------------------------------------------------
+
+SUITE = Path(__file__).resolve().parents[1] / "suites" / "randomization.yaml"
+# Jaccard@25 % (in %) of Tables 3 (Init#1 vs Init#2) and 4 (Init#1 vs Untrained), encoders BT, RB, dBT, dRB.
+TABLE_3 = {
+    "fpb": {"VN": [65, 52, 77, 67], "SG": [53, 66, 70, 62], "IG": [46, 35, 68, 51], "SHP": [57, 55, 64, 55]},
+    "sst2": {"VN": [63, 53, 73, 63], "SG": [68, 63, 70, 66], "IG": [53, 37, 71, 50], "SHP": [63, 65, 66, 62]},
+}
+TABLE_4 = {
+    "fpb": {"VN": [65, 60, 75, 71], "SG": [47, 70, 67, 61], "IG": [41, 40, 55, 49], "SHP": [25, 30, 19, 29]},
+    "sst2": {"VN": [69, 63, 73, 69], "SG": [74, 72, 70, 75], "IG": [49, 45, 60, 49], "SHP": [23, 22, 14, 33]},
+}
+OURS = {"VN": "saliency", "SG": "smoothgrad", "IG": "integrated-gradients", "SHP": "kernel-shap"}
+
+
+def shipped(profile: str | None = None):
+    loaded = load_suite(SUITE, get_registry(), profile=profile)
+    return loaded, {entry.label: entry for entry in loaded.entries["explainers"]}
+
+
+def test_the_shipped_suite_runs_the_explainers_as_zafar_et_al():
+    # §2.2 and App. B.2: L2-norm reduction for every gradient method, SmoothGrad 10 copies, IG 50 steps
+    # from the unk embedding, KernelSHAP dropping tokens to unk; RND.
+    _, explainers = shipped()
+    assert explainers["saliency"].params_dict["reduction"] == "l2"
+    assert {k: explainers["smoothgrad"].params_dict[k] for k in ("reduction", "samples")} == {
+        "reduction": "l2",
+        "samples": 10,
+    }
+    ig = explainers["integrated-gradients"].params_dict
+    assert (ig["reduction"], ig["baseline"], ig["n_steps"]) == ("l2", "unk", 50)
+    assert explainers["kernel-shap"].params_dict["masking"] == "unk"
+    assert explainers["random"].name == "random"
+    assert explainers["integrated-gradients-sum"].params_dict["reduction"] == "sum"  # Table 8's reduction
+
+
+def test_the_shipped_suite_uses_the_papers_k_data_and_sizes():
+    loaded, _ = shipped()
+    ks = sorted(e.params_dict["k"] for e in loaded.entries["metrics"] if e.name == "jaccard")
+    assert ks == [10.0, 25.0]
+    datasets = {entry.label: entry for entry in loaded.entries["datasets"]}
+    sst2 = datasets["sst2"].params_dict
+    assert (sst2["train"], sst2["validation"], sst2["test"]) == (
+        "sentences_train.jsonl",
+        "sentences_dev.jsonl",
+        "sentences_test.jsonl",
+    )
+    fpb = datasets["fpb"].params_dict
+    assert (fpb["test_fraction"], fpb["validation_fraction"]) == (0.2, 0.08)  # 80/20, 10 % of train
+    full, explainers = shipped("full")
+    samples = {entry.label: entry.spec.sample for entry in full.entries["datasets"]}
+    assert samples == {"sst2": 1000, "fpb": None}  # 1,000 test sentences; FPB's test split has 453
+    assert explainers["kernel-shap"].params_dict["samples"] == 2100  # 2L + 2^11 at L ≈ 25 tokens
+
+
+@pytest.mark.parametrize("dataset", ["sst2", "fpb"])
+@pytest.mark.parametrize("method", ["VN", "SG", "IG", "SHP"])
+def test_the_shipped_suite_claims_zafar_et_al_s_margin_with_the_tables_means(dataset, method):
+    loaded, _ = shipped()
+    [claim] = [
+        c
+        for c in loaded.suite.claims
+        if c.metric == "jaccard"
+        and c.params == {"k": 25}
+        and c.where == {"dataset": dataset, "explainer": OURS[method]}
+    ]
+    assert (claim.above, claim.below) == ({"variant": "init:2"}, {"variant": "untrained"})
+    assert claim.reproduced_if == ("beyond" if method == "SHP" else "within")
+    assert claim.margin == pytest.approx(0.10)  # 10 points of the paper's 0-100 scale; jaccard is [0, 1]
+    assert Jaccard.range == (0.0, 1.0)
+    assert claim.paper_value["above"] == pytest.approx(np.mean(TABLE_3[dataset][method]) / 100)
+    assert claim.paper_value["below"] == pytest.approx(np.mean(TABLE_4[dataset][method]) / 100)
