@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 
+from harness.distillation import Teacher
 from harness.rows import samples_by
 from harness.stats import ALPHA, Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
 from harness.suite import TEST_ACCURACY, Claim, claim_params_match
@@ -99,12 +100,19 @@ class ClaimResult:
 
 
 def judge_claims(
-    claims: Sequence[Claim], records: Iterable[dict], models: Iterable[dict] = ()
+    claims: Sequence[Claim],
+    records: Iterable[dict],
+    models: Iterable[dict] = (),
+    teachers: Mapping[str, Teacher] | None = None,
 ) -> list[ClaimResult]:
-    """The reproduction table's rows for ``claims`` over report rows (``Store.report_rows``) and the
-    run's trained models (``Store.models``: claims on ``test-accuracy``), in the claims' order."""
+    """The reproduction table's rows for ``claims`` over report rows (``Store.report_rows``), the
+    run's trained models (``Store.models``: claims on ``test-accuracy``) and its students' teachers
+    (``distillation.teacher_ids``: a student's cell of a metric storing the teacher's value beside its
+    own, ``reference_value``, answers a claim comparing it with that teacher), in the claims' order."""
     records = [*records, *accuracy_records(models)]
     cells = samples_by(records)
+    references = samples_by([r for r in records if "reference_value" in r], field="reference_value")
+    labels = {record["explainer_id"]: record["explainer_label"] for record in records}
     facts: dict[tuple, dict] = {}  # a cell's key -> the names, labels and parameters claims match
     for record in records:
         key = (
@@ -124,7 +132,16 @@ def judge_claims(
                 "metric": record["metric"],
                 "metric_label": record["metric_label"],
                 "metric_params": json.loads(record.get("metric_params") or "{}"),
+                "teacher": None,  # (names, label) of the teacher whose values the cell stores beside its own
             }
+        teacher = (teachers or {}).get(record["explainer_id"])
+        if (
+            teacher is not None
+            and record.get("reference_value") is not None
+            and facts[key]["teacher"] is None
+        ):
+            label = labels.get(teacher.id, teacher.name)
+            facts[key]["teacher"] = ({teacher.name, label}, label)
 
     pending: list[tuple[Claim, list]] = []  # a claim and its rows (results, or tuples to judge)
     for claim in claims:
@@ -140,7 +157,7 @@ def judge_claims(
         if claim.axis is None:
             pending.append((claim, [_one_side(claim, facts[key], cells[key]) for key in matching]))
         else:
-            pending.append((claim, _two_sided(claim, matching, facts, cells)))
+            pending.append((claim, _two_sided(claim, matching, facts, cells, references)))
 
     tested = [
         row for _, rows in pending for row in rows if isinstance(row, tuple) and row[0] == "significant"
@@ -218,9 +235,13 @@ def _one_side(claim: Claim, fact: dict, sample: Sample) -> ClaimResult:
     return _interval_verdict(base, summary, low, high, f"within {claim.margin:g} of the paper's {paper:g}")
 
 
-def _two_sided(claim: Claim, matching: list[tuple], facts: dict[tuple, dict], cells: dict) -> list:
+def _two_sided(
+    claim: Claim, matching: list[tuple], facts: dict[tuple, dict], cells: dict, references: dict
+) -> list:
     """One row per group of matching cells that differ only on the claim's axis, per (above, below)
-    pair of that axis's values."""
+    pair of that axis's values. A side with no cell of its own in the group may be a student's teacher
+    whose values the student's cell stores beside its own (``reference_value``): that student is then
+    compared with them."""
     position = {"variant": 2, "explainer": 3, "model": 1}[claim.axis]
     groups: dict[tuple, list[tuple]] = defaultdict(list)
     for key in matching:
@@ -237,6 +258,22 @@ def _two_sided(claim: Claim, matching: list[tuple], facts: dict[tuple, dict], ce
             for low in below:
                 if high != low:
                     rows.append(_pair(claim, facts[high], facts[low], cells[high], cells[low]))
+        if claim.axis != "explainer":
+            continue
+        for student, other, student_above in [(k, claim.below_value, True) for k in above if not below] + [
+            (k, claim.above_value, False) for k in below if not above
+        ]:
+            teacher = facts[student]["teacher"]
+            if teacher is None or other not in teacher[0]:
+                continue
+            stored = {**facts[student], "explainer": teacher[1]}
+            mine, theirs = cells[student], references[student]
+            pair = (
+                (facts[student], stored, mine, theirs)
+                if student_above
+                else (stored, facts[student], theirs, mine)
+            )
+            rows.append(_pair(claim, *pair))
     if not rows:
         return [ClaimResult(claim, reason=f"no group of cells holds both sides ({_wanted(claim)})")]
     return rows

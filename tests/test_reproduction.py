@@ -343,3 +343,38 @@ def test_bench_report_prints_only_the_reproduction_table(stored):
     assert "comprehensiveness ↑" not in shown.stdout  # no family table
     wrong = subprocess.run([*command, "--section", "reproduction"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "--section: no section kind 'reproduction'" in wrong.stderr
+
+
+def test_a_claim_on_a_teacher_reads_the_values_its_students_cell_stores_beside_its_own():
+    """matched Δlog-odds has cells for students only; each holds the teacher's value under the same
+    protocol (reference_value). A claim student vs teacher pairs each student with its own."""
+    from harness.distillation import Teacher
+
+    def student(name: str, values: list[float], teacher_values: list[float]) -> list[dict]:
+        result = rows("default", values, name)
+        for row, reference in zip(result, teacher_values, strict=True):
+            row.update(metric="matched-delta-log-odds", metric_label="matched", metric_id="matched")
+            row["reference_value"] = reference
+        return result
+
+    records = student("L2E-seq", [1.0, 2.0, 3.0], [1.5, 2.5, 3.0])  # differences -0.5, -0.5, 0
+    records += student("L2E-rank", [0.0, 0.0, 0.0], [9.0, 9.0, 9.0])
+    records += rows("default", [5.0, 5.0, 5.0], "occlusion")  # the teacher's own cells, of another metric
+    teachers = {"L2E-seq": Teacher("occlusion", "occlusion"), "L2E-rank": Teacher("occlusion", "occlusion")}
+    wanted = claim(
+        metric="matched-delta-log-odds", above={"explainer": "L2E-seq"}, below={"explainer": "occlusion"},
+        reproduced_if="within", margin=0.6,
+    )  # fmt: skip
+    [result] = judge_claims([wanted], records, teachers=teachers)
+    assert (result.above, result.below) == ("L2E-seq", "occlusion")
+    assert result.ours.mean == pytest.approx(2.0) and result.ours_below.mean == pytest.approx(7 / 3)
+    assert result.difference.mean == pytest.approx(-1 / 3)
+    assert result.verdict == REPRODUCED  # every resample of {-0.5, -0.5, 0} lies within ±0.6
+    [reversed_] = judge_claims(
+        [wanted.model_copy(update={"above": {"explainer": "occlusion"}, "below": {"explainer": "L2E-seq"}})],
+        records,
+        teachers=teachers,
+    )
+    assert reversed_.difference.mean == pytest.approx(1 / 3)
+    [without] = judge_claims([wanted], records)  # no teachers known: the teacher has no cell
+    assert without.verdict == UNTESTABLE

@@ -208,7 +208,10 @@ class Report:
         pairings = pair_students(records, teacher_ids(fits))
         models = with_shared_predictions(store.models(run_id))
         claims = judge_claims(
-            stored_claims(run["suite_text"], run["options"].get("profile")), records, models
+            stored_claims(run["suite_text"], run["options"].get("profile")),
+            records,
+            models,
+            teacher_ids(fits),
         )
         notes = [cell for cell in cells if cell["status"] == "done" and cell["notes"]]
         return cls(

@@ -622,8 +622,10 @@ class Leaderboard:
         for source in sources:
             claims = stored_claims(source.run["suite_text"], source.run["options"].get("profile"))
             if claims:
-                models = Queries(source.folder).models(source.run_id)
-                reproductions.append((source, judge_claims(claims, source.rows, models)))
+                store = Queries(source.folder)
+                teachers = teacher_ids(store.fits(source.run_id))
+                models = store.models(source.run_id)
+                reproductions.append((source, judge_claims(claims, source.rows, models, teachers)))
         return cls(
             sources,
             boards,
