@@ -448,3 +448,16 @@ def test_stop_words_filter_the_labels_form_too():
     )
     assert values_of(stability(form="labels", stop_words=True), data) == pytest.approx([1 / 3, 1 / 3])
     assert values_of(stability(form="labels"), data) == pytest.approx([2 / 4, 2 / 4])
+
+
+def test_iou_stability_declares_the_order_a_student_is_paired_in():
+    """A ranking student (unsigned scores, the order of |w|) meets its teacher in the ranking form by
+    |score|; a sequence-labelling student in the labels form (signed labels)."""
+    from plugins.metrics.stability import IouStability
+
+    def order(**params):
+        return IouStability.score_order_for(IouStability.Params(**params))
+
+    assert order(form="ranking") == "absolute"
+    assert order(form="ranking", order="descending") == "signed"
+    assert order(form="labels") == "signed"

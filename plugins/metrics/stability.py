@@ -397,6 +397,16 @@ class IouStability(Metric):
     params: IouStabilityParams
 
     @classmethod
+    def score_order_for(cls, params: IouStabilityParams) -> Literal["signed", "absolute"]:
+        """The order the compared units are chosen in, read by the teacher-vs-student pairing
+        (``harness.distillation``): signed for the labels form (positive and negative labels) and the
+        ranking form by highest or lowest score, absolute for the ranking form by |score| (L2E's
+        ranking formulation). A student is paired with its teacher only in the order it learned."""
+        if params.form == "ranking" and params.order == "absolute":
+            return "absolute"
+        return "signed"
+
+    @classmethod
     def extra_examples(cls, params: IouStabilityParams) -> dict | None:
         """The examples beyond the cell's own that the metric needs explained, as plain data (part of the
         plan): each example's nearest neighbours in its whole split; None with ``pool: sample``."""
