@@ -30,6 +30,8 @@ from harness.cache import Cache
 from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
 
+ScoreOrder = Literal["signed", "absolute"]  # how an explanation's units are ranked: by score or |score|
+
 T = TypeVar("T")
 
 
@@ -331,6 +333,13 @@ class Explainer(Plugin, ABC):
     kind: ClassVar[str] = "explainer"
     Params: ClassVar[type[Params]] = ExplainerParams
 
+    @classmethod
+    def score_order_for(cls, params: Params) -> ScoreOrder | None:
+        """How these scores are meant to be read: "signed" (evidence for and against), "absolute" (only
+        magnitudes are learned or meaningful, e.g. L2E's ranking formulation), or None: not declared.
+        The report pairs a student with its teacher only on metrics in this order."""
+        return None
+
     def __init__(self, params: Params | None = None, seed: int = 0):
         super().__init__(params)
         self.seed = seed
@@ -383,6 +392,12 @@ class MetricInput:
     load_classifier: Callable[[], Classifier] = field(repr=False)
     batch_size: int = 32
     reference: MetricInput | None = None
+    # Only for a metric declaring extra examples (``Metric.extra_examples``): the same explainer's
+    # attributions of the extra examples, and for each example of the cell the ids of those its need
+    # asked for (e.g. its nearest neighbours in the whole split; the examples are in ``examples``). The
+    # metric's values are still one per ``attributions``.
+    extra_attributions: Sequence[Attribution] = ()
+    related: dict[str, list[str]] | None = None
 
     @cached_property
     def classifier(self) -> Classifier:
@@ -462,6 +477,19 @@ class Metric(Plugin, ABC):
       one entry per reference explainer (whose identity is part of the metric's); ``each`` gives one per
       explainer of the suite, so one cell per ordered pair. Cells comparing an explainer with itself are
       not in the grid.
+
+    Optional declarations, each read by the harness (never a metric's name):
+
+    - ``explainer_reference``: the name of a parameter that, when set, names an explainer entry of the
+      suite (by label, or a plugin listed once) whose attributions of the same examples the metric reads
+      as ``MetricInput.reference`` (e.g. ``iou-stability``'s ``match``); checked when the suite loads.
+    - ``extra_examples(params)`` / ``find_extra_examples(need, anchors, pool)``: examples of the split
+      beyond the cell's sample that the metric needs explained too (e.g. each document's nearest
+      neighbours in the whole split); they reach this metric only, as ``MetricInput.extra_attributions``
+      and ``related``.
+    - ``score_order_for(params)`` (also on explainers): "signed" or "absolute", the order in which the
+      metric takes an explanation's units, or in which an explainer's scores are meant to be read; the
+      report pairs a student with its teacher only on metrics in the student's order.
     """
 
     kind: ClassVar[str] = "metric"
@@ -469,12 +497,33 @@ class Metric(Plugin, ABC):
     direction: ClassVar[Literal["higher", "lower"]]
     range: ClassVar[tuple[float, float]]
     compares: ClassVar[Literal["variant", "teacher", "device", "explainer"] | None] = None
+    explainer_reference: ClassVar[str | None] = None
 
     @classmethod
     def direction_for(cls, params: Params) -> Literal["higher", "lower"]:
         """Which way is better with these parameters: ``direction``, unless a parameter turns it around
         (for example a metric that can select the evidence against the prediction). Recorded per cell."""
         return cls.direction
+
+    @classmethod
+    def score_order_for(cls, params: Params) -> ScoreOrder | None:
+        """The order the metric takes an explanation's units in with these parameters: "signed" (by
+        score), "absolute" (by |score|), or None (it does not rank units: runtime)."""
+        return None
+
+    @classmethod
+    def extra_examples(cls, params: Params) -> dict | None:
+        """What the metric needs explained beyond the cell's sample with these parameters (a JSON-able
+        description, part of cache keys), or None: nothing."""
+        return None
+
+    @classmethod
+    def find_extra_examples(
+        cls, need: dict, anchors: Sequence[Example], pool: Sequence[Example]
+    ) -> dict[str, list[str]]:
+        """For each anchor (an example of the cell's sample), the ids of the examples of ``pool`` (the
+        whole split) that ``need`` asks for. Required when ``extra_examples`` returns a need."""
+        raise NotImplementedError(f"metric '{cls.name}' declares extra examples but cannot find them")
 
     @abstractmethod
     def compute(self, data: MetricInput) -> Sequence[float] | MetricOutput: ...
@@ -493,6 +542,9 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
         bounds = getattr(cls, "range", None)
         if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
             return f"metric '{name}' must declare range as (low, high)"
+        named = getattr(cls, "explainer_reference", None)
+        if named is not None and named not in getattr(getattr(cls, "Params", None), "model_fields", {}):
+            return f"metric '{name}' declares explainer_reference '{named}', which its Params do not have"
         compares = getattr(cls, "compares", None)
         if compares not in (None, "variant", "teacher", "device", "explainer"):
             return f"metric '{name}': compares must be None, 'variant', 'teacher', 'device' or 'explainer'"

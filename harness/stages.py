@@ -127,18 +127,6 @@ class Explained:
     related: dict[str, dict[str, list[str]]] | None = None
 
 
-@dataclass
-class ExtendedMetricInput(MetricInput):
-    """What a metric declaring extra examples (``Metric.extra_examples``) sees: the cell's
-    ``MetricInput`` (its values are still one per ``attributions``), plus the attributions of the extra
-    examples by the same explainer (``extra_attributions``), for each example of the cell the ids of the
-    extra examples its need asked for (``related``, e.g. its nearest neighbours in the whole split), and
-    those examples in ``examples``. A ``reference`` is extended alike."""
-
-    extra_attributions: Sequence[Attribution] = ()
-    related: dict[str, list[str]] | None = None
-
-
 @dataclass(frozen=True)
 class Perturbed:
     """What planning an explanation's removal metrics together did: the metrics planned (those whose
@@ -643,7 +631,7 @@ def _metric_input(
     workspace: Workspace, cell: Cell, explained: Explained, extra: Explained | None = None
 ) -> MetricInput:
     """What the cell's metric sees: its explanation of the sample; with ``extra`` (the extra examples
-    its metric declared), an ``ExtendedMetricInput``."""
+    its metric declared), with ``extra_attributions`` and ``related`` set."""
     handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
     examples = {example.id: example for example in workspace.examples(cell.dataset)}
     common = {
@@ -657,7 +645,7 @@ def _metric_input(
     split = workspace.dataset(cell.dataset).split(cell.dataset.spec.split)
     wanted = {attribution.example_id for attribution in extra.attributions}
     examples |= {example.id: example for example in split if example.id in wanted}
-    return ExtendedMetricInput(
+    return MetricInput(
         examples=examples,
         extra_attributions=extra.attributions,
         related=(extra.related or {}).get(canonical_json(declared_need(cell.metric))),

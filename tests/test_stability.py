@@ -358,9 +358,7 @@ def test_neighbours_given_by_the_harness_replace_a_search_among_the_cells_exampl
     )
     plain = cell(x0, x1)
     assert values_of(stability(k=50, neighbours=1), plain) == pytest.approx([1 / 3, 1 / 3])
-    from harness.stages import ExtendedMetricInput  # (added with neighbours from the split)
-
-    extended = ExtendedMetricInput(
+    extended = MetricInput(
         attributions=plain.attributions,
         examples={**plain.examples, x2[1].id: x2[1]},
         dataset=plain.dataset,
@@ -461,3 +459,12 @@ def test_iou_stability_declares_the_order_a_student_is_paired_in():
     assert order(form="ranking") == "absolute"
     assert order(form="ranking", order="descending") == "signed"
     assert order(form="labels") == "signed"
+
+
+def test_a_metric_declaring_an_explainer_parameter_must_have_it():
+    class Misnamed(IouStability):
+        explainer_reference = "matched"  # its Params call it match
+
+    assert metadata_problem(Misnamed) == (
+        "metric 'iou-stability' declares explainer_reference 'matched', which its Params do not have"
+    )
