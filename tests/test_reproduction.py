@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import tiny_suite_text
@@ -378,3 +379,15 @@ def test_a_claim_on_a_teacher_reads_the_values_its_students_cell_stores_beside_i
     assert reversed_.difference.mean == pytest.approx(1 / 3)
     [without] = judge_claims([wanted], records)  # no teachers known: the teacher has no cell
     assert without.verdict == UNTESTABLE
+
+
+def test_the_readmes_claims_example_is_valid():
+    """The README's example of ``claims:`` parses as claims (the names it gives are illustrative)."""
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("**Reproductions: a paper's claims as data.**", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    claims = [Claim.model_validate(item) for item in yaml.safe_load(block)["claims"]]
+    assert [c.reproduced_if for c in claims] == ["within", "within", None]
+    assert claims[1].metric == "test-accuracy" and claims[2].untestable
