@@ -82,25 +82,8 @@ def _ngrams(document: Document, n: int) -> set[tuple[str, ...]]:
 
 
 def _lexical_matrix(documents: Sequence[Document]) -> np.ndarray:
-    """Pairwise lexical similarities (N × N), each n-gram order as one sparse product: for binary
-    document × n-gram matrices, X Xᵀ counts shared n-grams and the union is |a| + |b| − |a ∩ b|."""
-    total = np.zeros((len(documents), len(documents)), dtype=np.float64)
-    for n in range(1, _MAX_NGRAM + 1):
-        sets = [_ngrams(document, n) for document in documents]
-        vocabulary: dict[tuple[str, ...], int] = {}
-        rows, columns = [], []
-        for row, grams in enumerate(sets):
-            for gram in grams:
-                rows.append(row)
-                columns.append(vocabulary.setdefault(gram, len(vocabulary)))
-        matrix = csr_matrix(
-            (np.ones(len(rows)), (rows, columns)), shape=(len(documents), max(len(vocabulary), 1))
-        )
-        intersection = (matrix @ matrix.T).toarray()
-        sizes = np.array([len(grams) for grams in sets], dtype=np.float64)
-        union = sizes[:, None] + sizes[None, :] - intersection
-        total += np.divide(intersection, union, out=np.zeros_like(union), where=union > 0)
-    return total
+    """Pairwise lexical similarities (N × N): ``_lexical_rows`` with every document an anchor."""
+    return _lexical_rows(tuple(documents), tuple(range(len(documents))))
 
 
 def lexical_similarity(a: Document, b: Document) -> float:
@@ -192,8 +175,9 @@ def _unit_embeddings(pool: tuple[Document, ...]) -> np.ndarray:
 
 
 def _lexical_rows(pool: tuple[Document, ...], anchors: tuple[int, ...]) -> np.ndarray:
-    """Lexical similarities of the anchors with every pool document (anchors × pool), as
-    ``_lexical_matrix`` but multiplying only the anchors' rows."""
+    """Lexical similarities of the anchors with every pool document (anchors × pool), each n-gram
+    order as one sparse product: for binary document × n-gram matrices, X Xᵀ counts shared n-grams and
+    the union is |a| + |b| − |a ∩ b|; only the anchors' rows are multiplied."""
     total = np.zeros((len(anchors), len(pool)), dtype=np.float64)
     for n in range(1, _MAX_NGRAM + 1):
         sets = [_ngrams(document, n) for document in pool]
