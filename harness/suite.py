@@ -113,7 +113,34 @@ class ModelSpec(Spec):
 Axis = Literal["variant", "explainer", "model"]
 
 
-class Expectation(BaseModel):
+class _TwoSides(BaseModel):
+    """What expectations and claims share: ``above`` and ``below`` naming values of one axis (absent on a
+    claim about one side), ``where`` fixing others, variants written either way made canonical."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("above", "below", "where", mode="before", check_fields=False)
+    @classmethod
+    def _variant_mapping(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "variant" in value:
+            return {**value, "variant": variant_name(value["variant"])}
+        return value
+
+    @property
+    def axis(self) -> Axis | None:
+        """The compared axis (None: a claim about one side)."""
+        return None if self.above is None else next(iter(self.above))
+
+    @property
+    def above_value(self) -> str | None:
+        return None if self.above is None else self.above[self.axis]
+
+    @property
+    def below_value(self) -> str | None:
+        return None if self.below is None else self.below[self.axis]
+
+
+class Expectation(_TwoSides):
     """An order the suite expects, tested by the report: on ``metric``, the cells at ``above`` score
     higher than those at ``below``, everything else equal (one-sided paired Wilcoxon over examples).
 
@@ -122,8 +149,6 @@ class Expectation(BaseModel):
     ``{model: bilstm-ldav-no-l2}`` vs ``{model: bilstm-ldav}`` (an ablation against the full model).
     An explainer is named by its name or its label, a model by its label.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: str = Field(description="metric name (every parameter set of it gets its own verdicts)")
     above: dict[Axis, str] = Field(min_length=1, max_length=1)
@@ -143,13 +168,6 @@ class Expectation(BaseModel):
             data.pop("where", None)
         return data
 
-    @field_validator("above", "below", "where", mode="before")
-    @classmethod
-    def _variant_mapping(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "variant" in value:
-            return {**value, "variant": variant_name(value["variant"])}
-        return value
-
     @model_validator(mode="after")
     def _one_axis(self) -> Expectation:
         if set(self.above) != set(self.below):
@@ -161,18 +179,6 @@ class Expectation(BaseModel):
         if self.axis in self.where:
             raise ValueError(f"where cannot fix the compared axis ({self.axis})")
         return self
-
-    @property
-    def axis(self) -> Axis:
-        return next(iter(self.above))
-
-    @property
-    def above_value(self) -> str:
-        return self.above[self.axis]
-
-    @property
-    def below_value(self) -> str:
-        return self.below[self.axis]
 
     def describe(self) -> str:
         where = "".join(f", {axis} {value}" for axis, value in self.where.items())
@@ -192,7 +198,7 @@ CRITERIA = {
 }
 
 
-class Claim(BaseModel):
+class Claim(_TwoSides):
     """A finding of the paper a suite reproduces, as data: where it comes from (``paper``, ``source``),
     what it says, the cells of ours it corresponds to and what counts as reproduced. The report's
     reproduction table shows the paper's value beside ours with a verdict (``harness.reproduction``).
@@ -202,8 +208,6 @@ class Claim(BaseModel):
     ``within`` or ``beyond``; or one side (no ``above`` / ``below``) judged ``near`` the paper's value;
     or ``untestable``: the claim is listed with the reason this suite cannot test it.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     paper: str = Field(min_length=1, description="the paper, as a short citation (Zafar et al. 2021)")
     source: str = Field(min_length=1, description="the table and cell (or section) the claim comes from")
@@ -229,13 +233,6 @@ class Claim(BaseModel):
     )
     margin: float | None = Field(None, ge=0, description="for within, beyond and near, on the metric's scale")
     untestable: str | None = Field(None, min_length=1, description="why this suite cannot test the claim")
-
-    @field_validator("above", "below", "where", mode="before")
-    @classmethod
-    def _variant_mapping(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "variant" in value:
-            return {**value, "variant": variant_name(value["variant"])}
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Claim:
@@ -264,18 +261,6 @@ class Claim(BaseModel):
         if self.reproduced_if in ("within", "beyond", "near") and self.margin is None:
             raise ValueError(f"{self.reproduced_if} needs a margin")
         return self
-
-    @property
-    def axis(self) -> Axis | None:
-        return None if self.above is None else next(iter(self.above))
-
-    @property
-    def above_value(self) -> str | None:
-        return None if self.above is None else self.above[self.axis]
-
-    @property
-    def below_value(self) -> str | None:
-        return None if self.below is None else self.below[self.axis]
 
     @property
     def criterion(self) -> str:
