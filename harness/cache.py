@@ -171,9 +171,16 @@ class Cache:
     def __init__(self, root: Path, read: bool = True, since: float | None = None):
         self.root = Path(root)
         self.read = read
-        # On a file system that stamps times coarsely, an entry of this run may look older than ``since``:
-        # it is then recomputed (work done twice), never an earlier run's entry read.
+        # ``since`` must come from the same clock that stamps the entries: take it from ``now()``.
         self.since = since
+
+    def now(self) -> float:
+        """The cache's file system's present time, as it stamps entries written now: the ``since`` to give
+        a run's caches. ``time.time()`` is not: a kernel stamps files from a coarse clock that may lag it
+        by a few milliseconds, and an entry written just after the run began would then read as older."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=".clock-") as stamp:
+            return os.fstat(stamp.fileno()).st_mtime
 
     def _readable(self, path: Path) -> bool:
         """Whether an existing entry may be read: always with ``read``, else only if written since

@@ -16,7 +16,6 @@ import logging
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -147,7 +146,8 @@ class Runner:
         self.device = resolve_device(options.device or self.suite.device)
         self.device_name = device_name(self.device)
         self.libraries = keys.environment()["libraries"]
-        self.started = time.time()  # with the cache off, entries written since then are this run's
+        # With the cache off, entries written since then are this run's (the file system's clock).
+        self.started = self.cache.now()
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunResult:
