@@ -90,6 +90,13 @@ class Classifier(ABC):
     ) -> torch.Tensor:
         """Class logits (B, K) from ids or from word embeddings (exactly one of the two)."""
 
+    def output_positions(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The position each row's prediction is read from (B,), for explainers that read one row of a
+        per-position quantity (``attention``): the first position ([CLS], <s>) by default, as encoders pool
+        it. A causal decoder, whose first position attends only to itself, reads the last attended
+        position instead, and its classifier overrides this."""
+        return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
+
     def attentions(self, encoding: Encoding) -> tuple[torch.Tensor, ...]:
         """Per-layer attention probabilities, each (B, heads, L, L), for attention explainers.
         Models without attention raise ``PluginError`` (the cell fails with that message)."""
