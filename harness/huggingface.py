@@ -12,6 +12,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 
 import torch
 
@@ -153,6 +154,20 @@ class TransformersClassifier(Classifier):
                 else None
             ),
         )
+
+    @cached_property
+    def is_causal(self) -> bool:
+        """Whether the transformers model attends causally, each position to itself and those before it, as
+        its attention modules declare (transformers' ``is_causal``): a decoder (Llama, Qwen2, GPT-2...),
+        which reads its prediction off the last real position rather than the first."""
+        return any(getattr(module, "is_causal", False) is True for module in self.network.modules())
+
+    def output_positions(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The first position for an encoder; the last attended position for a causal decoder."""
+        if not self.is_causal:
+            return super().output_positions(attention_mask)
+        mask = attention_mask.to(torch.long)
+        return (torch.arange(mask.shape[-1], device=mask.device) * mask).argmax(-1)
 
     @property
     def attention_model(self) -> torch.nn.Module:

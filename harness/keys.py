@@ -93,6 +93,18 @@ def test_predictions_parts(model_key: str, dataset: str, batch_size: int, device
     }
 
 
+def model_checks_parts(model_key: str, checks_version: str, dataset: str) -> dict:
+    """The load-time checks of a model (``harness.testing.load_findings``) on a dataset's first test
+    examples (``dataset``: its content fingerprint); ``checks_version`` changes with the checks."""
+    return {
+        "stage": "model-checks",
+        "model_key": model_key,
+        "checks_version": checks_version,
+        "dataset": dataset,
+        **environment(),
+    }
+
+
 def attributions_parts(
     model_key: str,
     explainer: dict,

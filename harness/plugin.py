@@ -146,6 +146,12 @@ class Model(Plugin, ABC):
     kind: ClassVar[str] = "model"
     trainable: ClassVar[bool] = True
     variants: ClassVar[tuple[str, ...]] = ("default",)
+    # Whether a run checks the model when it first builds it (``harness.testing.load_findings``: encodings
+    # aligned, logits from embeddings equal to logits from ids, predictions independent of the batch, every
+    # available masking), cached by the model's key; a failed check fails the model's cells with the
+    # check's name. For plugins that load models they did not make (``hf``), whose behaviour the plugin
+    # cannot vouch for; a model the plugin trains itself is checked by the conformance kit instead.
+    check_on_load: ClassVar[bool] = False
 
     @classmethod
     def builds_variant(cls, variant: str) -> bool:

@@ -48,6 +48,7 @@ from harness.progress import NullReporter, Reporter
 from harness.suite import LoadedSuite
 
 log = logging.getLogger("bench.run")
+LOAD_CHECK_EXAMPLES = 4  # test examples of the training dataset a loaded model is checked on
 
 # Cached attributions are stored as {"schema": ATTRIBUTIONS_SCHEMA, "timing": ..., "attributions": [...]};
 # an entry of another schema (or unreadable) is recomputed, never a failed cell. 3: attributions carry
@@ -311,12 +312,39 @@ class Workspace:
         meta = self.cache.get_json("model-meta", handle.key) if handle.trainable else None
         directory = self.cache.get_directory("models", handle.key) if meta else None
         if isinstance(meta, dict) and isinstance(meta.get("training"), dict) and directory is not None:
+            self._check_on_load(handle, None)
             return meta["training"]
         classifier, meta = self._build(handle)
         if handle.trainable:
             self._store(handle, classifier, meta, replace=False)
+        self._check_on_load(handle, classifier)
         self._classifiers.get_or_make(handle.key, lambda: self._serving(handle, classifier))
         return meta["training"]
+
+    def _check_on_load(self, handle: _ModelHandle, classifier: Classifier | None) -> None:
+        """For a plugin that asks for it (``Model.check_on_load``): the load checks of the conformance kit
+        on the training dataset's first test examples, once per model (cached); raise ``PluginError``
+        naming the first failed check, so that the model's cells fail with it instead of giving wrong
+        numbers."""
+        if not handle.plugin.check_on_load:
+            return
+        from harness.testing import LOAD_CHECKS_VERSION, load_findings
+
+        examples = handle.training.test[:LOAD_CHECK_EXAMPLES]
+        key = keys.key(keys.model_checks_parts(handle.key, LOAD_CHECKS_VERSION, handle.training.fingerprint))
+        findings = self.cache.get_json("model-checks", key)
+        if not isinstance(findings, list):
+            if classifier is None:
+                classifier = self.classifier(handle)
+            findings = [[f.check, f.message] for f in load_findings(classifier, examples)] if examples else []
+            self.cache.put_json("model-checks", key, findings)
+        if findings:
+            check, message = findings[0]
+            more = f" (and {len(findings) - 1} more check(s))" if len(findings) > 1 else ""
+            raise PluginError(
+                f"model '{handle.entry.label}' fails the load check '{check}': {message}{more}; "
+                "its numbers would be wrong, so its cells are not computed"
+            )
 
     def classifier(self, handle: _ModelHandle) -> Classifier:
         """The model in memory: kept, read from the cache, or built (and cached) when neither has it."""

@@ -337,6 +337,9 @@ class _Recording(Classifier):
     def attentions(self, encoding):
         return self.inner.attentions(encoding)
 
+    def output_positions(self, attention_mask):
+        return self.inner.output_positions(attention_mask)
+
     def class_vectors(self):
         return self.inner.class_vectors()
 
@@ -783,6 +786,19 @@ def _classifier_findings(
                 break
         findings += _removal_findings(classifier, encoding, log_probabilities)
     return findings, log_probabilities
+
+
+LOAD_CHECKS_VERSION = "1"  # bump when load_findings checks more or otherwise
+
+
+def load_findings(classifier: Classifier, examples: Sequence[Example]) -> list[Finding]:
+    """The cheap checks a run makes of a model it loads (``Model.check_on_load``), on a few of the
+    dataset's own examples (the longest first, so that the others are padded): encodings aligned with the
+    text, probabilities that sum to one, logits from word embeddings equal to logits from ids (what
+    gradient explainers rely on), the same prediction for an example alone and in a padded batch, and
+    every masking the tokenizer supports. The first finding of each check."""
+    findings, _ = _classifier_findings(classifier, _longest_first(examples))
+    return _first_per_check(findings)
 
 
 def _longest_first(examples) -> list[Example]:

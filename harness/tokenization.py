@@ -18,7 +18,12 @@ def encode_with_tokenizer(
     tokenizer, examples: Sequence[Example], max_length: int, device: torch.device | str = "cpu"
 ) -> Encoding:
     """Tokenise single texts or text pairs with truncation to ``max_length`` and padding to the
-    longest in the batch, keeping tokens, character offsets, word ids and segments per example."""
+    longest in the batch, keeping tokens, character offsets, word ids and segments per example.
+
+    Padding is always on the right, whatever the tokenizer's ``padding_side`` (many LLM tokenizers ship
+    with ``left``): an ``Encoding`` holds each example's real tokens first, and only right padding keeps a
+    causal model's positions what they are for the example alone (position ids count from the first
+    token), so that its predictions do not depend on the batch."""
     texts = [example.text for example in examples]
     pairs = [example.text_pair for example in examples]
     has_pairs = any(pair is not None for pair in pairs)
@@ -30,6 +35,7 @@ def encode_with_tokenizer(
         truncation=True,
         max_length=max_length,
         padding=True,
+        padding_side="right",
         return_offsets_mapping=True,
         return_tensors="pt",
     )

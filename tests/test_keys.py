@@ -34,6 +34,10 @@ def test_every_key_names_the_harness_version_its_code_paths_and_every_numeric_li
             {"stage", "model_key", "dataset", "batch_size", "device"},
         ),
         (
+            keys.model_checks_parts("model", "1", "data"),
+            {"stage", "model_key", "checks_version", "dataset"},
+        ),
+        (
             keys.attributions_parts("model", {"name": "e"}, 0, "test", "examples", 16, "cpu"),
             {"stage", "model_key", "explainer", "seed", "split", "examples", "batch_size", "device"},
         ),
@@ -46,7 +50,7 @@ def test_every_key_names_the_harness_version_its_code_paths_and_every_numeric_li
             {"stage", "attributions_key", "metric", "reference_key", "batch_size", "device"},
         ),
     ],
-    ids=["model", "test-predictions", "attributions", "explainer-fit", "metric"],
+    ids=["model", "test-predictions", "model-checks", "attributions", "explainer-fit", "metric"],
 )
 def test_each_key_lists_exactly_what_determines_its_value(parts, expected):
     assert set(parts) == expected | EVERY_KEY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -32,6 +33,8 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _HUB_TIMEOUT_S = 10.0  # resolving a revision online: a slow or absent network fails fast
 
+log = logging.getLogger("bench.models.hf")
+
 
 class HuggingFaceClassifier(TransformersClassifier):
     """An ``AutoModelForSequenceClassification`` with its tokenizer, ready for explanation."""
@@ -48,10 +51,40 @@ class HuggingFaceClassifier(TransformersClassifier):
         inputs_embeds: torch.Tensor | None,
         token_type_ids: torch.Tensor | None,
     ) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        """The network's logits, from ids or word embeddings alike.
+
+        A decoder's ``*ForSequenceClassification`` finds the position it pools (the last one that is not
+        padding) from ``input_ids``; given ``inputs_embeds`` alone it pools the last position, a pad for
+        every row shorter than the batch (transformers only warns). So the network always gets ids: stand-in
+        ids that hold the padding id exactly where the attention mask is 0 (the real ids elsewhere, or a
+        non-padding id when only embeddings are given), with the word-embedding layer's output replaced by
+        the embeddings (a forward hook): the pooled position is the last attended one, from ids and from
+        embeddings, and an encoder computes exactly what it computes from its ids."""
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        inputs = {
+            "input_ids": self._stand_in_ids(attention_mask, input_ids),
+            "attention_mask": attention_mask,
+        }
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        return self.network(**inputs).logits
+        hook = self.word_embeddings.register_forward_hook(lambda module, args, output: inputs_embeds)
+        try:
+            return self.network(**inputs).logits
+        finally:
+            hook.remove()
+
+    def _stand_in_ids(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None) -> torch.Tensor:
+        """Ids that tell the network where the padding is (see ``forward``): ``pad_id`` where the mask is 0,
+        elsewhere the real id, or ``other_id`` where there is none or it is the padding id (an attended pad:
+        a token removed by ``masking: pad``, or an eos that doubles as pad)."""
+        pad_id = _text_config(self.network.config).pad_token_id
+        pad_id = self.pad_token_id if pad_id is None else pad_id
+        other_id = 1 if pad_id == 0 else 0
+        attended = attention_mask.bool()
+        ids = torch.full_like(attention_mask, other_id, dtype=torch.long) if input_ids is None else input_ids
+        ids = torch.where(attended & (ids == pad_id), other_id, ids)
+        return torch.where(attended, ids, pad_id)
 
 
 class HuggingFaceParams(Params):
@@ -67,6 +100,12 @@ class HuggingFaceParams(Params):
     trust_remote_code: bool = Field(
         False, description="Run model code shipped with the checkpoint; off unless the suite says so."
     )
+    pad_token: str | None = Field(
+        None,
+        description="The token batches are padded with: by default the tokenizer's own, or its eos token when "
+        "it has none (most LLM tokenizers; said in the run's log). Padding is attention-masked and on the "
+        "right, so it never reaches a prediction; it is what masking: pad puts in place of a removed token.",
+    )
 
 
 class HuggingFaceModel(Model):
@@ -77,6 +116,12 @@ class HuggingFaceModel(Model):
     config names the labels they must be in the dataset's order. Weights are loaded in float32. A Hub id
     is looked up in the local Hugging Face cache first; offline it must be there.
 
+    Encoders and decoders alike (BERT, RoBERTa, Llama, Qwen2, GPT-2...): batches are padded on the right
+    whatever the tokenizer's ``padding_side``, a tokenizer without a padding token pads with its eos token
+    (``pad_token``), and the position a decoder pools is the last attended one, from ids and from
+    embeddings (``HuggingFaceClassifier.forward``). The model is checked when a run first builds it
+    (``check_on_load``).
+
     The weights' identity, part of every cache key: for a local folder a content hash of its weight,
     config and tokenizer files (and ``*.py`` with ``trust_remote_code``); for a Hub id the commit the
     revision resolves to, from the local cache first (what is loaded) and else from the Hub.
@@ -84,7 +129,9 @@ class HuggingFaceModel(Model):
 
     name: ClassVar[str] = "hf"
     trainable: ClassVar[bool] = False
-    version: ClassVar[str] = "1"
+    check_on_load: ClassVar[bool] = True
+    # 2: decoders pool the last attended position from embeddings too; padding on the right; eos as pad
+    version: ClassVar[str] = "2"
     Params: ClassVar[type[Params]] = HuggingFaceParams
     provides: ClassVar[frozenset[str]] = frozenset({"attentions"})  # Classifier.attentions
 
@@ -99,8 +146,7 @@ class HuggingFaceModel(Model):
         _check_labels(model.config, dataset, self.params.path)
         if not getattr(tokenizer, "is_fast", False):
             raise PluginError(f"hf: {self.params.path} has no fast tokenizer (needed for character offsets)")
-        if tokenizer.pad_token_id is None:
-            raise PluginError(f"hf: the tokenizer of {self.params.path} has no padding token")
+        _use_padding(model, tokenizer, self.params.pad_token, self.params.path)
         max_length = min(self.params.max_length, tokenizer.model_max_length)
         classifier = HuggingFaceClassifier(model, tokenizer, dataset.labels, max_length, device)
         classifier.training_report = {
@@ -243,6 +289,37 @@ def _unidentified_message(model_id: str, revision: str | None, why: str) -> str:
         f"cache key: it is not in the local Hugging Face cache and {why}; pin 'revision' to a 40-character "
         "commit id, make the model available (download it into the cache), or give a local folder as 'path'"
     )
+
+
+def _use_padding(model, tokenizer, pad_token: str | None, path: str) -> None:
+    """Give the tokenizer its padding token (``pad_token``, else its own, else its eos token) and the
+    model's config a padding id when it has none (a decoder needs one to find its pooled position)."""
+    if pad_token is not None:
+        if pad_token not in tokenizer.get_vocab():
+            raise PluginError(
+                f"hf: pad_token {pad_token!r} is not in the vocabulary of the tokenizer of {path}"
+            )
+        tokenizer.pad_token = pad_token
+    elif tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise PluginError(
+                f"hf: the tokenizer of {path} has neither a padding nor an eos token; set pad_token to one of "
+                "its tokens"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info(
+            "hf: %s: the tokenizer has no padding token; padding with its eos token %r",
+            path,
+            tokenizer.eos_token,
+        )
+    config = _text_config(model.config)
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+
+
+def _text_config(config):
+    """The config that holds the text model's token ids (the config itself, but for multimodal models)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def _check_labels(config, dataset: TextDataset, path: str) -> None:
