@@ -11,5 +11,6 @@ def bench_models():
     from plugins.models.bow import BagOfWords
     from plugins.models.hf import HuggingFaceModel
     from plugins.models.minilm_head import MiniLMHead
+    from plugins.models.prompted import PromptedLM
 
-    return [MiniLMHead, HuggingFaceModel, BagOfWords, BiLSTMAttention]
+    return [MiniLMHead, HuggingFaceModel, BagOfWords, BiLSTMAttention, PromptedLM]
