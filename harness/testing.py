@@ -596,6 +596,7 @@ def _encoding_findings(encoding: Encoding, examples: Sequence[Example]) -> list[
         last_start = {0: -1, 1: -1}
         seen_words: dict[int, int] = {}
         previous_word = None
+        on_text: dict[int, bool] = {}  # per word: whether one of its tokens covers some of the text
         broken = True  # until the loop ends without finding anything
         for position, (token, (start, end), word, segment) in enumerate(
             zip(tokens, offsets, words, segments, strict=True)
@@ -615,14 +616,17 @@ def _encoding_findings(encoding: Encoding, examples: Sequence[Example]) -> list[
                 previous_word = None
                 continue
             text = texts[segment]
-            if not (0 <= start < end <= len(text)) or not text[start:end].strip():
+            if not (0 <= start <= end <= len(text)):
                 findings.append(
                     Finding(
                         "offsets",
-                        f"{where}: token {position} ({token!r}) has offsets {(start, end)} outside its text or on nothing",
+                        f"{where}: token {position} ({token!r}) has offsets {(start, end)} outside its text",
                     )
                 )
                 break
+            # A sub-token may cover only a space (byte-level BPE's lone "Ġ": an empty span once trimmed), as
+            # long as its word has a token on text.
+            on_text[word] = on_text.get(word, False) or bool(text[start:end].strip())
             if start < last_start[segment]:
                 findings.append(
                     Finding(
@@ -642,6 +646,15 @@ def _encoding_findings(encoding: Encoding, examples: Sequence[Example]) -> list[
             previous_word = word
         else:
             broken = False
+            nowhere = [word for word, covered in on_text.items() if not covered]
+            if nowhere:
+                findings.append(
+                    Finding(
+                        "offsets",
+                        f"{where}: word {nowhere[0]} has no token whose offsets cover any of its text",
+                    )
+                )
+                broken = True
         if example.text_pair is not None and not broken:
             real = [s for s in segments if s >= 0]
             if 1 not in real or real != sorted(real):

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import TINY_DATA
 from pydantic import ConfigDict
+from test_prompted import save_tiny_causal_lm
 from torch import nn
 
 from harness import (
@@ -119,6 +120,7 @@ def _words(text: str) -> list[tuple[int, int]]:
 PARAMS = {
     ("dataset", "jsonl"): lambda tmp: {"path": str(TINY_DATA), "test_fraction": 0.25},
     ("model", "hf"): lambda tmp: {"path": tiny_bert_folder(tmp)},
+    ("model", "prompted-lm"): lambda tmp: {"path": str(save_tiny_causal_lm(tmp))},
     ("model", "bow"): lambda tmp: {"dim": 8, "max_epochs": 5},
     ("model", "bilstm-attention"): lambda tmp: {"dim": 8, "hidden_size": 8, "max_epochs": 3, "ldav": True},
     ("explainer", "l2e"): lambda tmp: {
