@@ -29,16 +29,30 @@ from harness.forward import forward_service
 from harness.plugin import ExplainerParams, Metric, MetricInput, MetricOutput
 from harness.seeds import example_rng
 
-Masking = Literal["mask", "unk", "pad", "delete"]
+Masking = Literal["mask", "unk", "pad", "delete", "auto"]
 MASKING_DOC = (
     "how a removed token is removed: replaced by the tokenizer's mask, unk or pad token (attention kept), "
-    "or deleted from the sequence"
+    "or deleted from the sequence; auto: the mask token, else the unk token, else deleted (byte-level BPE "
+    "tokenizers, as most LLMs ship, have neither)"
 )
 GRANULARITY_DOC = "unit of removal: single tokens, or whole words (all their sub-tokens; a word's score is the mean of its tokens')"
+TOKEN_MASKINGS = ("mask", "unk", "pad")  # the maskings that put a token of the tokenizer in place
+
+
+def resolve_masking(classifier: Classifier, masking: Masking) -> Masking:
+    """The masking ``auto`` stands for with this classifier's tokenizer (others as they are)."""
+    if masking != "auto":
+        return masking
+    if classifier.mask_token_id is not None:
+        return "mask"
+    if classifier.unk_token_id is not None:
+        return "unk"
+    return "delete"
 
 
 def replacement_id(classifier: Classifier, masking: Masking) -> int | None:
     """The token id that stands in for a removed token (``None`` for deletion)."""
+    masking = resolve_masking(classifier, masking)
     if masking == "delete":
         return None
     token_id = {
@@ -48,7 +62,8 @@ def replacement_id(classifier: Classifier, masking: Masking) -> int | None:
     }[masking]
     if token_id is None:
         raise PluginError(
-            f"masking '{masking}' is not available: the model's tokenizer has no {masking} token"
+            f"masking '{masking}' is not available: the model's tokenizer has no {masking} token; set "
+            "masking: auto (or another masking it has)"
         )
     return int(token_id)
 

@@ -173,6 +173,13 @@ class Model(Plugin, ABC):
         """Facts about training (epochs, best validation accuracy...) stored with the run."""
         return dict(getattr(classifier, "training_report", {}) or {})
 
+    def maskings(self) -> frozenset[str] | None:
+        """Which token maskings (``mask``, ``unk``, ``pad``) the classifier will support, when the plugin
+        can tell without building it (``hf`` reads its tokenizer): a suite configuring another is refused
+        before anything runs. ``None`` (the default): not known before the build; a masking the model
+        lacks then fails its cells with the reason."""
+        return None
+
     def weights_identity(self) -> dict | None:
         """What identifies the weights the model starts from beyond its parameters (e.g. a content hash
         of a local checkpoint folder, or the commit a Hub revision resolves to), as JSON-able values.

@@ -469,6 +469,7 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
                 _check_variants(spec, info.cls, locator, where)
     _check_references(suite, entries, locator)
     _check_named_explainers(suite, entries, locator)
+    _check_maskings(suite, entries, locator)
     _check_expectations(suite, entries, locator)
     _check_claims(suite, entries, locator)
     return LoadedSuite(suite=suite, text=text, path=str(path), entries=entries, remote_code=remote_code)
@@ -545,6 +546,43 @@ def _check_named_explainers(suite: Suite, entries: dict[str, list[Any]], locator
             f"{parameter} '{value}' is not the label of an explainer of the suite, nor the name of a plugin "
             f"it lists once (its explainers: {', '.join(labels)})",
         )
+
+
+def _check_maskings(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:
+    """An explainer, teacher or metric that removes tokens by a token of the tokenizer (``masking:
+    mask``, ``unk`` or ``pad``) has it with every model of the suite that can tell before it is built
+    (``Model.maskings``): a byte-level BPE tokenizer has no mask token, and its cells would all fail."""
+    from harness.perturb import TOKEN_MASKINGS
+
+    available = [(model, model.cls(model.params).maskings()) for model in entries["models"]]
+    available = [(model, maskings) for model, maskings in available if maskings is not None]
+    if not available:
+        return
+    for section, specs in (("explainers", suite.explainers), ("metrics", suite.metrics)):
+        for entry in entries[section]:
+            for plugin, inside in ((entry, ()), (entry.teacher, ("teacher", "params"))):
+                masking = getattr(plugin.params, "masking", None) if plugin is not None else None
+                if masking not in TOKEN_MASKINGS:
+                    continue
+                for model, maskings in available:
+                    if masking in maskings:
+                        continue
+                    index = next(i for i, spec in enumerate(specs) if spec is entry.spec)
+                    given = dict(specs[index].params or {})
+                    for key in inside:
+                        given = dict(given.get(key) or {})
+                    where = (section, index, "params", *inside)
+                    where = (
+                        (*where, "masking")
+                        if "masking" in {**given, **dict(given.get("grid") or {})}
+                        else where
+                    )
+                    raise locator.fail(
+                        where,
+                        f"masking '{masking}' of {entry.label} is not available with model '{model.label}': its "
+                        f"tokenizer has no {masking} token; set masking: auto (its mask token, else unk, else "
+                        f"deleting the token) or one of {', '.join(sorted(maskings))}, delete",
+                    )
 
 
 def _check_claims(suite: Suite, entries: dict[str, list[Any]], locator: _Locator) -> None:

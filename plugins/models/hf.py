@@ -168,6 +168,26 @@ class HuggingFaceModel(Model):
         config = json.loads((Path(directory) / _CONFIG_FILE).read_text())
         return type(self)(self.Params(**config["params"])).build(dataset, seed=0, device=device)
 
+    def maskings(self) -> frozenset[str] | None:
+        """The token maskings its tokenizer supports, read from the tokenizer alone (a local folder, or a Hub
+        id already in the local cache): ``pad`` always (eos stands in), ``mask`` and ``unk`` where it has
+        them. None when the tokenizer cannot be read now (building the model then says why)."""
+        from transformers import AutoTokenizer
+
+        if self.params.trust_remote_code:
+            return None  # reading it could run the checkpoint's code, which only bench run may allow
+        try:
+            source, hub = self._source()
+            kwargs = {"revision": self.params.revision, "trust_remote_code": self.params.trust_remote_code}
+            if hub:
+                kwargs.update(cache_dir=str(hub_cache_dir()), local_files_only=True)
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        except Exception:  # noqa: BLE001 - unreadable here: the build reports it, with its reason
+            return None
+        present = {"mask": tokenizer.mask_token_id, "unk": tokenizer.unk_token_id}
+        return frozenset({"pad", *(name for name, token in present.items() if token is not None)})
+
     def weights_identity(self) -> dict:
         """``{"source": "folder", "sha256": ..., "files": n}`` for a local folder (a fingerprint of its
         weight, config and tokenizer files: overwriting the weights changes it), ``{"source": "hub",
