@@ -130,6 +130,7 @@ class HuggingFaceModel(Model):
     name: ClassVar[str] = "hf"
     trainable: ClassVar[bool] = False
     check_on_load: ClassVar[bool] = True
+    auto_class: ClassVar[str] = "AutoModelForSequenceClassification"  # what the checkpoint is loaded as
     # 2: decoders pool the last attended position from embeddings too; padding on the right; eos as pad
     version: ClassVar[str] = "2"
     Params: ClassVar[type[Params]] = HuggingFaceParams
@@ -197,7 +198,7 @@ class HuggingFaceModel(Model):
         if not hub:
             patterns = WEIGHT_PATTERNS + TOKENIZER_PATTERNS + (("*.py",) if p.trust_remote_code else ())
             return {"source": "folder", **files_fingerprint(source, patterns)}
-        return {"source": "hub", "commit": _resolve_commit(p.path, p.revision)}
+        return {"source": "hub", "commit": _resolve_commit(self.name, p.path, p.revision)}
 
     def _source(self) -> tuple[str, bool]:
         """What ``from_pretrained`` is given, and whether it is a Hub id (rather than a local folder)."""
@@ -207,41 +208,45 @@ class HuggingFaceModel(Model):
             return str(local), False
         if _HUB_ID.fullmatch(p.path):
             return p.path, True
-        raise BenchError(f"hf: model folder {p.path!r} does not exist")
+        raise BenchError(f"{self.name}: model folder {p.path!r} does not exist")
 
     def _load_pretrained(self):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        """The network (``auto_class``, float32) and its tokenizer, from the folder or the Hub (its local
+        cache first)."""
+        import transformers
 
         p = self.params
         source, hub = self._source()
+        auto_class = getattr(transformers, self.auto_class)
         kwargs = {"revision": p.revision, "trust_remote_code": p.trust_remote_code}
         if hub:  # the cache weights_identity reads
             kwargs["cache_dir"] = str(hub_cache_dir())
 
         def load(**extra):
             with quiet_transformers():
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    source, dtype=torch.float32, **kwargs, **extra
-                )
-                tokenizer = AutoTokenizer.from_pretrained(source, **kwargs, **extra)
+                model = auto_class.from_pretrained(source, dtype=torch.float32, **kwargs, **extra)
+                tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs, **extra)
             return model, tokenizer
 
+        # ValueError: a config the auto class cannot load (a classifier given to prompted-lm, say).
         if not hub:
             try:
                 return load()
-            except OSError as error:
-                raise BenchError(f"hf: could not load model from {p.path!r}: {_first_line(error)}") from error
+            except (OSError, ValueError) as error:
+                raise BenchError(
+                    f"{self.name}: could not load model from {p.path!r}: {_first_line(error)}"
+                ) from error
         try:  # The cache first: no network round trip when the model is already here.
             return load(local_files_only=True)
         except OSError as error:
             if hub_offline():
-                raise BenchError(_offline_message(p.path)) from error
+                raise BenchError(_offline_message(self.name, p.path)) from error
         try:
             return load()
-        except OSError as error:
+        except (OSError, ValueError) as error:
             if _is_connection_error(error):
-                raise BenchError(_offline_message(p.path)) from error
-            raise BenchError(f"hf: could not load model {p.path!r}: {_first_line(error)}") from error
+                raise BenchError(_offline_message(self.name, p.path)) from error
+            raise BenchError(f"{self.name}: could not load model {p.path!r}: {_first_line(error)}") from error
 
 
 def hub_cache_dir() -> Path:
@@ -273,7 +278,7 @@ def cached_commit(model_id: str, revision: str | None) -> str | None:
     return commit if _COMMIT.fullmatch(commit) and (folder / "snapshots" / commit).is_dir() else None
 
 
-def _resolve_commit(model_id: str, revision: str | None) -> str:
+def _resolve_commit(plugin: str, model_id: str, revision: str | None) -> str:
     """The commit a Hub revision resolves to: a pinned commit as is, else from the local cache (what
     loading uses first), else from the Hub (short timeout; never when HF_HUB_OFFLINE is set)."""
     if revision is not None and _COMMIT.fullmatch(revision):
@@ -283,7 +288,7 @@ def _resolve_commit(model_id: str, revision: str | None) -> str:
         return commit
     if hub_offline():
         raise PluginError(
-            _unidentified_message(model_id, revision, "Hugging Face Hub access is off (offline)")
+            _unidentified_message(plugin, model_id, revision, "Hugging Face Hub access is off (offline)")
         )
     try:
         from huggingface_hub import HfApi
@@ -292,20 +297,20 @@ def _resolve_commit(model_id: str, revision: str | None) -> str:
     except Exception as error:
         if _is_connection_error(error):
             raise PluginError(
-                _unidentified_message(model_id, revision, "the Hugging Face Hub cannot be reached")
+                _unidentified_message(plugin, model_id, revision, "the Hugging Face Hub cannot be reached")
             ) from error
         raise PluginError(
-            f"hf: could not resolve revision {revision or 'main'!r} of {model_id!r} on the Hugging Face Hub: "
+            f"{plugin}: could not resolve revision {revision or 'main'!r} of {model_id!r} on the Hugging Face Hub: "
             f"{_first_line(error)}"
         ) from error
     if not commit:
-        raise PluginError(_unidentified_message(model_id, revision, "the Hub gave no commit"))
+        raise PluginError(_unidentified_message(plugin, model_id, revision, "the Hub gave no commit"))
     return commit
 
 
-def _unidentified_message(model_id: str, revision: str | None, why: str) -> str:
+def _unidentified_message(plugin: str, model_id: str, revision: str | None, why: str) -> str:
     return (
-        f"hf: cannot tell which weights {model_id!r} (revision {revision or 'main'!r}) are, needed for the "
+        f"{plugin}: cannot tell which weights {model_id!r} (revision {revision or 'main'!r}) are, needed for the "
         f"cache key: it is not in the local Hugging Face cache and {why}; pin 'revision' to a 40-character "
         "commit id, make the model available (download it into the cache), or give a local folder as 'path'"
     )
@@ -381,8 +386,8 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _offline_message(model_id: str) -> str:
+def _offline_message(plugin: str, model_id: str) -> str:
     return (
-        f"hf: could not download model {model_id!r}: this machine is offline and the model is not in the "
+        f"{plugin}: could not download model {model_id!r}: this machine is offline and the model is not in the "
         "local Hugging Face cache; give a local folder as 'path' (e.g. one written by save_pretrained)"
     )

@@ -12,23 +12,17 @@ import torch
 from pydantic import Field
 
 from harness import (
-    BenchError,
     Encoding,
     Example,
     Params,
     PluginError,
     TextDataset,
     TransformersClassifier,
-    hub_offline,
     quiet_transformers,
 )
 from plugins.models.hf import (
     HuggingFaceModel,
-    _first_line,
-    _is_connection_error,
-    _offline_message,
     _text_config,
-    hub_cache_dir,
 )
 
 DEFAULT_TEMPLATE = "Review: {text}\nSentiment:"
@@ -379,6 +373,7 @@ class PromptedLM(HuggingFaceModel):
     name: ClassVar[str] = "prompted-lm"
     trainable: ClassVar[bool] = False
     check_on_load: ClassVar[bool] = True  # a model the plugin did not make: the run checks it (as hf's)
+    auto_class: ClassVar[str] = "AutoModelForCausalLM"
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = (
         "Schick & Schütze 2021, Exploiting Cloze Questions for Few Shot Text Classification and Natural "
@@ -434,42 +429,6 @@ class PromptedLM(HuggingFaceModel):
             "trained": False,
         }
         return classifier
-
-    def _load_pretrained(self):
-        """The causal language model and its tokenizer, as ``hf`` loads its classifier."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        p = self.params
-        source, hub = self._source()
-        kwargs = {"revision": p.revision, "trust_remote_code": p.trust_remote_code}
-        if hub:  # the cache weights_identity reads
-            kwargs["cache_dir"] = str(hub_cache_dir())
-
-        def load(**extra):
-            with quiet_transformers():
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs, **extra)
-                tokenizer = AutoTokenizer.from_pretrained(source, **kwargs, **extra)
-            return model, tokenizer
-
-        if not hub:
-            try:
-                return load()
-            except (OSError, ValueError) as error:
-                raise BenchError(
-                    f"prompted-lm: could not load a causal language model from {p.path!r}: "
-                    f"{_first_line(error)}"
-                ) from error
-        try:  # The cache first: no network round trip when the model is already here.
-            return load(local_files_only=True)
-        except OSError as error:
-            if hub_offline():
-                raise BenchError(_offline_message(p.path)) from error
-        try:
-            return load()
-        except (OSError, ValueError) as error:
-            if _is_connection_error(error):
-                raise BenchError(_offline_message(p.path)) from error
-            raise BenchError(f"prompted-lm: could not load model {p.path!r}: {_first_line(error)}") from error
 
 
 def _check_verbalizer_labels(verbalizers: Mapping[str, Sequence[str]], dataset: TextDataset) -> None:
