@@ -22,6 +22,9 @@ from harness.errors import PluginError
 from harness.tokenization import encode_with_tokenizer
 
 _TRUE = {"1", "on", "yes", "true"}
+# Where a base model holds its layers: encoders (BERT, RoBERTa, ELECTRA; DistilBERT), decoders (Llama,
+# Qwen2, Mistral; GPT-2).
+_LAYER_LISTS = (("encoder", "layer"), ("transformer", "layer"), ("layers",), ("h",))
 
 
 @contextmanager
@@ -184,22 +187,26 @@ class TransformersClassifier(Classifier):
         """Layer ``index`` of the transformers model (``attention_model``'s base model): 0 is the
         word-embedding layer, ``k`` ≥ 1 the ``k``-th encoder layer (``encoder.layer``, as BERT, RoBERTa
         and ELECTRA hold them, or ``transformer.layer``, as DistilBERT does), whose output is the model's
-        ``hidden_states[k]``. Other architectures, and indices past the last layer, raise ``PluginError``."""
+        ``hidden_states[k]``; decoders hold them in ``layers`` (Llama, Qwen2, Mistral) or ``h`` (GPT-2).
+        Other architectures, and indices past the last layer, raise ``PluginError``."""
         if index < 0:
             raise PluginError(f"hidden layer {index}: layers are numbered from 0 (the word embeddings)")
         if index == 0:
             return self.word_embeddings
         base = self.attention_model.base_model
         layers = None
-        for holder in ("encoder", "transformer"):
-            candidate = getattr(getattr(base, holder, None), "layer", None)
+        for path in _LAYER_LISTS:
+            candidate = base
+            for name in path:
+                candidate = getattr(candidate, name, None)
             if isinstance(candidate, torch.nn.ModuleList):
                 layers = candidate
                 break
         if layers is None:
             raise PluginError(
-                f"model {type(self).__name__} ({type(base).__name__}) holds its encoder layers in no "
-                "encoder.layer or transformer.layer list; only layer 0 (the word embeddings) is available"
+                f"model {type(self).__name__} ({type(base).__name__}) holds its layers in none of "
+                f"{', '.join('.'.join(path) for path in _LAYER_LISTS)}; only layer 0 (the word embeddings) "
+                "is available"
             )
         if index > len(layers):
             raise PluginError(
