@@ -22,7 +22,7 @@ from harness import Example, PluginError, TextDataset, evaluate
 from harness.attribution import attributions_from_batch
 from harness.testing import check_model, kit_dataset
 from plugins.explainers.occlusion import Occlusion
-from plugins.models.prompted import PromptedLM
+from plugins.models.hf import PromptedLM
 
 CPU = torch.device("cpu")
 BOS, EOS = "<s>", "</s>"

@@ -9,8 +9,7 @@ BENCH_API_VERSION = "1.0"  # the plugin API these plugins are written for (harne
 def bench_models():
     from plugins.models.bilstm import BiLSTMAttention
     from plugins.models.bow import BagOfWords
-    from plugins.models.hf import HuggingFaceModel
+    from plugins.models.hf import HuggingFaceModel, PromptedLM
     from plugins.models.minilm_head import MiniLMHead
-    from plugins.models.prompted import PromptedLM
 
     return [MiniLMHead, HuggingFaceModel, BagOfWords, BiLSTMAttention, PromptedLM]

@@ -1,4 +1,5 @@
-"""The ``hf`` model: any Hugging Face sequence classifier, from a local folder or the Hub, used as is."""
+"""The ``hf`` model: any Hugging Face sequence classifier, from a local folder or the Hub, used as is; and
+``prompted-lm``: a causal language model prompted to classify (``_hf_prompt.py``), loaded the same way."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ from harness import (
     files_fingerprint,
     hub_offline,
     quiet_transformers,
+)
+from plugins.models._hf_prompt import (
+    PromptedClassifier,
+    PromptedParams,
+    PromptTemplate,
+    check_distinct_verbalizers,
+    check_verbalizer_labels,
+    verbalizer_token_ids,
 )
 
 _CONFIG_FILE = "hf_model.json"
@@ -391,3 +400,112 @@ def _offline_message(plugin: str, model_id: str) -> str:
         f"{plugin}: could not download model {model_id!r}: this machine is offline and the model is not in the "
         "local Hugging Face cache; give a local folder as 'path' (e.g. one written by save_pretrained)"
     )
+
+
+class PromptedLM(HuggingFaceModel):
+    """A causal language model prompted to classify (zero- or few-shot): label words as the next token.
+
+    Used as is (no training): each class is read off the model's next-token probabilities for its label
+    words (verbalizers) after the prompt.
+
+    The prompt is ``template`` with the example's text (and second text) in place. A class's logit is
+    ``log Σ_w p(w | prompt)`` over its verbalizer words ``w``, from the language model's next-token
+    distribution at the prompt's last token, so the class probabilities are that distribution
+    renormalised over the verbalizers: ``p(k) = Σ_{w∈V_k} p(w) / Σ_j Σ_{w∈V_j} p(w)`` (Schick & Schütze
+    2021's pattern-verbalizer pairs, with several words per class; Brown et al. 2020's prompting). Every
+    verbalizer word must be one token; the defaults suit a sentiment dataset labelled ``negative`` /
+    ``positive``: ``"Review: {text}\\nSentiment:"`` with ``" negative"`` / ``" positive"``.
+
+    What is attributed: the example's tokens only. The template's tokens (and a beginning-of-sequence token
+    the tokenizer adds) are special tokens (segment -1, no word): never removed, masked or scored, as
+    [CLS] and [SEP] are; heat-maps colour the text's tokens and show the template's dimmed. Tokens of the
+    text that are only whitespace (a double space, a line break, a space the vocabulary joins to nothing
+    after it) are special too: they hold no word. The text's tokens carry offsets into the example's own
+    text (segment 0; the second text's, segment 1).
+
+    Tokenisation: the template's pieces and the texts are tokenised apart and their ids joined, so no token
+    straddles the template and a text. The spaces that end a piece before a text are tokenised with the
+    text (``"Review: "`` then ``"good"`` gives ``"Review:"`` + ``" good"``, as the whole prompt would with
+    byte-level BPE, whose words carry their leading space), and their tokens' offsets point into the text.
+    A tokenizer that adds a word-start marker to every string it is given (SentencePiece's ``▁`` in
+    Llama 2's) reads each piece after a text as if a space preceded it. Truncation to ``max_length`` cuts
+    the texts from their end, the longest first, never the template. A template without ``{text_pair}``
+    reads a pair (outside a run: ``build`` refuses a pair dataset for it) as the first text, a line break
+    and the second.
+
+    Inputs are padded on the right, whatever the tokenizer's ``padding_side``, so that position ids count
+    from the prompt's first token in a batch as alone; with the tokenizer's padding token, else its eos
+    token, else id 0 (most language-model tokenizers have no padding token; padding is attention-masked,
+    and the id is what ``masking: pad`` puts in place of a removed token). Like most such tokenizers the
+    model usually has no mask or unknown token: removal by ``mask`` (and ``unk``) is then unavailable, and
+    ``delete`` or ``pad`` does it.
+
+    Loaded as ``hf`` loads (``AutoModelForCausalLM`` and a fast tokenizer, float32, a Hub id from the
+    local cache first), with the same weights identity. Attention weights come from the decoder
+    (``provides: attentions``), read at the prompt's last token (``output_positions``).
+
+    Limits: every verbalizer word is one token (a word the tokenizer splits is refused, not scored by its
+    first token); the probabilities are the language model's, renormalised, not calibrated (no contextual
+    calibration as in Zhao et al. 2021); few-shot demonstrations are fixed text written into the template
+    (braces doubled), the same for every example, and never attributed.
+    """
+
+    name: ClassVar[str] = "prompted-lm"
+    trainable: ClassVar[bool] = False
+    check_on_load: ClassVar[bool] = True  # a model the plugin did not make: the run checks it (as hf's)
+    auto_class: ClassVar[str] = "AutoModelForCausalLM"
+    version: ClassVar[str] = "1"
+    paper: ClassVar[str] = (
+        "Schick & Schütze 2021, Exploiting Cloze Questions for Few Shot Text Classification and Natural "
+        "Language Inference"
+    )
+    Params: ClassVar[type[Params]] = PromptedParams
+    provides: ClassVar[frozenset[str]] = frozenset({"attentions"})  # Classifier.attentions
+
+    params: PromptedParams
+
+    def build(
+        self, dataset: TextDataset, *, seed: int, device: torch.device, variant: str = "default"
+    ) -> PromptedClassifier:
+        if variant != "default":
+            raise PluginError(f"prompted-lm has no variant {variant!r} (known: default)")
+        p = self.params
+        template = PromptTemplate.parse(p.template)
+        if template.has_pair and not dataset.is_pair:
+            raise PluginError(
+                f"prompted-lm: template {p.template!r} has {{text_pair}} but dataset {dataset.name!r} holds "
+                "single texts"
+            )
+        if dataset.is_pair and not template.has_pair:
+            raise PluginError(
+                f"prompted-lm: dataset {dataset.name!r} holds text pairs but template {p.template!r} has no "
+                "{text_pair}"
+            )
+        check_verbalizer_labels(p.verbalizers, dataset)
+        network, tokenizer = self._load_pretrained()
+        if not getattr(tokenizer, "is_fast", False):
+            raise PluginError(f"prompted-lm: {p.path} has no fast tokenizer (needed for character offsets)")
+        verbalizer_ids = [
+            verbalizer_token_ids(tokenizer, label, p.verbalizers[label], p.path) for label in dataset.labels
+        ]
+        check_distinct_verbalizers(tokenizer, dataset.labels, verbalizer_ids)
+        positions = getattr(_text_config(network.config), "max_position_embeddings", None)
+        max_length = min(p.max_length, tokenizer.model_max_length, positions or p.max_length)
+        classifier = PromptedClassifier(
+            network,
+            tokenizer,
+            dataset.labels,
+            max_length,
+            device,
+            template=template,
+            verbalizer_ids=verbalizer_ids,
+        )
+        classifier.training_report = {
+            "path": p.path,
+            "revision": p.revision,
+            "model_class": type(network).__name__,
+            "template": p.template,
+            "verbalizers": {label: list(p.verbalizers[label]) for label in dataset.labels},
+            "trained": False,
+        }
+        return classifier
