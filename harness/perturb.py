@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -205,7 +205,12 @@ class RemovalMetric(Metric):
     perturbation engine. Declared apart, the perturbations of every removal metric scoring one
     explanation are planned together by the runner (``evaluate_together``, the ``perturb`` stage of the
     plan): each distinct perturbed input is computed once, in full passes, before any metric reduces.
+
+    What it removes follows from how the explanation ranks units (``ranks_units``): an example whose
+    explanation scores every token alike is undefined (NaN, with a note), not scored as the text's order.
     """
+
+    ranks_units: ClassVar[bool] = True
 
     @property
     def masking(self) -> Masking:

@@ -299,6 +299,12 @@ class Explanation:
             return "extras that are not a dict of named tensors"
         per_token = {"scores": self.scores, "labels": self.labels, "groups": self.groups}
         per_token |= {f"extras[{name!r}]": values for name, values in extras.items()}
+        given = {**per_token, "group_scores": self.group_scores, "seconds": self.seconds}
+        for what, tensor in given.items():
+            if tensor is not None and not isinstance(tensor, torch.Tensor):
+                return f"{what} of type {type(tensor).__name__}, expected a torch.Tensor"
+            if tensor is not None and tensor.is_complex():
+                return f"{what} of dtype {tensor.dtype}, expected real numbers"
         for what, tensor in per_token.items():
             if tensor is not None and tuple(tensor.shape) != shape:
                 return f"{what} of shape {tuple(tensor.shape)}, expected {shape} (batch × tokens)"
@@ -503,6 +509,16 @@ class Metric(Plugin, ABC):
     - ``score_order_for(params)`` (also on explainers): "signed" or "absolute", the order in which the
       metric takes an explanation's units, or in which an explainer's scores are meant to be read; the
       report pairs a student with its teacher only on metrics in the student's order.
+    - ``ranks_units``: the metric's values follow from the order an explanation ranks its units in (every
+      removal metric, ``harness.RemovalMetric``, sets it). An explanation scoring every token alike
+      ranks none above another, so on it such a metric would score the text's order (ties keep it), not
+      the explainer's: the harness makes that example's value NaN, with a note counting such examples
+      (``harness.boundary``), whether the metric computed it or its value was cached.
+
+    What the harness checks of every metric: one value per attribution, each a number, NaN (undefined)
+    or finite and inside ``range`` (to ``harness.boundary.RANGE_TOLERANCE`` for float rounding); a
+    violation fails the cell, naming the metric, and nothing of it is cached or stored. A metric is
+    handed copies of the attributions: what it changes in them, no other metric and not the store sees.
     """
 
     kind: ClassVar[str] = "metric"
@@ -511,6 +527,7 @@ class Metric(Plugin, ABC):
     range: ClassVar[tuple[float, float]]
     compares: ClassVar[Literal["variant", "teacher", "device", "explainer"] | None] = None
     explainer_reference: ClassVar[str | None] = None
+    ranks_units: ClassVar[bool] = False
 
     @classmethod
     def direction_for(cls, params: Params) -> Literal["higher", "lower"]:

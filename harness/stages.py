@@ -34,6 +34,14 @@ import torch
 
 from harness import keys
 from harness.attribution import Attribution, aggregate_words, attributions_from_batch
+from harness.boundary import (
+    attribution_problem,
+    attributions_copy,
+    encoding_copy,
+    seconds_problem,
+    undefined_where_degenerate,
+    values_problem,
+)
 from harness.cache import Cache
 from harness.classifier import Classifier
 from harness.data import Example, TextDataset, fingerprint_examples
@@ -523,9 +531,11 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
     extra, reference_extra = extras.get(task.inputs[0]), extras.get(reference_id)
     metric = cell.metric
     key = _metric_key(workspace, cell, explained, reference, extra, reference_extra)
+    example_ids = [a.example_id for a in explained.attributions]
     n = len(explained.attributions)
     cached = _cached_metric_values(workspace, key, n)
-    if cached is None:
+    computed = cached is None
+    if computed:
         seed_everything(cell.seed)
         data = _metric_input(workspace, cell, explained, extra)
         if reference is not None:
@@ -535,11 +545,13 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
             output = MetricOutput(output)
         cached = {
             "schema": METRIC_SCHEMA,
-            "values": [float(value) for value in output.values],
+            "values": _numbers(metric, "values", output.values),
             "curves": None if output.curves is None else list(output.curves),
             "units": None if output.units is None else [str(unit) for unit in output.units],
             "reference_values": (
-                None if output.reference_values is None else [float(v) for v in output.reference_values]
+                None
+                if output.reference_values is None
+                else _numbers(metric, "reference_values", output.reference_values)
             ),
             "notes": [str(note) for note in output.notes],
         }
@@ -548,16 +560,39 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
                 raise PluginError(
                     f"metric '{metric.name}' returned {len(cached[what])} {what} for {n} examples"
                 )
+    # Checked whether computed or read back: an entry cached before values were checked is refused too.
+    for what in ("values", "reference_values"):
+        problem = (
+            None if cached[what] is None else values_problem(metric.cls, cached[what], example_ids, what[:-1])
+        )
+        if problem is not None:
+            raise PluginError(f"metric '{metric.name}' returned {problem}; its values are not stored")
+    if computed:
         workspace.cache.put_json("metric-values", key, cached)
+    values, notes = cached["values"], cached["notes"]
+    if metric.cls.ranks_units:
+        values, note = undefined_where_degenerate(
+            values, explained.attributions, None if reference is None else reference.attributions
+        )
+        notes = notes if note is None else [*notes, note]
     return Scored(
-        example_ids=[a.example_id for a in explained.attributions],
-        values=cached["values"],
+        example_ids=example_ids,
+        values=values,
         curves=cached["curves"],
         units=cached["units"],
         reference_values=cached["reference_values"],
-        notes=cached["notes"],
+        notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def _numbers(metric: PluginEntry, what: str, values) -> list[float]:
+    """A metric's ``values`` (or ``reference_values``) as floats; a ``PluginError`` naming the metric for
+    anything that is not a number."""
+    try:
+        return [float(value) for value in values]
+    except (TypeError, ValueError) as error:
+        raise PluginError(f"metric '{metric.name}' returned {what} that are not numbers ({error})") from None
 
 
 def perturb(task: Task, inputs: dict, workspace: Workspace) -> Perturbed:
@@ -662,8 +697,8 @@ def _metric_input(
     its metric declared), with ``extra_attributions`` and ``related`` set."""
     handle = workspace.model(cell.dataset, cell.model, cell.variant, cell.seed)
     examples = {example.id: example for example in workspace.examples(cell.dataset)}
-    common = {
-        "attributions": explained.attributions,
+    common = {  # copies: what one metric does to them, no other metric and not the store sees
+        "attributions": attributions_copy(explained.attributions),
         "dataset": workspace.dataset(cell.dataset),
         "load_classifier": lambda: workspace.classifier(handle),
         "batch_size": workspace.batch_size,
@@ -675,7 +710,7 @@ def _metric_input(
     examples |= {example.id: example for example in split if example.id in wanted}
     return MetricInput(
         examples=examples,
-        extra_attributions=extra.attributions,
+        extra_attributions=attributions_copy(extra.attributions),
         related=(extra.related or {}).get(canonical_json(declared_need(cell.metric))),
         **common,
     )
@@ -761,6 +796,10 @@ def _cached_attributions(
             if cached.get("schema") != ATTRIBUTIONS_SCHEMA:
                 raise ValueError(f"schema {cached.get('schema')!r}, expected {ATTRIBUTIONS_SCHEMA}")
             attributions = [Attribution.from_dict(item) for item in cached["attributions"]]
+            for attribution in attributions:
+                problem = attribution_problem(attribution)
+                if problem is not None:
+                    raise ValueError(f"example {attribution.example_id!r}: {problem}")
             fit_report = cache.get_json("fit-reports", key) or {}
             return attributions, key, fit_report, dict(cached["timing"])
         except (AttributeError, KeyError, TypeError, ValueError) as error:
@@ -878,11 +917,14 @@ def _explain(
             # kernels and one-time set-up would otherwise be charged to whichever explainer runs first.
             warm = classifier.encode(batch[:1])
             warm.example_ids = encoding.example_ids[:1]
-            explainer.explain(classifier, warm, targets[:1])
+            explainer.explain(classifier, warm, targets[:1].clone())
+        # The explainer gets its own copy: the ids and tokens stored are those the model read, whatever
+        # it does to what it is handed (harness.boundary).
+        handed, handed_targets = encoding_copy(encoding), targets.clone()
         if cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
-        output = explainer.explain(classifier, encoding, targets)
+        output = explainer.explain(classifier, handed, handed_targets)
         if cuda:
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - started) / len(batch)
@@ -916,6 +958,9 @@ def _explain(
             extras=extras if explanation.extras is not None else None,
         )
         if explanation.seconds is not None:  # the explainer states its cost (NaN: unknown)
+            problem = seconds_problem(explanation.seconds)
+            if problem is not None:
+                raise PluginError(f"explainer '{entry.name}' returned {problem}")
             for attribution, stated in zip(explained, explanation.seconds.tolist(), strict=True):
                 attribution.seconds = float(stated)
         attributions += explained

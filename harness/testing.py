@@ -16,7 +16,8 @@ are exercised as the runner uses them. What is checked, by kind:
 - every plugin: its metadata (name, family/direction/range for metrics, capabilities, a pydantic
   ``Params``), default parameters that construct, unknown parameters rejected;
 - explainer: an (B, L) tensor or a valid ``Explanation`` per batch; one finite score per token the model
-  read; special tokens never removed in any input it feeds the model; the same scores for an example
+  read; stated ``seconds`` finite and ≥ 0 (or NaN); the encoding and targets it is handed left as they
+  are; special tokens never removed in any input it feeds the model; the same scores for an example
   alone and within a padded batch (no dependence on batch composition); the same scores twice under one
   seed; pairs explained on both texts;
 - model: encodings aligned (tokens, offsets, word ids and segments one per real token; special tokens
@@ -30,13 +31,15 @@ are exercised as the runner uses them. What is checked, by kind:
   the ``pairs`` capability agree with the examples; rationale spans inside their text; a test split; the
   same content on a second load;
 - metric: one value per attribution, each finite or NaN, NaN only with a note saying why; finite values
-  within the declared ``range``; the same values twice; for faithfulness and plausibility metrics, the
+  within the declared ``range`` (to ``harness.boundary.RANGE_TOLERANCE``); the attributions it is handed
+  (its reference's included) left as they are; the same values twice; for faithfulness and plausibility metrics, the
   explanation that ranks the deciding word first scores better, in the declared direction, than the one
   that ranks it last.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tempfile
@@ -50,6 +53,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from harness.attribution import Attribution, attributions_from_batch
+from harness.boundary import RANGE_TOLERANCE, attributions_copy, encoding_copy, seconds_problem
 from harness.cache import Cache
 from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
@@ -378,14 +382,34 @@ def _fitted(
 
 def _explain(
     instance: Explainer, classifier: Classifier, examples: Sequence[Example], params: Params
-) -> tuple[Explanation, Encoding]:
+) -> tuple[Explanation, Encoding, list[str]]:
+    """The explanation of ``examples``, their encoding as the model read it, and the fields of the encoding
+    (and ``targets``) the explainer changed in what it was handed."""
     encoding = _encode(classifier, examples)
     log_probabilities = classifier.log_probabilities(encoding)
     target = getattr(params, "target", "predicted")
     predicted = log_probabilities.argmax(-1)
     targets = predicted if target == "predicted" else torch.full_like(predicted, int(target))
-    output = instance.explain(classifier, encoding, targets)
-    return (output if isinstance(output, Explanation) else Explanation(output)), encoding
+    handed, handed_targets = encoding_copy(encoding), targets.clone()
+    output = instance.explain(classifier, handed, handed_targets)
+    changed = _changed_fields(encoding, handed) + (
+        [] if torch.equal(targets, handed_targets) else ["targets"]
+    )
+    return (output if isinstance(output, Explanation) else Explanation(output)), encoding, changed
+
+
+def _changed_fields(before, after) -> list[str]:
+    """The fields of dataclass ``after`` that differ from ``before``'s (tensors compared by value)."""
+    changed = []
+    for field in dataclasses.fields(before):
+        old, new = getattr(before, field.name), getattr(after, field.name)
+        if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
+            same = old.shape == new.shape and torch.equal(old, new.to(old.device))
+        else:
+            same = type(old) is type(new) and old == new
+        if not same:
+            changed.append(field.name)
+    return changed
 
 
 def _teacher_function(params: Params, classifier: Classifier, dataset: TextDataset, seed: int, cache: Cache):
@@ -403,7 +427,7 @@ def _teacher_function(params: Params, classifier: Classifier, dataset: TextDatas
         result = []
         for start in range(0, len(examples), 8):
             batch = list(examples[start : start + 8])
-            explanation, encoding = _explain(teacher, classifier, batch, teacher_params)
+            explanation, encoding, _ = _explain(teacher, classifier, batch, teacher_params)
             log_probabilities = classifier.log_probabilities(encoding)
             result += attributions_from_batch(
                 encoding.example_ids, encoding, explanation.scores, log_probabilities.argmax(-1), log_probabilities, 0.0,
@@ -468,13 +492,24 @@ def _batch_findings(
         return [Finding("explain", f"raised PluginError: {error}")]
     except Exception as error:  # noqa: BLE001 - the kit reports whatever a plugin raises
         return [Finding("explain", f"raised {type(error).__name__}: {error}")]
-    explanation, encoding = explained
+    explanation, encoding, changed = explained
+    if changed:
+        findings.append(
+            Finding(
+                "read-only",
+                f"explain changed the {', '.join(changed)} it was handed: the harness hands each explainer a "
+                "copy and stores the original, so scores computed on a changed input explain another one; "
+                "change a clone",
+            )
+        )
     shape = tuple(encoding.input_ids.shape)
     if not isinstance(explanation.scores, torch.Tensor):
         return [Finding("shape", f"explain returned {type(explanation.scores).__name__}, not a tensor")]
     problem = explanation.problem(shape)
     if problem:
-        return [Finding("shape", f"explain returned {problem}")]
+        return [*findings, Finding("shape", f"explain returned {problem}")]
+    if explanation.seconds is not None and (problem := seconds_problem(explanation.seconds)):
+        findings.append(Finding("seconds", f"explain returned {problem}"))
     real = ~encoding.special_mask
     scores = explanation.scores.detach().cpu().double()
     bad = [encoding.example_ids[r] for r in range(len(batch)) if not torch.isfinite(scores[r][real[r]]).all()]
@@ -1040,7 +1075,22 @@ def metric_findings(
     instance = metric(parsed)
 
     def compute(order: str) -> MetricOutput | None:
-        output = _run(findings, "compute", lambda: instance.compute(data(order)))
+        given = data(order)
+        handed = [*given.attributions, *(given.reference.attributions if given.reference else ())]
+        pristine = attributions_copy(handed)
+        output = _run(findings, "compute", lambda: instance.compute(given))
+        now = [*given.attributions, *(given.reference.attributions if given.reference else ())]
+        if now != pristine and not any(finding.check == "read-only" for finding in findings):
+            changed = next(
+                (b.example_id for a, b in zip(now, pristine, strict=False) if a != b), "their list"
+            )
+            findings.append(
+                Finding(
+                    "read-only",
+                    f"compute changed the attributions it was handed ({changed}): the harness hands each "
+                    "metric a copy, so a metric reading what it changed scores another explanation; change a copy",
+                )
+            )
         if output is None:
             return None
         return output if isinstance(output, MetricOutput) else MetricOutput(list(output))
@@ -1058,7 +1108,10 @@ def metric_findings(
     finite = values[np.isfinite(values)]
     if np.isinf(values).any():
         findings.append(Finding("values", "an infinite value: undefined is NaN, with a note saying why"))
-    if len(finite) and (finite.min() < low - 1e-9 or finite.max() > high + 1e-9):
+    if len(finite) and (
+        finite.min() < low - RANGE_TOLERANCE * max(1.0, abs(low))
+        or finite.max() > high + RANGE_TOLERANCE * max(1.0, abs(high))
+    ):
         findings.append(
             Finding(
                 "range",
