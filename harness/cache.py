@@ -11,6 +11,14 @@ entries are immutable: a writer that finds the entry already there when it is do
 discards its own work (the first writer wins), so an entry, once there, never goes missing and never
 changes under a reader. Only ``replace=True`` (for an entry found unreadable) and ``discard`` take an
 entry away. A JSON entry is one ``os.replace`` of a whole file, which needs no lock.
+
+Every entry carries a sha256 of its content, written with it and checked when it is read: a JSON entry
+holds it beside its value (``{"bench-cache-digest": ..., "value": ...}``), a folder entry in a file
+``.bench-digest`` inside it (over every other file's path and content). An entry whose content no longer
+matches (altered by hand or by a tool, corrupted on a shared file system) is logged, removed and
+recomputed, never used. The digest proves the content is what was written; it does not authenticate
+the writer. Entries written before digests (no ``bench-cache-digest``, no ``.bench-digest``) are read
+as they are, unchecked; a run with ``--no-cache`` rewrites them with digests.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -54,6 +63,15 @@ TOKENIZER_PATTERNS: tuple[str, ...] = (
     "merges.txt",
     "*.model",
 )
+
+log = logging.getLogger("bench.cache")
+
+# A JSON entry's file: this prefix, the sha256 of the value's text, the value's text, then "}". The
+# digest covers the exact bytes written, so checking it needs no second serialisation.
+_JSON_DIGEST_KEY = "bench-cache-digest"
+_JSON_PREFIX = '{"' + _JSON_DIGEST_KEY + '": "'
+_JSON_VALUE = '", "value": '
+DIGEST_FILE = ".bench-digest"  # a folder entry's digest, inside it
 
 LOCK_TIMEOUT_S = 600.0  # a lock is held for renames and deletions only, never while a value is computed
 _RACY_S = 2.0  # a file modified this recently is hashed again next time (timestamps are coarse)
@@ -149,6 +167,23 @@ def _fsync_tree(root: Path) -> None:
         _fsync_directory(Path(directory))
 
 
+def _tree_digest(root: Path) -> str:
+    """sha256 over a folder's files (all of them, hidden ones included, but its ``DIGEST_FILE``): each
+    one's path relative to ``root`` and content, in path order."""
+    files = []
+    for directory, subfolders, names in os.walk(root):
+        subfolders.sort()
+        for name in names:
+            path = Path(directory) / name
+            relative = path.relative_to(root).as_posix()
+            if relative != DIGEST_FILE:
+                files.append((relative, path))
+    digest = hashlib.sha256()
+    for relative, path in sorted(files):
+        digest.update(f"{relative}\0{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -204,23 +239,56 @@ class Cache:
 
     def get_json(self, kind: str, key: str) -> Any | None:
         """The entry's value, or None when there is none, ``read`` is off, or it cannot be read (call
-        ``discard`` to log and remove an unreadable one, or just overwrite it with ``put_json``)."""
+        ``discard`` to log and remove an unreadable one, or just overwrite it with ``put_json``). An entry
+        whose value does not match its digest is logged and removed, and None returned."""
         path = self._path(kind, key, ".json")
         if not path.exists() or not self._readable(path):
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except (OSError, ValueError):
             return None
+        if not text.startswith(_JSON_PREFIX):  # written before digests: read as it is
+            try:
+                return json.loads(text)
+            except ValueError:
+                return None
+        digest, separator, rest = text[len(_JSON_PREFIX) :].partition(_JSON_VALUE)
+        value_text = rest[:-1] if rest.endswith("}") else None
+        if not separator or value_text is None:
+            return None  # cut short (a copy that stopped half-way): unreadable
+        if hashlib.sha256(value_text.encode("utf-8")).hexdigest() != digest:
+            self._reject(kind, key, path)
+            return None
+        try:
+            return json.loads(value_text)
+        except ValueError:
+            return None
+
+    def _reject(self, kind: str, key: str, path: Path) -> None:
+        """An entry whose content does not match its digest: log it in one line, and remove it (if the
+        cache is writable) so that it is recomputed, never used."""
+        log.warning(
+            "cache entry %s does not match the digest written with it (altered or corrupted); discarding "
+            "it and recomputing",
+            path,
+        )
+        try:
+            self.discard(kind, key)
+        except OSError as error:
+            log.warning("could not remove the altered cache entry %s (%s)", path, error)
 
     def put_json(self, kind: str, key: str, value: Any) -> None:
-        """Write the entry (a whole file renamed over the old one: readers see the old or the new value)."""
+        """Write the entry with its digest (a whole file renamed over the old one: readers see the old or
+        the new value)."""
         path = self._path(kind, key, ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
+        value_text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+        digest = hashlib.sha256(value_text.encode("utf-8")).hexdigest()
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(value, file, ensure_ascii=False, allow_nan=True)
+                file.write(f"{_JSON_PREFIX}{digest}{_JSON_VALUE}{value_text}}}")
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
@@ -230,8 +298,30 @@ class Cache:
         _fsync_directory(path.parent)
 
     def get_directory(self, kind: str, key: str) -> Path | None:
+        """The entry's folder, or None when there is none or ``read`` is off. A folder whose files do not
+        match its digest is logged and removed, and None returned."""
         path = self._path(kind, key)
-        return path if path.is_dir() and self._readable(path) else None
+        if not (path.is_dir() and self._readable(path)):
+            return None
+        if not self._intact(path):
+            self._reject(kind, key, path)
+            return None
+        return path
+
+    @staticmethod
+    def _intact(path: Path) -> bool:
+        """Whether a folder entry's files match its digest (an entry written before digests is taken as
+        it is)."""
+        try:
+            recorded = json.loads((path / DIGEST_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):
+            return False
+        try:
+            return isinstance(recorded, dict) and recorded.get("sha256") == _tree_digest(path)
+        except OSError:
+            return False
 
     def put_directory(
         self, kind: str, key: str, write: Callable[[Path], None], *, replace: bool = False
@@ -241,9 +331,11 @@ class Cache:
 
         If the entry is already there when ``write`` is done (another process wrote it meanwhile), the
         existing entry is kept, the new folder deleted, and the existing path returned: entries are
-        content-addressed, so both hold the same thing. ``replace=True`` (for an entry found unreadable;
-        always when ``read`` is off) puts the new folder in its place instead: under the key's lock the old
-        entry is moved aside, the new one renamed in, then the old one deleted.
+        content-addressed, so both hold the same thing (unless the existing one no longer matches its
+        digest, which is replaced). ``replace=True`` (for an entry found unreadable; always when ``read``
+        is off) puts the new folder in its place instead: under the key's lock the old entry is moved
+        aside, the new one renamed in, then the old one deleted. The folder's digest is written into it
+        (``DIGEST_FILE``) before it is renamed into place.
         """
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,10 +344,12 @@ class Cache:
         old: Path | None = None
         try:
             write(temporary)
+            digest = {"sha256": _tree_digest(temporary)}
+            (temporary / DIGEST_FILE).write_text(json.dumps(digest), encoding="utf-8")
             _fsync_tree(temporary)
             with self._lock(kind, key):
                 if os.path.lexists(path):
-                    if not replace and path.is_dir():
+                    if not replace and path.is_dir() and self._intact(path):
                         shutil.rmtree(temporary, ignore_errors=True)
                         return path
                     old = path.parent / f".old-{key}-{uuid.uuid4().hex}"

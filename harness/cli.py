@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import shlex
 import sqlite3
@@ -233,34 +234,48 @@ def run(
         float | None,
         typer.Option("--task-timeout", min=1, help="process: seconds a task may run before it fails"),
     ] = None,
+    retry_crashed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-crashed",
+            help="resuming: run again the tasks that crashed the run's process (their cells fail otherwise)",
+        ),
+    ] = False,
 ) -> None:
     """Run a suite: train or load models, explain, evaluate, store, and print the report."""
-    from harness.executors import make_executor
-    from harness.report import Report
-    from harness.runner import Runner, RunOptions, summary_line
-    from harness.suite import load_suite
+    try:
+        from harness.executors import make_executor
+        from harness.report import Report
+        from harness.runner import Runner, RunOptions, summary_line
+        from harness.suite import load_suite
 
-    runs_on = make_executor(executor.value, workers=workers, address=address, task_timeout=task_timeout)
-    store = _store(out_dir, "--out")
-    loaded = load_suite(suite, _registry(), profile)
-    options = RunOptions(
-        results_dir=out_dir,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        device=device.value if device else None,
-        limit=limit,
-        resume=not new_run,
-        allow_remote_code=allow_remote_code,
-        executor=executor.value,
-        workers=workers,
-        address=address,
-        task_timeout=task_timeout,
-    )
-    result = Runner(loaded, options, console=err, executor=runs_on).run()
-    Report.build(store, result.run_id).print(out)
-    _say(err, summary_line(result))
-    if result.failed:
-        raise typer.Exit(1)
+        runs_on = make_executor(executor.value, workers=workers, address=address, task_timeout=task_timeout)
+        store = _store(out_dir, "--out")
+        loaded = load_suite(suite, _registry(), profile)
+        options = RunOptions(
+            results_dir=out_dir,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            device=device.value if device else None,
+            limit=limit,
+            resume=not new_run,
+            allow_remote_code=allow_remote_code,
+            executor=executor.value,
+            workers=workers,
+            address=address,
+            task_timeout=task_timeout,
+            retry_crashed=retry_crashed,
+        )
+        result = Runner(loaded, options, console=err, executor=runs_on).run()
+        Report.build(store, result.run_id).print(out)
+        _say(err, summary_line(result))
+        if result.failed:
+            raise typer.Exit(1)
+    except KeyboardInterrupt:
+        # typer turns Ctrl-C into a silent exit code 130 before ``main`` sees it: say it here (the runner
+        # has marked the run interrupted).
+        _say(err, "interrupted; re-run to resume", "yellow")
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -519,18 +534,34 @@ def _command_names() -> set[str]:
 
 
 def _database_message(error: sqlite3.DatabaseError) -> str:
+    from harness.store.schema import database_problem
+
     path = _database.get("path")
     option = _database.get("option", "--results")
-    if "locked" in str(error):
-        return (
-            f"{path or 'the results database'}: {error}; another bench process is writing it: "
-            "try again when it has finished"
-        )
+    problem = database_problem(path, error)  # read-only, disk full, cannot open, locked: not the file's fault
+    if problem is not None:
+        return problem
     name = f"{path} cannot be read as" if path else "cannot read the results folder's bench.sqlite as"
     return (
         f"{name} a bench results database ({error}); give {option} a folder written by 'bench run', "
         "or move that file away"
     )
+
+
+def _storage_problem(error: OSError) -> str | None:
+    """One line for a folder that cannot be written, named for why: a read-only file system, a full disk
+    (or quota), no permission. None for another error."""
+    where = f"{error.filename}: " if error.filename is not None else ""
+    if error.errno == errno.EROFS:
+        return f"{where}read-only file system; choose a writable folder (--out, --cache-dir)"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"{where}the disk is full (or the quota used up); free space there, or choose a folder on "
+            "another disk (--out, --cache-dir)"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}permission denied; check that you may write there, or choose another folder (--out, --cache-dir)"
+    return None
 
 
 def main(args: list[str] | None = None) -> None:
@@ -556,6 +587,9 @@ def main(args: list[str] | None = None) -> None:
         _say(err, f"error: {_sentence(error.format_message())}", "red")
         sys.exit(error.exit_code)
     except OSError as error:
+        problem = _storage_problem(error)
+        if problem is not None:
+            _fail(problem)
         if error.filename is None:
             raise
         _fail(

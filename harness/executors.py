@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -79,7 +80,8 @@ def execute(task: Task, inputs: dict[str, Any], workspace: Workspace) -> Outcome
 
 
 class Executor(Protocol):
-    """Runs tasks. ``capacity``: how many tasks the driver may have submitted and not yet collected."""
+    """Runs tasks. ``capacity``: how many tasks the driver may have submitted and not yet collected.
+    An executor that runs tasks in the driver's process says so with ``in_process = True``."""
 
     name: str
     capacity: int
@@ -99,10 +101,12 @@ class Executor(Protocol):
 
 
 class SerialExecutor:
-    """Tasks one after the other, in this process."""
+    """Tasks one after the other, in this process: a task that crashes it (a segfault in a native
+    library) ends the run, so the driver records each task before it runs (``in_process``)."""
 
     name = "serial"
     capacity = 1
+    in_process = True
 
     def __init__(self) -> None:
         self._workspace: Workspace | None = None
@@ -259,6 +263,47 @@ def _actor_failure(error) -> str:
     return "its Ray worker died"
 
 
+RAY_CONNECT_TIMEOUT_S = 15.0  # how long --address may take to accept a connection
+
+
+def _check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail in one line, within ``timeout``, when nothing accepts connections at ``--address``
+    (``HOST:PORT`` or ``ray://HOST:PORT``): ``ray.init`` would retry in silence for minutes. ``auto`` and
+    other forms Ray resolves itself are left to it."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except TimeoutError:
+        raise BenchError(
+            f"--address {address}: no Ray cluster answered within {timeout:g} s; check the address (the head "
+            "node's HOST:6379) and that the cluster is up"
+        ) from None
+    except OSError as error:
+        raise BenchError(
+            f"--address {address}: cannot reach a Ray cluster ({error.strerror or error}); check the address "
+            "(the head node's HOST:6379) and that the cluster is up"
+        ) from None
+
+
+def _is_authentication(error: BaseException) -> bool:
+    """Whether Ray's connection error is a refused authentication (as some versions report it)."""
+    text = str(error).lower()
+    return any(word in text for word in ("unauthenticated", "authentication", "auth token"))
+
+
+def _authentication_failure(address: str | None, error: BaseException) -> str:
+    """A cluster that answered and refused this driver (token authentication): not one out of reach."""
+    message = getattr(error, "message", None) or str(error)  # Ray's str() appends a paragraph of help
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return (
+        f"--address {address}: the Ray cluster refused this driver's authentication "
+        f"({lines[0] if lines else 'no reason given'}); run with RAY_AUTH_MODE=token and the cluster's token "
+        "in RAY_AUTH_TOKEN (or the file RAY_AUTH_TOKEN_PATH names)"
+    )
+
+
 class RayExecutor:
     """Ray actors, one task at a time each; a model's tasks stay on the actor that first got one."""
 
@@ -293,9 +338,16 @@ class RayExecutor:
             if self.address is None:
                 options["num_cpus"] = self.cpus or os.cpu_count() or 1
                 options["runtime_env"] = local_runtime_env()
+            if self.address is not None:
+                _check_reachable(self.address)
+            authentication = getattr(ray.exceptions, "AuthenticationError", ())
             try:
                 ray.init(address=self.address, **options)
+            except authentication as error:
+                raise BenchError(_authentication_failure(self.address, error)) from None
             except ConnectionError as error:
+                if _is_authentication(error):
+                    raise BenchError(_authentication_failure(self.address, error)) from None
                 raise BenchError(f"--address {self.address}: cannot reach a Ray cluster ({error})") from None
             self._started_ray = True
         resources = ray.cluster_resources()

@@ -11,12 +11,15 @@ a warm re-run reads caches and writes records.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import heapq
 import logging
+import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,12 +30,12 @@ from rich.console import Console
 
 from harness import __version__, keys
 from harness.cache import Cache, default_cache_dir
-from harness.entries import short_hash
+from harness.entries import canonical_json, short_hash
 from harness.executors import Executor, Outcome, make_executor
 from harness.grid import Cell, expand, unavailable
 from harness.plan import Task, build_plan, is_extra
 from harness.progress import NullReporter, Reporter, RichReporter
-from harness.stages import Explained, Scored, Settings, device_name, resolve_device
+from harness.stages import Explained, Scored, Settings, describe, device_name, resolve_device
 from harness.store import CellProvenance, Store
 from harness.suite import LoadedSuite
 
@@ -53,6 +56,7 @@ class RunOptions:
     workers: int | None = None  # process and ray: how many workers (default: one per CPU)
     address: str | None = None  # ray: the cluster to join (default: start a local instance)
     task_timeout: float | None = None  # process: seconds a task may run before it fails
+    retry_crashed: bool = False  # --retry-crashed: run again the tasks that ended a resumed run's process
 
 
 @dataclass
@@ -83,9 +87,10 @@ def git_revision() -> str | None:
     return revision.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def _resume_mismatch(stored: dict, device: str, versions: dict, options: dict) -> str | None:
+def _resume_mismatch(stored: dict, device: str, versions: dict, options: dict, inputs: dict) -> str | None:
     """Why an interrupted run cannot be continued by this one (None when it can): a run is measured on
-    one device with one set of versions and options, never half on one and half on another."""
+    one device with one set of versions and options, on one content of its data and weights, never half
+    on one and half on another."""
     if stored.get("device") != device:
         return f"it ran on {stored.get('device')}, this run is on {device}"
     old = stored.get("versions") or {}
@@ -112,7 +117,36 @@ def _resume_mismatch(stored: dict, device: str, versions: dict, options: dict) -
     for option, value in options.items():
         if stored_options.get(option) != value:
             return f"option {option} was {stored_options.get(option)!r}, now {value!r}"
+    return _inputs_mismatch(stored.get("inputs"), inputs)
+
+
+def _inputs_mismatch(old: dict | None, new: dict) -> str | None:
+    """What changed in the data a run computes on (None: nothing): cells computed on the old data and on
+    the new must never share a run, whose tables would mix them."""
+    if old is None:
+        return "it recorded no fingerprints of its data (an earlier version of bench), so a change cannot be ruled out"
+    for key, now in new["datasets"].items():
+        before = old.get("datasets", {}).get(key)
+        if before is None or before["fingerprint"] != now["fingerprint"]:
+            was = "absent" if before is None else _short(before["fingerprint"])
+            return (
+                f"dataset '{now['label']}' changed since the run began (content {was}, now "
+                f"{_short(now['fingerprint'])})"
+            )
+    for key, now in new["models"].items():
+        before = old.get("models", {}).get(key)
+        if before is None or before["weights"] != now["weights"]:
+            was = "absent" if before is None else short_hash(before["weights"])
+            return (
+                f"the weights model '{now['label']}' starts from changed since the run began (identity "
+                f"{was}, now {short_hash(now['weights'])})"
+            )
     return None
+
+
+def _short(fingerprint: str) -> str:
+    """A fingerprint as a line shows it: a sha256's first 12 digits, or why the data was unreadable."""
+    return fingerprint if fingerprint.startswith("unreadable") else fingerprint[:12]
 
 
 class Runner:
@@ -151,10 +185,14 @@ class Runner:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        """Run the suite's pending cells. Ctrl-C marks the run ``interrupted`` (a re-run resumes it) and
+        raises ``KeyboardInterrupt`` on."""
         cells = expand(self.loaded)
         run_id, resumed, lock = self._start_run()
         handler = self._log_to_file(run_id)
+        restore_faulthandler = self._log_native_crashes(handler)
         try:
+            crashed, attempts = self._crashed_last_time(run_id) if resumed else ({}, {})
             done = self.store.done_cells(run_id)
             pending = [cell for cell in cells if cell.id not in done]
             if resumed:
@@ -172,13 +210,77 @@ class Runner:
                 log=self.store.log_path(run_id),
                 skipped=list(skipped.values()),
             )
-            _Drive(self, run_id, pending, result).run()
+            _Drive(self, run_id, pending, result, crashed, attempts).run()
             self.store.finish_run(run_id, "complete-with-failures" if result.failed else "complete")
             return result
+        except KeyboardInterrupt:
+            log.warning("run %s interrupted by the user; re-run to resume", run_id)
+            self.store.finish_run(run_id, "interrupted")
+            raise
         finally:
+            restore_faulthandler()
             logging.getLogger("bench").removeHandler(handler)
             handler.close()
             lock.release()
+
+    def _log_native_crashes(self, handler: logging.FileHandler) -> Callable[[], None]:
+        """Under an executor that runs tasks in this process, a native crash in a plugin (a segfault in
+        a C extension, an abort) takes the run with it, with no Python exception to catch: have
+        ``faulthandler`` write the crash and the Python stack to the run's log, after the line naming the
+        task that was running (``_Drive._submit``), and the next run fail that task rather than crash
+        again (``_crashed_last_time``). Returns what puts ``faulthandler`` back as it was."""
+        if not getattr(self.executor, "in_process", False):
+            return lambda: None
+        was_enabled = faulthandler.is_enabled()
+        faulthandler.enable(file=handler.stream)
+
+        def restore() -> None:
+            faulthandler.disable()
+            if was_enabled:  # as Python's -X faulthandler (or pytest) had it: on the standard error
+                with contextlib.suppress(AttributeError, OSError, ValueError):  # no standard error
+                    faulthandler.enable(file=sys.__stderr__)
+
+        return restore
+
+    def _crashed_last_time(self, run_id: str) -> tuple[dict[str, str], dict[str, int]]:
+        """The tasks of a resumed run not to run again (task id -> why their cells fail), and how many
+        times the process died while running a task that is run again.
+
+        A task in flight when the run's process ended (``RunWriter.set_in_flight``) took the process
+        with it when ``faulthandler`` wrote a fatal error to the log after it started (a segfault, an
+        abort): it fails now, with that cause. With no such line the process may have been killed from
+        outside (kill -9, the machine going down), so the task runs again, once: a process that dies a
+        second time while running it (the out-of-memory killer, a plugin calling ``exit``) fails it too.
+        ``--retry-crashed`` runs every such task again."""
+        stored = self.store.run(run_id)
+        crashed: dict[str, str] = {} if self.options.retry_crashed else dict(stored["crashed"])
+        in_flight = stored["in_flight"]
+        attempts: dict[str, int] = {}
+        if in_flight is not None and not self.options.retry_crashed:
+            fatal = _fatal_error(self.store.log_path(run_id), in_flight.get("log_offset", 0))
+            plugin = in_flight["plugin"]
+            if fatal is not None:
+                reason = f"crashed the process last time: {fatal} in {plugin}"
+            elif in_flight.get("attempt", 1) >= 2:
+                reason = (
+                    f"the process ended twice while {plugin} ran it (killed from outside, out of memory, "
+                    "or the plugin exited)"
+                )
+            else:
+                reason = None
+                attempts[in_flight["task"]] = in_flight.get("attempt", 1)
+            if reason is not None:
+                crashed[in_flight["task"]] = f"{reason}; re-run with --retry-crashed to try it again"
+                self.console.print(
+                    f"run {run_id}: task {in_flight['label']} {reason}; failing its cells "
+                    "(--retry-crashed runs it again)",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
+                log.error("task %s (%s) %s; failing its cells", in_flight["task"], in_flight["label"], reason)
+        self.store.set_crashed(run_id, crashed)
+        return crashed, attempts
 
     def _skip_unavailable(self, run_id: str, pending: Sequence[Cell]) -> dict[str, tuple[Cell, str]]:
         """Cells whose device this machine lacks, recorded as skipped with the reason (not failed: the
@@ -241,12 +343,13 @@ class Runner:
             "workers": getattr(self.executor, "workers", None),
         }
         versions = self._versions()
+        inputs = self._inputs()
         if self.options.resume:
             candidate = self.store.resumable_run(self.loaded.hash)
             if candidate:
                 stored = self.store.run(candidate)
                 lock = self.store.run_lock(candidate)
-                reason = _resume_mismatch(stored, self.device_name, versions, options)
+                reason = _resume_mismatch(stored, self.device_name, versions, options, inputs)
                 if reason is None:
                     try:
                         lock.acquire(timeout=0)
@@ -259,6 +362,7 @@ class Runner:
                     f"not resuming run {candidate}: {reason}; starting a new run",
                     highlight=False,
                     markup=False,
+                    soft_wrap=True,  # one line, however narrow the terminal
                 )
                 log.warning("not resuming run %s: %s", candidate, reason)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -275,8 +379,37 @@ class Runner:
             git_revision(),
             versions,
             options,
+            inputs,
         )
         return run_id, False, lock
+
+    def _inputs(self) -> dict:
+        """What the run computes on beyond the suite's text, which a resume must find unchanged: each
+        dataset source's content fingerprint (``TextDataset.fingerprint``; a suite names a file, whose
+        content may change between two runs of it) and each model's weights identity
+        (``Model.weights_identity``, e.g. a local checkpoint folder's content). Data that cannot be read
+        is recorded with the reason (its cells then fail with it)."""
+        datasets: dict[str, dict] = {}
+        for entry in self.loaded.entries["datasets"] + [
+            model.train_on for model in self.loaded.entries["models"] if model.train_on is not None
+        ]:
+            key = f"{entry.name} {entry.params_json}"
+            if key not in datasets:
+                try:
+                    fingerprint = entry.cls(entry.params).load().fingerprint
+                except Exception as error:  # noqa: BLE001 - its load task fails the cells, with the reason
+                    fingerprint = f"unreadable: {describe(error)}"
+                datasets[key] = {"label": entry.label, "fingerprint": fingerprint}
+        models: dict[str, dict] = {}
+        for entry in self.loaded.entries["models"]:
+            key = canonical_json(entry.identity)
+            if key not in models:
+                try:
+                    weights = entry.cls(entry.params).weights_identity()
+                except Exception as error:  # noqa: BLE001 - its build task fails the cells, with the reason
+                    weights = {"unidentified": describe(error)}
+                models[key] = {"label": entry.label, "weights": weights}
+        return {"datasets": datasets, "models": models}
 
     def _log_to_file(self, run_id: str) -> logging.Handler:
         path = self.store.log_path(run_id)
@@ -289,13 +422,60 @@ class Runner:
         return handler
 
 
+# How faulthandler names the fatal errors it reports, and how a cell's error names them.
+_FATAL_ERROR = re.compile(r"^Fatal Python error: (.+?)\s*$", re.MULTILINE)
+_FATAL_NAMES = {"Segmentation fault": "segfault"}
+
+
+def _fatal_error(log_path: Path, offset: int) -> str | None:
+    """The fatal error ``faulthandler`` wrote to the run's log after ``offset`` (where the log ended
+    when the task in flight started), e.g. ``segfault``; None when it wrote none."""
+    try:
+        with log_path.open("rb") as file:
+            file.seek(offset)
+            text = file.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = _FATAL_ERROR.findall(text)
+    if not found:
+        return None
+    return _FATAL_NAMES.get(found[-1], found[-1].lower())
+
+
+def _task_plugin(task: Task) -> str:
+    """The plugin whose code a task runs, as a cell's error names it."""
+    if task.stage in ("explain", "fit-explainer"):
+        return f"explainer '{task.explainer['name']}'"
+    if task.stage == "score":
+        return f"metric '{task.metric['name']}'"
+    if task.stage == "build-model":
+        return f"model '{task.model['name']}'"
+    if task.stage == "load-dataset":
+        return f"dataset '{task.dataset['name']}'"
+    return f"the removal metrics' perturbations of {task.label}"
+
+
 class _Drive:
     """One run's plan, executed: submits each task once its inputs are done, records what comes back in
     the store (the driver is the store's only writer), fails the dependents of a failed task, and drops
     each artefact once no pending task needs it."""
 
-    def __init__(self, runner: Runner, run_id: str, pending: Sequence[Cell], result: RunResult):
+    def __init__(
+        self,
+        runner: Runner,
+        run_id: str,
+        pending: Sequence[Cell],
+        result: RunResult,
+        crashed: dict[str, str] | None = None,
+        attempts: dict[str, int] | None = None,
+    ):
+        """``crashed``: tasks not to run (task id -> why their cells fail: they ended the process of an
+        earlier attempt at the run); ``attempts``: how many times the process died running a task."""
         self.runner = runner
+        self.crashed = crashed or {}
+        self.attempts = attempts or {}
+        # A task run in this process can take it down: it is recorded before it runs (``_submit``).
+        self.in_process = getattr(runner.executor, "in_process", False)
         self.store = runner.store
         self.reporter = runner.reporter
         self.executor = runner.executor
@@ -326,6 +506,13 @@ class _Drive:
         in_flight = 0
         self.reporter.start_run(len(self.cells))
         try:
+            for task_id, reason in self.crashed.items():
+                if task_id in self.order and task_id not in self.failed:
+                    task = self.plan.task(task_id)
+                    log.error("%s not run: %s", task.label or task.id, reason)
+                    self._fail(task, reason)
+                    self._release(task)
+            ready = [entry for entry in ready if entry[1] not in self.failed]
             self.executor.start(self.runner.settings(), self.reporter)
             while ready or in_flight:
                 while ready and in_flight < self.executor.capacity:
@@ -336,6 +523,8 @@ class _Drive:
                 in_flight -= 1
                 for task in self._finish(outcome):
                     heapq.heappush(ready, (self.order[task.id], task.id))
+                if self.in_process:
+                    self.store.set_in_flight(self.run_id, None)
             if self.showing is not None:
                 self.reporter.end_explanation()
         finally:
@@ -350,7 +539,27 @@ class _Drive:
             task = replace(task, label=self.plan.dependents(task.id)[0].label)
         if self.executor.capacity == 1:
             self._show(task)
+        if self.in_process:
+            self._record_in_flight(task)
         self.executor.submit(task, inputs, self._group(task))
+
+    def _record_in_flight(self, task: Task) -> None:
+        """Before a task runs in this process: a line in the run's log naming it (a native crash's
+        report from ``faulthandler`` follows it there) and, committed to the store, the task itself, with
+        where the log ended, for the next run (``Runner._crashed_last_time``)."""
+        plugin = _task_plugin(task)
+        log.info("task started: %s %s (%s)", task.stage, task.label or task.id, plugin)
+        log_path = self.store.log_path(self.run_id)
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        record = {
+            "task": task.id,
+            "stage": task.stage,
+            "label": task.label or task.id,
+            "plugin": plugin,
+            "attempt": self.attempts.get(task.id, 0) + 1,
+            "log_offset": offset,
+        }
+        self.store.set_in_flight(self.run_id, record)
 
     def _show(self, task: Task) -> None:
         """Tell the reporter which explanation the task belongs to (when tasks run one at a time)."""

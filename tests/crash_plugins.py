@@ -11,6 +11,7 @@ executor hands that path to its workers (``spawn`` does; a local Ray instance st
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -37,6 +38,16 @@ class ExitingExplainer(Explainer):
 
     def explain(self, classifier, encoding, targets):
         os._exit(3)
+
+
+class SegfaultExplainer(Explainer):
+    """Reads address 0 through ``ctypes``: a segmentation fault, as a bug in a native library gives, which
+    no ``except`` catches."""
+
+    name: ClassVar[str] = "segfaults"
+
+    def explain(self, classifier, encoding, targets):
+        ctypes.string_at(0)
 
 
 class SigkillExplainer(Explainer):
@@ -76,7 +87,7 @@ class GateExplainer(Explainer):
         return _positions(encoding)
 
 
-CRASH_PLUGINS = (ExitingExplainer, SigkillExplainer, SleepyExplainer, GateExplainer)
+CRASH_PLUGINS = (ExitingExplainer, SegfaultExplainer, SigkillExplainer, SleepyExplainer, GateExplainer)
 
 
 def registry_with_crash_plugins() -> Registry:

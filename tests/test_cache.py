@@ -254,7 +254,10 @@ def test_an_unreadable_explainer_fit_is_recomputed_and_logged_not_a_failure(tmp_
 
     assert context.cached(write, read) == "good" and len(writes) == 1
     assert context.cached(write, read) == "good" and len(writes) == 1  # read from the cache
-    (context.cached_directory(write) / "weights.txt").write_text("garbage")
+    entry = context.cached_directory(write)
+    (entry / "weights.txt").write_text("garbage")
+    # with its digest to match: an entry this version cannot read (not one altered after it was written)
+    (entry / cache_module.DIGEST_FILE).write_text(json.dumps({"sha256": cache_module._tree_digest(entry)}))
     with caplog.at_level("WARNING", logger="bench.cache"):
         assert context.cached(write, read) == "good"
     assert len(writes) == 2 and "unreadable (ValueError: truncated weights); recomputing" in caplog.text

@@ -25,11 +25,11 @@ class Queries(Database):
             }
 
     def resumable_run(self, suite_hash: str) -> str | None:
-        """The latest unfinished run of this exact suite (its process may still hold its lock: see
-        ``run_lock``)."""
+        """The latest unfinished run of this exact suite: ``running`` (its process may still hold its
+        lock, see ``run_lock``, or have died) or ``interrupted`` (by the user)."""
         with closing(self.connect()) as db:
             row = db.execute(
-                "SELECT run_id FROM runs WHERE suite_hash=? AND status='running' "
+                "SELECT run_id FROM runs WHERE suite_hash=? AND status IN ('running', 'interrupted') "
                 "ORDER BY started_at DESC, rowid DESC LIMIT 1",
                 (suite_hash,),
             ).fetchone()
@@ -70,6 +70,8 @@ class Queries(Database):
         result = dict(row)
         result["versions"] = json.loads(result["versions"])
         result["options"] = json.loads(result["options"])
+        for key, empty in (("inputs", "null"), ("in_flight", "null"), ("crashed", "{}")):
+            result[key] = json.loads(result[key] or empty)
         return result
 
     def runs(self) -> list[dict]:

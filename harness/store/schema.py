@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS runs (
     suite_hash    TEXT NOT NULL,
     suite_path    TEXT,
     suite_text    TEXT NOT NULL,
-    status        TEXT NOT NULL,          -- running | complete | complete-with-failures
+    status        TEXT NOT NULL,          -- running | interrupted | complete | complete-with-failures
     started_at    TEXT NOT NULL,
     finished_at   TEXT,
     device        TEXT,
@@ -40,7 +40,10 @@ CREATE TABLE IF NOT EXISTS runs (
     versions      TEXT NOT NULL,          -- JSON: library and plugin package versions
     options       TEXT NOT NULL,          -- JSON: command-line options of the run
     host          TEXT,
-    pid           INTEGER
+    pid           INTEGER,
+    inputs        TEXT,                   -- JSON: each dataset's content fingerprint, each model's weights
+    in_flight     TEXT,                   -- JSON: the task running in the driver's process (serial), if any
+    crashed       TEXT                    -- JSON {task id: why}: tasks that ended the process, not retried
 );
 CREATE TABLE IF NOT EXISTS cells (
     run_id           TEXT NOT NULL REFERENCES runs(run_id),
@@ -162,6 +165,8 @@ ADDED_COLUMNS: list[dict[str, dict[str, str]]] = [
         "explainer_fits": {"explainer_id": "TEXT", "teacher_id": "TEXT"},
     },
     {"cells": {"value_range": "TEXT"}, "models": {"labels": "TEXT"}, "attributions": {"gold_label": "INTEGER"}},
+    # inputs: what a resume must find unchanged; in_flight and crashed: what a crash must not repeat
+    {"runs": {"inputs": "TEXT", "in_flight": "TEXT", "crashed": "TEXT"}},
 ]  # fmt: skip
 SCHEMA_VERSION = len(ADDED_COLUMNS)
 
@@ -216,6 +221,32 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def database_problem(path: Path | str | None, error: sqlite3.DatabaseError) -> str | None:
+    """One line saying why the results database at ``path`` failed when the file is not at fault: a
+    read-only folder or mount, a full disk, a file that cannot be opened (permissions) or is locked. None
+    for any other error (the file may not be a bench database), whose message is the caller's."""
+    name = path or "the results folder's bench.sqlite"
+    text = str(error).lower()
+    if "readonly" in text or "read-only" in text:
+        return (
+            f"{name}: cannot write the results database: it is read-only (a read-only mount, or no write "
+            "permission); choose a writable results folder (--out, --results)"
+        )
+    if "disk is full" in text or "disk full" in text:
+        return (
+            f"{name}: the disk is full; free space there, or choose a results folder on another disk "
+            "(--out, --results)"
+        )
+    if "unable to open" in text:
+        return (
+            f"{name}: cannot open the results database (permission denied, or a folder missing); check that "
+            "you may write there, or choose another results folder (--out, --results)"
+        )
+    if "locked" in text:
+        return f"{name}: {error}; another bench process is writing it: try again when it has finished"
+    return None
+
+
 class Database:
     """The results folder's database: connections (each migrated to the current schema), the run logs
     and the run locks."""
@@ -234,7 +265,8 @@ class Database:
         except sqlite3.DatabaseError as error:
             connection.close()
             raise BenchError(
-                f"{self.path}: not a bench results database ({error}); move it away or choose another "
+                database_problem(self.path, error)
+                or f"{self.path}: not a bench results database ({error}); move it away or choose another "
                 "results folder"
             ) from None
         return connection

@@ -48,13 +48,16 @@ class RunWriter(Database):
         git_revision: str | None,
         versions: dict,
         options: dict,
+        inputs: dict | None = None,
     ) -> None:
+        """A new run, ``running``; ``inputs`` is what it computes on beyond the suite's text (each
+        dataset's fingerprint, each model's weights), which a resume must find unchanged."""
         row = {
             "run_id": run_id, "suite": suite.name, "suite_version": suite.version, "suite_hash": suite_hash,
             "suite_path": suite_path, "suite_text": suite_text, "status": "running", "started_at": now(),
             "finished_at": None, "device": device, "git_revision": git_revision,
             "versions": json.dumps(versions), "options": json.dumps(options), "host": socket.gethostname(),
-            "pid": os.getpid(),
+            "pid": os.getpid(), "inputs": None if inputs is None else json.dumps(inputs, sort_keys=True),
         }  # fmt: skip
         with closing(self.connect()) as db, db:
             _insert(db, "runs", [row])
@@ -68,8 +71,31 @@ class RunWriter(Database):
             )
 
     def finish_run(self, run_id: str, status: str) -> None:
+        """The run is over (``complete``, ``complete-with-failures``) or stopped by the user
+        (``interrupted``, which a re-run resumes); no task of it is in flight any more."""
         with closing(self.connect()) as db, db:
-            db.execute("UPDATE runs SET status=?, finished_at=? WHERE run_id=?", (status, now(), run_id))
+            db.execute(
+                "UPDATE runs SET status=?, finished_at=?, in_flight=NULL WHERE run_id=?",
+                (status, now(), run_id),
+            )
+
+    def set_in_flight(self, run_id: str, task: dict | None) -> None:
+        """The task about to run in the driver's process (None: none), committed before it runs: if it
+        takes the process down, the next run of the suite finds it here (``Queries.run``)."""
+        with closing(self.connect()) as db, db:
+            db.execute(
+                "UPDATE runs SET in_flight=? WHERE run_id=?",
+                (None if task is None else json.dumps(task), run_id),
+            )
+
+    def set_crashed(self, run_id: str, crashed: dict[str, str]) -> None:
+        """The run's tasks that ended its process (task id -> why): a resume fails them rather than run
+        them again (``bench run --retry-crashed`` clears them). Clears the task in flight."""
+        with closing(self.connect()) as db, db:
+            db.execute(
+                "UPDATE runs SET crashed=?, in_flight=NULL WHERE run_id=?",
+                (json.dumps(crashed, sort_keys=True) if crashed else None, run_id),
+            )
 
     def record_model(
         self,
