@@ -333,8 +333,8 @@ class Suite(BaseModel):
         because YAML has already turned ``1.10`` into 1.1 and ``2.0`` into 2.0."""
         if isinstance(value, float):
             raise ValueError(
-                f"YAML reads this version as the number {value!r}, which loses digits (1.10 is 1.1): "
-                f'quote it, e.g. version: "{value}", or give an integer'
+                f"YAML reads this version as the number {value!r}, which may not be what is written (1.10 "
+                'reads as 1.1): quote it as written, e.g. version: "1.10", or give an integer'
             )
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
@@ -827,42 +827,47 @@ def _suite_text(path: Path) -> str:
 
 
 def _check_bounds(path: Path, text: str) -> None:
-    """Refuse a document nested deeper than ``MAX_DEPTH`` or holding more than ``MAX_VALUES`` values
-    once its aliases are expanded, reading its events one at a time (the parser does not recurse, and
-    stops at the first excess): an alias bomb costs nothing here, though building it would take
-    minutes and gigabytes wherever the suite's values are copied, compared or hashed."""
-    sizes: dict[str, int] = {}  # anchor -> values of the node it names, its aliases expanded
-    open_nodes: list[tuple[str | None, list[int]]] = []  # collections being read: (anchor, [values])
-    total = [0]
+    """Refuse a document nested deeper than ``MAX_DEPTH`` or holding more than ``MAX_VALUES`` values,
+    its aliases expanded (an alias repeats its anchor's values, at its own depth), reading its events one
+    at a time (the parser does not recurse, and stops at the first excess): an alias bomb costs nothing
+    here, though building it would take minutes and gigabytes wherever the suite's values are copied,
+    compared or hashed, and a deep document would exhaust the recursion of the YAML composer."""
+    anchored: dict[str, tuple[int, int]] = {}  # anchor -> (values, depth) of the node it names, expanded
+    open_nodes: list[tuple[str | None, list[int]]] = []  # collections being read: anchor, [values, depth]
+    document = [0, 0]
 
-    def add(count: int, event: yaml.Event) -> None:
-        values = open_nodes[-1][1] if open_nodes else total
-        values[0] += count
-        if values[0] > MAX_VALUES:
+    def add(values: int, depth: int, event: yaml.Event) -> None:
+        """A value of ``values`` values nesting ``depth`` collections, read inside the open ones."""
+        line = event.start_mark.line + 1
+        if len(open_nodes) + depth > MAX_DEPTH:
             raise BenchError(
-                f"{path}:{event.start_mark.line + 1}: the YAML holds more than {MAX_VALUES:,} values once its "
-                "aliases (*name) are expanded; write the values out, or repeat fewer of them"
+                f"{path}:{line}: the YAML nests deeper than {MAX_DEPTH} levels (aliases expanded); a suite "
+                "needs far fewer: check the brackets and the indentation"
+            )
+        parent = open_nodes[-1][1] if open_nodes else document
+        parent[0] += values
+        parent[1] = max(parent[1], depth + 1)
+        if parent[0] > MAX_VALUES:
+            raise BenchError(
+                f"{path}:{line}: the YAML holds more than {MAX_VALUES:,} values once its aliases (*name) are "
+                "expanded; write the values out, or repeat fewer of them"
             )
 
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.ScalarEvent):
             if event.anchor is not None:
-                sizes[event.anchor] = 1
-            add(1, event)
+                anchored[event.anchor] = (1, 0)
+            add(1, 0, event)
         elif isinstance(event, yaml.AliasEvent):
-            add(sizes.get(event.anchor, 1), event)  # an unknown anchor: composing says so
+            add(*anchored.get(event.anchor, (1, 0)), event)  # an unknown anchor: composing says so
         elif isinstance(event, yaml.CollectionStartEvent):
-            open_nodes.append((event.anchor, [1]))
-            if len(open_nodes) > MAX_DEPTH:
-                raise BenchError(
-                    f"{path}:{event.start_mark.line + 1}: the YAML nests deeper than {MAX_DEPTH} levels; "
-                    "a suite needs far fewer: check the brackets and the indentation"
-                )
+            add(0, 1, event)  # its depth, before its values are read
+            open_nodes.append((event.anchor, [1, 1]))
         elif isinstance(event, yaml.CollectionEndEvent):
-            anchor, [values] = open_nodes.pop()
+            anchor, (values, depth) = open_nodes.pop()
             if anchor is not None:
-                sizes[anchor] = values
-            add(values, event)
+                anchored[anchor] = (values, depth)
+            add(values, depth, event)
 
 
 def _check_unique_keys(path: Path, root: yaml.Node | None) -> None:

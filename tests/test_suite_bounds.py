@@ -100,6 +100,16 @@ def test_a_document_nested_thousands_deep_is_one_line_in_seconds(monkeypatch, ca
     assert seconds < 10
 
 
+def test_aliases_nesting_deep_values_in_deep_places_count_at_their_depth(monkeypatch, capsys, write_suite):
+    half = MAX_DEPTH // 2 + 1
+    nested = "[" * half + "x" + "]" * half
+    path = write_suite(
+        tiny_suite_text() + f"x-deep: &deep {nested}\nx-deeper: {'[' * half}*deep{']' * half}\n"
+    )
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, f"{path}:", f"deeper than {MAX_DEPTH} levels (aliases expanded)")
+
+
 def test_a_utf16_suite_is_named_as_such(monkeypatch, capsys, write_suite, tmp_path):
     path = tmp_path / "utf16.yaml"
     path.write_text(tiny_suite_text(), encoding="utf-16")
@@ -155,7 +165,7 @@ def test_an_anchor_merged_into_a_mapping_may_have_keys_overridden(write_suite):
 def test_a_version_with_a_point_must_be_quoted(monkeypatch, capsys, write_suite):
     path = write_suite(tiny_suite_text().replace("version: 1", "version: 1.10"))
     code, stderr, _ = validate(monkeypatch, capsys, path)
-    assert_one_error_line(code, stderr, f"{path}:2: version:", "1.1", "quote it", 'version: "1.1"')
+    assert_one_error_line(code, stderr, f"{path}:2: version:", "the number 1.1", "quote it as written")
 
 
 @pytest.mark.parametrize(("written", "read"), [("2", "2"), ('"1.10"', "1.10"), ("'2.0'", "2.0")])
