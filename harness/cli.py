@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.errors import BenchError
+from harness.inert import csv_cell, printable
 
 try:  # typer >= 0.2x ships its own copy of click; earlier versions use click itself
     from typer._click.exceptions import (
@@ -89,12 +90,14 @@ def _store(folder: Path, option: str = "--results"):
 
 
 def _text(value: object, style: str = "") -> Text:
-    """A user-derived value as rich prints it literally: no markup (``[init:2]``), no emoji codes."""
-    return Text("" if value is None else str(value), style=style)
+    """A user-derived value as rich prints it literally: no markup (``[init:2]``), no emoji codes, its
+    control characters escaped (an escape sequence shows as ``\\x1b[31m``)."""
+    return Text("" if value is None else printable(value), style=style)
 
 
 def _say(console: Console, line: str, style: str = "") -> None:
-    """One literal line: markup, emoji codes and line breaks in ``line`` are printed as they are."""
+    """One literal line: markup and emoji codes in ``line`` are printed as they are, its line breaks as
+    spaces and its other control characters escaped."""
     console.print(_text(" ".join(line.splitlines()), style), highlight=False, soft_wrap=True)
 
 
@@ -141,11 +144,11 @@ def validate(
     """Check a suite (YAML, keys, plugin names, parameters, requirements) without running it."""
     import torch
 
-    from harness.grid import expand, left_out, unavailable
+    from harness.grid import cells_to_run, left_out, unavailable
     from harness.suite import load_suite
 
     loaded = load_suite(suite, _registry(), profile)
-    cells = expand(loaded)
+    cells = cells_to_run(loaded)
     unmet = left_out(loaded)
     here = [reason for cell in cells if (reason := unavailable(cell, torch.cuda.is_available()))]
     entries = loaded.entries
@@ -245,6 +248,7 @@ def run(
     """Run a suite: train or load models, explain, evaluate, store, and print the report."""
     try:
         from harness.executors import make_executor
+        from harness.grid import cells_to_run
         from harness.report import Report
         from harness.runner import Runner, RunOptions, summary_line
         from harness.suite import load_suite
@@ -252,6 +256,7 @@ def run(
         runs_on = make_executor(executor.value, workers=workers, address=address, task_timeout=task_timeout)
         store = _store(out_dir, "--out")
         loaded = load_suite(suite, _registry(), profile)
+        cells_to_run(loaded)  # a suite of no cells is refused before a run is recorded
         options = RunOptions(
             results_dir=out_dir,
             cache_dir=cache_dir,
@@ -462,10 +467,12 @@ def export(
             if rows:
                 writer = csv.DictWriter(stream, fieldnames=list(rows[0]), lineterminator="\n")
                 writer.writeheader()
-                for row in rows:
+                for row in rows:  # text a spreadsheet would run as a formula is neutralised
                     writer.writerow(
                         {
-                            k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
+                            k: csv_cell(
+                                json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
+                            )
                             for k, v in row.items()
                         }
                     )

@@ -184,6 +184,27 @@ def expand(loaded: LoadedSuite) -> list[Cell]:
     return [cell for cell in _candidates(loaded) if cell.in_grid]
 
 
+def cells_to_run(loaded: LoadedSuite) -> list[Cell]:
+    """``expand``, refused with the reason when it leaves no cell: a run of nothing would end at once
+    with exit code 0 and an empty report, which reads as success."""
+    cells = expand(loaded)
+    if cells:
+        return cells
+    unmet = left_out(loaded)
+    if unmet:
+        reasons = sorted({reason for _, reason in unmet})
+        why = f"every cell is left out by its requirements ({reasons[0]}" + (
+            f"; and {len(reasons) - 1} more reason(s)" if len(reasons) > 1 else ""
+        )
+        why += "): add a dataset, model or explainer that provides what they require"
+    else:
+        why = (
+            "every cell would compare something with itself (a variant, device or explainer with its own "
+            "reference): add what the metrics compare with"
+        )
+    raise BenchError(f"{loaded.path}: the suite has no cells to run: {why}")
+
+
 def left_out(loaded: LoadedSuite) -> list[tuple[Cell, str]]:
     """The cells ``expand`` leaves out because a requirement is not provided, each with the reason
     (``Cell.unmet``), in grid order. Comparisons that mean nothing are not among them."""

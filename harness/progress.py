@@ -22,6 +22,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from harness.inert import printable
+
 
 @runtime_checkable
 class Reporter(Protocol):
@@ -73,7 +75,8 @@ class NullReporter:
 
 class RichReporter:
     """Bars in the terminal, gone when the run ends: the run's cells, and one bar per explanation while it
-    runs. Descriptions hold user labels, so they are printed as they are, never read as markup."""
+    runs. Descriptions hold user labels, so they are printed as they are, never read as markup, their
+    control characters escaped (``harness.inert.printable``)."""
 
     def __init__(self, console: Console, enabled: bool = True):
         self.console = console
@@ -97,11 +100,12 @@ class RichReporter:
         self._overall = self._progress.add_task("cells", total=total_cells)
 
     def start_explanation(self, description: str) -> None:
-        self._task = self._progress.add_task(description, total=None)
+        self._task = self._progress.add_task(printable(description), total=None)
 
     def step(self, description: str | None = None, done: int | None = None, total: int | None = None) -> None:
         if self._task is not None:
-            self._progress.update(self._task, description=description, completed=done, total=total)
+            shown = None if description is None else printable(description)
+            self._progress.update(self._task, description=shown, completed=done, total=total)
 
     def cell_done(self) -> None:
         self._progress.advance(self._overall)

@@ -30,6 +30,7 @@ from harness.errors import BenchError
 from harness.plugin import VARIANT_PATTERN, canonical_variant
 from harness.registry import Registry, suggest
 
+SEED_LIMIT = 2**32  # numpy's generators take seeds below 2**32
 KINDS = {"datasets": "dataset", "models": "model", "explainers": "explainer", "metrics": "metric"}
 
 
@@ -279,7 +280,9 @@ class Suite(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str
     description: str = ""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="seeds, each in [0, 2**32) as numpy takes them"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(16, ge=1, description="examples per explainer call and per metric forward batch")
     datasets: list[DatasetSpec] = Field(min_length=1)
@@ -326,7 +329,24 @@ class Suite(BaseModel):
     @field_validator("version", mode="before")
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int | float) else value
+        """An integer version reads as text (``version: 2`` is "2"); a number with a point is refused,
+        because YAML has already turned ``1.10`` into 1.1 and ``2.0`` into 2.0."""
+        if isinstance(value, float):
+            raise ValueError(
+                f"YAML reads this version as the number {value!r}, which may not be what is written (1.10 "
+                'reads as 1.1): quote it as written, e.g. version: "1.10", or give an integer'
+            )
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        """A seed listed twice would give every cell twice under one identity: stored once, counted
+        twice."""
+        repeated = next((seed for index, seed in enumerate(seeds) if seed in seeds[:index]), None)
+        if repeated is not None:
+            raise ValueError(f"seed {repeated} is listed twice; list each seed once")
+        return seeds
 
     def canonical_hash(self) -> str:
         """sha256 of the validated suite (comments and formatting do not count)."""
@@ -378,10 +398,7 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
     """Read, parse and validate a suite file (with ``profile`` applied), and validate every plugin name
     and parameter."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise BenchError(f"{path}: cannot read the suite file ({error.strerror or error})") from None
+    text = _suite_text(path)
     locator = _Locator(path, text)
     data = locator.data
     if not isinstance(data, dict):
@@ -768,6 +785,113 @@ def _expand_grid(params: dict, locator: _Locator, where: tuple) -> list[dict]:
     return [{**fixed, **dict(zip(keys, combo, strict=True))} for combo in itertools.product(*grid.values())]
 
 
+# A suite is a short file written by hand (the largest here is 38 KB, 9 levels deep, 5,000 values).
+# These bounds are far above any suite and far below what hurts: they are checked before the document
+# is built, so that a hostile or mistaken file is one line of error in a second, not minutes of memory.
+MAX_SUITE_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_VALUES = 100_000  # scalars and collections, each alias counted as the whole value it repeats
+BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+def _suite_text(path: Path) -> str:
+    """The suite file as text: at most ``MAX_SUITE_BYTES``, UTF-8 (a UTF-16 file, as some editors save,
+    is named as such rather than failing somewhere inside the decoder)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_SUITE_BYTES + 1)
+    except OSError as error:
+        raise BenchError(f"{path}: cannot read the suite file ({error.strerror or error})") from None
+    if len(raw) > MAX_SUITE_BYTES:
+        raise BenchError(
+            f"{path}: the suite file is larger than {MAX_SUITE_BYTES // (1 << 20)} MiB; a suite is a short "
+            "YAML file: check that this is the file you meant"
+        )
+    encoding = next((name for bom, name in BOMS.items() if raw.startswith(bom)), None)
+    if encoding is None and b"\x00" in raw[:64]:
+        encoding = "UTF-16 or UTF-32"
+    if encoding is not None:
+        raise BenchError(f"{path}: the suite file is {encoding} text: save it as UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise BenchError(
+            f"{path}:{line}: the suite file is not UTF-8 text (byte {error.start}): save it as UTF-8"
+        ) from None
+
+
+def _check_bounds(path: Path, text: str) -> None:
+    """Refuse a document nested deeper than ``MAX_DEPTH`` or holding more than ``MAX_VALUES`` values,
+    its aliases expanded (an alias repeats its anchor's values, at its own depth), reading its events one
+    at a time (the parser does not recurse, and stops at the first excess): an alias bomb costs nothing
+    here, though building it would take minutes and gigabytes wherever the suite's values are copied,
+    compared or hashed, and a deep document would exhaust the recursion of the YAML composer."""
+    anchored: dict[str, tuple[int, int]] = {}  # anchor -> (values, depth) of the node it names, expanded
+    open_nodes: list[tuple[str | None, list[int]]] = []  # collections being read: anchor, [values, depth]
+    document = [0, 0]
+
+    def add(values: int, depth: int, event: yaml.Event) -> None:
+        """A value of ``values`` values nesting ``depth`` collections, read inside the open ones."""
+        line = event.start_mark.line + 1
+        if len(open_nodes) + depth > MAX_DEPTH:
+            raise BenchError(
+                f"{path}:{line}: the YAML nests deeper than {MAX_DEPTH} levels (aliases expanded); a suite "
+                "needs far fewer: check the brackets and the indentation"
+            )
+        parent = open_nodes[-1][1] if open_nodes else document
+        parent[0] += values
+        parent[1] = max(parent[1], depth + 1)
+        if parent[0] > MAX_VALUES:
+            raise BenchError(
+                f"{path}:{line}: the YAML holds more than {MAX_VALUES:,} values once its aliases (*name) are "
+                "expanded; write the values out, or repeat fewer of them"
+            )
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                anchored[event.anchor] = (1, 0)
+            add(1, 0, event)
+        elif isinstance(event, yaml.AliasEvent):
+            add(*anchored.get(event.anchor, (1, 0)), event)  # an unknown anchor: composing says so
+        elif isinstance(event, yaml.CollectionStartEvent):
+            add(0, 1, event)  # its depth, before its values are read
+            open_nodes.append((event.anchor, [1, 1]))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, (values, depth) = open_nodes.pop()
+            if anchor is not None:
+                anchored[anchor] = (values, depth)
+            add(values, depth, event)
+
+
+def _check_unique_keys(path: Path, root: yaml.Node | None) -> None:
+    """A key given twice in one mapping is refused: YAML loaders keep the last silently, so the value a
+    reader sees first is not the one that runs. Keys merged in by ``<<: *anchor`` may be overridden."""
+    pending: list[tuple[yaml.Node, tuple]] = [(root, ())] if root is not None else []
+    while pending:
+        node, where = pending.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if (key.tag, key.value) in seen:
+                        raise BenchError(
+                            f"{path}:{line}: {_dotted((*where, key.value))}: the key '{key.value}' is given "
+                            f"twice in one mapping (first on line {seen[key.tag, key.value]}); keep one"
+                        )
+                    seen[key.tag, key.value] = line
+                pending.append((value, (*where, key.value if isinstance(key, yaml.ScalarNode) else "?")))
+        elif isinstance(node, yaml.SequenceNode):
+            pending += [(item, (*where, index)) for index, item in enumerate(node.value)]
+
+
 class _Locator:
     """Maps a path inside the YAML document (keys and list indices) to its line number."""
 
@@ -775,7 +899,9 @@ class _Locator:
         self.path = path
         self.overrides: dict[str, tuple] = {}  # top-level key -> where a profile gives it instead
         try:
+            _check_bounds(path, text)
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
+            _check_unique_keys(path, self.root)
             self.data = yaml.safe_load(text)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)

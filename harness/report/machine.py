@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from harness.distillation import TEST as PAIRING_TEST
 from harness.expectations import TEST as EXPECTATION_TEST
+from harness.inert import csv_cell
 from harness.report.document import Document, Section
 from harness.stats import ALPHA
 
@@ -39,9 +40,20 @@ CSV_HEADER = (
 )  # fmt: skip
 
 
+class _NeutralWriter:
+    """A csv writer whose text cells cannot run as spreadsheet formulas (``harness.inert.csv_cell``):
+    labels and dataset names are the user's."""
+
+    def __init__(self, buffer: io.StringIO):
+        self._writer = csv.writer(buffer, lineterminator="\n")
+
+    def writerow(self, row: list) -> None:
+        self._writer.writerow([csv_cell(value) for value in row])
+
+
 def csv_text(document: Document) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _NeutralWriter(buffer)
     writer.writerow(CSV_HEADER)
     for section in document.of_kind("family"):
         [table] = section.tables

@@ -1,5 +1,7 @@
 """A report document → a rich console: tables with the best cell of each column in bold green with a
-★, outcomes coloured by their news. User strings are ``Text``, never markup."""
+★, outcomes coloured by their news. User strings are ``Text``, never markup, and their control
+characters are shown escaped (``harness.inert.printable``): a label or an example id cannot move the
+cursor, recolour or retitle the terminal."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from harness.inert import printable
 from harness.report.document import Cell, Document, Section, Table, legend
 
 STYLES = {"good": "green", "bad": "yellow", "warning": "yellow", "error": "red"}
@@ -17,9 +20,9 @@ def print_document(document: Document, console: Console) -> None:
     heading = document.heading
     console.print(
         Text.assemble(
-            (heading.suite, "bold"),
-            f" (version {heading.version}) — run {heading.run_id} ",
-            (heading.state, "dim"),
+            (printable(heading.suite), "bold"),
+            f" (version {printable(heading.version)}) — run {printable(heading.run_id)} ",
+            (printable(heading.state), "dim"),
         )
     )
     for section in document.sections:
@@ -28,7 +31,7 @@ def print_document(document: Document, console: Console) -> None:
 
 def _print_section(console: Console, section: Section) -> None:
     def say(line: str, style: str | None = None) -> None:
-        console.print(line, style=style, highlight=False, markup=False)
+        console.print(printable(line), style=style, highlight=False, markup=False)
 
     if section.kind == "legend":
         say(legend(BEST), "dim")
@@ -39,7 +42,8 @@ def _print_section(console: Console, section: Section) -> None:
         for line in (*table.footer, *table.measured):
             say(line, "dim")
     if section.title and not section.tables:
-        console.print(Text.assemble((section.title, "bold"), f" {section.note}" if section.note else ""))
+        note = f" {printable(section.note)}" if section.note else ""
+        console.print(Text.assemble((printable(section.title), "bold"), note))
     if section.lead:
         say("", style)
         say(section.lead, style)
@@ -50,11 +54,11 @@ def _print_section(console: Console, section: Section) -> None:
 
 
 def _table(title: str, table: Table) -> RichTable:
-    rich_table = RichTable(title=Text(title, style="bold"), title_justify="left")
+    rich_table = RichTable(title=Text(printable(title), style="bold"), title_justify="left")
     for header in table.headers:
         # Folded, never cut: a long label must not lose its variant or parameters to an ellipsis.
         rich_table.add_column(
-            Text("\n".join(header.parts)),
+            Text("\n".join(map(printable, header.parts))),
             justify="right" if header.numeric else "left",
             style="bold" if header.names_rows else None,
             overflow="fold",
@@ -66,5 +70,5 @@ def _table(title: str, table: Table) -> RichTable:
 
 def _cell(cell: Cell) -> Text:
     if cell.best:
-        return Text(f"{cell.marked} {BEST}", style="bold green")
-    return Text(cell.marked, style=STYLES.get(cell.tone, ""))
+        return Text(f"{printable(cell.marked)} {BEST}", style="bold green")
+    return Text(printable(cell.marked), style=STYLES.get(cell.tone, ""))

@@ -1,0 +1,214 @@
+"""A suite file is bounded before it is built and read as it is written: an alias bomb, a document
+nested thousands deep, a huge or UTF-16 file, a duplicated key, a version YAML would read as a float,
+seeds out of range or repeated, and a suite of no cells are each one line naming the file, exit code 2,
+in seconds. The suites in suites/ keep their hashes, so runs started before still resume."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import tiny_suite_text
+from test_cli_errors import assert_one_error_line, bench_main
+
+from harness.registry import get_registry
+from harness.suite import MAX_DEPTH, MAX_SUITE_BYTES, load_suite
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The canonical hash of every suite of suites/ (and of each of its profiles) as it was before these
+# bounds: a run started on one of them must still find and resume its run.
+SUITE_HASHES = {
+    ("decoders.yaml", None): "2cb01415b79fdc52b7033a794bcad62b6f993e41db2bd8fd4f4f092dcd3383a5",
+    ("decoders.yaml", "full"): "0e3a16ace9f219aaaa6ef5a403c729377811c71e5833405734e81ff946a850f5",
+    ("disagreement.yaml", None): "104b822afaae98fd3272c4c764ac8524c3afb0df9fcc48e2dc549ccd4a4b3130",
+    ("faithfulness.yaml", None): "112fdd724355d050ef437cdcff334b4ba5650cac00c5775261c404b09cd99f70",
+    ("l2e.yaml", None): "b10c220b58ddfe31bf35f49e36f0222f23f668ad4c2fc3ea565fa990c1862783",
+    ("l2e.yaml", "full"): "2dc33e91b9e78c53ced0b05942d3d0dcb7ab32354600024d7b046c23f64fa523",
+    ("ldav.yaml", None): "0ab64a0931caad9ba0083945a67e425ba17884d8666549b6775d9b53e8a255ec",
+    ("ldav.yaml", "full"): "8f1523f4e727a86ba272623df8eb65c24ad8e4b2d4882f1f1218836e1e780447",
+    ("ldav.yaml", "transformer"): "d6d4d76178524694b5d8af38c3736d683cf41b608b86c95ce2456626d82b431e",
+    ("pairs.yaml", None): "08bf2c768bc79b44dcd7eb375691199f2307410ad237d1d2dbe616480101b0f7",
+    ("pairs.yaml", "full"): "2975b34eed98961727951e6bd03a1989fa4a4c34c3e0aaf1d03769a22732c68e",
+    ("plausibility.yaml", None): "29e21698f648ff74a98114b89f232e7f240fc8cafa3010bb33d7bb53d41e75fa",
+    ("quickstart.yaml", None): "ebda905f6518d6974b29abfce0213dcfb5772a6dd0c39d4fdf44124c240c4ca5",
+    ("randomization.yaml", None): "61ddd9731d129efd940d14d96d9aa8446b62232cd3c8bb19a6fa3640568c5983",
+    ("randomization.yaml", "full"): "0bff5c82462e0a640e21c1ec5017a73f3141289429669737b5b2574d804e390a",
+    ("runtime.yaml", None): "adc784a41f4ffaa1185cc50917f4d4a8452cfdab68864a56e86c882525a4c48e",
+    ("stability.yaml", None): "ef39c476002dc2db778e61b6a2e04222d775436d58513f0f4de7fc8c9999fc69",
+    ("stability.yaml", "full"): "c81298ba5e31227d57a83e372ad6a6641d13642c67089ba302cbe26b73b4ce25",
+}
+
+
+def validate(monkeypatch, capsys, path: Path) -> tuple[int, str, float]:
+    """``bench validate PATH``: its exit code, its stderr and how long it took."""
+    started = time.perf_counter()
+    code, _, stderr = bench_main(monkeypatch, capsys, "validate", path)
+    return code, stderr, time.perf_counter() - started
+
+
+@pytest.mark.parametrize(("suite", "profile"), sorted(SUITE_HASHES, key=str))
+def test_the_suites_keep_their_hashes_so_their_runs_resume(suite, profile):
+    loaded = load_suite(REPO / "suites" / suite, get_registry(), profile)
+    assert loaded.hash == SUITE_HASHES[suite, profile]
+
+
+def test_every_suite_of_the_repository_is_hashed_here():
+    assert {path.name for path in (REPO / "suites").glob("*.yaml")} == {suite for suite, _ in SUITE_HASHES}
+
+
+# -- bounded before it is built -----------------------------------------------------------------------
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """Billion laughs: each level a list of ten aliases of the level below (10**levels values)."""
+    lines = ['      l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels + 1):
+        below = ", ".join([f"*l{level - 1}"] * 10)
+        lines.append(f"      l{level}: &l{level} [{below}]")
+    return "\n".join(lines)
+
+
+def test_an_alias_bomb_in_precomputed_where_is_one_line_in_seconds(
+    monkeypatch, capsys, write_suite, tmp_path
+):
+    attributions = tmp_path / "a.jsonl"
+    attributions.write_text("")
+    explainer = f"""
+  - name: precomputed
+    params:
+      path: {attributions}
+      where:
+{alias_bomb()}"""
+    path = write_suite(tiny_suite_text(explainers=explainer, metrics="\n  - name: runtime"))
+    code, stderr, seconds = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, str(path), "aliases", "100,000 values")
+    assert seconds < 10
+
+
+@pytest.mark.parametrize("style", ["flow", "block"])
+def test_a_document_nested_thousands_deep_is_one_line_in_seconds(monkeypatch, capsys, write_suite, style):
+    depth = 5000
+    if style == "flow":
+        text = tiny_suite_text() + "description: " + "[" * depth + "]" * depth + "\n"
+    else:
+        text = tiny_suite_text() + "profiles:\n  " + "- " * depth + "x\n"  # compact nested sequences
+    path = write_suite(text)
+    code, stderr, seconds = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, str(path), f"deeper than {MAX_DEPTH} levels")
+    assert seconds < 10
+
+
+def test_aliases_nesting_deep_values_in_deep_places_count_at_their_depth(monkeypatch, capsys, write_suite):
+    half = MAX_DEPTH // 2 + 1
+    nested = "[" * half + "x" + "]" * half
+    path = write_suite(
+        tiny_suite_text() + f"x-deep: &deep {nested}\nx-deeper: {'[' * half}*deep{']' * half}\n"
+    )
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, f"{path}:", f"deeper than {MAX_DEPTH} levels (aliases expanded)")
+
+
+def test_a_utf16_suite_is_named_as_such(monkeypatch, capsys, write_suite, tmp_path):
+    path = tmp_path / "utf16.yaml"
+    path.write_text(tiny_suite_text(), encoding="utf-16")
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, str(path), "UTF-16", "save it as UTF-8")
+
+
+def test_a_suite_that_is_not_utf8_names_its_line(monkeypatch, capsys, tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(
+        tiny_suite_text().replace("name: tiny", "name: tiny\ndescription: caf\xe9").encode("latin-1")
+    )
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, f"{path}:2:", "not UTF-8")
+
+
+def test_a_file_larger_than_any_suite_is_refused_unread(monkeypatch, capsys, tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text(tiny_suite_text() + "#" * MAX_SUITE_BYTES)
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, str(path), "larger than 1 MiB")
+
+
+# -- read as it is written ------------------------------------------------------------------------------
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(monkeypatch, capsys, write_suite):
+    path = write_suite(tiny_suite_text().replace("batch_size: 4", "batch_size: 4\nbatch_size: 8"))
+    lines = path.read_text().splitlines()
+    first, second = (index + 1 for index, line in enumerate(lines) if line.startswith("batch_size"))
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(
+        code, stderr, f"{path}:{second}: batch_size: the key 'batch_size' is given twice", f"line {first}"
+    )
+
+
+def test_a_key_given_twice_in_a_nested_flow_mapping_is_refused(monkeypatch, capsys, write_suite):
+    path = write_suite(tiny_suite_text().replace("{dim: 8, max_epochs: 20}", "{dim: 8, dim: 16}"))
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, "models[0].params.dim: the key 'dim' is given twice")
+
+
+def test_an_anchor_merged_into_a_mapping_may_have_keys_overridden(write_suite):
+    text = tiny_suite_text().replace(
+        "  - name: bow\n    params: {dim: 8, max_epochs: 20}",
+        "  - name: bow\n    params: &bow {dim: 8, max_epochs: 20}\n"
+        "  - name: bow\n    label: wider\n    params: {<<: *bow, dim: 16}",
+    )
+    loaded = load_suite(write_suite(text), get_registry())
+    assert [model.params_dict["dim"] for model in loaded.entries["models"]] == [8, 16]
+
+
+def test_a_version_with_a_point_must_be_quoted(monkeypatch, capsys, write_suite):
+    path = write_suite(tiny_suite_text().replace("version: 1", "version: 1.10"))
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, f"{path}:2: version:", "the number 1.1", "quote it as written")
+
+
+@pytest.mark.parametrize(("written", "read"), [("2", "2"), ('"1.10"', "1.10"), ("'2.0'", "2.0")])
+def test_a_version_is_an_integer_or_a_string(write_suite, written, read):
+    path = write_suite(tiny_suite_text().replace("version: 1", f"version: {written}"))
+    assert load_suite(path, get_registry()).suite.version == read
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(10**23)])
+def test_a_seed_out_of_range_is_refused_before_a_run_starts(monkeypatch, capsys, write_suite, tmp_path, seed):
+    path = write_suite(tiny_suite_text().replace("seeds: [0]", f"seeds: [0, {seed}]"))
+    results = tmp_path / "results"
+    code, _, stderr = bench_main(monkeypatch, capsys, "run", path, "--out", results, "--cache-dir", tmp_path)
+    assert_one_error_line(code, stderr, f"{path}:3: seeds[1]:", seed)
+    code, stdout, _ = bench_main(monkeypatch, capsys, "runs", "--results", results)
+    assert code == 0 and "tiny" not in stdout  # no run was recorded, so none is left "running"
+
+
+def test_the_largest_seed_numpy_takes_is_accepted(write_suite):
+    path = write_suite(tiny_suite_text().replace("seeds: [0]", f"seeds: [0, {2**32 - 1}]"))
+    assert load_suite(path, get_registry()).suite.seeds == [0, 2**32 - 1]
+
+
+@pytest.mark.parametrize("seeds", ["seeds: [0, 0]", "seeds: [3, 1, 3]"])
+def test_a_seed_listed_twice_is_refused(monkeypatch, capsys, write_suite, seeds):
+    path = write_suite(tiny_suite_text().replace("seeds: [0]", seeds))
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    repeated = seeds.split("[")[1].split(",")[0]
+    assert_one_error_line(code, stderr, f"{path}:3: seeds:", f"seed {repeated} is listed twice")
+
+
+# -- a suite of no cells ----------------------------------------------------------------------------------
+
+
+STUDENT_OF_ATTENTION = "\n  - name: l2e\n    label: student\n    params: {teacher: {name: attention}}"
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_suite_whose_every_cell_is_left_out_is_refused(monkeypatch, capsys, write_suite, tmp_path, command):
+    path = write_suite(tiny_suite_text(explainers=STUDENT_OF_ATTENTION, metrics="\n  - name: runtime"))
+    args = ("--out", tmp_path / "results", "--cache-dir", tmp_path / "cache") if command == "run" else ()
+    code, _, stderr = bench_main(monkeypatch, capsys, command, path, *args)
+    assert_one_error_line(
+        code, stderr, f"{path}: the suite has no cells to run", "left out by its requirements", "attentions"
+    )
+    assert not (tmp_path / "cache").exists()
