@@ -33,6 +33,7 @@ from harness.cache import Cache, default_cache_dir
 from harness.entries import canonical_json, short_hash
 from harness.executors import Executor, Outcome, make_executor
 from harness.grid import Cell, expand, unavailable
+from harness.inert import printable
 from harness.plan import Task, build_plan, is_extra
 from harness.progress import NullReporter, Reporter, RichReporter
 from harness.stages import Explained, Scored, Settings, describe, device_name, resolve_device
@@ -272,7 +273,7 @@ class Runner:
             if reason is not None:
                 crashed[in_flight["task"]] = f"{reason}; re-run with --retry-crashed to try it again"
                 self.console.print(
-                    f"run {run_id}: task {in_flight['label']} {reason}; failing its cells "
+                    f"run {run_id}: task {printable(in_flight['label'])} {printable(reason)}; failing its cells "
                     "(--retry-crashed runs it again)",
                     highlight=False,
                     markup=False,
@@ -359,7 +360,7 @@ class Runner:
                     self.store.claim_run(candidate, self.device_name)
                     return candidate, True, lock
                 self.console.print(
-                    f"not resuming run {candidate}: {reason}; starting a new run",
+                    f"not resuming run {candidate}: {printable(reason)}; starting a new run",
                     highlight=False,
                     markup=False,
                     soft_wrap=True,  # one line, however narrow the terminal
