@@ -131,5 +131,5 @@ def test_the_pairs_suite_pairs_every_explainer_with_both_datasets(profile):
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "valid — 72 cells (2 datasets × 1 model variants × 9 explainer configs" in result.stdout
+    assert "valid — 90 cells (2 datasets × 1 model variants × 9 explainer configs × 5 metric" in result.stdout
     assert "left out" not in result.stdout
