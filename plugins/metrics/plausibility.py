@@ -62,6 +62,8 @@ GRANULARITY = (
 KMode = Literal["rationale", "count", "percent"]
 Text = Literal["both", "premise", "hypothesis"]
 
+RATIONALES = "rationales"  # a capability: the dataset's test examples carry human rationales (jsonl provides it)
+
 SCORED_SEGMENTS: dict[str, tuple[int, ...]] = {"both": (0, 1), "premise": (0,), "hypothesis": (1,)}
 
 
@@ -243,6 +245,7 @@ class TokenF1(_Plausibility):
     """
 
     name: ClassVar[str] = "token-f1"
+    requires: ClassVar[frozenset[str]] = frozenset({RATIONALES})
     Params = TokenF1Params
     paper: ClassVar[str] = f"{ERASER}; {FERRET}"
 
@@ -295,6 +298,7 @@ class IouF1(_Plausibility):
     """
 
     name: ClassVar[str] = "iou-f1"
+    requires: ClassVar[frozenset[str]] = frozenset({RATIONALES})
     Params = IouF1Params
 
     def compute(self, data: MetricInput) -> MetricOutput:
@@ -327,6 +331,7 @@ class Auprc(_Plausibility):
     """
 
     name: ClassVar[str] = "auprc"
+    requires: ClassVar[frozenset[str]] = frozenset({RATIONALES})
     Params = PlausibilityParams
     paper: ClassVar[str] = f"{ERASER}; {FERRET}"
 
