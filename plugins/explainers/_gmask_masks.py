@@ -3,6 +3,11 @@ model inputs under word masks, relaxed samples of the masks, and the terms of th
 
 Everything here works on a batch of examples at once, each padded to the batch's number of words (and
 groups); padded entries never reach a loss, a gradient or an output.
+
+A word's mask w multiplies its tokens' word embeddings (x̃ = w ⊙ x, GMASK Eq. 1) and is their weight in
+the attention mask the model reads (``TOKEN_WEIGHTS``), as the reference code multiplies the attention
+mask by the mask: on a model that provides ``token-weights``, w = 0 is the word's deletion, the removal
+the metrics apply.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ import torch
 
 from harness import Encoding, word_units
 
-Unselected = Literal["deleted", "masked", "kept"]
+Unselected = Literal["deleted", "kept"]
+
+TOKEN_WEIGHTS = "token-weights"
+"""The capability the mask learners (imask, gmask, l2x with the model as its approximator) require: a model
+whose ``Classifier.logits`` reads a floating-point ``attention_mask`` as token weights in [0, 1] (a token's
+attention and pooling weight), weight 0 giving the model's output on the text with that token deleted,
+later positions closing up (``minilm-head``). Integer masks keep their usual meaning. Without it a
+masked word would be a zeroed word the model still attends to and pools, which is not what the removal
+metrics delete (on MiniLM, pooled outputs with a word zeroed and with it deleted have cosine down to
+0.52)."""
 # A finite stand-in for log 0 on padded groups: softmax gives them exactly 0 without the NaN gradients
 # that -inf produces through entropies.
 _ABSENT = -1e4
@@ -71,7 +85,7 @@ def word_values_per_token(words: Sequence[Words], values: Sequence[Sequence[floa
 class MaskedInputs:
     """What the model reads under word masks, per example: the token positions it keeps (packed to the
     left, padded to the batch's longest), each one's mask unit (-1: a fixed multiplier instead) and the
-    fixed multipliers (1 for special tokens and kept words, 0 for masked-out words and padding)."""
+    fixed multipliers (1 for special tokens and kept words, 0 for padding)."""
 
     embeddings: torch.Tensor  # (B, Lc, D) word embeddings of the kept positions
     attention_mask: torch.Tensor  # (B, Lc)
@@ -89,8 +103,8 @@ class MaskedInputs:
         unselected: Unselected = "deleted",
     ) -> MaskedInputs:
         """Every word of every example is a unit (``selected`` None: IMASK), or only the ``selected`` words
-        (unit j = the j-th selected word: GMASK), the others ``deleted`` from the input, ``masked`` out
-        (multiplier 0) or ``kept`` as they are. Special tokens are always kept with multiplier 1."""
+        (unit j = the j-th selected word: GMASK), the others ``deleted`` from the input or ``kept`` as they
+        are. Special tokens are always kept with multiplier 1."""
         rows = []
         for row, example in enumerate(words):
             rank = None if selected is None else {word: j for j, word in enumerate(selected[row])}
@@ -100,8 +114,8 @@ class MaskedInputs:
                     kept.append((position, -1, 1.0))
                 elif rank is None or word in rank:
                     kept.append((position, word if rank is None else rank[word], 0.0))
-                elif unselected != "deleted":
-                    kept.append((position, -1, 1.0 if unselected == "kept" else 0.0))
+                elif unselected == "kept":
+                    kept.append((position, -1, 1.0))
             rows.append(kept)
         batch, width = len(rows), max([len(kept) for kept in rows] + [1])
         device = embeddings.device
@@ -137,7 +151,8 @@ class MaskedInputs:
     def rows(self, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The model's inputs (inputs_embeds, attention_mask, token_type_ids) for word masks ``masks``
         (B, S, U) (U ≥ 1): S rows per example, example-major, each token's embedding times its word's mask
-        (x̃ = W ⊙ x, Eq. 1) or its fixed multiplier."""
+        (x̃ = W ⊙ x, Eq. 1) or its fixed multiplier, and the same multiplier as the token's weight in a
+        floating-point attention mask (0 at padding): a word of mask 0 is deleted (``TOKEN_WEIGHTS``)."""
         batch, samples, _ = masks.shape
         width = self.unit.shape[1]
         index = self.unit.clamp(min=0)[:, None, :].expand(batch, samples, width)
@@ -145,7 +160,8 @@ class MaskedInputs:
         per_token = torch.where(self.unit[:, None, :] >= 0, per_token, self.fixed[:, None, :])
         embeds = per_token[..., None].to(self.embeddings.dtype) * self.embeddings[:, None]
         embeds = embeds.reshape(batch * samples, width, -1)
-        attention = self.attention_mask.repeat_interleave(samples, dim=0)
+        weights = per_token.float() * self.attention_mask[:, None, :].float()
+        attention = weights.reshape(batch * samples, width)
         types = None if self.token_type_ids is None else self.token_type_ids.repeat_interleave(samples, dim=0)
         return embeds, attention, types
 

@@ -2,7 +2,8 @@
 Perspective on Model Interpretation"), over words of a (possibly paired) text:
 
 - ``word_logits`` / ``token_values``: token logits pooled per word (mean), word values spread back to tokens;
-- ``relaxed_subset``: the continuous subset sampler of §4 (k Concrete draws, elementwise max);
+- ``relaxed_subset``: the continuous subset sampler of §4 (k Concrete draws, elementwise max), or its
+  straight-through hard subset;
 - ``top_k_words``: the discrete selection used at validation (the k highest selector logits);
 - ``token_masks``: word masks as token masks, specials kept (mask 1);
 - ``Selector``: the explainer network, logits per token (a small conv net, global and local branches);
@@ -64,15 +65,23 @@ def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
     return -torch.log(-torch.log(uniform))
 
 
-def relaxed_subset(logits: Tensor, valid: Tensor, gumbel: Tensor, temperature: float) -> Tensor:
+def relaxed_subset(
+    logits: Tensor, valid: Tensor, gumbel: Tensor, temperature: float, straight_through: bool = False
+) -> Tensor:
     """The continuous relaxation of sampling k of the words (L2X §4): k independent Concrete (Gumbel-
     softmax) draws over the words, C_j = softmax((logits + G_j) / τ), combined by the elementwise max
     V = max_j C_j. logits, valid: (B, W); gumbel: (B, k, W) standard Gumbel noise, one row per draw.
     Returns V (B, W) in [0, 1], 0 where not ``valid``. As τ → 0 each draw is one-hot, so V selects at
-    most k words (fewer when draws coincide)."""
+    most k words (fewer when draws coincide). With ``straight_through``: the hard subset H (each draw's
+    argmax one-hot, combined by the max: 1 on at most k words, 0 elsewhere) in the value, V's gradient
+    (H − V.detach() + V)."""
     noisy = (logits[:, None, :] + gumbel) / temperature
     noisy = noisy.masked_fill(~valid[:, None, :], EXCLUDED)
-    samples = torch.softmax(noisy, dim=-1).amax(dim=1)
+    draws = torch.softmax(noisy, dim=-1)
+    samples = draws.amax(dim=1)
+    if straight_through:
+        hard = functional.one_hot(draws.argmax(-1), draws.shape[-1]).to(draws.dtype).amax(dim=1)
+        samples = hard - samples.detach() + samples
     return samples * valid.to(samples.dtype)
 
 
@@ -203,11 +212,12 @@ def train_l2x(
     learning_rate: float,
     seed: int,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    straight_through: bool = False,
 ) -> dict:
     """Maximise the variational bound of I(X_S; Y) (L2X Eq. 6): minimise the cross-entropy of q on the
-    relaxed subset x_S = V ⊙ x against the black box's prediction, over the parameters of the selector
-    and of ``approximator`` (the network ``approximate`` calls, None when q is the frozen black box)
-    jointly, with Adam.
+    relaxed subset x_S = V ⊙ x (``straight_through``: the hard subset, with V's gradient) against the black
+    box's prediction, over the parameters of the selector and of ``approximator`` (the network
+    ``approximate`` calls, None when q is the frozen black box) jointly, with Adam.
 
     Each epoch visits the training batches in an order drawn from a generator seeded with ``seed``, which
     also draws the Gumbel noise (on the CPU), then validates the discrete selection (the top k words of the
@@ -236,7 +246,8 @@ def train_l2x(
             batch = train[index]
             logits = selector_logits(selector, batch)
             noise = gumbel_noise((logits.shape[0], k, logits.shape[1]), generator).to(logits)
-            masks = token_masks(relaxed_subset(logits, batch.valid, noise, temperature), batch.units)
+            subset = relaxed_subset(logits, batch.valid, noise, temperature, straight_through)
+            masks = token_masks(subset, batch.units)
             loss = functional.cross_entropy(approximate(batch, masks), batch.predicted)
             # Gradients of our parameters only: a black box approximator leaves the model's .grad alone.
             gradients = torch.autograd.grad(loss, parameters, allow_unused=True)

@@ -20,6 +20,7 @@ from harness import (
     rows_per_pass,
 )
 from plugins.explainers._gmask_masks import (
+    TOKEN_WEIGHTS,
     MaskedInputs,
     Unselected,
     Words,
@@ -44,9 +45,9 @@ IMASK_PAPER = (
     "Classifiers (EMNLP); as the IMASK baseline of " + GMASK_PAPER
 )
 _STRAIGHT_THROUGH_DOC = (
-    "straight-through samples: hard 0/1 (one-hot) masks in the forward pass, the relaxed sample's gradient "
-    "(the reference code's gumbel_softmax(hard=True)); false: the relaxed samples themselves (the paper's "
-    "Appendix A)"
+    "straight-through samples: hard 0/1 (one-hot) masks in the forward pass, so that every masked word is "
+    "deleted, with the relaxed sample's gradient (the reference code's gumbel_softmax(hard=True)); false: "
+    "the relaxed samples themselves (the paper's Appendix A)"
 )
 
 
@@ -79,8 +80,10 @@ class IMask(Explainer):
     al. 2021 (GMASK, §3.3) run it post hoc, per example, as the pre-filter of GMASK and as a baseline
     (IMASK). Here, per example and with the model frozen: one logit ℓ_j per word (p_j = σ(ℓ_j), ℓ = 0 at the
     start), ``samples`` binary-Concrete samples per step at temperature τ (Maddison et al. 2017), every
-    sub-token of a word scaled by its word's sample (special tokens and padding never: multiplier 1 / not
-    read), and ``steps`` Adam steps on
+    sub-token of a word scaled by its word's sample R_j, in its word embedding and in its weight in the
+    attention mask (the model's ``token-weights``: attention to the token and its share of the pooling
+    scale with R_j, and R_j = 0 is the word's deletion, the removal of the metrics; special tokens and
+    padding never: multiplier 1 / not read), and ``steps`` Adam steps on
 
         mean over samples of CE(ŷ, f(x̃)) + β Σ_j KL(Bernoulli(p_j) ‖ Bernoulli(½)),
 
@@ -93,28 +96,46 @@ class IMask(Explainer):
     depend on the text's length. Deviations from the GMASK reference implementation (UVa-NLP/GMASK,
     ``WordMask``): that code penalises Σ_j p_j log p_j only (one half of the negative entropy), parametrises
     p_j = softmax(σ(r_j))₁ (which bounds p_j to [0.27, 0.73]), uses straight-through hard samples at τ = 1
-    (``straight_through``; our default: the relaxed samples, τ = 0.5), and also zeroes the masked words'
-    attention mask; here masking is x̃ = R ⊙ x alone (Eq. 1 of GMASK). Defaults: 30 steps × 10 samples
-    (the reference: 10 × 10; the paper reports 0.6 s per example with BERT on a GPU); on minilm-head, 2
-    CPU cores, an MRPC pair (~55 tokens) costs about 5 s.
+    (``straight_through``; our default: the relaxed samples, τ = 0.5), and adds (1 − R_j)·(−10,000) to the
+    attention scores of its keys, leaving positions as they are (here: log R_j, and the positions after a
+    deleted word close up, so that R_j = 0 gives the model's output with the word deleted to float
+    rounding; at R_j = 1 the two agree). Defaults: 30 steps × 10 samples (the reference: 10 × 10; the
+    paper reports 0.6 s per example with BERT on a GPU); on minilm-head, 2 CPU cores, an MRPC pair (~55
+    tokens) costs about 5 s. GMASK's pre-selection is this computation (``GMaskParams.imask_params``).
 
     Examples of a batch are optimised together, each with its own parameters (Adam is elementwise) and its
     own noise (``harness.example_generators``), so an example's scores do not depend on its batch.
     """
 
     name: ClassVar[str] = "imask"
+    version: ClassVar[str] = "2"  # 2: masks weight the attention mask too (a mask of 0 deletes the word)
     Params = IMaskParams
     paper: ClassVar[str] = IMASK_PAPER
+    requires: ClassVar[frozenset[str]] = frozenset({TOKEN_WEIGHTS})
 
     def explain(self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor) -> torch.Tensor:
-        p = self.params
         words = example_words(encoding)
-        values = learn_word_masks(
-            classifier, encoding, targets, words, example_generators(self.seed, encoding),
+        values = self.word_values(
+            classifier, encoding, targets, words, example_generators(self.seed, encoding)
+        )
+        return word_values_per_token(words, values, encoding.input_ids.shape).to(encoding.input_ids.device)
+
+    def word_values(
+        self,
+        classifier: Classifier,
+        encoding: Encoding,
+        targets: torch.Tensor,
+        words: Sequence[Words],
+        generators: Sequence[torch.Generator],
+    ) -> list[list[float]]:
+        """Each example's p_j per word, the noise drawn from ``generators`` (one per example, fresh from
+        ``example_generators(seed, encoding)`` for the scores of ``explain``)."""
+        p = self.params
+        return learn_word_masks(
+            classifier, encoding, targets, words, generators,
             steps=p.steps, samples=p.samples, learning_rate=p.learning_rate, temperature=p.temperature,
             beta=p.beta, straight_through=p.straight_through, internal_batch_size=p.internal_batch_size,
         )  # fmt: skip
-        return word_values_per_token(words, values, encoding.input_ids.shape).to(encoding.input_ids.device)
 
 
 class GMaskParams(ExplainerParams):
@@ -145,18 +166,56 @@ class GMaskParams(ExplainerParams):
     unselected: Unselected = Field(
         "deleted",
         description="what GMASK's model input holds of the words IMASK did not select: deleted (the input is "
-        "[CLS] selected words of text 1 [SEP] selected words of text 2 [SEP], as in the reference code), "
-        "masked (word embedding × 0, positions kept) or kept (as they are)",
+        "[CLS] selected words of text 1 [SEP] selected words of text 2 [SEP], as in the reference code) or "
+        "kept (as they are)",
     )
-    straight_through: bool = Field(False, description=_STRAIGHT_THROUGH_DOC + "; both stages")
-    imask_steps: int = Field(10, ge=1, description="IMASK pre-selection: Adam steps (reference code: 10)")
-    imask_samples: int = Field(10, ge=1, description="IMASK pre-selection: samples per step (reference: 10)")
-    imask_learning_rate: float = Field(0.1, gt=0, description="IMASK pre-selection: Adam learning rate")
-    imask_temperature: float = Field(0.5, gt=0, description="IMASK pre-selection: temperature τ")
-    imask_beta: float = Field(0.1, ge=0, description="IMASK pre-selection: weight β of its KL regulariser")
+    straight_through: bool = Field(False, description=_STRAIGHT_THROUGH_DOC + "; the group stage")
+    imask_steps: int = Field(
+        IMaskParams.model_fields["steps"].default,
+        ge=1,
+        description="IMASK pre-selection: Adam steps (the imask explainer's default; reference code: 10)",
+    )
+    imask_samples: int = Field(
+        IMaskParams.model_fields["samples"].default,
+        ge=1,
+        description="IMASK pre-selection: samples per step (the imask explainer's default; reference: 10)",
+    )
+    imask_learning_rate: float = Field(
+        IMaskParams.model_fields["learning_rate"].default,
+        gt=0,
+        description="IMASK pre-selection: Adam learning rate",
+    )
+    imask_temperature: float = Field(
+        IMaskParams.model_fields["temperature"].default,
+        gt=0,
+        description="IMASK pre-selection: temperature τ",
+    )
+    imask_beta: float = Field(
+        IMaskParams.model_fields["beta"].default,
+        ge=0,
+        description="IMASK pre-selection: weight β of its KL regulariser",
+    )
+    imask_straight_through: bool = Field(
+        IMaskParams.model_fields["straight_through"].default,
+        description="IMASK pre-selection: " + _STRAIGHT_THROUGH_DOC,
+    )
     internal_batch_size: int | None = Field(
-        None, ge=1, description="masked rows (examples × samples): " + INTERNAL_BATCH_DOC
+        None, ge=1, description="masked rows (examples × samples), both stages: " + INTERNAL_BATCH_DOC
     )
+
+    def imask_params(self) -> IMaskParams:
+        """The parameters of the imask explainer whose computation the pre-selection is: with the
+        defaults, the imask explainer's defaults, so that GMASK's k words are the imask baseline's top k
+        (same seed, same batch) and GMASK vs IMASK compares only what the groups add."""
+        return IMaskParams(
+            steps=self.imask_steps,
+            samples=self.imask_samples,
+            learning_rate=self.imask_learning_rate,
+            temperature=self.imask_temperature,
+            beta=self.imask_beta,
+            straight_through=self.imask_straight_through,
+            internal_batch_size=self.internal_batch_size,
+        )
 
 
 class GMask(Explainer):
@@ -164,8 +223,11 @@ class GMask(Explainer):
 
     Chen et al. 2021, §3. Per example, with the model frozen:
 
-    1. Pre-selection (§3.3): IMASK (see ``imask``, parameters ``imask_*``) scores every word; the k words
-       of highest IMASK value are selected, k1 of text 1 and k2 of text 2. In a pair where all k come from
+    1. Pre-selection (§3.3): IMASK scores every word: the very computation of the ``imask`` explainer with
+       the parameters ``imask_*`` (``imask_params``; by default the imask explainer's defaults, 30 steps ×
+       10 samples), the same seed and the same noise, so that on the same batch the IMASK values, and
+       hence the selected words, are the imask baseline's exactly; the k words of highest IMASK value are
+       selected, k1 of text 1 and k2 of text 2. In a pair where all k come from
        one text, the ⌊k/2⌋ (at least 1) best words of each text are selected instead (the reference code's
        rule). t = max(``min_groups``, min(k1, k2)) groups: the paper's t = min(k1, k2), at least 2 by
        default as the reference code has it for BERT, so that one group can be selected against another
@@ -175,7 +237,8 @@ class GMask(Explainer):
     2. GMASK (Eq. 2–7): parameters Φ (k × t, φ_j = softmax of row j) and Ψ (t, ψ = softmax), uniform
        (1/t) at the start. Each step draws ``samples`` relaxed samples z_j ~ GumbelSoftmax(log φ_j, τ) and
        g ~ GumbelSoftmax(log ψ, τ) (Appendix A), word masks w_j = z_j · g, masked input w_j ⊙ x_j for every
-       sub-token of selected word j (special tokens: multiplier 1), and Adam takes a step on Eq. 7:
+       sub-token of selected word j, w_j also its weight in the attention mask (``token-weights``: w_j = 0
+       deletes the word; special tokens: multiplier 1), and Adam takes a step on Eq. 7:
 
            mean over samples of CE(ŷ, f(x̃)) − γ1 (H(Z_U) + H(Z_L)) + γ2 H(G),
 
@@ -186,8 +249,8 @@ class GMask(Explainer):
 
     Words IMASK did not select are ``deleted`` from GMASK's input by default, as in the reference code
     (UVa-NLP/GMASK, ``interpret``: the model reads [CLS] selected words of text 1 [SEP] selected words of
-    text 2 [SEP]; it is also why GMASK's rows are short and cheap). The paper does not say; ``masked``
-    (multiplier 0 at their positions) and ``kept`` are the alternatives.
+    text 2 [SEP]; it is also why GMASK's rows are short and cheap). The paper does not say; ``kept`` is the
+    alternative.
 
     Output: ``scores`` of every token of a selected word 1 + θ_j (in (1, 2]); of a word not selected, its
     IMASK value (in (0, 1)): every selected word ranks above every other, which rank among themselves as
@@ -198,32 +261,35 @@ class GMask(Explainer):
     Deviations from the reference code, besides those of IMASK (see ``imask``): Φ and Ψ are plain softmax
     logits (the code squashes them with a sigmoid first, which bounds every probability ratio by e), φ_U and
     φ_L are means as in Eq. 6 (the code takes a softmax of the column sums), samples are relaxed unless
-    ``straight_through`` (the code: hard, straight-through), masking is x̃ = w ⊙ x alone (the code also
-    multiplies the attention mask by w), the learning rate is constant (the code: cosine annealing with a
-    period of 20 steps), and the scores are θ itself (the code ranks by softmax(θ), the same order).
-    Budgets: the paper samples 100 to 1000 masks per step for at most 100 steps (the reference code: 500 ×
-    100 for BERT; 43 s per example on a GPU, Table 7); the defaults here, 50 steps × 16 samples after
-    IMASK's 10 × 10, cost about 5 s per MRPC pair (~55 tokens) on minilm-head with 2 CPU cores.
+    ``straight_through`` (the code: hard, straight-through), w weights the attention mask as log w with the
+    positions after a deleted word closed up (the code: (1 − w)·(−10,000), positions kept; both delete at
+    w = 0 up to the positions), the learning rate is constant (the code: cosine annealing with a period of
+    20 steps), the pre-selection runs IMASK's 30 steps by default (the code: 10; ``imask_steps``), and the
+    scores are θ itself (the code ranks by softmax(θ), the same order). Budgets: the paper samples 100 to
+    1000 masks per step for at most 100 steps (the reference code: 500 × 100 for BERT; 43 s per example on
+    a GPU, Table 7); the defaults here are 50 steps × 16 samples after IMASK's 30 × 10 (before version 2:
+    after 10 × 10, about 5 s per MRPC pair of ~55 tokens on minilm-head with 2 CPU cores; the larger
+    pre-selection adds about the imask explainer's cost).
 
     Examples of a batch are optimised together, each with its own parameters and noise
     (``harness.example_generators``), so an example's result does not depend on its batch.
     """
 
     name: ClassVar[str] = "gmask"
+    # 2: masks weight the attention mask too (a mask of 0 deletes the word); the pre-selection is the imask
+    # explainer's computation, 30 steps by default (was 10)
+    version: ClassVar[str] = "2"
     Params = GMaskParams
     paper: ClassVar[str] = GMASK_PAPER
-    requires: ClassVar[frozenset[str]] = frozenset({"pairs"})
+    requires: ClassVar[frozenset[str]] = frozenset({"pairs", TOKEN_WEIGHTS})
 
     def explain(self, classifier: Classifier, encoding: Encoding, targets: torch.Tensor) -> Explanation:
         p = self.params
         words = example_words(encoding)
-        generators = example_generators(self.seed, encoding)
-        imask = learn_word_masks(
-            classifier, encoding, targets, words, generators,
-            steps=p.imask_steps, samples=p.imask_samples, learning_rate=p.imask_learning_rate,
-            temperature=p.imask_temperature, beta=p.imask_beta, straight_through=p.straight_through,
-            internal_batch_size=p.internal_batch_size,
-        )  # fmt: skip
+        generators = example_generators(self.seed, encoding)  # the imask explainer's, then GMASK's draws
+        imask = IMask(p.imask_params(), seed=self.seed).word_values(
+            classifier, encoding, targets, words, generators
+        )
         selected = [
             select_words(values, example.text, p.k) for values, example in zip(imask, words, strict=True)
         ]
@@ -280,11 +346,13 @@ def backward_cross_entropy(
     targets: torch.Tensor,
     internal_batch_size: int | None,
 ) -> torch.Tensor:
-    """Back-propagates Σ_examples mean_samples CE(target, f(x̃)) into ``masks`` (B, S, U), a pass of at most
+    """Back-propagates Σ_examples mean_samples CE(target, f(x̃)) into ``masks`` (B, S, U), through the
+    masked word embeddings and the token weights of the attention mask, a pass of at most
     ``rows_per_pass`` rows at a time; returns the cross-entropies (B, S), detached."""
     batch, samples, _ = masks.shape
     embeds, attention, types = inputs.rows(masks)
     leaf = embeds.detach().requires_grad_(True)
+    weights = attention.detach().requires_grad_(True)
     row_targets = targets.to(leaf.device).repeat_interleave(samples)
     values = []
     chunk = rows_per_pass(internal_batch_size, leaf.shape[1])
@@ -292,13 +360,16 @@ def backward_cross_entropy(
         part = slice(start, start + chunk)
         logits = classifier.logits(
             inputs_embeds=leaf[part],
-            attention_mask=attention[part],
+            attention_mask=weights[part],
             token_type_ids=None if types is None else types[part],
         )
         cross_entropy = torch.nn.functional.cross_entropy(logits.float(), row_targets[part], reduction="none")
         (cross_entropy.sum() / samples).backward()
         values.append(cross_entropy.detach())
-    embeds.backward(leaf.grad, retain_graph=True)  # the masks' graph serves the regularisers too
+    # The masks' graph serves the regularisers too. A model that ignores the weights leaves them no
+    # gradient (None): only the embeddings' is passed back then.
+    pairs = [(embeds, leaf.grad)] + ([(attention, weights.grad)] if weights.grad is not None else [])
+    torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs], retain_graph=True)
     return torch.cat(values).view(batch, samples).cpu()
 
 

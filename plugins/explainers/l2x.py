@@ -25,7 +25,9 @@ from harness import (
     derive_seed,
     word_units,
 )
+from plugins.explainers._gmask_masks import TOKEN_WEIGHTS
 from plugins.explainers._l2x_networks import (
+    Approximate,
     Approximator,
     L2XBatch,
     Selector,
@@ -69,6 +71,12 @@ class L2XParams(ExplainerParams):
         3, description="stop after this many epochs without a better validation accuracy (ties: loss)"
     )
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    straight_through: bool = Field(
+        False,
+        description="straight-through subsets: the hard subset (each Concrete draw's argmax, combined by the "
+        "max) in the forward pass, so that every word left out is deleted, with the relaxed subset's "
+        "gradient (as GMASK's reference code samples its masks); false: the relaxed subset itself (L2X §4)",
+    )
     train_batch_size: PositiveInt = Field(32, description="documents per training step (L2X: 40)")
     selector_hidden: PositiveInt = Field(
         100, description="selector width: filters per convolution (L2X: 100)"
@@ -86,9 +94,10 @@ class L2X(Explainer):
     the first ``train_documents`` of the train split (in batches, no gradients). A selector network maps
     the input to one logit per word; k words are sampled with the continuous subset relaxation of §4
     (k independent Concrete draws over the words at temperature τ, combined by an elementwise max, giving
-    a mask V ∈ [0, 1] per word); the masked input x̃ = V ⊙ x (word embeddings times their word's mask,
-    special tokens always kept at 1) goes to the variational approximator q(y | x_S), trained jointly to
-    predict ŷ (cross-entropy: the variational lower bound of I(X_S; Y), Eq. 6). Each epoch is validated
+    a mask V ∈ [0, 1] per word, or with ``straight_through`` the hard subset in the forward pass and V's
+    gradient); the masked input x̃ = V ⊙ x (word embeddings times their word's mask, special tokens always
+    kept at 1) goes to the variational approximator q(y | x_S), trained jointly to predict ŷ
+    (cross-entropy: the variational lower bound of I(X_S; Y), Eq. 6). Each epoch is validated
     on the discrete selection (each example's top k words): the accuracy of q on them against ŷ, ties
     broken by cross-entropy; the best epoch is kept (early stopping, ``patience``). The selector, q and
     a report are cached content-addressed, so a second run reuses them; ``fit_report`` gives training and
@@ -109,7 +118,11 @@ class L2X(Explainer):
 
     ``approximator``: ``model`` (default) uses the black box itself, frozen, as q: the selector learns
     which k words make the model itself keep its prediction, so the explanation is about the model
-    explained and its faithfulness is what the removal metrics measure. ``network`` is the paper's: a
+    explained and its faithfulness is what the removal metrics measure. The model reads V twice: as the
+    multiplier of the word embeddings and as the tokens' weights in its attention mask (the model's
+    ``token-weights``, which this approximator requires), so that a word of mask 0, every word left out
+    of the discrete selection validated on, is deleted, as the removal metrics delete it (before version
+    2 the model still attended to and pooled a zeroed word). ``network`` is the paper's: a
     separate network (per text, the sum of the masked embeddings over k, u and v, combined as [u, v,
     u ⊙ v, |u − v|], a dense layer of ``approximator_hidden`` ReLU units, class logits), trained jointly;
     it rewards any selection from which that network can read ŷ: words that merely correlate with ŷ in
@@ -132,8 +145,15 @@ class L2X(Explainer):
     """
 
     name: ClassVar[str] = "l2x"
+    version: ClassVar[str] = "2"  # 2: with the model as approximator, a mask of 0 deletes the word
     Params = L2XParams
     paper: ClassVar[str] = PAPER
+
+    @classmethod
+    def requires_for(cls, params: L2XParams) -> frozenset[str]:
+        """``token-weights`` with the model as its approximator (it reads the masks as token weights);
+        nothing with the approximator network."""
+        return frozenset({TOKEN_WEIGHTS}) if params.approximator == "model" else frozenset()
 
     def __init__(self, params: L2XParams | None = None, seed: int = 0):
         super().__init__(params, seed)
@@ -206,13 +226,7 @@ class L2X(Explainer):
             def approximate(batch: L2XBatch, masks: torch.Tensor) -> torch.Tensor:
                 return approximator(batch.features, masks, batch.segments)
         else:
-
-            def approximate(batch: L2XBatch, masks: torch.Tensor) -> torch.Tensor:
-                return classifier.logits(
-                    attention_mask=batch.attention_mask,
-                    inputs_embeds=batch.features * masks[..., None].to(batch.features.dtype),
-                    token_type_ids=batch.token_type_ids,
-                )
+            approximate = model_approximator(classifier)
 
         def on_epoch(epoch: int, accuracy: float, loss: float) -> None:
             progress(
@@ -229,6 +243,7 @@ class L2X(Explainer):
             validation_batches,
             k=params.k,
             temperature=params.temperature,
+            straight_through=params.straight_through,
             max_epochs=params.max_epochs,
             patience=params.patience,
             learning_rate=params.learning_rate,
@@ -296,3 +311,19 @@ class L2X(Explainer):
         scores = token_values(words, units, 0.0)
         selected = token_masks(top_k_words(words, valid, self.params.k), units) * (units >= 0)
         return Explanation(scores, extras={"selected": selected})
+
+
+def model_approximator(classifier: Classifier) -> Approximate:
+    """q(y | x_S) as the frozen model itself (``approximator: model``): token masks (B, L) multiply the
+    word embeddings and are the tokens' weights in a floating-point attention mask (padding 0), so that a
+    word of mask 0 is deleted on a model with ``token-weights``."""
+
+    def approximate(batch: L2XBatch, masks: torch.Tensor) -> torch.Tensor:
+        weights = batch.attention_mask.to(masks.dtype) * masks
+        return classifier.logits(
+            attention_mask=weights,
+            inputs_embeds=batch.features * masks[..., None].to(batch.features.dtype),
+            token_type_ids=batch.token_type_ids,
+        )
+
+    return approximate

