@@ -27,12 +27,13 @@ from rich.console import Console
 
 from harness import __version__, keys
 from harness.cache import Cache, default_cache_dir
+from harness.datachecks import CheckedData, check_suite_data
 from harness.entries import short_hash
 from harness.executors import Executor, Outcome, make_executor
 from harness.grid import Cell, expand, unavailable
 from harness.plan import Task, build_plan, is_extra
 from harness.progress import NullReporter, Reporter, RichReporter
-from harness.stages import Explained, Scored, Settings, device_name, resolve_device
+from harness.stages import Explained, Scored, Settings, Workspace, device_name, resolve_device
 from harness.store import CellProvenance, Store
 from harness.suite import LoadedSuite
 
@@ -148,10 +149,13 @@ class Runner:
         self.libraries = keys.environment()["libraries"]
         # With the cache off, entries written since then are this run's (the file system's clock).
         self.started = self.cache.now()
+        self.checked: CheckedData | None = None  # the suite's datasets, checked when the run starts
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunResult:
         cells = expand(self.loaded)
+        # bad data is refused (BenchError) before a run is created or anything computed
+        self.checked = check_suite_data(self.loaded, keep=Workspace.DATASETS_KEPT)
         run_id, resumed, lock = self._start_run()
         handler = self._log_to_file(run_id)
         try:
@@ -205,6 +209,7 @@ class Runner:
             limit=self.options.limit,
             written_since=None if self.options.use_cache else self.started,
             threads=torch.get_num_threads(),  # the driver's: workers compute exactly what it would
+            datasets=self.checked.datasets if self.checked is not None else {},
         )
 
     def _versions(self) -> dict:

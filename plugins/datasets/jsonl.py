@@ -107,8 +107,20 @@ class JsonlDataset(Dataset):
             validation=tuple(validation),
             test=tuple(test),
             is_pair=bool(reader.is_pair),
-            extra={"files": {split: str(file) for split, file in files.items()}},
+            # where each example was read, for messages about it (``locate``)
+            extra={"files": {split: str(file) for split, file in files.items()}, "rows": reader.ids},
         )
+
+    def locate(self, dataset: TextDataset, split: str | None = None, example: Example | None = None) -> str:
+        """The file and line an example was read from; the file a split was read (or carved) from."""
+        rows, files = dataset.extra.get("rows", {}), dataset.extra.get("files", {})
+        if example is not None and example.id in rows:
+            return rows[example.id]
+        if split in files:
+            return files[split]
+        if "train" in files:
+            return files["train"] if split is None else f"{files['train']} (its {split} split)"
+        return super().locate(dataset, split, example)
 
     def _choose_files(self, path: Path) -> dict[str, Path]:
         """Split -> file. A lone file counts as the train file, from which the other splits are carved."""
