@@ -56,12 +56,12 @@ def check_suite_data(loaded: LoadedSuite, keep: int = 0) -> CheckedData:
     """Load and check every dataset ``loaded`` reads; raise ``BenchError`` with the first problem."""
     from harness.grid import expand
 
-    cells = expand(loaded)
-    pairs: dict[tuple[PluginEntry, PluginEntry], None] = {}  # (dataset entry, model entry), grid order
-    for cell in cells:
-        pairs.setdefault((cell.dataset, cell.model))
-        if cell.reference is not None:
-            pairs.setdefault((cell.reference.dataset, cell.reference.model))
+    # (dataset entry, model entry) -> the model's variants evaluated on it, in grid order
+    pairs: dict[tuple[PluginEntry, PluginEntry], set[str]] = {}
+    for cell in expand(loaded):
+        for evaluated in (cell, cell.reference):
+            if evaluated is not None:
+                pairs.setdefault((evaluated.dataset, evaluated.model), set()).add(evaluated.variant)
     sources: dict[Source, PluginEntry] = {}  # the entry each source is first read through, in run order
     for dataset, model in pairs:
         for entry in (dataset, model.train_on):
@@ -95,8 +95,8 @@ def check_suite_data(loaded: LoadedSuite, keep: int = 0) -> CheckedData:
                 f"dataset '{entry.label}': its {split} split, the one it explains, is empty; choose "
                 "another split or change the split fractions"
             )
-    for dataset, model in pairs:
-        _check_training(dataset, model, facts)
+    for (dataset, model), variants in pairs.items():
+        _check_training(dataset, model, variants, facts)
     return CheckedData(fingerprints, kept)
 
 
@@ -127,8 +127,11 @@ def _load(entry: PluginEntry) -> TextDataset:
     return data
 
 
-def _check_training(dataset: PluginEntry, model: PluginEntry, facts: dict[Source, _Facts]) -> None:
-    """A model evaluated on ``dataset`` predicts its classes, and a model the harness trains sees two."""
+def _check_training(
+    dataset: PluginEntry, model: PluginEntry, variants: set[str], facts: dict[Source, _Facts]
+) -> None:
+    """A model evaluated on ``dataset`` predicts its classes, and a model the harness trains (in a
+    variant other than ``untrained``) sees two classes or more in its train split."""
     training = model.train_on or dataset
     trained, evaluated = facts[training.source], facts[dataset.source]
     if model.train_on is not None and trained.labels != evaluated.labels:
@@ -137,7 +140,7 @@ def _check_training(dataset: PluginEntry, model: PluginEntry, facts: dict[Source
             f"{list(trained.labels)}, but is evaluated on dataset '{dataset.label}' with classes "
             f"{list(evaluated.labels)}; train it on a dataset with the same classes in the same order"
         )
-    if model.cls.trainable and trained.train_classes < 2:
+    if model.cls.trainable and variants != {"untrained"} and trained.train_classes < 2:
         held = (
             "is empty"
             if not trained.sizes["train"]

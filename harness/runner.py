@@ -154,8 +154,10 @@ class Runner:
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunResult:
         cells = expand(self.loaded)
-        # bad data is refused (BenchError) before a run is created or anything computed
-        self.checked = check_suite_data(self.loaded, keep=Workspace.DATASETS_KEPT)
+        # bad data is refused (BenchError) before a run is created or anything computed; a workspace in
+        # this process (serial) starts with the datasets loaded for the check
+        keep = Workspace.DATASETS_KEPT if self.executor.name == "serial" else 0
+        self.checked = check_suite_data(self.loaded, keep=keep)
         run_id, resumed, lock = self._start_run()
         handler = self._log_to_file(run_id)
         try:

@@ -388,3 +388,19 @@ def test_a_dataset_plugin_that_crashes_while_loading_is_one_line(write_suite, mo
     message = str(refused.value)
     assert "\n" not in message
     assert message.startswith("dataset 'tiny': plugin 'jsonl' failed to load it (KeyError: 'text')")
+
+
+def test_an_untrained_variant_needs_no_train_split(write_suite, monkeypatch, capsys):
+    """``untrained`` builds the architecture without training: evaluation-only data is enough for it."""
+    text = tiny_suite_text(metrics="\n  - name: runtime").replace(
+        "test_fraction: 0.25}", "test_fraction: 1.0, validation_fraction: 0.0}"
+    )
+    untrained = text.replace(
+        "  - name: bow\n    params: {dim: 8, max_epochs: 20}",
+        "  - name: minilm-head\n    variants: [untrained]",
+    )
+    code, out, err = bench_main(monkeypatch, capsys, "validate", write_suite(untrained))
+    assert code == 0, err
+    both = untrained.replace("variants: [untrained]", "variants: [default, untrained]")
+    code, _, err = bench_main(monkeypatch, capsys, "validate", write_suite(both))
+    assert_one_error_line(code, err, "model 'minilm-head' is trained on the train split of dataset 'tiny'")

@@ -124,7 +124,8 @@ def test_the_pairs_suite_pairs_every_explainer_with_both_datasets(profile):
     left out, in either profile."""
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "validate", "suites/pairs.yaml", *profile],
+        # the grid alone: ../shared/data/snli has no train file today, which bench validate refuses
+        [sys.executable, "-m", "harness.cli", "validate", "suites/pairs.yaml", "--no-data", *profile],
         cwd=repo,
         capture_output=True,
         text=True,
