@@ -118,8 +118,12 @@ class JsonlDataset(Dataset):
             return rows[example.id]
         if split in files:
             return files[split]
-        if "train" in files:
-            return files["train"] if split is None else f"{files['train']} (its {split} split)"
+        if split is not None and "train" in files:
+            return f"{files['train']} (its {split} split)"
+        if len(set(files.values())) == 1:
+            return next(iter(files.values()))
+        if files:  # the folder of the split files
+            return str(Path(next(iter(files.values()))).parent)
         return super().locate(dataset, split, example)
 
     def _choose_files(self, path: Path) -> dict[str, Path]:
