@@ -140,15 +140,23 @@ def validate(
     limit: Annotated[
         int | None, typer.Option(min=1, help="plan as bench run --limit N: explain at most N examples")
     ] = None,
+    no_data: Annotated[
+        bool, typer.Option("--no-data", help="check the suite alone, without loading its datasets")
+    ] = False,
 ) -> None:
-    """Check a suite (YAML, keys, plugin names, parameters, requirements) without running it."""
+    """Check a suite (YAML, keys, plugin names, parameters, requirements) without running it, and load
+    and check its datasets as bench run does before computing anything (files, rows, labels, ids,
+    classes, text)."""
     import torch
 
+    from harness.datachecks import check_suite_data
     from harness.grid import cells_to_run, left_out, unavailable
     from harness.suite import load_suite
 
     loaded = load_suite(suite, _registry(), profile)
     cells = cells_to_run(loaded)
+    if not no_data:
+        check_suite_data(loaded)
     unmet = left_out(loaded)
     here = [reason for cell in cells if (reason := unavailable(cell, torch.cuda.is_available()))]
     entries = loaded.entries

@@ -97,12 +97,35 @@ class Plugin:
 
 
 class Dataset(Plugin, ABC):
-    """A dataset plugin: ``load`` returns the dataset with its splits."""
+    """A dataset plugin: ``load`` returns the dataset with its splits.
+
+    ``bench run`` and ``bench validate`` load every dataset of a suite and check it before anything is
+    computed (``harness.datachecks``): class names, a test split, ids unique across splits, labels in
+    range, texts, pairs, rationale spans, text storable as UTF-8, then the plugin's own ``check``. The
+    first problem refuses the suite in one line (exit code 2), naming where through ``locate``. A
+    problem ``load`` finds itself is a ``BenchError`` naming the file and line.
+    """
 
     kind: ClassVar[str] = "dataset"
 
     @abstractmethod
     def load(self) -> TextDataset: ...
+
+    def check(self, dataset: TextDataset) -> list[str]:
+        """Problems with the data ``load`` returned beyond those the harness checks in every dataset,
+        one line each naming where (``locate``), the field and what to do; none by default."""
+        return []
+
+    def locate(self, dataset: TextDataset, split: str | None = None, example: Example | None = None) -> str:
+        """Where the data (or one of its splits, or one example of a split) comes from, as messages name
+        it: a file and line when the plugin knows them. By default the dataset's name, the split and
+        the example's id."""
+        place = f"dataset '{dataset.name}'"
+        if split is not None:
+            place += f" {split} split"
+        if example is not None:
+            place += f" example {example.id!r}"
+        return place
 
 
 VARIANT_PATTERN = r"^(default|untrained|init:[1-9][0-9]*|reinit-above-embeddings)$"

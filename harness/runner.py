@@ -30,13 +30,14 @@ from rich.console import Console
 
 from harness import __version__, keys
 from harness.cache import Cache, default_cache_dir
+from harness.datachecks import CheckedData, check_suite_data
 from harness.entries import canonical_json, short_hash
 from harness.executors import Executor, Outcome, make_executor
 from harness.grid import Cell, expand, unavailable
 from harness.inert import printable
 from harness.plan import Task, build_plan, is_extra
 from harness.progress import NullReporter, Reporter, RichReporter
-from harness.stages import Explained, Scored, Settings, describe, device_name, resolve_device
+from harness.stages import Explained, Scored, Settings, Workspace, describe, device_name, resolve_device
 from harness.store import CellProvenance, Store
 from harness.suite import LoadedSuite
 
@@ -183,12 +184,17 @@ class Runner:
         self.libraries = keys.environment()["libraries"]
         # With the cache off, entries written since then are this run's (the file system's clock).
         self.started = self.cache.now()
+        self.checked: CheckedData | None = None  # the suite's datasets, checked when the run starts
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunResult:
         """Run the suite's pending cells. Ctrl-C marks the run ``interrupted`` (a re-run resumes it) and
         raises ``KeyboardInterrupt`` on."""
         cells = expand(self.loaded)
+        # bad data is refused (BenchError) before a run is created or anything computed; a workspace in
+        # this process (serial) starts with the datasets loaded for the check
+        keep = Workspace.DATASETS_KEPT if self.executor.name == "serial" else 0
+        self.checked = check_suite_data(self.loaded, keep=keep)
         run_id, resumed, lock = self._start_run()
         handler = self._log_to_file(run_id)
         restore_faulthandler = self._log_native_crashes(handler)
@@ -308,6 +314,7 @@ class Runner:
             limit=self.options.limit,
             written_since=None if self.options.use_cache else self.started,
             threads=torch.get_num_threads(),  # the driver's: workers compute exactly what it would
+            datasets=self.checked.datasets if self.checked is not None else {},
         )
 
     def _versions(self) -> dict:
@@ -396,10 +403,13 @@ class Runner:
         ]:
             key = f"{entry.name} {entry.params_json}"
             if key not in datasets:
-                try:
-                    fingerprint = entry.cls(entry.params).load().fingerprint
-                except Exception as error:  # noqa: BLE001 - its load task fails the cells, with the reason
-                    fingerprint = f"unreadable: {describe(error)}"
+                if self.checked is not None and entry.source in self.checked.fingerprints:
+                    fingerprint = self.checked.fingerprints[entry.source]  # loaded once, by the data checks
+                else:
+                    try:
+                        fingerprint = entry.cls(entry.params).load().fingerprint
+                    except Exception as error:  # noqa: BLE001 - its load task fails the cells, with the reason
+                        fingerprint = f"unreadable: {describe(error)}"
                 datasets[key] = {"label": entry.label, "fingerprint": fingerprint}
         models: dict[str, dict] = {}
         for entry in self.loaded.entries["models"]:

@@ -167,6 +167,14 @@ def _string(row: Mapping[str, Any], field: str, where: str) -> str:
         raise BenchError(
             f"{where}: field '{field}' must be a string, not {type(value).__name__}; fix the row"
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:  # an unpaired surrogate, from a JSON escape such as "\ud800"
+        raise BenchError(
+            f"{where}: field '{field}' holds the unpaired surrogate \\u{ord(value[error.start]):04x} at "
+            f"character {error.start}, which cannot be written as UTF-8 (a JSON escape of half a "
+            "character?); fix or remove it"
+        ) from None
     return value
 
 

@@ -174,10 +174,16 @@ class Settings:
     # torch's threads in every process running stages: float sums over another number of threads
     # differ in the last bits, enough to change trained weights' bytes (and what hashes them)
     threads: int | None = None
+    # datasets the driver loaded to check them (``harness.datachecks``), by source: a workspace in the
+    # driver's process starts with them instead of loading them again; never sent to other processes
+    datasets: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def batch_size(self) -> int:
         return self.loaded.suite.batch_size
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "datasets": {}}
 
 
 class _Bounded(OrderedDict):
@@ -241,6 +247,8 @@ class Workspace:
                             self._sources.setdefault(canonical_json(source_identity(plugin)), plugin)
         self._cells: dict[str, Cell] | None = None
         self._datasets = _Bounded(self.DATASETS_KEPT)
+        for source, dataset in settings.datasets.items():
+            self._datasets.get_or_make(source, lambda dataset=dataset: dataset)
         self._classifiers = _Bounded(self.MODELS_KEPT)
         self._handles: dict[tuple, _ModelHandle] = {}
 

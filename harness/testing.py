@@ -27,9 +27,11 @@ are exercised as the runner uses them. What is checked, by kind:
   (what gradient explainers rely on); predictions that do not depend on padding; every masking the
   removal metrics may ask for; the same model from the same seed; ``save``/``load`` round trips; every
   declared variant builds;
-- dataset: labels named; ids unique across splits; labels in range; texts non-empty; ``is_pair`` and
-  the ``pairs`` capability agree with the examples; rationale spans inside their text; a test split; the
-  same content on a second load;
+- dataset: what a run checks before computing anything (``harness.datachecks.dataset_problems``):
+  two or more classes named; ids unique across splits; labels in range; texts non-empty; ``is_pair``
+  agrees with the examples; rationale spans inside their text; a test split; text storable as UTF-8; the
+  plugin's own ``check``; then the ``pairs`` capability agrees with ``is_pair``, and the same content on
+  a second load;
 - metric: one value per attribution, each finite or NaN, NaN only with a note saying why; finite values
   within the declared ``range`` (to ``harness.boundary.RANGE_TOLERANCE``); the attributions it is handed
   (its reference's included) left as they are; the same values twice; for faithfulness and plausibility metrics, the
@@ -57,6 +59,7 @@ from harness.boundary import RANGE_TOLERANCE, attributions_copy, encoding_copy, 
 from harness.cache import Cache
 from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
+from harness.datachecks import dataset_problems
 from harness.errors import PluginError
 from harness.perturb import evaluate, replacement_id
 from harness.plugin import (
@@ -935,7 +938,8 @@ def dataset_findings(dataset: type[Dataset], params: dict | Params | None = None
     parsed = _params(dataset, params, findings)
     if parsed is None:
         return findings
-    loaded = _run(findings, "load", lambda: dataset(parsed).load())
+    instance = dataset(parsed)
+    loaded = _run(findings, "load", instance.load)
     if loaded is None:
         return findings
     if not isinstance(loaded, TextDataset):
@@ -943,38 +947,8 @@ def dataset_findings(dataset: type[Dataset], params: dict | Params | None = None
             *findings,
             Finding("load", f"load returned {type(loaded).__name__}, not a harness.TextDataset"),
         ]
-    labels = loaded.labels
-    if len(labels) < 2 or not all(isinstance(label, str) and label for label in labels):
-        findings.append(Finding("labels", f"labels {labels!r}: name at least two classes"))
-    if not loaded.test:
-        findings.append(Finding("splits", "the test split is empty: it is what the harness explains"))
-    seen: set[str] = set()
-    for split in ("train", "validation", "test"):
-        for example in loaded.split(split):
-            where = f"{split} example {example.id!r}"
-            if example.id in seen:
-                findings.append(Finding("ids", f"{where}: the id is not unique across splits"))
-                break
-            seen.add(example.id)
-            if not (isinstance(example.label, int) and 0 <= example.label < len(labels)):
-                findings.append(Finding("labels", f"{where}: label {example.label!r} is not a class index"))
-                break
-            if not isinstance(example.text, str) or not example.text.strip():
-                findings.append(Finding("texts", f"{where}: empty text"))
-                break
-            if loaded.is_pair != (example.text_pair is not None):
-                findings.append(
-                    Finding(
-                        "pairs",
-                        f"{where}: is_pair is {loaded.is_pair} but its text_pair is {example.text_pair!r}",
-                    )
-                )
-                break
-            spans = [*(((s, e), example.text) for s, e in example.rationale or ())]
-            spans += [((s, e), example.text_pair or "") for s, e in example.rationale_pair or ()]
-            if any(not (0 <= s < e <= len(text)) for (s, e), text in spans):
-                findings.append(Finding("rationales", f"{where}: a rationale span lies outside its text"))
-                break
+    # the checks a run makes on every dataset before computing anything, and the plugin's own
+    findings += [Finding(problem.check, problem.message) for problem in dataset_problems(instance, loaded)]
     if ("pairs" in dataset.provides_for(parsed)) != loaded.is_pair:
         findings.append(
             Finding(
@@ -983,7 +957,8 @@ def dataset_findings(dataset: type[Dataset], params: dict | Params | None = None
             )
         )
     again = _run(findings, "deterministic", lambda: dataset(parsed).load())
-    if again is not None and again.fingerprint != loaded.fingerprint:
+    fingerprinted = not any(finding.check == "encoding" for finding in findings)
+    if again is not None and fingerprinted and again.fingerprint != loaded.fingerprint:
         findings.append(
             Finding("deterministic", "two loads give other content (order, splits or texts): seed the split")
         )

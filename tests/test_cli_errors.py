@@ -165,7 +165,7 @@ def test_a_suite_with_remote_code_is_refused_by_run_without_the_flag_and_named_b
         )
     )
     assert "trust_remote_code" in suite.read_text()
-    code, out, err = bench_main(monkeypatch, capsys, "validate", suite)
+    code, out, err = bench_main(monkeypatch, capsys, "validate", suite, "--no-data")  # the suite alone
     assert code == 0 and "valid" in out
     assert f"warning: {suite}:" in err and "bench run needs --allow-remote-code" in err
     code, _, err = bench_main(monkeypatch, capsys, "run", suite, "--out", tmp_path / "results")

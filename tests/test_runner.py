@@ -284,7 +284,7 @@ def test_a_model_can_be_trained_on_another_dataset(write_suite, tmp_path):
     assert model["n_test"] == 72  # accuracy on the evaluated dataset: all of it is its test split
 
 
-def test_training_on_a_dataset_with_other_classes_fails_the_cells(write_suite, tmp_path):
+def test_training_on_a_dataset_with_other_classes_is_refused_before_anything_runs(write_suite, tmp_path):
     other = tmp_path / "other.jsonl"
     other.write_text(
         "\n".join(
@@ -296,12 +296,13 @@ def test_training_on_a_dataset_with_other_classes_fails_the_cells(write_suite, t
         "    params: {dim: 8, max_epochs: 20}",
         f"    params: {{dim: 8}}\n    train_on: {{name: jsonl, params: {{path: {other}}}}}",
     )
-    result = run_suite(write_suite(text), tmp_path)
-    assert len(result.failed) == 6
-    assert (
-        "predicts ['c0', 'c1', 'c2'] but dataset 'tiny' has classes ['negative', 'positive']"
-        in result.failed[0][1]
-    )
+    from harness.errors import BenchError
+
+    with pytest.raises(BenchError) as refused:
+        run_suite(write_suite(text), tmp_path)
+    message = str(refused.value)
+    assert "classes ['c0', 'c1', 'c2'], but is evaluated on dataset 'tiny' with classes " in message
+    assert Store(tmp_path / "results").runs() == []  # no run, no model
 
 
 def test_explainer_target_and_word_granularity_are_applied_by_the_runner(write_suite, tmp_path):

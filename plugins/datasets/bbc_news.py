@@ -58,6 +58,15 @@ class BbcNews(Dataset):
             extra={"source": str(root), "duplicates_dropped": duplicates},
         )
 
+    def locate(self, dataset: TextDataset, split: str | None = None, example: Example | None = None) -> str:
+        """The article file an example was read from (its id is ``<class folder>/<file stem>``)."""
+        root = dataset.extra.get("source")
+        if root is None:
+            return super().locate(dataset, split, example)
+        if example is not None:
+            return str(Path(root) / f"{example.id}.txt")
+        return root if split is None else f"{root} ({split} split)"
+
 
 def _data_root() -> Path:
     # find_spec locates the package without importing its submodules (bbcnews prints on import).

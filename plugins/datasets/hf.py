@@ -121,6 +121,20 @@ class HuggingFaceDataset(Dataset):
             },
         )
 
+    def locate(self, dataset: TextDataset, split: str | None = None, example: Example | None = None) -> str:
+        """The hub split and row an example was read from (its id is ``<split>-<row>``)."""
+        place = f"hf dataset '{dataset.extra.get('path', dataset.name)}'"
+        if example is not None:
+            hub_split, _, row = example.id.rpartition("-")
+            if hub_split and row.isdigit():
+                return f"{place} split '{hub_split}' row {row}"
+        hub_splits = dataset.extra.get("splits", {})
+        if split in hub_splits:
+            return f"{place} split '{hub_splits[split]}'"
+        if split is not None and "train" in hub_splits:
+            return f"{place} split '{hub_splits['train']}' (its {split} part)"
+        return place
+
     def _examples(self, split_data: Any, split: str, to_id: Mapping[Any, int]) -> tuple[Example, ...]:
         params = self.params
         texts = list(split_data[params.text_field])

@@ -125,8 +125,24 @@ class JsonlDataset(Dataset):
             validation=tuple(validation),
             test=tuple(test),
             is_pair=bool(reader.is_pair),
-            extra={"files": {split: str(file) for split, file in files.items()}},
+            # where each example was read, for messages about it (``locate``)
+            extra={"files": {split: str(file) for split, file in files.items()}, "rows": reader.ids},
         )
+
+    def locate(self, dataset: TextDataset, split: str | None = None, example: Example | None = None) -> str:
+        """The file and line an example was read from; the file a split was read (or carved) from."""
+        rows, files = dataset.extra.get("rows", {}), dataset.extra.get("files", {})
+        if example is not None and example.id in rows:
+            return rows[example.id]
+        if split in files:
+            return files[split]
+        if split is not None and "train" in files:
+            return f"{files['train']} (its {split} split)"
+        if len(set(files.values())) == 1:
+            return next(iter(files.values()))
+        if files:  # the folder of the split files
+            return str(Path(next(iter(files.values()))).parent)
+        return super().locate(dataset, split, example)
 
     def _choose_files(self, path: Path) -> dict[str, Path]:
         """Split -> file. A lone file counts as the train file, from which the other splits are carved."""
