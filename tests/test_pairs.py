@@ -127,8 +127,7 @@ def test_the_pairs_suite_pairs_every_explainer_with_both_datasets_and_models(pro
     the only cells left out are the plausibility metrics on MRPC, which has no human rationales."""
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        # the grid alone: ../shared/data/snli has no train file today, which bench validate refuses
-        [sys.executable, "-m", "harness.cli", "validate", "suites/pairs.yaml", "--no-data", *profile],
+        [sys.executable, "-m", "harness.cli", "validate", "suites/pairs.yaml", *profile],
         cwd=repo,
         capture_output=True,
         text=True,
