@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_distribution, tiny_suite_text
+from conftest import cached_value, make_distribution, tiny_suite_text
 
 from harness.attribution import Attribution
 from harness.registry import get_registry
@@ -147,7 +147,7 @@ def test_cached_attributions_of_the_previous_schema_are_recomputed_and_the_run_l
 ):
     first = run(write_suite, tmp_path)
     [path] = (tmp_path / "cache" / "attributions").rglob("*.json")
-    entry = json.loads(path.read_text())
+    entry = cached_value(path)
     entry["schema"] = 2
     for attribution in entry["attributions"]:
         for field in ("groups", "group_scores", "extras", "schema"):
@@ -159,7 +159,7 @@ def test_cached_attributions_of_the_previous_schema_are_recomputed_and_the_run_l
     assert "unreadable or outdated (schema 2, expected 3); recomputing" in log
     attributions = list(Store(tmp_path / "results").attributions(second.run_id))
     assert all(a["groups"] == expected_per_token(a)["groups"] and a["schema"] == 3 for a in attributions)
-    assert json.loads(path.read_text())["schema"] == 3
+    assert cached_value(path)["schema"] == 3
 
 
 def test_an_explanation_names_what_is_wrong_with_its_shapes():

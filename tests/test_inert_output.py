@@ -76,9 +76,11 @@ explainers:
   - name: random
     label: {yaml_quoted(EXPLAINER_LABEL)}
   - name: saliency
+    params: {{reduction: input_x_gradient}}  # l2 scores every token of a bag of words alike (undefined)
 metrics:
   - name: comprehensiveness
     params: {{bins: [10, 50]}}
+  - name: log-odds  # negative means: CSV must keep them numbers
   - name: runtime
 """
     )

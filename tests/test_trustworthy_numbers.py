@@ -17,7 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from conftest import TINY_DATA
+from conftest import TINY_DATA, cached_value
 from rich.console import Console
 
 from harness.data import fingerprint_examples
@@ -242,7 +242,7 @@ def test_cached_timings_from_another_host_are_marked_and_say_where_they_were_mea
 
     measured_at = set()
     for file in attribution_cache_files(tmp_path / "cache"):
-        entry = json.loads(file.read_text())
+        entry = cached_value(file)
         measured_at.add(entry["timing"]["measured_at"])
         entry["timing"]["host"] = "elsewhere"
         file.write_text(json.dumps(entry))
@@ -289,7 +289,7 @@ def test_an_outdated_cached_attributions_entry_is_recomputed_and_logged_not_a_fa
         return [(r["example_id"], r["value"]) for r in store.records(run_id)]
 
     assert values(second.run_id) == values(first.run_id)
-    assert json.loads(file.read_text())["schema"] == ATTRIBUTIONS_SCHEMA  # rewritten in the current format
+    assert cached_value(file)["schema"] == ATTRIBUTIONS_SCHEMA  # rewritten in the current format
 
 
 # -- 6. resume only what this run would compute alike -----------------------------------------------

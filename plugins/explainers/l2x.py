@@ -25,7 +25,6 @@ from harness import (
     derive_seed,
     word_units,
 )
-from plugins.explainers._gmask_masks import TOKEN_WEIGHTS
 from plugins.explainers._l2x_networks import (
     Approximate,
     Approximator,
@@ -37,6 +36,10 @@ from plugins.explainers._l2x_networks import (
     train_l2x,
     word_logits,
 )
+
+# the capability of a model reading a floating-point attention mask as token weights, 0 deleting the token
+# (minilm-head provides it); the model approximator passes its masks that way
+TOKEN_WEIGHTS = "token-weights"
 
 PAPER = (
     "Chen, Song, Wainwright & Jordan 2018, Learning to Explain: An Information-Theoretic Perspective on "
