@@ -30,7 +30,9 @@ def bench(*args, env=None, cwd=None):
 def finished_run(tmp_path_factory, example_plugin_target):
     """One run of a tiny suite that also uses the installed example plugin's explainer and metric."""
     root = tmp_path_factory.mktemp("cli")
-    explainers = "\n  - name: random\n  - name: saliency\n  - name: token-length"
+    # On a bag of words every token's embedding gradient is the same vector (the mean's weight), so
+    # saliency's default L2 norm is equal on every token: undefined by design. input×gradient differs.
+    explainers = "\n  - name: random\n  - name: saliency\n    label: saliency\n    params: {reduction: input_x_gradient}\n  - name: token-length"
     metrics = "\n  - name: comprehensiveness\n    params: {bins: [10, 50]}\n  - name: runtime\n  - name: attribution-entropy"
     suite = root / "tiny.yaml"
     suite.write_text(tiny_suite_text(explainers=explainers, metrics=metrics))
