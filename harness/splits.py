@@ -24,7 +24,9 @@ class SubsetParams(Params):
         description="fraction of the examples held out as the validation split when the data has none "
         "(stratified by label)",
     )
-    split_seed: int = Field(0, description="seed of the stratified splits and of the max_train subsample")
+    split_seed: int = Field(
+        0, strict=True, description="seed of the stratified splits and of the max_train subsample"
+    )  # strict: a YAML boolean (true) is not seed 1
     max_train: int | None = Field(
         None,
         ge=1,

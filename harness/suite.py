@@ -31,6 +31,10 @@ from harness.plugin import VARIANT_PATTERN, canonical_variant
 from harness.registry import Registry, suggest
 
 SEED_LIMIT = 2**32  # numpy's generators take seeds below 2**32
+# The suite's numbers are strict: YAML reads true and false as booleans, and Python counts those as the
+# integers 1 and 0, so pydantic would otherwise read ``seeds: [true]`` as seed 1 (``_Locator.error`` says
+# what a boolean there is). A strict integer takes no float either: ``16.0`` is not read as 16.
+NUMBER_TYPES = ("int_type", "float_type")
 KINDS = {"datasets": "dataset", "models": "model", "explainers": "explainer", "metrics": "metric"}
 
 
@@ -54,7 +58,10 @@ class DatasetSpec(Spec):
         "test", description="split whose examples are explained"
     )
     sample: int | None = Field(
-        None, ge=1, description="explain only the first N examples of the split (the split order is fixed)"
+        None,
+        ge=1,
+        strict=True,
+        description="explain only the first N examples of the split (the split order is fixed)",
     )
 
 
@@ -232,7 +239,9 @@ class Claim(_TwoSides):
     reproduced_if: Criterion | None = Field(
         None, description="; ".join(f"{k}: {v}" for k, v in CRITERIA.items())
     )
-    margin: float | None = Field(None, ge=0, description="for within, beyond and near, on the metric's scale")
+    margin: float | None = Field(
+        None, ge=0, strict=True, description="for within, beyond and near, on the metric's scale"
+    )
     untestable: str | None = Field(None, min_length=1, description="why this suite cannot test the claim")
 
     @model_validator(mode="after")
@@ -280,11 +289,13 @@ class Suite(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str
     description: str = ""
-    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] = Field(
+    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT, strict=True)]] = Field(
         default_factory=lambda: [0], min_length=1, description="seeds, each in [0, 2**32) as numpy takes them"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(16, ge=1, description="examples per explainer call and per metric forward batch")
+    batch_size: int = Field(
+        16, ge=1, strict=True, description="examples per explainer call and per metric forward batch"
+    )
     datasets: list[DatasetSpec] = Field(min_length=1)
     models: list[ModelSpec] = Field(min_length=1)
     explainers: list[Spec] = Field(min_length=1)
@@ -330,13 +341,17 @@ class Suite(BaseModel):
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         """An integer version reads as text (``version: 2`` is "2"); a number with a point is refused,
-        because YAML has already turned ``1.10`` into 1.1 and ``2.0`` into 2.0."""
+        because YAML has already turned ``1.10`` into 1.1 and ``2.0`` into 2.0, and so is a boolean."""
+        if isinstance(value, bool):
+            raise ValueError(
+                f"YAML reads {str(value).lower()} as a boolean, not a version: give an integer, or quote it"
+            )
         if isinstance(value, float):
             raise ValueError(
                 f"YAML reads this version as the number {value!r}, which may not be what is written (1.10 "
                 'reads as 1.1): quote it as written, e.g. version: "1.10", or give an integer'
             )
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        return str(value) if isinstance(value, int) else value
 
     @field_validator("seeds")
     @classmethod
@@ -931,7 +946,16 @@ class _Locator:
         return line
 
     def fail(self, location: tuple, message: str) -> BenchError:
+        location = self._as_written(location)
         return BenchError(f"{self.path}:{self.line(location)}: {_dotted(location)}: {message}")
+
+    def _as_written(self, location: tuple) -> tuple:
+        """A place in the validated suite as the file writes it: its one seed as ``seed``, when the file
+        gives that rather than ``seeds`` (``Suite._seed_alias``)."""
+        written = self.data if isinstance(self.data, dict) else {}
+        if location[:1] == ("seeds",) and "seed" in written and "seeds" not in written:
+            return ("seed", *location[2:])
+        return location
 
     def error(self, error: dict, model: type[BaseModel], prefix: tuple = ()) -> BenchError:
         location = (*prefix, *error["loc"])
@@ -943,6 +967,11 @@ class _Locator:
         if error["type"] == "missing":
             return self.fail(location, "required key is missing")
         message = error["msg"]
+        if error["type"] in NUMBER_TYPES and isinstance(error["input"], bool):
+            return self.fail(
+                location,
+                f"YAML reads {str(error['input']).lower()} as a boolean, not a number: write the number",
+            )
         if error["type"] not in ("value_error", "assertion_error"):
             message += f" (got {error['input']!r})" if not isinstance(error["input"], dict | list) else ""
         return self.fail(location, message.removeprefix("Value error, "))

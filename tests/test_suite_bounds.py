@@ -1,6 +1,6 @@
 """A suite file is bounded before it is built and read as it is written: an alias bomb, a document
 nested thousands deep, a huge or UTF-16 file, a duplicated key, a version YAML would read as a float,
-seeds out of range or repeated, and a suite of no cells are each one line naming the file, exit code 2,
+seeds out of range or repeated, a boolean where a number is meant, and a suite of no cells are each one line naming the file, exit code 2,
 in seconds. The suites in suites/ keep their hashes, so runs started before still resume."""
 
 from __future__ import annotations
@@ -196,6 +196,46 @@ def test_a_seed_listed_twice_is_refused(monkeypatch, capsys, write_suite, seeds)
     code, stderr, _ = validate(monkeypatch, capsys, path)
     repeated = seeds.split("[")[1].split(",")[0]
     assert_one_error_line(code, stderr, f"{path}:3: seeds:", f"seed {repeated} is listed twice")
+
+
+CLAIM_WITH_MARGIN = """
+claims:
+  - paper: A paper
+    source: Table 1
+    claim: saliency is as comprehensive as random
+    metric: comprehensiveness
+    above: {explainer: saliency}
+    below: {explainer: random}
+    reproduced_if: within
+    margin: 0.1"""
+
+# A YAML boolean where a number is meant: Python counts True and False as the integers 1 and 0, so
+# pydantic would read ``seeds: [true]`` as seed 1. Each is (text replaced, its replacement, the key).
+BOOLEANS_FOR_NUMBERS = {
+    "seeds-true": ("seeds: [0]", "seeds: [true]", "seeds[0]"),
+    "seeds-false": ("seeds: [0]", "seeds: [0, false]", "seeds[1]"),
+    "seed": ("seeds: [0]", "seed: true", "seed"),
+    "batch_size": ("batch_size: 4", "batch_size: true", "batch_size"),
+    "sample": ("sample: 6", "sample: true", "datasets[0].sample"),
+    "version": ("version: 1", "version: true", "version"),
+    "split_seed": (
+        "test_fraction: 0.25}",
+        "test_fraction: 0.25, split_seed: false}",
+        "datasets[0].params.split_seed",
+    ),
+    "margin": ("margin: 0.1", "margin: true", "claims[0].margin"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BOOLEANS_FOR_NUMBERS))
+def test_a_boolean_where_a_number_is_meant_is_refused(monkeypatch, capsys, write_suite, case):
+    old, new, key = BOOLEANS_FOR_NUMBERS[case]
+    text = tiny_suite_text() + CLAIM_WITH_MARGIN
+    assert old in text
+    path = write_suite(text.replace(old, new))
+    line = next(index + 1 for index, written in enumerate(path.read_text().splitlines()) if new in written)
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, f"{path}:{line}: {key}:", "as a boolean")
 
 
 # -- a suite of no cells ----------------------------------------------------------------------------------
