@@ -15,6 +15,12 @@ also kept on disk, content-addressed by the model's key and the sequence, so a r
 on the same model reads them back instead of computing them. Memory is bounded: the in-process memo
 forgets its least recently used rows beyond ``MEMO_BYTES``.
 
+Every stored row carries a sha256 of its model key, sequence and values, as every cache entry does
+(``harness.cache``), checked when it is read: a row that no longer matches (altered by hand or by a tool,
+corrupted on a shared file system) is logged, removed and computed again, never served. Rows stored
+before digests (no digest) are read as they are, unchecked, as the cache's other entries of that age
+are; a run with ``--no-cache`` computes them again and stores them with digests.
+
 The values are the model's: a row computed in another batch than it would have been differs only by
 float32 rounding of the padded batch (the attention mask keeps padding out), within 1e-6.
 
@@ -30,6 +36,7 @@ rounding only (another order of summation): metric values within 1e-6 (``tests/t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -45,7 +52,7 @@ import torch
 
 from harness.classifier import Classifier
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bench.forward")  # under "bench": a run's log file holds its warnings
 
 TOKENS_PER_PASS = 4096
 """Tokens (rows × the pass's padded length) per forward pass of perturbed inputs, unless the caller's
@@ -225,8 +232,10 @@ def _forward(
 
 
 class RowStore:
-    """Rows on disk: one SQLite file, rows keyed by (model key, sequence), values float64 bytes. Safe for
-    several processes (WAL, a busy timeout); a row is written once and never changes."""
+    """Rows on disk: one SQLite file, rows keyed by (model key, sequence), values float64 bytes, each with
+    its digest (``row_digest``). Safe for several processes (WAL, a busy timeout); a row is written once
+    and never changes, except that one found altered is removed and one stored before digests is
+    replaced by the same row with its digest."""
 
     def __init__(self, path: Path, model_key: str, read: bool = True):
         self.path, self.model_key, self.read_rows = Path(path), model_key, read
@@ -234,37 +243,93 @@ class RowStore:
         with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
-                "CREATE TABLE IF NOT EXISTS forward_rows "
-                "(model TEXT NOT NULL, sequence BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (model, sequence))"
+                "CREATE TABLE IF NOT EXISTS forward_rows (model TEXT NOT NULL, sequence BLOB NOT NULL, "
+                "value BLOB NOT NULL, digest TEXT, PRIMARY KEY (model, sequence))"
             )
+            _add_digest_column(db)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
 
     def read(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        """The stored rows of these sequences that match their digests (or have none); the others are
+        logged and removed, so that they are computed and stored again."""
         if not self.read_rows or not keys:
             return {}
         found: dict[bytes, np.ndarray] = {}
+        altered: list[tuple[bytes, str]] = []
         with closing(self._connect()) as db:
             for start in range(0, len(keys), 500):
                 part = keys[start : start + 500]
                 marks = ",".join("?" * len(part))
-                for sequence, value in db.execute(
-                    f"SELECT sequence, value FROM forward_rows WHERE model=? AND sequence IN ({marks})",  # noqa: S608
+                for sequence, value, digest in db.execute(
+                    f"SELECT sequence, value, digest FROM forward_rows WHERE model=? AND sequence IN ({marks})",  # noqa: S608
                     (self.model_key, *part),
                 ):
-                    found[bytes(sequence)] = np.frombuffer(value, dtype=np.float64).copy()
+                    sequence = bytes(sequence)
+                    if digest is not None and digest != row_digest(self.model_key, sequence, value):
+                        altered.append((sequence, digest))
+                        continue
+                    found[sequence] = np.frombuffer(value, dtype=np.float64).copy()
+            if altered:
+                self._reject(db, altered)
         return found
 
+    def _reject(self, db: sqlite3.Connection, altered: list[tuple[bytes, str]]) -> None:
+        """Rows whose values do not match their digests: one line in the log, and removed (when the file
+        can be written) so that the rows computed instead are stored in their place."""
+        log.warning(
+            "%d forward row(s) of model %s in %s do not match their digests (altered or corrupted); "
+            "discarding them and recomputing",
+            len(altered),
+            self.model_key,
+            self.path,
+        )
+        try:
+            with db:
+                db.executemany(
+                    "DELETE FROM forward_rows WHERE model=? AND sequence=? AND digest=?",
+                    [(self.model_key, sequence, digest) for sequence, digest in altered],
+                )
+        except sqlite3.Error as error:
+            log.warning("could not remove the altered forward rows from %s (%s)", self.path, error)
+
     def write(self, keys: list[bytes], rows: np.ndarray) -> None:
+        """Store the rows with their digests: a row already stored is kept, unless it was stored before
+        digests (then it is replaced by this one)."""
+        values = [np.ascontiguousarray(row).tobytes() for row in rows]
         with closing(self._connect()) as db, db:
             db.executemany(
-                "INSERT OR IGNORE INTO forward_rows (model, sequence, value) VALUES (?, ?, ?)",
+                "INSERT INTO forward_rows (model, sequence, value, digest) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (model, sequence) DO UPDATE SET value=excluded.value, digest=excluded.digest "
+                "WHERE forward_rows.digest IS NULL",
                 [
-                    (self.model_key, key, np.ascontiguousarray(row).tobytes())
-                    for key, row in zip(keys, rows, strict=True)
+                    (self.model_key, key, value, row_digest(self.model_key, key, value))
+                    for key, value in zip(keys, values, strict=True)
                 ],
             )
+
+
+def row_digest(model_key: str, sequence: bytes, value: bytes) -> str:
+    """sha256 of a stored row: its model key, its sequence and its values' bytes, each preceded by its
+    length (so that no two different rows give the same bytes to hash)."""
+    digest = hashlib.sha256()
+    for part in (model_key.encode(), bytes(sequence), bytes(value)):
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _add_digest_column(db: sqlite3.Connection) -> None:
+    """Give a store written before digests its ``digest`` column (its rows keep none: read unchecked)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(forward_rows)")}
+    if "digest" in columns:
+        return
+    try:
+        db.execute("ALTER TABLE forward_rows ADD COLUMN digest TEXT")
+    except sqlite3.OperationalError:  # another process added it meanwhile
+        if "digest" not in {row[1] for row in db.execute("PRAGMA table_info(forward_rows)")}:
+            raise
 
 
 class OneDNNLinear(torch.nn.Linear):

@@ -1,10 +1,13 @@
 """The forward-pass service (``harness.forward``): each distinct perturbed input runs through the model
 once per run whichever metric, explainer or cell asks for it, is read back from the cache by a later run
-on the same model, and the values are those of the straightforward computation."""
+on the same model (unless altered on disk: then it is computed again), and the values are those of the
+straightforward computation."""
 
 from __future__ import annotations
 
 import math
+import sqlite3
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -215,6 +218,49 @@ def test_rows_asked_for_without_sharing_are_computed_but_neither_kept_nor_stored
     assert set(service.store.read([harness.forward._key(np.array([i]), None) for i in (5, 6)])) == {
         harness.forward._key(np.array([5]), None)
     }
+
+
+def test_a_stored_row_altered_on_disk_is_logged_and_recomputed_never_served(tmp_path, caplog):
+    path, ids = tmp_path / harness.forward.FORWARD_ROWS, np.array([5])
+    classifier = _model_free_constant()  # the service holds its classifier weakly
+    writer = harness.forward.ForwardService(classifier)
+    writer.attach_store(path, "model-key")
+    right = writer.log_probabilities([ids], None, 8)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE forward_rows SET value=?", (np.array([-1.0, -2.0]).tobytes(),))
+    reader = harness.forward.ForwardService(classifier)  # another run: nothing in memory
+    reader.attach_store(path, "model-key")
+    with caplog.at_level("WARNING", logger="bench.forward"):
+        served = reader.log_probabilities([ids], None, 8)
+    np.testing.assert_array_equal(served, right)
+    assert (reader.stats.stored, reader.stats.computed) == (0, 1)
+    assert "1 forward row(s)" in caplog.text and "do not match their digests" in caplog.text
+    key = harness.forward._key(ids, None)
+    np.testing.assert_array_equal(reader.store.read([key])[key], right[0])  # stored again, correct
+
+
+def test_a_row_stored_before_digests_is_read_and_a_run_without_the_cache_rewrites_it_with_one(tmp_path):
+    path, ids = tmp_path / harness.forward.FORWARD_ROWS, np.array([5])
+    key = harness.forward._key(ids, None)
+    with closing(sqlite3.connect(path)) as db, db:  # the table as an earlier harness wrote it
+        db.execute(
+            "CREATE TABLE forward_rows (model TEXT NOT NULL, sequence BLOB NOT NULL, value BLOB NOT NULL, "
+            "PRIMARY KEY (model, sequence))"
+        )
+        db.execute(
+            "INSERT INTO forward_rows VALUES (?, ?, ?)", ("model-key", key, np.array([0.5, 0.25]).tobytes())
+        )
+    classifier = _model_free_constant()  # the service holds its classifier weakly
+    service = harness.forward.ForwardService(classifier)
+    service.attach_store(path, "model-key")
+    np.testing.assert_array_equal(service.log_probabilities([ids], None, 8), [[0.5, 0.25]])  # unchecked
+    refresh = harness.forward.ForwardService(classifier)
+    refresh.attach_store(path, "model-key", read=False)  # --no-cache: computed again, stored with a digest
+    right = refresh.log_probabilities([ids], None, 8)
+    with closing(sqlite3.connect(path)) as db:
+        [(digest,)] = db.execute("SELECT digest FROM forward_rows").fetchall()
+    assert digest is not None
+    np.testing.assert_array_equal(service.store.read([key])[key], right[0])
 
 
 def _model_free_constant():
