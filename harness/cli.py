@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from harness.errors import BenchError
 from harness.inert import csv_cell, printable
@@ -33,8 +34,21 @@ try:  # typer >= 0.2x ships its own copy of click; earlier versions use click it
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import BadParameter, ClickException, MissingParameter, NoSuchOption, UsageError
 
+
+class _Commands(TyperGroup):
+    """bench's commands: Ctrl-C in any of them is one line on stderr and exit code 130 (typer would exit
+    130 saying nothing; ``run`` says more itself)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _interrupted() from None
+
+
 app = typer.Typer(
     name="bench",
+    cls=_Commands,
     help="Benchmark feature-attribution explainers of NLP text classifiers.",
     no_args_is_help=True,
     add_completion=False,
@@ -284,11 +298,8 @@ def run(
         _say(err, summary_line(result))
         if result.failed:
             raise typer.Exit(1)
-    except KeyboardInterrupt:
-        # typer turns Ctrl-C into a silent exit code 130 before ``main`` sees it: say it here (the runner
-        # has marked the run interrupted).
-        _say(err, "interrupted; re-run to resume", "yellow")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # the runner has marked the run interrupted
+        raise _interrupted("re-run to resume") from None
 
 
 @app.command()
@@ -491,6 +502,13 @@ def export(
         _say(err, f"wrote {len(rows)} rows to {output}")
 
 
+def _interrupted(what_next: str = "") -> typer.Exit:
+    """Ctrl-C: one line on stderr (with what to do next, where there is something to do), no traceback;
+    raise the exit (code 130) returned."""
+    _say(err, f"interrupted; {what_next}" if what_next else "interrupted", "yellow")
+    return typer.Exit(130)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     _say(err, f"warning: {message}", "yellow")
 
@@ -591,9 +609,8 @@ def main(args: list[str] | None = None) -> None:
         _fail(str(error))
     except sqlite3.DatabaseError as error:
         _fail(_database_message(error))
-    except (typer.Abort, KeyboardInterrupt):
-        _say(err, "interrupted: finished cells are stored; run the same command again to resume", "yellow")
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):  # outside a command (``_Commands``): reading the arguments
+        sys.exit(_interrupted().exit_code)
     except ClickException as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # plain `bench`: the help is already printed
             _fail(f"missing command; choose one of {', '.join(sorted(_command_names()))}")

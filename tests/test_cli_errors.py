@@ -1,6 +1,6 @@
 """A mistake on the bench command line is one line on stderr and exit code 2, never a traceback or a
 usage box: option values typer rejects, unknown options and commands, missing arguments, and a results
-folder whose bench.sqlite is not a database."""
+folder whose bench.sqlite is not a database. Ctrl-C in any command is one line too, and exit code 130."""
 
 from __future__ import annotations
 
@@ -171,3 +171,32 @@ def test_a_suite_with_remote_code_is_refused_by_run_without_the_flag_and_named_b
     code, _, err = bench_main(monkeypatch, capsys, "run", suite, "--out", tmp_path / "results")
     assert_one_error_line(code, err, str(suite), "trust_remote_code", "--allow-remote-code")
     assert not (tmp_path / "results" / "bench.sqlite").exists()  # refused before anything ran
+
+
+# What each command is doing when Ctrl-C stops it (a KeyboardInterrupt raised there), and the line it says.
+INTERRUPTED = {
+    "plugins": (("plugins",), "harness.cli._registry", "interrupted"),
+    "validate": (("validate", SUITE), "harness.suite.load_suite", "interrupted"),
+    "report": (("report", "--results", "{tmp}"), "harness.cli._store", "interrupted"),
+    "runs": (("runs", "--results", "{tmp}"), "harness.cli._store", "interrupted"),
+    "export": (("export", "--results", "{tmp}"), "harness.cli._store", "interrupted"),
+    "leaderboard": (
+        ("leaderboard", "--results", "{tmp}"),
+        "harness.report.leaderboard.Leaderboard.build",
+        "interrupted",
+    ),
+    "run": (("run", SUITE, "--out", "{tmp}"), "harness.cli._store", "interrupted; re-run to resume"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(INTERRUPTED))
+def test_ctrl_c_in_any_command_is_one_line_and_exit_code_130(monkeypatch, capsys, tmp_path, command):
+    args, step, said = INTERRUPTED[command]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(step, interrupted)
+    code, _, stderr = bench_main(monkeypatch, capsys, *(str(arg).format(tmp=tmp_path) for arg in args))
+    assert code == 130
+    assert [line for line in stderr.splitlines() if line.strip()] == [said], stderr
