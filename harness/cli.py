@@ -21,7 +21,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from harness.errors import BenchError
-from harness.inert import csv_cell, printable
+from harness.inert import csv_cell, json_text, printable
 
 try:  # typer >= 0.2x ships its own copy of click; earlier versions use click itself
     from typer._click.exceptions import (
@@ -127,7 +127,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
     registry = _registry()
     infos = [info.as_dict() for info in registry.all()]
     if as_json:
-        out.print_json(json.dumps({"plugins": infos, "load_errors": registry.load_errors}))
+        sys.stdout.write(json_text({"plugins": infos, "load_errors": registry.load_errors}, indent=2) + "\n")
         return
     table = Table("kind", "name", "package", "version", "api", "description")
     for info in infos:
@@ -481,7 +481,7 @@ def export(
     try:
         if fmt is ExportFormat.jsonl:
             for row in rows:
-                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+                stream.write(json_text(row) + "\n")
         else:
             if rows:
                 writer = csv.DictWriter(stream, fieldnames=list(rows[0]), lineterminator="\n")

@@ -58,6 +58,7 @@ from typing import Any
 
 from harness.entries import PluginEntry, canonical_json, model_label, short_hash
 from harness.grid import Cell
+from harness.inert import json_text
 from harness.perturb import RemovalMetric
 from harness.suite import LoadedSuite
 
@@ -245,7 +246,7 @@ class Plan:
         }
 
     def as_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.as_dict(), indent=indent, ensure_ascii=False)
+        return json_text(self.as_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, value: dict) -> Plan:

@@ -1,7 +1,8 @@
 """Hostile text from a suite or a dataset is inert in every output that is not HTML (the HTML page's
 own tests are in test_html_report.py): the terminal shows control characters escaped, Markdown shows
-``<script>`` and ``|`` as text when a CommonMark renderer renders it, and a CSV cell a spreadsheet would
-run as a formula starts with an apostrophe, while numbers stay numbers."""
+``<script>`` and ``|`` as text when a CommonMark renderer renders it, JSON writes them as ``\\uXXXX``
+escapes (the same strings once parsed), and a CSV cell a spreadsheet would run as a formula starts with
+an apostrophe, while numbers stay numbers."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from markdown_it import MarkdownIt
 from rich.console import Console
 from test_cli_errors import bench_main
 
-from harness.inert import csv_cell, printable
+from harness.inert import csv_cell, json_text, printable
 from harness.progress import RichReporter
 from harness.report import Report, render
 from harness.report.leaderboard import Leaderboard
@@ -31,13 +32,14 @@ from harness.store import Store
 TITLE = "\x1b]0;pwned\x07"
 CLEAR = "\x1b[2J"
 OVERRIDE = "\u202e"
+CSI = "\x9b"  # the C1 control that starts an escape sequence on its own ("\x1b[" in one character)
 SCRIPT = "<script>alert(1)</script>"
 FORMULA = "=cmd|' /C calc'!A0"
 HYPERLINK = '=HYPERLINK("http://example.invalid","click")'
 INVISIBLE = ("\x1b", "\x07", "\u202e", "\x9b")
 
 EXPLAINER_LABEL = f"{FORMULA} {SCRIPT} r{CLEAR}and{OVERRIDE}om"
-DATASET_LABEL = f"tiny{TITLE}<img src=x onerror=alert(2)>"
+DATASET_LABEL = f"tiny{TITLE}{CSI}31m<img src=x onerror=alert(2)>"
 VERSION = f"1{CLEAR}"
 
 
@@ -165,6 +167,45 @@ def test_progress_lines_show_hostile_descriptions_escaped():
     written = buffer.getvalue()
     assert TITLE not in written and CLEAR not in written and OVERRIDE not in written
     assert "\\x1b[2J" in written
+
+
+# -- JSON ---------------------------------------------------------------------------------------------------
+
+
+def test_json_text_escapes_what_a_terminal_would_act_on_and_keeps_the_data():
+    data = {"label": f"a{CSI}b{OVERRIDE}c\x85d\u2066e\x7ff\u2028g{CLEAR}", "é ★ ↑": ["init:2"]}
+    text = json_text(data, indent=2)
+    assert_inert_in_a_terminal(text)
+    for raw in ("\x85", "\u2066", "\x7f", "\u2028"):
+        assert raw not in text
+    assert "\\u009b" in text and "\\u202e" in text and "\\u0085" in text
+    assert '"é ★ ↑"' in text  # other text is written as it is
+    assert json.loads(text) == data
+
+
+def strings(value) -> set[str]:
+    """Every string in a parsed JSON value, keys included."""
+    if isinstance(value, dict):
+        return set(value) | {s for item in value.values() for s in strings(item)}
+    if isinstance(value, list):
+        return {s for item in value for s in strings(item)}
+    return {value} if isinstance(value, str) else set()
+
+
+@pytest.mark.parametrize(
+    "command", [("report", "--format", "json"), ("leaderboard", "--format", "json"), ("export",)]
+)
+def test_json_outputs_escape_hostile_labels_and_parse_back_to_them(hostile_run, monkeypatch, capsys, command):
+    results, _, _, _ = hostile_run
+    code, stdout, stderr = bench_main(monkeypatch, capsys, *command, "--results", results)
+    assert code == 0, stderr
+    assert_inert_in_a_terminal(stdout)
+    assert "\\u009b" in stdout
+    documents = stdout.strip("\n").split("\n") if command[0] == "export" else [stdout]  # JSON lines
+    parsed = {s for document in documents for s in strings(json.loads(document))}
+    assert DATASET_LABEL in parsed
+    if command[0] != "export":  # records name the explainer by its name, not its label
+        assert "\\u202e" in stdout and EXPLAINER_LABEL in parsed
 
 
 # -- Markdown -----------------------------------------------------------------------------------------------

@@ -4,8 +4,7 @@ renderers walk."""
 
 from __future__ import annotations
 
-import json
-
+from harness.inert import json_text
 from harness.report.analysis import (
     Column,
     FamilyTable,
@@ -38,7 +37,7 @@ __all__ = [
 def render(report: Report, fmt: str) -> str:
     """The report as text in ``fmt``: json, csv or md (the rich table prints: ``Report.print``)."""
     if fmt == "json":
-        return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+        return json_text(report.to_json(), indent=2) + "\n"
     if fmt == "csv":
         return report.to_csv()
     if fmt == "md":

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from harness.inert import json_text
 from harness.report.leaderboard import LEADERBOARD_FORMAT, Leaderboard
 from harness.report.markdown import markdown
 
@@ -16,7 +16,7 @@ def render_leaderboard(board: Leaderboard, fmt: str) -> str:
     """The leaderboard as text in ``fmt``: html (one self-contained page), md (compact, for a paper's
     appendix) or json (everything, with the run and cell ids behind each number)."""
     if fmt == "json":
-        return json.dumps(board.to_json(), indent=2, ensure_ascii=False) + "\n"
+        return json_text(board.to_json(), indent=2) + "\n"
     if fmt == "md":
         return (
             markdown(board.document(compact=True))
