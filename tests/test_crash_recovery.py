@@ -1,6 +1,7 @@
 """Crashes that do not repeat, and causes named right: a plugin that takes the serial driver down (a
-segfault, an exit) fails its own cells on the next run instead of crashing it again; Ctrl-C says so and
-marks the run interrupted; a results folder that cannot be written is named for why."""
+segfault, an exit) fails its own cells on the next run instead of crashing it again, and until then the
+run is listed as crashed, not running; Ctrl-C says so and marks the run interrupted; a results folder
+that cannot be written is named for why."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from crash_plugins import registry_with_crash_plugins
 from test_cli_errors import assert_one_error_line, bench_main
 
 from harness import executors
+from harness.registry import get_registry
 from harness.runner import Runner, RunOptions
 from harness.store import Database, Store
 from harness.suite import load_suite
@@ -62,7 +65,7 @@ def test_a_segfault_under_serial_is_logged_and_fails_its_cells_on_the_next_run_w
     crashed = bench_in_subprocess(tmp_path, site)
     assert crashed.returncode == -signal.SIGSEGV, crashed.stderr
     [run] = store.runs()
-    assert run["status"] == "running" and run["done"] == 2  # random's cells, before the crash
+    assert run["status"] == "crashed" and run["done"] == 2  # random's cells, before the crash
     log = store.log_path(run["run_id"]).read_text()
     started = log.rindex("task started: explain")
     assert "(explainer 'segfaults')" in log[started:].splitlines()[0]
@@ -79,6 +82,27 @@ def test_a_segfault_under_serial_is_logged_and_fails_its_cells_on_the_next_run_w
     reason = errors[("segfaults", "comprehensiveness")]
     assert reason.startswith("crashed the process last time: segfault in explainer 'segfaults'")
     assert "--retry-crashed" in reason and errors[("segfaults", "runtime")] == reason
+
+
+def test_a_run_left_running_by_a_dead_process_is_listed_crashed_and_its_row_left_as_written(
+    write_suite, tmp_path, monkeypatch, capsys
+):
+    path = write_suite(tiny_suite_text("\n  - name: random", "\n  - name: runtime"))
+    results = tmp_path / "results"
+    options = RunOptions(results_dir=results, cache_dir=tmp_path / "cache", progress=False)
+    run_id = Runner(load_suite(path, get_registry()), options).run().run_id
+    store = Store(results)
+    with closing(sqlite3.connect(store.path)) as db, db:  # as a process killed before it finished leaves it
+        db.execute("UPDATE runs SET status='running', finished_at=NULL WHERE run_id=?", (run_id,))
+
+    code, stdout, _ = bench_main(monkeypatch, capsys, "runs", "--results", results)
+    assert code == 0 and "crashed" in stdout and "running" not in stdout, stdout
+    assert store.run(run_id)["status"] == "crashed"
+    with store.run_lock(run_id):  # a live process holds the run's lock: it is running
+        code, stdout, _ = bench_main(monkeypatch, capsys, "runs", "--results", results)
+        assert code == 0 and "running" in stdout and "crashed" not in stdout, stdout
+    with closing(sqlite3.connect(store.path)) as db:  # listing it wrote nothing
+        assert db.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchall() == [("running",)]
 
 
 def test_retry_crashed_runs_a_crashed_task_again(tmp_path):

@@ -393,7 +393,7 @@ def test_a_driver_killed_mid_way_takes_its_workers_along_and_its_run_resumes(tmp
                 driver.kill()
         _wait_for(lambda: not _alive(worker), 10, f"worker {worker} to end with its driver")
         [interrupted] = store.runs()
-        assert interrupted["status"] == "running" and interrupted["done"] == 2
+        assert interrupted["status"] == "crashed" and interrupted["done"] == 2
     finally:
         (gate / "open").touch()  # a worker left waiting (the test failed) ends at once
 

@@ -242,7 +242,7 @@ def test_a_run_killed_mid_way_resumes_and_matches_an_uninterrupted_run(write_sui
     assert killed.returncode == -signal.SIGKILL
     store = Store(tmp_path / "results")
     [interrupted] = store.runs()
-    assert interrupted["status"] == "running" and interrupted["done"] == 6  # random and saliency finished
+    assert interrupted["status"] == "crashed" and interrupted["done"] == 6  # random and saliency finished
 
     resumed = bench(tmp_path / "results", tmp_path / "cache")
     assert resumed.returncode == 0, resumed.stderr

@@ -9,9 +9,21 @@ from contextlib import closing
 from harness.errors import BenchError
 from harness.store.schema import Database
 
+CRASHED = "crashed"
+"""The status a run stored as ``running`` is read with when no process holds its lock: its process
+ended without recording how (killed, crashed, the machine stopped). ``bench run`` resumes it, as an
+``interrupted`` one."""
+
 
 class Queries(Database):
     """Runs, cells, models, records, curves, attributions and fits of the results folder."""
+
+    def _status_now(self, run: dict) -> dict:
+        """The run with its status as it is now: ``running`` only while a process holds the run's lock,
+        else ``CRASHED``. Derived when read: the stored row keeps what its process last wrote."""
+        if run["status"] == "running" and not self.run_lock_held(run["run_id"]):
+            run["status"] = CRASHED
+        return run
 
     def done_cells(self, run_id: str) -> set[str]:
         """The cells a resumed run does not run again: the finished ones and the skipped ones (final for
@@ -67,7 +79,7 @@ class Queries(Database):
     def run(self, run_id: str) -> dict:
         with closing(self.connect()) as db:
             row = db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        result = dict(row)
+        result = self._status_now(dict(row))
         result["versions"] = json.loads(result["versions"])
         result["options"] = json.loads(result["options"])
         for key, empty in (("inputs", "null"), ("in_flight", "null"), ("crashed", "{}")):
@@ -79,7 +91,7 @@ class Queries(Database):
             return []
         with closing(self.connect()) as db:
             return [
-                dict(row)
+                self._status_now(dict(row))
                 for row in db.execute(
                     "SELECT r.run_id, r.suite, r.suite_version, r.status, r.started_at, r.finished_at, r.device, "
                     "(SELECT COUNT(*) FROM cells c WHERE c.run_id=r.run_id AND c.status='done') AS done, "

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from harness.errors import BenchError
 
@@ -279,4 +279,22 @@ class Database:
         system when the process ends however it ends (kill -9 included), unlike a pid, which can be
         reused and means nothing on another host."""
         (self.results_dir / "locks").mkdir(parents=True, exist_ok=True)
-        return FileLock(self.results_dir / "locks" / f"{run_id}.lock")
+        return FileLock(self._lock_path(run_id))
+
+    def run_lock_held(self, run_id: str) -> bool:
+        """Whether a live process (this one included) holds ``run_id``'s lock: tried without waiting and
+        let go at once. A lock file that is not there is held by none (taking a lock creates it); one
+        that cannot be tried here (a read-only results folder) counts as held, as nothing is known."""
+        path = self._lock_path(run_id)
+        if not path.exists():
+            return False
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            return True
+        lock.release()
+        return False
+
+    def _lock_path(self, run_id: str) -> Path:
+        return self.results_dir / "locks" / f"{run_id}.lock"
