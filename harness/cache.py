@@ -13,12 +13,16 @@ changes under a reader. Only ``replace=True`` (for an entry found unreadable) an
 entry away. A JSON entry is one ``os.replace`` of a whole file, which needs no lock.
 
 Every entry carries a sha256 of its content, written with it and checked when it is read: a JSON entry
-holds it beside its value (``{"bench-cache-digest": ..., "value": ...}``), a folder entry in a file
-``.bench-digest`` inside it (over every other file's path and content). An entry whose content no longer
-matches (altered by hand or by a tool, corrupted on a shared file system) is logged, removed and
-recomputed, never used. The digest proves the content is what was written; it does not authenticate
-the writer. Entries written before digests (no ``bench-cache-digest``, no ``.bench-digest``) are read
-as they are, unchecked; a run with ``--no-cache`` rewrites them with digests.
+holds it beside its value (``{"bench-cache-digest": ..., "bench-cache-entry": [kind, key], "value":
+...}``), a folder entry in a file ``.bench-digest`` inside it (over every other file's path and content).
+The entry's kind and key are written with it and hashed with its content (``_bound_digest``), so an
+entry copied or moved to another key's file is refused as an altered one is. An entry whose content no
+longer matches (altered by hand or by a tool, corrupted on a shared file system, copied under another
+key) is logged, removed and recomputed, never used. The digest proves the content is what was written
+for that key; it does not authenticate the writer. Entries written before the key was bound (a digest
+of the content only) are checked against their content, as they were written; entries written before
+digests (no ``bench-cache-digest``, no ``.bench-digest``) are read as they are, unchecked. A run with
+``--no-cache`` rewrites both with bound digests.
 """
 
 from __future__ import annotations
@@ -66,11 +70,15 @@ TOKENIZER_PATTERNS: tuple[str, ...] = (
 
 log = logging.getLogger("bench.cache")
 
-# A JSON entry's file: this prefix, the sha256 of the value's text, the value's text, then "}". The
-# digest covers the exact bytes written, so checking it needs no second serialisation.
+# A JSON entry's file: this prefix, the digest, the entry's kind and key (``_JSON_ENTRY``, then a JSON
+# list), the value's text, then "}". The digest covers the kind, the key and the exact bytes of the value
+# (``_bound_digest``), so checking it needs no second serialisation. Entries written before the key was
+# bound have no ``_JSON_ENTRY`` part and a digest of the value's text alone.
 _JSON_DIGEST_KEY = "bench-cache-digest"
 _JSON_PREFIX = '{"' + _JSON_DIGEST_KEY + '": "'
-_JSON_VALUE = '", "value": '
+_JSON_ENTRY_KEY = "bench-cache-entry"
+_JSON_ENTRY = '", "' + _JSON_ENTRY_KEY + '": '
+_JSON_VALUE = ', "value": '
 DIGEST_FILE = ".bench-digest"  # a folder entry's digest, inside it
 
 LOCK_TIMEOUT_S = 600.0  # a lock is held for renames and deletions only, never while a value is computed
@@ -184,6 +192,12 @@ def _tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+def _bound_digest(kind: str, key: str, content_digest: str) -> str:
+    """The digest written with an entry: sha256 of its kind, its key and its content's sha256, so that an
+    entry checks only under the key it was written for."""
+    return hashlib.sha256(f"{kind}\0{key}\0{content_digest}".encode()).hexdigest()
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -253,11 +267,24 @@ class Cache:
                 return json.loads(text)
             except ValueError:
                 return None
-        digest, separator, rest = text[len(_JSON_PREFIX) :].partition(_JSON_VALUE)
+        # The header (digest, and kind and key) ends where the value starts: the first ', "value": ',
+        # which no JSON string in the header can hold (its quotes are escaped).
+        header, separator, rest = text.partition(_JSON_VALUE)
         value_text = rest[:-1] if rest.endswith("}") else None
-        if not separator or value_text is None:
+        try:
+            fields = json.loads(header + "}") if separator and value_text is not None else None
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
             return None  # cut short (a copy that stopped half-way): unreadable
-        if hashlib.sha256(value_text.encode("utf-8")).hexdigest() != digest:
+        content_digest = hashlib.sha256(value_text.encode("utf-8")).hexdigest()
+        if _JSON_ENTRY_KEY not in fields:  # written before the key was bound: a digest of the value only
+            intact = fields.get(_JSON_DIGEST_KEY) == content_digest
+        else:
+            intact = fields[_JSON_ENTRY_KEY] == [kind, key] and fields.get(_JSON_DIGEST_KEY) == _bound_digest(
+                kind, key, content_digest
+            )
+        if not intact:
             self._reject(kind, key, path)
             return None
         try:
@@ -269,8 +296,8 @@ class Cache:
         """An entry whose content does not match its digest: log it in one line, and remove it (if the
         cache is writable) so that it is recomputed, never used."""
         log.warning(
-            "cache entry %s does not match the digest written with it (altered or corrupted); discarding "
-            "it and recomputing",
+            "cache entry %s does not match the digest written with it (altered, corrupted, or copied from "
+            "another key); discarding it and recomputing",
             path,
         )
         try:
@@ -279,16 +306,17 @@ class Cache:
             log.warning("could not remove the altered cache entry %s (%s)", path, error)
 
     def put_json(self, kind: str, key: str, value: Any) -> None:
-        """Write the entry with its digest (a whole file renamed over the old one: readers see the old or
-        the new value)."""
+        """Write the entry with its kind, key and digest (a whole file renamed over the old one: readers see
+        the old or the new value)."""
         path = self._path(kind, key, ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         value_text = json.dumps(value, ensure_ascii=False, allow_nan=True)
-        digest = hashlib.sha256(value_text.encode("utf-8")).hexdigest()
+        digest = _bound_digest(kind, key, hashlib.sha256(value_text.encode("utf-8")).hexdigest())
+        entry = json.dumps([kind, key])
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(f"{_JSON_PREFIX}{digest}{_JSON_VALUE}{value_text}}}")
+                file.write(f"{_JSON_PREFIX}{digest}{_JSON_ENTRY}{entry}{_JSON_VALUE}{value_text}}}")
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
@@ -303,25 +331,33 @@ class Cache:
         path = self._path(kind, key)
         if not (path.is_dir() and self._readable(path)):
             return None
-        if not self._intact(path):
+        if not self._intact(path, kind, key):
             self._reject(kind, key, path)
             return None
         return path
 
     @staticmethod
-    def _intact(path: Path) -> bool:
-        """Whether a folder entry's files match its digest (an entry written before digests is taken as
-        it is)."""
+    def _intact(path: Path, kind: str, key: str) -> bool:
+        """Whether a folder entry's files match its digest, written for this kind and key (an entry
+        written before digests is taken as it is; one written before the key was bound, with no
+        ``kind`` and ``key`` in its digest file, is checked against its files only)."""
         try:
             recorded = json.loads((path / DIGEST_FILE).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return True
         except (OSError, ValueError):
             return False
+        if not isinstance(recorded, dict):
+            return False
         try:
-            return isinstance(recorded, dict) and recorded.get("sha256") == _tree_digest(path)
+            content_digest = _tree_digest(path)
         except OSError:
             return False
+        if "kind" not in recorded and "key" not in recorded:  # written before the key was bound
+            return recorded.get("sha256") == content_digest
+        return (recorded.get("kind"), recorded.get("key")) == (kind, key) and recorded.get(
+            "sha256"
+        ) == _bound_digest(kind, key, content_digest)
 
     def put_directory(
         self, kind: str, key: str, write: Callable[[Path], None], *, replace: bool = False
@@ -344,12 +380,12 @@ class Cache:
         old: Path | None = None
         try:
             write(temporary)
-            digest = {"sha256": _tree_digest(temporary)}
+            digest = {"kind": kind, "key": key, "sha256": _bound_digest(kind, key, _tree_digest(temporary))}
             (temporary / DIGEST_FILE).write_text(json.dumps(digest), encoding="utf-8")
             _fsync_tree(temporary)
             with self._lock(kind, key):
                 if os.path.lexists(path):
-                    if not replace and path.is_dir() and self._intact(path):
+                    if not replace and path.is_dir() and self._intact(path, kind, key):
                         shutil.rmtree(temporary, ignore_errors=True)
                         return path
                     old = path.parent / f".old-{key}-{uuid.uuid4().hex}"

@@ -46,11 +46,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from harness.classifier import Classifier
+
+if TYPE_CHECKING:
+    from harness.modelstate import ModelState
 
 log = logging.getLogger("bench.forward")  # under "bench": a run's log file holds its warnings
 
@@ -88,17 +92,23 @@ class ForwardService:
         self.memo_bytes, self._bytes = memo_bytes, 0
         self.stats = ForwardStats()
         self.store: RowStore | None = None
+        self.state: ModelState | None = None  # the model's as loaded: rows are stored only while it holds
         self._lock = threading.Lock()
 
     @property
     def classifier(self) -> Classifier:
         return self._classifier()
 
-    def attach_store(self, path: Path, model_key: str, read: bool = True) -> None:
+    def attach_store(
+        self, path: Path, model_key: str, read: bool = True, state: ModelState | None = None
+    ) -> None:
         """Keep rows on disk in ``path`` under ``model_key`` (the model's cache key: its identity, its
         weights' and its training data's; and the kernels computing the rows, when not PyTorch's
-        defaults), reading them back unless ``read`` is False."""
+        defaults), reading them back unless ``read`` is False. With ``state`` (the classifier's as it was
+        loaded), rows are stored only while its weights are unchanged: a plugin that modified the model
+        must not leave rows under its key."""
         self.store = RowStore(path, f"{model_key}:{self.kernels}" if self.kernels else model_key, read)
+        self.state = state
 
     def clear(self) -> None:
         """Forget every row held in memory (the disk store keeps its own)."""
@@ -152,7 +162,9 @@ class ForwardService:
                 if share:
                     for key, row in fresh.items():
                         self._remember(key, row)
-                    if self.store is not None:
+                    if self.store is not None and not (
+                        self.state is not None and self.state.weights_changed(self.classifier)
+                    ):
                         self.store.write(list(fresh), computed)
             for index, key in enumerate(keys):
                 row = self.memo.get(key)

@@ -49,6 +49,7 @@ from harness.entries import PluginEntry, canonical_json
 from harness.errors import BenchError, PluginError
 from harness.forward import FORWARD_ROWS, forward_service
 from harness.grid import Cell, expand
+from harness.modelstate import ModelState
 from harness.perturb import evaluate_together
 from harness.plan import Task, declared_need, source_identity
 from harness.plugin import Explanation, FitContext, MetricInput, MetricOutput
@@ -250,6 +251,7 @@ class Workspace:
         for source, dataset in settings.datasets.items():
             self._datasets.get_or_make(source, lambda dataset=dataset: dataset)
         self._classifiers = _Bounded(self.MODELS_KEPT)
+        self._states: dict[str, ModelState] = {}  # each model in memory as it was loaded, by key
         self._handles: dict[tuple, _ModelHandle] = {}
 
     # -- plugins by identity --------------------------------------------------------------------------
@@ -368,11 +370,36 @@ class Workspace:
 
     def _serving(self, handle: _ModelHandle, classifier: Classifier) -> Classifier:
         """The classifier with its forward-pass service keeping rows in the cache, under the model's key
-        and device (``harness.forward``): a re-run or another suite on the same model reads them back."""
+        and device (``harness.forward``): a re-run or another suite on the same model reads them back.
+        Its state is taken now, to check after each plugin call (``check_unchanged``) and before rows are
+        stored."""
+        state = self._states[handle.key] = ModelState.of(classifier)
         forward_service(classifier).attach_store(
-            self.cache.root / FORWARD_ROWS, f"{handle.key}:{handle.device_name}", read=self.cache.read
+            self.cache.root / FORWARD_ROWS,
+            f"{handle.key}:{handle.device_name}",
+            read=self.cache.read,
+            state=state,
         )
         return classifier
+
+    def check_unchanged(self, handle: _ModelHandle, plugin: str) -> None:
+        """After ``plugin`` (e.g. "explainer 'x'") was handed the model: if the model in memory is not as
+        it was loaded (``harness.modelstate``), drop it, so that the next task loads it afresh, and raise
+        ``PluginError`` naming the plugin, so that its cell fails and caches nothing it computed. A model
+        not in memory was not handed out. About 8 ms on minilm-head, under 1 ms on bow (``harness.modelstate``)."""
+        classifier = self._classifiers.get(handle.key)
+        state = self._states.get(handle.key)
+        if classifier is None or state is None:
+            return
+        change = state.change(classifier)
+        if change is None:
+            return
+        del self._classifiers[handle.key]
+        del self._states[handle.key]
+        raise PluginError(
+            f"{plugin} modified the model it was handed: {change}; what it computed is not stored or cached, "
+            f"and model '{handle.entry.label}' is loaded afresh for the next cells"
+        )
 
     def _load(self, handle: _ModelHandle) -> Classifier:
         directory = self.cache.get_directory("models", handle.key) if handle.trainable else None
@@ -549,6 +576,7 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
         if reference is not None:
             data.reference = _metric_input(workspace, cell.reference, reference, reference_extra)
         output = metric.cls(metric.params).compute(data)
+        _check_models_unchanged(workspace, cell, f"metric '{metric.name}'")
         if not isinstance(output, MetricOutput):
             output = MetricOutput(output)
         cached = {
@@ -619,9 +647,16 @@ def perturb(task: Task, inputs: dict, workspace: Workspace) -> Perturbed:
             continue
         data = _metric_input(workspace, cell, explained)
         try:
-            requests.append(cell.metric.cls(cell.metric.params).perturbations(data))
+            request = cell.metric.cls(cell.metric.params).perturbations(data)
         except Exception as error:
             log.debug("%s: not planned with the others (%s)", cell.describe(), describe(error))
+            continue
+        try:  # its score task computes it alone, and fails if it modifies the model again
+            _check_models_unchanged(workspace, cell, f"metric '{cell.metric.name}'")
+        except PluginError as error:
+            log.warning("%s: not planned with the others (%s)", cell.describe(), describe(error))
+            continue
+        requests.append(request)
     requested = computed = 0
     if requests:
         service = forward_service(data.classifier)
@@ -722,6 +757,15 @@ def _metric_input(
         related=(extra.related or {}).get(canonical_json(declared_need(cell.metric))),
         **common,
     )
+
+
+def _check_models_unchanged(workspace: Workspace, cell: Cell, plugin: str) -> None:
+    """``Workspace.check_unchanged`` for the models a cell's metric was handed: its own and, for a metric
+    comparing two cells, its reference's."""
+    for checked in (cell, cell.reference):
+        if checked is not None:
+            handle = workspace.model(checked.dataset, checked.model, checked.variant, checked.seed)
+            workspace.check_unchanged(handle, plugin)
 
 
 def _metric_key(
@@ -885,6 +929,7 @@ def _fitted(
     explainer = entry.cls(entry.params, seed=seed)
     seed_everything(seed)
     explainer.fit(classifier, dataset, context)
+    workspace.check_unchanged(handle, f"explainer '{entry.name}'")
     return explainer
 
 
@@ -926,6 +971,7 @@ def _explain(
             warm = classifier.encode(batch[:1])
             warm.example_ids = encoding.example_ids[:1]
             explainer.explain(classifier, warm, targets[:1].clone())
+            workspace.check_unchanged(handle, f"explainer '{entry.name}'")
         # The explainer gets its own copy: the ids and tokens stored are those the model read, whatever
         # it does to what it is handed (harness.boundary).
         handed, handed_targets = encoding_copy(encoding), targets.clone()
@@ -936,6 +982,7 @@ def _explain(
         if cuda:
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - started) / len(batch)
+        workspace.check_unchanged(handle, f"explainer '{entry.name}'")  # untimed
         explanation = output if isinstance(output, Explanation) else Explanation(output)
         problem = explanation.problem(tuple(encoding.input_ids.shape))
         if problem is not None:

@@ -19,7 +19,7 @@ are exercised as the runner uses them. What is checked, by kind:
   read; stated ``seconds`` finite and ≥ 0 (or NaN); the encoding and targets it is handed left as they
   are; special tokens never removed in any input it feeds the model; the same scores for an example
   alone and within a padded batch (no dependence on batch composition); the same scores twice under one
-  seed; pairs explained on both texts;
+  seed; pairs explained on both texts; the model it is handed left as it is (``harness.modelstate``);
 - model: encodings aligned (tokens, offsets, word ids and segments one per real token; special tokens
   carry no word and no segment; offsets inside their own text, increasing; a word's tokens contiguous and
   in one text; word ids unique across the two texts of a pair, which come in order with a separator);
@@ -34,7 +34,7 @@ are exercised as the runner uses them. What is checked, by kind:
   a second load;
 - metric: one value per attribution, each finite or NaN, NaN only with a note saying why; finite values
   within the declared ``range`` (to ``harness.boundary.RANGE_TOLERANCE``); the attributions it is handed
-  (its reference's included) left as they are; the same values twice; for faithfulness and plausibility metrics, the
+  (its reference's included) and the model it is handed left as they are; the same values twice; for faithfulness and plausibility metrics, the
   explanation that ranks the deciding word first scores better, in the declared direction, than the one
   that ranks it last.
 """
@@ -61,6 +61,7 @@ from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
 from harness.datachecks import dataset_problems
 from harness.errors import PluginError
+from harness.modelstate import ModelState
 from harness.perturb import evaluate, replacement_id
 from harness.plugin import (
     Dataset,
@@ -460,6 +461,7 @@ def explainer_findings(
     pair_dataset = pair_dataset or kit_dataset(pairs=True)
     classifier = classifier or KitClassifier(dataset)
     recording = _Recording(classifier)
+    state = ModelState.of(classifier)
     with tempfile.TemporaryDirectory() as folder:
         cache = Cache(Path(folder))
         teacher = _teacher_function(parsed, classifier, dataset, seed, cache)
@@ -479,7 +481,23 @@ def explainer_findings(
         )
         for batch in batches:
             findings += _batch_findings(instance, again, recording, _longest_first(batch), parsed)
+    findings += _model_unchanged_findings(state, classifier, "explainer")
     return _first_per_check(findings)
+
+
+def _model_unchanged_findings(state: ModelState, classifier: Classifier, kind: str) -> list[Finding]:
+    """A finding if the plugin modified the classifier it was handed (``harness.modelstate``): the
+    harness fails its cells, since every later cell on that model would read the changed one."""
+    change = state.change(classifier)
+    if change is None:
+        return []
+    return [
+        Finding(
+            "model-unchanged",
+            f"the {kind} modified the model it was handed: {change}; the harness fails its cells (every "
+            "later cell on the model would read the changed one); work on a copy",
+        )
+    ]
 
 
 def _batch_findings(
@@ -1033,6 +1051,7 @@ def metric_findings(
         return findings
     dataset = dataset or kit_dataset(pairs="pairs" in metric.requires_for(parsed))
     classifier = classifier or KitClassifier(dataset)
+    state = ModelState.of(classifier)
     examples = list(dataset.test)
 
     def data(order: str) -> MetricInput:
@@ -1071,7 +1090,8 @@ def metric_findings(
         return output if isinstance(output, MetricOutput) else MetricOutput(list(output))
 
     first = compute("oracle")
-    if first is None:
+    findings += _model_unchanged_findings(state, classifier, "metric")
+    if first is None or findings and findings[-1].check == "model-unchanged":
         return findings
     values = np.asarray(first.values, dtype=np.float64)
     if len(values) != len(examples):

@@ -204,6 +204,17 @@ def test_a_conforming_explainer_has_no_findings():
     check_explainer(Uniform)
 
 
+def test_explainer_that_modifies_the_model_it_is_handed():
+    class Negating(Uniform):
+        def explain(self, classifier, encoding, targets):
+            with torch.no_grad():
+                for parameter in classifier.torch_modules()[0].parameters():
+                    parameter.mul_(-1.0)
+            return super().explain(classifier, encoding, targets)
+
+    only(explainer_findings(Negating), "model-unchanged")
+
+
 def test_explainer_metadata_without_a_name():
     class Nameless(Uniform):
         name = ""
@@ -591,6 +602,17 @@ class TopShare(Metric):
 def test_a_conforming_metric_has_no_findings():
     assert metric_findings(TopShare) == []
     check_metric(TopShare)
+
+
+def test_metric_that_modifies_the_model_it_is_handed():
+    class Zeroing(TopShare):
+        def compute(self, data):
+            with torch.no_grad():
+                for parameter in data.classifier.torch_modules()[0].parameters():
+                    parameter.zero_()
+            return super().compute(data)
+
+    only(metric_findings(Zeroing), "model-unchanged")
 
 
 def test_metric_that_raises():

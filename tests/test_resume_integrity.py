@@ -4,9 +4,11 @@ altered after it was written is rebuilt, never used."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -210,6 +212,90 @@ def test_entries_written_before_digests_are_read_as_they_are(tmp_path):
     assert cache.get_directory("models", key) == folder
     assert cache.put_directory("models", key, lambda path: None) == folder  # kept, not rebuilt
     assert not (folder / cache_module.DIGEST_FILE).exists()
+
+
+def test_json_entries_swapped_between_keys_are_logged_removed_and_never_served(tmp_path, caplog):
+    """Each entry's digest binds its kind and key: a valid entry copied over another key's file is refused
+    as an altered one is."""
+    cache = Cache(tmp_path)
+    first, second = "a1" + "0" * 62, "a1" + "1" * 62
+    cache.put_json("metric-values", first, {"values": [0.25]})
+    cache.put_json("metric-values", second, {"values": [0.75]})
+    paths = [tmp_path / "metric-values" / "a1" / f"{key}.json" for key in (first, second)]
+    texts = [path.read_text() for path in paths]
+    paths[0].write_text(texts[1])
+    paths[1].write_text(texts[0])
+    with caplog.at_level(logging.WARNING, logger="bench.cache"):
+        assert cache.get_json("metric-values", first) is None
+        assert cache.get_json("metric-values", second) is None
+    assert len(caplog.records) == 2 and all("another key" in r.getMessage() for r in caplog.records)
+    assert not any(path.exists() for path in paths)
+    # an entry copied under the same key of another kind is refused too
+    cache.put_json("accuracy", first, {"values": [0.25]})
+    (tmp_path / "fit-reports" / "a1").mkdir(parents=True)
+    (tmp_path / "fit-reports" / "a1" / f"{first}.json").write_text(
+        (tmp_path / "accuracy" / "a1" / f"{first}.json").read_text()
+    )
+    assert cache.get_json("fit-reports", first) is None
+
+
+def test_a_folder_entry_moved_to_another_key_is_removed_and_rebuilt(tmp_path, caplog):
+    cache = Cache(tmp_path)
+    first, second = "b2" + "0" * 62, "b2" + "1" * 62
+    entry = cache.put_directory("models", first, lambda folder: (folder / "weights.txt").write_text("first"))
+    shutil.copytree(entry, tmp_path / "models" / "b2" / second)
+    with caplog.at_level(logging.WARNING, logger="bench.cache"):
+        assert cache.get_directory("models", second) is None
+    assert "another key" in caplog.text and not (tmp_path / "models" / "b2" / second).exists()
+    assert cache.get_directory("models", first) == entry  # the original stays valid
+
+
+def test_entries_with_a_digest_of_their_content_only_are_still_read(tmp_path, caplog):
+    """Entries written before the digest bound the key (a sha256 of the value's text alone, or of a
+    folder's files) are read, and still checked against their content."""
+    key = "c3" + "0" * 62
+    value_text = json.dumps({"values": [0.25, 0.5]})
+    digest = hashlib.sha256(value_text.encode()).hexdigest()
+    path = tmp_path / "metric-values" / "c3" / f"{key}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(f'{{"bench-cache-digest": "{digest}", "value": {value_text}}}')
+    folder = tmp_path / "models" / "c3" / key
+    folder.mkdir(parents=True)
+    (folder / "weights.txt").write_text("old")
+    (folder / cache_module.DIGEST_FILE).write_text(json.dumps({"sha256": cache_module._tree_digest(folder)}))
+    cache = Cache(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="bench.cache"):
+        assert cache.get_json("metric-values", key) == {"values": [0.25, 0.5]}
+        assert cache.get_directory("models", key) == folder
+        assert cache.put_directory("models", key, lambda path: None) == folder  # kept, not rebuilt
+    assert not caplog.records
+    path.write_text(path.read_text().replace("0.25", "0.95"))
+    assert cache.get_json("metric-values", key) is None and not path.exists()
+
+
+def test_a_run_after_two_cells_cached_values_were_swapped_records_the_right_values(write_suite, tmp_path):
+    path = write_suite(
+        tiny_suite_text(EXPLAINERS, "\n  - name: comprehensiveness\n    params: {bins: [10, 50]}")
+    )
+    cache = tmp_path / "cache"
+    options = RunOptions(results_dir=tmp_path / "results", cache_dir=cache, progress=False, resume=False)
+    store = Store(tmp_path / "results")
+    first = Runner(load_suite(path, get_registry()), options).run()
+    entries = sorted((cache / "metric-values").rglob("*.json"))
+    assert len(entries) == 2
+    texts = [entry.read_text() for entry in entries]
+    entries[0].write_text(texts[1])
+    entries[1].write_text(texts[0])
+
+    second = Runner(load_suite(path, get_registry()), options).run()
+    assert not second.failed
+    assert store.log_path(second.run_id).read_text().count("copied from another key") == 2
+    measured = {
+        run: sorted((r["explainer"], r["example_id"], r["value"]) for r in store.records(run))
+        for run in (first.run_id, second.run_id)
+    }
+    assert len(measured[first.run_id]) == 2 * 6 and measured[first.run_id] == measured[second.run_id]
+    assert len({value for _, _, value in measured[second.run_id]}) > 1
 
 
 def test_a_cached_model_with_negated_weights_is_rebuilt_and_the_records_do_not_change(write_suite, tmp_path):

@@ -390,6 +390,67 @@ def test_a_cell_with_some_undefined_values_shows_how_many_next_to_n(write_suite,
     assert line.endswith(" n=4 (2 undefined) |")
 
 
+def stored_comprehensiveness_run(write_suite, tmp_path) -> tuple[Store, str]:
+    """A store holding one finished comprehensiveness cell (declared range [-1, 1]), recorded directly."""
+    metrics = "\n  - name: comprehensiveness\n    params: {bins: [10, 50]}"
+    loaded = load_suite(
+        write_suite(suite_text(explainers="\n  - name: random", metrics=metrics)), get_registry()
+    )
+    [cell] = expand(loaded)
+    store = Store(tmp_path / "results")
+    store.create_run("run", loaded.suite, loaded.hash, loaded.path, loaded.text, "cpu", None, {}, {})
+    values = [0.5, float("nan"), -0.25, 0.1, 1.0, 0.75]
+    store.record_cell("run", cell, [f"ex{i}" for i in range(6)], values, 0.0)
+    return store, cell.id
+
+
+def bench_report(monkeypatch, capsys, store: Store) -> tuple[int, str, str]:
+    """``bench report --results <store> --format md`` in this process, as the console script runs it."""
+    from harness import cli
+
+    monkeypatch.setattr(
+        sys, "argv", ["bench", "report", "--results", str(store.results_dir), "--format", "md"]
+    )
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "stored, why",
+    [("abc", "not a number"), (99.0, "outside the metric's declared range"), (math.inf, "not finite")],
+    ids=["text", "out-of-range", "inf"],
+)
+def test_a_report_refuses_a_stored_value_the_harness_never_records(
+    write_suite, tmp_path, monkeypatch, capsys, stored, why
+):
+    """A value changed in the results store after the run (text, outside the cell's stored range, or
+    infinite) is never shown, as a mean, a best or an undefined count: the report is one error naming the
+    run, the cell, the example and the value, and what to do, with exit code 2."""
+    store, cell_id = stored_comprehensiveness_run(write_suite, tmp_path)
+    with closing(sqlite3.connect(store.path)) as db, db:
+        db.execute("UPDATE records SET value=? WHERE example_id='ex3'", (stored,))
+
+    code, out, err = bench_report(monkeypatch, capsys, store)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for fragment in ("run run", f"cell {cell_id}", "'ex3'", repr(stored), why, "--new-run"):
+        assert fragment in lines[0], lines[0]
+    assert "0.1" not in out and "99" not in out
+    with pytest.raises(BenchError, match=why):
+        Report.build(store, "run")
+
+
+def test_a_report_of_stored_values_inside_their_range_is_unchanged(
+    write_suite, tmp_path, monkeypatch, capsys
+):
+    store, _ = stored_comprehensiveness_run(write_suite, tmp_path)
+    code, out, err = bench_report(monkeypatch, capsys, store)
+    assert code in (0, None) and not err.strip()
+    assert "n=5 (1 undefined)" in out
+
+
 # -- 8. user strings are shown as written ----------------------------------------------------------
 
 

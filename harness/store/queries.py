@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import closing
 
+from harness.boundary import RANGE_TOLERANCE
 from harness.errors import BenchError
 from harness.store.schema import Database
 
@@ -13,6 +15,50 @@ CRASHED = "crashed"
 """The status a run stored as ``running`` is read with when no process holds its lock: its process
 ended without recording how (killed, crashed, the machine stopped). ``bench run`` resumes it, as an
 ``interrupted`` one."""
+
+
+def stored_value_problem(value, value_range: tuple) -> str | None:
+    """What is wrong with a record's stored value (or reference value), or None: it must be NULL
+    (undefined) or a finite number inside its cell's stored ``value_range`` (low, high; None for an open
+    end), to ``RANGE_TOLERANCE``, as the harness checks every value before it records it
+    (``harness.boundary.values_problem``).
+
+    Anything else was put there after the run: a report refuses it rather than leave it out or show it.
+    Shown, it would be a mean or a column's best that no measurement gave; left out, the table would
+    show a number over other examples than those measured, and nothing proves the values still in
+    range were not changed too. So a report of such a store is one error naming the record and what to
+    do (exit code 2), never a table."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"which is not a number (a {type(value).__name__})"
+    if not math.isfinite(value):
+        return "which is not finite"
+    low, high = value_range
+    if (low is not None and value < low - RANGE_TOLERANCE * max(1.0, abs(low))) or (
+        high is not None and value > high + RANGE_TOLERANCE * max(1.0, abs(high))
+    ):
+        return f"outside the metric's declared range [{low}, {high}]"
+    return None
+
+
+def _stored_range(text: str | None) -> tuple:
+    """A cell's stored ``value_range`` (JSON [low, high], null for an open end; null: unbounded) as
+    (low, high); a ``BenchError`` for anything else."""
+    try:
+        parsed = json.loads(text or "null") or [None, None]
+    except ValueError:
+        parsed = text
+    if not (
+        isinstance(parsed, list)
+        and len(parsed) == 2
+        and all(b is None or (isinstance(b, int | float) and not isinstance(b, bool)) for b in parsed)
+    ):
+        raise BenchError(
+            f"a cell of the results store has the value range {text!r}, not [low, high]: the store was "
+            "changed after the run wrote it; run the suite again (bench run SUITE --new-run)"
+        )
+    return tuple(parsed)
 
 
 class Queries(Database):
@@ -168,8 +214,18 @@ class Queries(Database):
         for row in rows:
             text = row["value_range"]
             if text not in ranges:
-                ranges[text] = tuple(json.loads(text or "null") or (None, None))
+                ranges[text] = _stored_range(text)
             row["value_range"] = ranges[text]
+            for field in ("value", "reference_value"):
+                problem = stored_value_problem(row[field], row["value_range"])
+                if problem is not None:
+                    raise BenchError(
+                        f"run {run_id}: cell {row['cell_id']} ({row['explainer_label']!r} × "
+                        f"{row['metric_label']!r}) stores the {field.replace('_', ' ')} {row[field]!r} for "
+                        f"example {row['example_id']!r}, {problem}: the harness never records such a value, "
+                        "so the results store was changed after the run wrote it; no report is made from "
+                        "it. Run the suite again (bench run SUITE --new-run) or restore the results folder"
+                    )
         return rows
 
     def curves(self, run_id: str) -> Iterator[dict]:

@@ -20,7 +20,8 @@ from harness.errors import BenchError
 
 
 def _number(value: float | None) -> float | None:
-    """A value as stored: NULL for undefined (NaN); ±inf stays, and the report counts it as undefined."""
+    """A value as stored: NULL for undefined (NaN). The harness records only checked values, finite or
+    NaN (``harness.boundary.values_problem``); a report refuses any other (``stored_value_problem``)."""
     return None if value is None or value != value else float(value)
 
 
