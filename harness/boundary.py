@@ -17,7 +17,7 @@ stored number): an explanation's stated ``seconds`` (``seconds_problem``), a met
 (``values_problem``: finite or NaN, inside the declared ``range``). The explain stage checks scores for
 shape and finiteness itself. An explanation that scores every token alike (``is_degenerate``) is not
 refused, since a model may truly give an example nothing to tell apart, but it ranks no unit above
-another: a metric that ranks units (``Metric.ranks_units``) is undefined on it, NaN with a note counting
+another (alike in |score| is enough for a metric ranking by |score|, ``Metric.score_order_for``): a metric that ranks units (``Metric.ranks_units``) is undefined on it, NaN with a note counting
 such examples (``undefined_where_degenerate``), where it would otherwise score the text's order.
 """
 
@@ -32,6 +32,7 @@ import torch
 
 from harness.attribution import Attribution
 from harness.classifier import Encoding
+from harness.plugin import ScoreOrder
 
 # A metric value may pass its declared bound by this much, relative to the bound (absolute under 1):
 # metrics compute in float64 from float32 model outputs (relative rounding 6e-8 per operation), so a
@@ -112,12 +113,15 @@ def values_problem(
     return None
 
 
-def is_degenerate(attribution: Attribution) -> bool:
+def is_degenerate(attribution: Attribution, order: ScoreOrder | None = None) -> bool:
     """Whether the attribution scores every real token alike, with two or more of them: it ranks no unit
     above another, so a ranking read from it is the text's order (ties keep it), not the explainer's. One
-    real token is no ranking to make, and is not degenerate."""
+    real token is no ranking to make, and is not degenerate. Alike in the order the metric ranks by
+    (``Metric.score_order_for``): by |score| for "absolute" (+1, −1, +1 ties every unit), else by score."""
     real = np.asarray(attribution.segments) >= 0
     scores = np.asarray(attribution.scores, dtype=np.float64)[real]
+    if order == "absolute":
+        scores = np.abs(scores)
     return len(scores) > 1 and bool((scores == scores[0]).all())
 
 
@@ -125,17 +129,20 @@ def undefined_where_degenerate(
     values: Sequence[float],
     attributions: Sequence[Attribution],
     reference: Sequence[Attribution] | None = None,
+    order: ScoreOrder | None = None,
 ) -> tuple[list[float], str | None]:
-    """The values of a metric that ranks units (``Metric.ranks_units``), NaN where the example's
-    attribution, or its reference's (a metric comparing two cells), is degenerate (``is_degenerate``),
-    with the note saying how many; the values as they are, and None, where none is."""
-    degenerate = {a.example_id for a in (*attributions, *(reference or ())) if is_degenerate(a)}
+    """The values of a metric that ranks units (``Metric.ranks_units``) in ``order`` (its
+    ``score_order_for``), NaN where the example's attribution, or its reference's (a metric comparing two
+    cells), is degenerate in that order (``is_degenerate``), with the note saying how many; the values as
+    they are, and None, where none is."""
+    degenerate = {a.example_id for a in (*attributions, *(reference or ())) if is_degenerate(a, order)}
     undefined = [a.example_id in degenerate for a in attributions]
     count = sum(undefined)
     if not count:
         return list(values), None
     note = (
-        f"{count} of {len(attributions)} examples explained by scores equal on every token "
+        f"{count} of {len(attributions)} examples explained by scores equal "
+        f"{'in |score| ' if order == 'absolute' else ''}on every token "
         f"{'(in this cell or its reference) ' if reference is not None else ''}are undefined (NaN): such "
         "an explanation ranks no unit above another, and scoring it would score the text's order"
     )

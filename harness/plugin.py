@@ -534,7 +534,7 @@ class Metric(Plugin, ABC):
       report pairs a student with its teacher only on metrics in the student's order.
     - ``ranks_units``: the metric's values follow from the order an explanation ranks its units in (every
       removal metric, ``harness.RemovalMetric``, sets it). An explanation scoring every token alike
-      ranks none above another, so on it such a metric would score the text's order (ties keep it), not
+      (alike in |score| for a metric whose ``score_order_for`` is "absolute") ranks none above another, so on it such a metric would score the text's order (ties keep it), not
       the explainer's: the harness makes that example's value NaN, with a note counting such examples
       (``harness.boundary``), whether the metric computed it or its value was cached.
 

@@ -580,7 +580,10 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
     values, notes = cached["values"], cached["notes"]
     if metric.cls.ranks_units:
         values, note = undefined_where_degenerate(
-            values, explained.attributions, None if reference is None else reference.attributions
+            values,
+            explained.attributions,
+            None if reference is None else reference.attributions,
+            metric.cls.score_order_for(metric.params),
         )
         notes = notes if note is None else [*notes, note]
     return Scored(

@@ -10,6 +10,7 @@ explainers); the suites run on the serial executor, where every stage shares one
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -83,6 +84,16 @@ class Constant(Explainer):
         return torch.zeros(encoding.input_ids.shape)
 
 
+class AlternatingSigns(Explainer):
+    """+1, −1, +1, … on every token: equal in |score| everywhere, so it ranks nothing by |score|."""
+
+    name: ClassVar[str] = "alternating-signs"
+
+    def explain(self, classifier, encoding, targets):
+        signs = 1.0 - 2.0 * (torch.arange(encoding.input_ids.shape[1]) % 2).float()
+        return signs.expand(encoding.input_ids.shape).clone()
+
+
 class StatedSeconds(Explainer):
     """Positions, with the cost ``seconds`` (a class attribute each test sets) stated for every example."""
 
@@ -127,6 +138,7 @@ BOUNDARY_PLUGINS = (
     MaskingInPlace,
     NumpyScores,
     Constant,
+    AlternatingSigns,
     StatedSeconds,
     ReversesScores,
     Constantly,
@@ -309,6 +321,30 @@ def test_an_explanation_scoring_every_token_alike_is_undefined_for_removal_metri
     assert not any("equal on every token" in n for n in notes[("constant", "runtime")])
 
 
+def test_scores_equal_in_magnitude_are_undefined_for_metrics_ranking_by_magnitude_only(tmp_path):
+    by_magnitude = (
+        "\n  - name: delta-log-odds\n    params: {select: absolute}"
+        "\n  - name: prediction-agreement\n    params: {order: absolute}"
+    )
+    by_score = "\n  - name: prediction-agreement\n    params: {order: signed}"
+    store, result = run(tmp_path, entries("alternating-signs"), by_magnitude + by_score)
+    assert not result.failed, result.failed
+    cells = store.cells(result.run_id)
+    assert len(cells) == 3
+    for cell in cells:
+        params = json.loads(cell["metric_params"])
+        stored = [
+            r["value"]
+            for r in store.records(result.run_id)
+            if (r["metric"], r["metric_params"]) == (cell["metric"], params)
+        ]
+        absolute = '"absolute"' in cell["metric_params"]
+        assert len(stored) == 6
+        assert all((v is None or math.isnan(v)) == absolute for v in stored), (cell["metric_params"], stored)
+        flagged = [note for note in cell["notes"] if "equal in |score| on every token" in note]
+        assert len(flagged) == absolute, (cell["metric_params"], cell["notes"])
+
+
 def attribution_with(scores: list[float], segments: list[int], example_id: str = "x") -> Attribution:
     n = len(scores)
     return Attribution(
@@ -333,6 +369,13 @@ def test_degenerate_means_every_real_token_alike_with_two_or_more_of_them():
     assert not is_degenerate(attribution_with([0.3, 0.3, 0.30001], [0, 0, 1]))
     assert not is_degenerate(attribution_with([5.0, 1.0, 5.0], [-1, 0, -1]))  # one real token: no ranking
     assert not is_degenerate(attribution_with([], []))
+
+
+def test_degenerate_by_magnitude_means_every_real_token_alike_in_absolute_value():
+    alternating = attribution_with([5.0, 1.0, -1.0, 1.0, -1.0, 5.0], [-1, 0, 0, 1, 1, -1])
+    assert is_degenerate(alternating, "absolute")
+    assert not is_degenerate(alternating, "signed") and not is_degenerate(alternating)
+    assert not is_degenerate(attribution_with([1.0, -2.0], [0, 0]), "absolute")
 
 
 def test_a_degenerate_reference_makes_its_example_undefined_too():
