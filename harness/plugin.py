@@ -14,6 +14,8 @@ Lifecycle (one module owns each arrow)::
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -582,6 +584,17 @@ class Metric(Plugin, ABC):
     def compute(self, data: MetricInput) -> Sequence[float] | MetricOutput: ...
 
 
+def _is_range(bounds: object) -> bool:
+    """Whether ``bounds`` is a metric's ``range`` the harness can check values against and store: a pair
+    of real numbers (not bools, not NaN; ±inf for an open end), low ≤ high."""
+    return (
+        isinstance(bounds, tuple)
+        and len(bounds) == 2
+        and all(isinstance(b, numbers.Real) and not isinstance(b, bool) and not math.isnan(b) for b in bounds)
+        and bounds[0] <= bounds[1]
+    )
+
+
 def metadata_problem(cls: type[Plugin]) -> str | None:
     """What a plugin class is missing for the harness to use it, or None."""
     name = getattr(cls, "name", None)
@@ -592,9 +605,11 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
             return f"metric '{name}' declares no 'family'"
         if getattr(cls, "direction", None) not in ("higher", "lower"):
             return f"metric '{name}' must declare direction 'higher' or 'lower'"
-        bounds = getattr(cls, "range", None)
-        if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
-            return f"metric '{name}' must declare range as (low, high)"
+        if not _is_range(getattr(cls, "range", None)):
+            return (
+                f"metric '{name}' must declare range as (low, high): two real numbers, low ≤ high, "
+                f"not NaN (±inf for an open end); it declares {getattr(cls, 'range', None)!r}"
+            )
         named = getattr(cls, "explainer_reference", None)
         if named is not None and named not in getattr(getattr(cls, "Params", None), "model_fields", {}):
             return f"metric '{name}' declares explainer_reference '{named}', which its Params do not have"
