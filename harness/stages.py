@@ -599,7 +599,16 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
 
 def _numbers(metric: PluginEntry, what: str, values) -> list[float]:
     """A metric's ``values`` (or ``reference_values``) as floats; a ``PluginError`` naming the metric for
-    anything that is not a number."""
+    anything that is not a number. Text is not a number even where ``float`` parses it ("0.5", b"nan"):
+    a metric returning it has a bug that a parse would hide. Python and numpy numbers (bools included,
+    e.g. an agreement's 1[...]) and one-element tensors are numbers."""
+    values = list(values)
+    text = next((value for value in values if isinstance(value, str | bytes | bytearray)), None)
+    if text is not None:
+        raise PluginError(
+            f"metric '{metric.name}' returned {what} that are not numbers ({text!r} is "
+            f"{type(text).__name__}, expected a number)"
+        )
     try:
         return [float(value) for value in values]
     except (TypeError, ValueError) as error:

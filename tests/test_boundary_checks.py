@@ -253,6 +253,26 @@ def test_a_metric_value_outside_its_range_or_infinite_fails_its_cell_naming_the_
     assert cell["status"] == "failed" and "metric 'constantly' returned" in cell["error"]
 
 
+@pytest.mark.parametrize("value", ["0.5", b"0.5", "nan"], ids=repr)
+def test_a_metric_value_given_as_text_fails_its_cell_naming_the_metric(tmp_path, monkeypatch, value):
+    monkeypatch.setattr(Constantly, "value", value)
+    store, result = run(tmp_path, entries("random"), entries("constantly", "runtime"))
+    assert failures(result) == {
+        ("random", "constantly"): f"metric 'constantly' returned values that are not numbers ({value!r} is "
+        f"{type(value).__name__}, expected a number)"
+    }
+    assert values(store, result.run_id, "random", "constantly") == {}
+    assert len(values(store, result.run_id, "random", "runtime")) == 6
+
+
+@pytest.mark.parametrize("value", [np.float32(0.5), np.int64(1), np.bool_(True), True, 0], ids=repr)
+def test_a_metric_value_of_any_python_or_numpy_number_is_stored_as_a_float(tmp_path, monkeypatch, value):
+    monkeypatch.setattr(Constantly, "value", value)
+    store, result = run(tmp_path, entries("random"), entries("constantly"))
+    assert not result.failed, result.failed
+    assert set(values(store, result.run_id, "random", "constantly").values()) == {float(value)}
+
+
 @pytest.mark.parametrize("value", [1.0 + RANGE_TOLERANCE / 2, -RANGE_TOLERANCE / 2, math.nan], ids=str)
 def test_a_value_at_the_edge_of_its_range_within_rounding_or_undefined_is_stored_as_it_is(
     tmp_path, monkeypatch, value
