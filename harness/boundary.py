@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from harness.attribution import Attribution
+from harness.attribution import LABEL_VALUES, Attribution
 from harness.classifier import Encoding
 from harness.plugin import ScoreOrder
 
@@ -84,12 +84,17 @@ def seconds_problem(seconds: torch.Tensor) -> str | None:
 
 def attribution_problem(attribution: Attribution) -> str | None:
     """What is wrong with a stored attribution (one read back from the cache, written perhaps before these
-    checks), or None: one score per token, finite on real tokens, and seconds finite and ≥ 0 or NaN."""
+    checks), or None: one score per token, finite on real tokens, labels (if any) among ``LABEL_VALUES``,
+    group scores (if any) finite, and seconds finite and ≥ 0 or NaN."""
     if len(attribution.scores) != len(attribution.input_ids):
         return f"{len(attribution.scores)} scores for {len(attribution.input_ids)} tokens"
     real = np.asarray(attribution.segments) >= 0
     if not np.isfinite(np.asarray(attribution.scores, dtype=np.float64)[real]).all():
         return "non-finite scores on real tokens"
+    if attribution.labels is not None and not set(attribution.labels) <= set(LABEL_VALUES):
+        return f"labels outside {LABEL_VALUES}"
+    if attribution.group_scores is not None and not np.isfinite(attribution.group_scores).all():
+        return "non-finite group_scores"
     return seconds_problem(torch.tensor([attribution.seconds], dtype=torch.float64))
 
 

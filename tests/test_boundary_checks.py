@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,6 +26,7 @@ from test_conformance import TopShare, Uniform, only
 from harness import Attribution, Explainer, Explanation, Metric, MetricInput, MetricOutput
 from harness.boundary import (
     RANGE_TOLERANCE,
+    attribution_problem,
     attributions_copy,
     encoding_copy,
     is_degenerate,
@@ -94,6 +96,24 @@ class AlternatingSigns(Explainer):
         return signs.expand(encoding.input_ids.shape).clone()
 
 
+class Labelled(Explainer):
+    """Positions, labelling every token ``label`` and putting all of them in group 0 scored
+    ``group_score`` (class attributes each test sets)."""
+
+    name: ClassVar[str] = "labelled"
+    label: ClassVar[object] = 1
+    group_score: ClassVar[float] = 0.5
+
+    def explain(self, classifier, encoding, targets):
+        shape = encoding.input_ids.shape
+        return Explanation(
+            _positions(encoding).clone(),
+            labels=torch.full(shape, self.label),
+            groups=torch.zeros(shape, dtype=torch.long),
+            group_scores=torch.full((shape[0], 1), self.group_score),
+        )
+
+
 class StatedSeconds(Explainer):
     """Positions, with the cost ``seconds`` (a class attribute each test sets) stated for every example."""
 
@@ -139,6 +159,7 @@ BOUNDARY_PLUGINS = (
     NumpyScores,
     Constant,
     AlternatingSigns,
+    Labelled,
     StatedSeconds,
     ReversesScores,
     Constantly,
@@ -322,6 +343,53 @@ def test_scores_that_are_not_a_tensor_fail_the_cell_naming_the_explainer(tmp_pat
             "runtime",
         ): "explainer 'numpy-scores' returned scores of type ndarray, expected a torch.Tensor"
     }
+
+
+@pytest.mark.parametrize(
+    ("label", "group_score", "problem"),
+    [
+        (math.nan, 0.5, "labels of dtype torch.float32, expected integers in -2..2"),
+        (99, 0.5, "label 99, expected one of (-2, -1, 0, 1, 2) (0: neutral)"),
+        (2, math.inf, "non-finite group_scores (inf), expected finite numbers"),
+    ],
+    ids=["nan-labels", "label-99", "inf-group-score"],
+)
+def test_labels_outside_the_label_values_or_infinite_group_scores_fail_the_explainers_cells(
+    tmp_path, monkeypatch, label, group_score, problem
+):
+    monkeypatch.setattr(Labelled, "label", label)
+    monkeypatch.setattr(Labelled, "group_score", group_score)
+    store, result = run(tmp_path, entries("labelled", "random"), entries("runtime"))
+    assert failures(result) == {("labelled", "runtime"): f"explainer 'labelled' returned {problem}"}
+    assert values(store, result.run_id, "labelled", "runtime") == {}
+    assert not [a for a in store.attributions(result.run_id) if a["explainer"] == "labelled"]
+    assert len(values(store, result.run_id, "random", "runtime")) == 6
+
+
+def test_labels_among_the_label_values_and_group_scores_padded_by_trailing_nan_only_pass():
+    shape = (2, 3)
+    labels = torch.tensor([[-2, -1, 0], [1, 2, 0]])
+    groups = torch.tensor([[0, 1, -1], [0, 0, -1]])
+    padded = torch.tensor([[0.5, -1.0], [0.25, math.nan]])
+    assert (
+        Explanation(torch.zeros(shape), labels=labels, groups=groups, group_scores=padded).problem(shape)
+        is None
+    )
+    inner_nan = torch.tensor([[math.nan, 1.0], [0.25, math.nan]])
+    assert Explanation(torch.zeros(shape), groups=groups, group_scores=inner_nan).problem(shape) == (
+        "group_scores with NaN before a number, expected NaN only as a row's trailing padding"
+    )
+
+
+def test_a_cached_attribution_with_labels_outside_the_label_values_or_infinite_group_scores_is_refused():
+    attribution = attribution_with([1.0, 2.0], [0, 0])
+    assert attribution_problem(attribution) is None
+    assert attribution_problem(replace(attribution, labels=[0, -9223372036854775808])) == (
+        "labels outside (-2, -1, 0, 1, 2)"
+    )
+    assert attribution_problem(
+        replace(attribution, labels=[0, 2], groups=[0, 0], group_scores=[math.inf])
+    ) == ("non-finite group_scores")
 
 
 # -- degenerate explanations -----------------------------------------------------------------------------
