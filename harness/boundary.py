@@ -118,6 +118,27 @@ def values_problem(
     return None
 
 
+def curves_problem(curves: Sequence, example_ids: Sequence[str]) -> str | None:
+    """What is wrong with the curves a metric returned, one per example of ``example_ids``, or None: each
+    a dict from names (``"x"``, ``"y"``...) to lists of Python numbers (what JSON stores), each finite or
+    NaN (a point where the metric is undefined, e.g. an example with no removable unit). Text and
+    infinities would be stored and exported as they are (``bench export --curves``)."""
+    for curve, example_id in zip(curves, example_ids, strict=True):
+        where = f"curve for example {example_id!r}"
+        if not isinstance(curve, dict):
+            return f"{where} of type {type(curve).__name__}, expected a dict of named lists of numbers"
+        for name, points in curve.items():
+            if not isinstance(name, str) or not isinstance(points, list | tuple):
+                return f"{where}: {name!r} → {type(points).__name__}, expected a name and a list of numbers"
+            for point in points:
+                if not isinstance(point, int | float) or math.isinf(point):
+                    return (
+                        f"{where}: {name!r} holds {point!r}, expected finite Python ints or floats "
+                        "(NaN where the metric is undefined; .tolist() converts numpy's)"
+                    )
+    return None
+
+
 def is_degenerate(attribution: Attribution, order: ScoreOrder | None = None) -> bool:
     """Whether the attribution scores every real token alike, with two or more of them: it ranks no unit
     above another, so a ranking read from it is the text's order (ties keep it), not the explainer's. One

@@ -510,7 +510,8 @@ class MetricOutput:
 
     - ``values``: one value per attribution, in order; NaN where the metric is undefined for that example.
     - ``curves``: for curve metrics, the curve behind each value (for example
-      ``{"x": [fractions removed], "y": [probabilities]}``), stored alongside the records.
+      ``{"x": [fractions removed], "y": [probabilities]}``), stored alongside the records: a dict of
+      named lists of numbers, each finite, or NaN at a point where the metric is undefined.
     - ``units``: the independent measurement each value belongs to, when values are not independent per
       example (``runtime`` is measured once per explained batch: every example of a batch gets the batch's
       unit, e.g. ``"batch 3"``). Statistics resample and pair units, not examples. ``None``: each example
@@ -573,8 +574,9 @@ class Metric(Plugin, ABC):
       (``harness.boundary``), whether the metric computed it or its value was cached.
 
     What the harness checks of every metric: one value per attribution, each a number, NaN (undefined)
-    or finite and inside ``range`` (to ``harness.boundary.RANGE_TOLERANCE`` for float rounding); a
-    violation fails the cell, naming the metric, and nothing of it is cached or stored. A metric is
+    or finite and inside ``range`` (to ``harness.boundary.RANGE_TOLERANCE`` for float rounding), and
+    each curve a dict of named lists of numbers, finite or NaN (``curves_problem``); a violation fails the
+    cell, naming the metric, and nothing of it is cached or stored. A metric is
     handed copies of the attributions: what it changes in them, no other metric and not the store sees.
     """
 

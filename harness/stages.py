@@ -37,6 +37,7 @@ from harness.attribution import Attribution, aggregate_words, attributions_from_
 from harness.boundary import (
     attribution_problem,
     attributions_copy,
+    curves_problem,
     encoding_copy,
     seconds_problem,
     undefined_where_degenerate,
@@ -575,6 +576,9 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
         )
         if problem is not None:
             raise PluginError(f"metric '{metric.name}' returned {problem}; its values are not stored")
+    problem = None if cached["curves"] is None else curves_problem(cached["curves"], example_ids)
+    if problem is not None:
+        raise PluginError(f"metric '{metric.name}' returned a {problem}; its values are not stored")
     if computed:
         workspace.cache.put_json("metric-values", key, cached)
     values, notes = cached["values"], cached["notes"]

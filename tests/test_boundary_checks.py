@@ -153,6 +153,20 @@ class Constantly(Metric):
         return MetricOutput([self.value] * len(data.attributions), notes=["a note"])
 
 
+class Curving(Metric):
+    """Value 0.5 for every example, each with the curve ``curve`` (a class attribute each test sets)."""
+
+    name: ClassVar[str] = "curving"
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    curve: ClassVar[object] = {"x": [0, 1], "y": [0.5, 0.25]}
+
+    def compute(self, data: MetricInput):
+        n = len(data.attributions)
+        return MetricOutput([0.5] * n, curves=[self.curve] * n, notes=["a note"])
+
+
 BOUNDARY_PLUGINS = (
     Positions,
     MaskingInPlace,
@@ -163,6 +177,7 @@ BOUNDARY_PLUGINS = (
     StatedSeconds,
     ReversesScores,
     Constantly,
+    Curving,
 )
 
 
@@ -314,6 +329,40 @@ def test_values_problem_names_the_example_and_the_range():
         == "value 1.5 for example 'b', outside its declared range [0.0, 1.0]"
     )
     assert "must be finite" in values_problem(Constantly, [math.inf, 0.5, 0.5], ids)
+
+
+@pytest.mark.parametrize(
+    ("curve", "problem"),
+    [
+        ({"x": [0, math.inf], "y": [0.5, 0.5]}, "'x' holds inf"),
+        ({"x": [0, 1], "y": ["a", math.nan]}, "'y' holds 'a'"),
+        ({"x": [0, 1], "y": [b"0.5", 0.5]}, "'y' holds b'0.5'"),
+        ({"x": [0, 1], "y": [-math.inf, 0.5]}, "'y' holds -inf"),
+        ({"x": [0, 1], "y": [np.float32(0.5), 0.5]}, "'y' holds np.float32(0.5)"),
+        ({"x": 0.5}, "'x' → float, expected a name and a list of numbers"),
+        ([[0, 1], [0.5, 0.5]], "of type list, expected a dict of named lists of numbers"),
+    ],
+    ids=["inf", "text", "bytes", "minus-inf", "numpy-float32", "not-a-list", "not-a-dict"],
+)
+def test_a_curve_holding_anything_but_finite_numbers_or_nan_fails_its_cell_naming_the_metric(
+    tmp_path, monkeypatch, curve, problem
+):
+    monkeypatch.setattr(Curving, "curve", curve)
+    store, result = run(tmp_path, entries("random"), entries("curving", "runtime"))
+    assert list(failures(result)) == [("random", "curving")]
+    error = failures(result)[("random", "curving")]
+    assert error.startswith("metric 'curving' returned a curve for example ") and problem in error, error
+    assert values(store, result.run_id, "random", "curving") == {}
+    assert not [c for c in store.curves(result.run_id) if c["metric"] == "curving"]
+    assert len(values(store, result.run_id, "random", "runtime")) == 6
+
+
+def test_a_curve_of_finite_numbers_with_nan_where_undefined_is_stored(tmp_path, monkeypatch):
+    monkeypatch.setattr(Curving, "curve", {"x": [0, 1, 2], "y": [np.float64(0.5), math.nan, True]})
+    store, result = run(tmp_path, entries("random"), entries("curving"))
+    assert not result.failed, result.failed
+    curves = [c["curve"] for c in store.curves(result.run_id)]
+    assert len(curves) == 6 and curves[0]["x"] == [0, 1, 2] and math.isnan(curves[0]["y"][1])
 
 
 @pytest.mark.parametrize("seconds", [-0.25, math.inf, -math.inf])
