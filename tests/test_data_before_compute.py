@@ -85,6 +85,11 @@ def unpaired_surrogate(folder: Path) -> tuple[Path, list[str]]:
     return path, [f"{path}:6:", "field 'text'", "unpaired surrogate \\ud83d", "fix or remove it"]
 
 
+def blank_text(folder: Path) -> tuple[Path, list[str]]:
+    path = write_rows(folder / "data.jsonl", replaced(4, '{"id": "x", "text": "  \\u200b  ", "label": 1}'))
+    return path, [f"{path}:4:", "field 'text' is '  \\u200b  '", "give every example a text"]
+
+
 BAD_DATA = [
     missing_file,
     malformed_line,
@@ -95,6 +100,7 @@ BAD_DATA = [
     empty_file,
     duplicate_id,
     unpaired_surrogate,
+    blank_text,
 ]
 
 
