@@ -17,7 +17,7 @@ stored number): an explanation's stated ``seconds`` (``seconds_problem``), a met
 (``values_problem``: finite or NaN, inside the declared ``range``). The explain stage checks scores for
 shape and finiteness itself. An explanation that scores every token alike (``is_degenerate``) is not
 refused, since a model may truly give an example nothing to tell apart, but it ranks no unit above
-another: a metric that ranks units (``Metric.ranks_units``) is undefined on it, NaN with a note counting
+another (alike in |score| is enough for a metric ranking by |score|, ``Metric.score_order_for``): a metric that ranks units (``Metric.ranks_units``) is undefined on it, NaN with a note counting
 such examples (``undefined_where_degenerate``), where it would otherwise score the text's order.
 """
 
@@ -30,8 +30,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from harness.attribution import Attribution
+from harness.attribution import LABEL_VALUES, Attribution
 from harness.classifier import Encoding
+from harness.plugin import ScoreOrder
 
 # A metric value may pass its declared bound by this much, relative to the bound (absolute under 1):
 # metrics compute in float64 from float32 model outputs (relative rounding 6e-8 per operation), so a
@@ -83,12 +84,17 @@ def seconds_problem(seconds: torch.Tensor) -> str | None:
 
 def attribution_problem(attribution: Attribution) -> str | None:
     """What is wrong with a stored attribution (one read back from the cache, written perhaps before these
-    checks), or None: one score per token, finite on real tokens, and seconds finite and ≥ 0 or NaN."""
+    checks), or None: one score per token, finite on real tokens, labels (if any) among ``LABEL_VALUES``,
+    group scores (if any) finite, and seconds finite and ≥ 0 or NaN."""
     if len(attribution.scores) != len(attribution.input_ids):
         return f"{len(attribution.scores)} scores for {len(attribution.input_ids)} tokens"
     real = np.asarray(attribution.segments) >= 0
     if not np.isfinite(np.asarray(attribution.scores, dtype=np.float64)[real]).all():
         return "non-finite scores on real tokens"
+    if attribution.labels is not None and not set(attribution.labels) <= set(LABEL_VALUES):
+        return f"labels outside {LABEL_VALUES}"
+    if attribution.group_scores is not None and not np.isfinite(attribution.group_scores).all():
+        return "non-finite group_scores"
     return seconds_problem(torch.tensor([attribution.seconds], dtype=torch.float64))
 
 
@@ -112,12 +118,36 @@ def values_problem(
     return None
 
 
-def is_degenerate(attribution: Attribution) -> bool:
+def curves_problem(curves: Sequence, example_ids: Sequence[str]) -> str | None:
+    """What is wrong with the curves a metric returned, one per example of ``example_ids``, or None: each
+    a dict from names (``"x"``, ``"y"``...) to lists of Python numbers (what JSON stores), each finite or
+    NaN (a point where the metric is undefined, e.g. an example with no removable unit). Text and
+    infinities would be stored and exported as they are (``bench export --curves``)."""
+    for curve, example_id in zip(curves, example_ids, strict=True):
+        where = f"curve for example {example_id!r}"
+        if not isinstance(curve, dict):
+            return f"{where} of type {type(curve).__name__}, expected a dict of named lists of numbers"
+        for name, points in curve.items():
+            if not isinstance(name, str) or not isinstance(points, list | tuple):
+                return f"{where}: {name!r} → {type(points).__name__}, expected a name and a list of numbers"
+            for point in points:
+                if not isinstance(point, int | float) or math.isinf(point):
+                    return (
+                        f"{where}: {name!r} holds {point!r}, expected finite Python ints or floats "
+                        "(NaN where the metric is undefined; .tolist() converts numpy's)"
+                    )
+    return None
+
+
+def is_degenerate(attribution: Attribution, order: ScoreOrder | None = None) -> bool:
     """Whether the attribution scores every real token alike, with two or more of them: it ranks no unit
     above another, so a ranking read from it is the text's order (ties keep it), not the explainer's. One
-    real token is no ranking to make, and is not degenerate."""
+    real token is no ranking to make, and is not degenerate. Alike in the order the metric ranks by
+    (``Metric.score_order_for``): by |score| for "absolute" (+1, −1, +1 ties every unit), else by score."""
     real = np.asarray(attribution.segments) >= 0
     scores = np.asarray(attribution.scores, dtype=np.float64)[real]
+    if order == "absolute":
+        scores = np.abs(scores)
     return len(scores) > 1 and bool((scores == scores[0]).all())
 
 
@@ -125,17 +155,20 @@ def undefined_where_degenerate(
     values: Sequence[float],
     attributions: Sequence[Attribution],
     reference: Sequence[Attribution] | None = None,
+    order: ScoreOrder | None = None,
 ) -> tuple[list[float], str | None]:
-    """The values of a metric that ranks units (``Metric.ranks_units``), NaN where the example's
-    attribution, or its reference's (a metric comparing two cells), is degenerate (``is_degenerate``),
-    with the note saying how many; the values as they are, and None, where none is."""
-    degenerate = {a.example_id for a in (*attributions, *(reference or ())) if is_degenerate(a)}
+    """The values of a metric that ranks units (``Metric.ranks_units``) in ``order`` (its
+    ``score_order_for``), NaN where the example's attribution, or its reference's (a metric comparing two
+    cells), is degenerate in that order (``is_degenerate``), with the note saying how many; the values as
+    they are, and None, where none is."""
+    degenerate = {a.example_id for a in (*attributions, *(reference or ())) if is_degenerate(a, order)}
     undefined = [a.example_id in degenerate for a in attributions]
     count = sum(undefined)
     if not count:
         return list(values), None
     note = (
-        f"{count} of {len(attributions)} examples explained by scores equal on every token "
+        f"{count} of {len(attributions)} examples explained by scores equal "
+        f"{'in |score| ' if order == 'absolute' else ''}on every token "
         f"{'(in this cell or its reference) ' if reference is not None else ''}are undefined (NaN): such "
         "an explanation ranks no unit above another, and scoring it would score the text's order"
     )

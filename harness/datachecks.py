@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from harness.data import Example, TextDataset
 from harness.errors import BenchError, PluginError
+from harness.inert import without_format_characters
 from harness.plugin import Dataset
 
 if TYPE_CHECKING:
@@ -240,7 +241,8 @@ def _problems_of(example: Example, is_pair: bool, classes: int) -> list[tuple[st
         problems.append(("labels", f"field 'label' is {label!r}, not a class id 0..{classes - 1}; fix it"))
     texts = [("text", example.text)] + ([("text_pair", example.text_pair)] if is_pair else [])
     for field, text in texts:
-        if not isinstance(text, str) or not text.strip():
+        # Blank: nothing but whitespace and format characters (a zero-width space shows as nothing).
+        if not isinstance(text, str) or not without_format_characters(text).strip():
             problems.append(("texts", f"field '{field}' is {text!r}; give every example a text"))
     if not is_pair and example.text_pair is not None:
         problems.append(("pairs", "field 'text_pair' is set in a dataset of single texts; drop it"))

@@ -12,26 +12,60 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
-# Characters that change how a terminal shows what follows rather than showing themselves: C0 and C1
-# controls and DEL (escape sequences, carriage return, backspace, bell), line and paragraph separators,
-# and the bidirectional embeddings, overrides and isolates ("Trojan source").
-_BIDI = {*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C}
-_INVISIBLE = {
-    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    for code in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *sorted(_BIDI))
-}
-_INVISIBLE.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
-# The same characters as JSON escapes them: ``json.dumps`` escapes C0 itself, not DEL, C1, the separators
-# or the bidirectional controls.
-_JSON_INVISIBLE = {code: f"\\u{code:04x}" for code in _INVISIBLE if code >= 0x20}
+# Characters that change how a terminal shows what follows rather than showing themselves, or show
+# nothing at all: C0 and C1 controls and DEL (escape sequences, carriage return, backspace, bell: Unicode
+# category Cc), line and paragraph separators (Zl, Zp), and the format characters (Cf): the bidirectional
+# embeddings, overrides and isolates ("Trojan source"), and the zero-width ones (U+200B zero-width space,
+# U+200D joiner, U+2060 word joiner, U+FEFF, the soft hyphen U+00AD...), with which "random\u200b" shows
+# as "random", a second label a reader cannot tell from the first.
+_ACTING = ("Cc", "Cf", "Zl", "Zp")
+_SHORT = {ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"}
+
+
+class _Escapes(dict):
+    """A ``str.translate`` table from each acting character (``_ACTING``) to an escape, built as text is
+    translated (a table of every code point would cost its import a second): ``short`` where given,
+    else ``\\xXX`` under U+0100 and ``\\uXXXX`` (``\\UXXXXXXXX`` beyond the BMP) above, or ``\\uXXXX``
+    for every one with ``as_json``. Other characters map to themselves."""
+
+    def __init__(self, short: dict[int, str], as_json: bool = False):
+        super().__init__(short)
+        self.as_json = as_json
+
+    def __missing__(self, code: int) -> str:
+        character = chr(code)
+        if unicodedata.category(character) not in _ACTING:
+            escape = character
+        elif self.as_json:  # beyond the BMP JSON escapes a surrogate pair, as json.dumps(ensure_ascii) does
+            escape = json.dumps(character)[1:-1]
+        elif code < 0x100:
+            escape = f"\\x{code:02x}"
+        else:
+            escape = f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+        self[code] = escape
+        return escape
+
+
+_INVISIBLE = _Escapes(_SHORT)
+# The same characters as JSON escapes them: ``json.dumps`` escapes C0 itself (what is left of C0 after it
+# is structure: the newlines and spaces of ``indent``), not DEL, C1, the separators or format characters.
+_JSON_INVISIBLE = _Escapes({code: chr(code) for code in range(0x20)}, as_json=True)
 
 
 def printable(text: object) -> str:
-    """``text`` as a terminal shows it literally: every control character written as its escape
-    (``\\x1b``, ``\\n``, ``\\u202e``), everything else as it is."""
+    """``text`` as a terminal shows it literally: every control, separator and format character written
+    as its escape (``\\x1b``, ``\\n``, ``\\u202e``, ``\\u200b``), everything else as it is."""
     return str(text).translate(_INVISIBLE)
+
+
+def without_format_characters(text: str) -> str:
+    """``text`` without its format characters (Unicode category Cf: zero-width spaces and joiners, the
+    byte order mark, bidirectional controls...), which a renderer that does not escape them (HTML, an
+    editor) shows as nothing: what a reader sees of ``text``, to tell two labels or a blank text apart."""
+    return "".join(character for character in text if unicodedata.category(character) != "Cf")
 
 
 def json_text(value: Any, **options: Any) -> str:

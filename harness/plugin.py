@@ -14,6 +14,8 @@ Lifecycle (one module owns each arrow)::
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -25,7 +27,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
-from harness.attribution import Attribution
+from harness.attribution import LABEL_VALUES, Attribution
 from harness.cache import Cache
 from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
@@ -287,13 +289,14 @@ class Explanation:
     at padding positions are dropped when stored, at special-token positions ignored.
 
     - ``scores`` (B, L) floats: the attribution, what metrics rank by.
-    - ``labels`` (B, L) integers: a discrete label per token, 0 neutral (e.g. L2E's sequence labelling,
-      Situ et al. 2021: -2..2), read by label-wise metrics (``iou-stability``).
+    - ``labels`` (B, L) integers: a discrete label per token, one of ``LABEL_VALUES`` (-2..2, 0 neutral:
+      L2E's sequence labelling, Situ et al. 2021), read by label-wise metrics (``iou-stability``), which
+      compare them with the labels of explainers that only score (``Attribution.discretised_labels``).
     - ``groups`` (B, L) integers: each token's group id within its example, -1 for none; ids are per
       example, and a group may hold tokens of both texts of a pair (GMASK's word groups, Chen et al. 2021,
       each word assigned to its most probable group).
     - ``group_scores`` (B, G) floats, only with ``groups``: the importance of group ids 0..G-1 (GMASK's
-      ψ); a row with fewer groups than G ends in NaN padding, dropped when stored.
+      ψ), finite; a row with fewer groups than G ends in NaN padding, dropped when stored.
     - ``extras`` {name: (B, L) floats}: further named scores per token (per-class scores, a second
       method's scores, soft group memberships...). Like ``scores`` they must be finite on real tokens,
       and an explainer with ``granularity: word`` has them aggregated per word the same way.
@@ -338,6 +341,10 @@ class Explanation:
                 return f"groups of dtype {self.groups.dtype}, expected integers"
             if self.groups.numel() and int(self.groups.min()) < -1:
                 return f"group id {int(self.groups.min())}, expected ≥ 0 (or -1: no group)"
+        if self.labels is not None:
+            problem = _labels_problem(self.labels)
+            if problem is not None:
+                return problem
         if self.group_scores is not None:
             if self.groups is None:
                 return "group_scores without groups"
@@ -352,7 +359,34 @@ class Explanation:
                     f"group_scores of shape {tuple(self.group_scores.shape)} for group ids up to "
                     f"{count - 1}, expected ({shape[0]}, ≥ {count}) (batch × groups)"
                 )
+            return _group_scores_problem(self.group_scores)
         return None
+
+
+def _labels_problem(labels: torch.Tensor) -> str | None:
+    """What is wrong with an explanation's labels (B, L), or None: integers, each one of
+    ``LABEL_VALUES``. Checked at every position, padding included, as group ids are."""
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        return f"labels of dtype {labels.dtype}, expected integers in {LABEL_VALUES[0]}..{LABEL_VALUES[-1]}"
+    unknown = labels[~torch.isin(labels, torch.tensor(LABEL_VALUES, device=labels.device))]
+    if unknown.numel():
+        return f"label {int(unknown[0])}, expected one of {LABEL_VALUES} (0: neutral)"
+    return None
+
+
+def _group_scores_problem(group_scores: torch.Tensor) -> str | None:
+    """What is wrong with an explanation's group scores (B, G), or None: finite, NaN only as a row's
+    trailing padding (a NaN before a number would be stored as that group's score)."""
+    if not group_scores.is_floating_point() or not group_scores.numel():
+        return None
+    values = group_scores.detach()
+    if torch.isinf(values).any():
+        return f"non-finite group_scores ({float(values[torch.isinf(values)][0])!r}), expected finite numbers"
+    nan = torch.isnan(values)
+    number_after = torch.flip(torch.cummax(torch.flip((~nan).int(), [1]), dim=1).values, [1]).bool()
+    if (nan & number_after).any():
+        return "group_scores with NaN before a number, expected NaN only as a row's trailing padding"
+    return None
 
 
 class LabelledScores(Explanation):
@@ -476,7 +510,8 @@ class MetricOutput:
 
     - ``values``: one value per attribution, in order; NaN where the metric is undefined for that example.
     - ``curves``: for curve metrics, the curve behind each value (for example
-      ``{"x": [fractions removed], "y": [probabilities]}``), stored alongside the records.
+      ``{"x": [fractions removed], "y": [probabilities]}``), stored alongside the records: a dict of
+      named lists of numbers, each finite, or NaN at a point where the metric is undefined.
     - ``units``: the independent measurement each value belongs to, when values are not independent per
       example (``runtime`` is measured once per explained batch: every example of a batch gets the batch's
       unit, e.g. ``"batch 3"``). Statistics resample and pair units, not examples. ``None``: each example
@@ -534,13 +569,14 @@ class Metric(Plugin, ABC):
       report pairs a student with its teacher only on metrics in the student's order.
     - ``ranks_units``: the metric's values follow from the order an explanation ranks its units in (every
       removal metric, ``harness.RemovalMetric``, sets it). An explanation scoring every token alike
-      ranks none above another, so on it such a metric would score the text's order (ties keep it), not
+      (alike in |score| for a metric whose ``score_order_for`` is "absolute") ranks none above another, so on it such a metric would score the text's order (ties keep it), not
       the explainer's: the harness makes that example's value NaN, with a note counting such examples
       (``harness.boundary``), whether the metric computed it or its value was cached.
 
     What the harness checks of every metric: one value per attribution, each a number, NaN (undefined)
-    or finite and inside ``range`` (to ``harness.boundary.RANGE_TOLERANCE`` for float rounding); a
-    violation fails the cell, naming the metric, and nothing of it is cached or stored. A metric is
+    or finite and inside ``range`` (to ``harness.boundary.RANGE_TOLERANCE`` for float rounding), and
+    each curve a dict of named lists of numbers, finite or NaN (``curves_problem``); a violation fails the
+    cell, naming the metric, and nothing of it is cached or stored. A metric is
     handed copies of the attributions: what it changes in them, no other metric and not the store sees.
     """
 
@@ -582,6 +618,17 @@ class Metric(Plugin, ABC):
     def compute(self, data: MetricInput) -> Sequence[float] | MetricOutput: ...
 
 
+def _is_range(bounds: object) -> bool:
+    """Whether ``bounds`` is a metric's ``range`` the harness can check values against and store: a pair
+    of real numbers (not bools, not NaN; ±inf for an open end), low ≤ high."""
+    return (
+        isinstance(bounds, tuple)
+        and len(bounds) == 2
+        and all(isinstance(b, numbers.Real) and not isinstance(b, bool) and not math.isnan(b) for b in bounds)
+        and bounds[0] <= bounds[1]
+    )
+
+
 def metadata_problem(cls: type[Plugin]) -> str | None:
     """What a plugin class is missing for the harness to use it, or None."""
     name = getattr(cls, "name", None)
@@ -592,9 +639,11 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
             return f"metric '{name}' declares no 'family'"
         if getattr(cls, "direction", None) not in ("higher", "lower"):
             return f"metric '{name}' must declare direction 'higher' or 'lower'"
-        bounds = getattr(cls, "range", None)
-        if not (isinstance(bounds, tuple) and len(bounds) == 2 and bounds[0] <= bounds[1]):
-            return f"metric '{name}' must declare range as (low, high)"
+        if not _is_range(getattr(cls, "range", None)):
+            return (
+                f"metric '{name}' must declare range as (low, high): two real numbers, low ≤ high, "
+                f"not NaN (±inf for an open end); it declares {getattr(cls, 'range', None)!r}"
+            )
         named = getattr(cls, "explainer_reference", None)
         if named is not None and named not in getattr(getattr(cls, "Params", None), "model_fields", {}):
             return f"metric '{name}' declares explainer_reference '{named}', which its Params do not have"

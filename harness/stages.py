@@ -37,6 +37,7 @@ from harness.attribution import Attribution, aggregate_words, attributions_from_
 from harness.boundary import (
     attribution_problem,
     attributions_copy,
+    curves_problem,
     encoding_copy,
     seconds_problem,
     undefined_where_degenerate,
@@ -603,12 +604,18 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
         )
         if problem is not None:
             raise PluginError(f"metric '{metric.name}' returned {problem}; its values are not stored")
+    problem = None if cached["curves"] is None else curves_problem(cached["curves"], example_ids)
+    if problem is not None:
+        raise PluginError(f"metric '{metric.name}' returned a {problem}; its values are not stored")
     if computed:
         workspace.cache.put_json("metric-values", key, cached)
     values, notes = cached["values"], cached["notes"]
     if metric.cls.ranks_units:
         values, note = undefined_where_degenerate(
-            values, explained.attributions, None if reference is None else reference.attributions
+            values,
+            explained.attributions,
+            None if reference is None else reference.attributions,
+            metric.cls.score_order_for(metric.params),
         )
         notes = notes if note is None else [*notes, note]
     return Scored(
@@ -624,7 +631,16 @@ def score(task: Task, inputs: dict, workspace: Workspace) -> Scored:
 
 def _numbers(metric: PluginEntry, what: str, values) -> list[float]:
     """A metric's ``values`` (or ``reference_values``) as floats; a ``PluginError`` naming the metric for
-    anything that is not a number."""
+    anything that is not a number. Text is not a number even where ``float`` parses it ("0.5", b"nan"):
+    a metric returning it has a bug that a parse would hide. Python and numpy numbers (bools included,
+    e.g. an agreement's 1[...]) and one-element tensors are numbers."""
+    values = list(values)
+    text = next((value for value in values if isinstance(value, str | bytes | bytearray)), None)
+    if text is not None:
+        raise PluginError(
+            f"metric '{metric.name}' returned {what} that are not numbers ({text!r} is "
+            f"{type(text).__name__}, expected a number)"
+        )
     try:
         return [float(value) for value in values]
     except (TypeError, ValueError) as error:

@@ -27,6 +27,7 @@ from pydantic import (
 
 from harness.entries import PluginEntry, device_twins
 from harness.errors import BenchError
+from harness.inert import without_format_characters
 from harness.plugin import VARIANT_PATTERN, canonical_variant
 from harness.registry import Registry, suggest
 
@@ -509,7 +510,8 @@ def load_suite(path: str | Path, registry: Registry, profile: str | None = None)
 
 def _check_distinct(entry, earlier: list, places: list[tuple], where: tuple, locator: _Locator) -> None:
     """Within a section, an entry is listed once and its label names only it: reports show labels, and
-    two entries with one label would read as one."""
+    two entries with one label, or with labels differing only in characters no renderer shows
+    (``without_format_characters``), would read as one."""
     for other, place in zip(earlier, places, strict=True):
         here = f"{_dotted(place)} (line {locator.line(place)})"
         if other == entry:
@@ -526,6 +528,13 @@ def _check_distinct(entry, earlier: list, places: list[tuple], where: tuple, loc
                 (*where, "label") if entry.spec.label else where,
                 f"label '{entry.label}' is also the label of {here}; labels are unique within a section: "
                 "set label: on one of them",
+            )
+        if without_format_characters(other.label) == without_format_characters(entry.label):
+            raise locator.fail(
+                (*where, "label") if entry.spec.label else where,
+                f"label {entry.label!r} reads as the label {other.label!r} of {here}: they differ only in "
+                "invisible format characters (zero-width, bidirectional); labels are unique within a "
+                "section as a reader sees them",
             )
 
 

@@ -1047,8 +1047,8 @@ def metric_findings(
     its reference."""
     findings: list[Finding] = []
     parsed = _params(metric, params, findings)
-    if parsed is None:
-        return findings
+    if parsed is None or any(finding.check == "metadata" for finding in findings):
+        return findings  # the registry refuses such a metric: its values could not be checked or stored
     dataset = dataset or kit_dataset(pairs="pairs" in metric.requires_for(parsed))
     classifier = classifier or KitClassifier(dataset)
     state = ModelState.of(classifier)

@@ -10,8 +10,10 @@ explainers); the suites run on the serial executor, where every stage shares one
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,6 +26,7 @@ from test_conformance import TopShare, Uniform, only
 from harness import Attribution, Explainer, Explanation, Metric, MetricInput, MetricOutput
 from harness.boundary import (
     RANGE_TOLERANCE,
+    attribution_problem,
     attributions_copy,
     encoding_copy,
     is_degenerate,
@@ -83,6 +86,34 @@ class Constant(Explainer):
         return torch.zeros(encoding.input_ids.shape)
 
 
+class AlternatingSigns(Explainer):
+    """+1, −1, +1, … on every token: equal in |score| everywhere, so it ranks nothing by |score|."""
+
+    name: ClassVar[str] = "alternating-signs"
+
+    def explain(self, classifier, encoding, targets):
+        signs = 1.0 - 2.0 * (torch.arange(encoding.input_ids.shape[1]) % 2).float()
+        return signs.expand(encoding.input_ids.shape).clone()
+
+
+class Labelled(Explainer):
+    """Positions, labelling every token ``label`` and putting all of them in group 0 scored
+    ``group_score`` (class attributes each test sets)."""
+
+    name: ClassVar[str] = "labelled"
+    label: ClassVar[object] = 1
+    group_score: ClassVar[float] = 0.5
+
+    def explain(self, classifier, encoding, targets):
+        shape = encoding.input_ids.shape
+        return Explanation(
+            _positions(encoding).clone(),
+            labels=torch.full(shape, self.label),
+            groups=torch.zeros(shape, dtype=torch.long),
+            group_scores=torch.full((shape[0], 1), self.group_score),
+        )
+
+
 class StatedSeconds(Explainer):
     """Positions, with the cost ``seconds`` (a class attribute each test sets) stated for every example."""
 
@@ -122,14 +153,31 @@ class Constantly(Metric):
         return MetricOutput([self.value] * len(data.attributions), notes=["a note"])
 
 
+class Curving(Metric):
+    """Value 0.5 for every example, each with the curve ``curve`` (a class attribute each test sets)."""
+
+    name: ClassVar[str] = "curving"
+    family: ClassVar[str] = "faithfulness"
+    direction: ClassVar[str] = "higher"
+    range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    curve: ClassVar[object] = {"x": [0, 1], "y": [0.5, 0.25]}
+
+    def compute(self, data: MetricInput):
+        n = len(data.attributions)
+        return MetricOutput([0.5] * n, curves=[self.curve] * n, notes=["a note"])
+
+
 BOUNDARY_PLUGINS = (
     Positions,
     MaskingInPlace,
     NumpyScores,
     Constant,
+    AlternatingSigns,
+    Labelled,
     StatedSeconds,
     ReversesScores,
     Constantly,
+    Curving,
 )
 
 
@@ -241,6 +289,26 @@ def test_a_metric_value_outside_its_range_or_infinite_fails_its_cell_naming_the_
     assert cell["status"] == "failed" and "metric 'constantly' returned" in cell["error"]
 
 
+@pytest.mark.parametrize("value", ["0.5", b"0.5", "nan"], ids=repr)
+def test_a_metric_value_given_as_text_fails_its_cell_naming_the_metric(tmp_path, monkeypatch, value):
+    monkeypatch.setattr(Constantly, "value", value)
+    store, result = run(tmp_path, entries("random"), entries("constantly", "runtime"))
+    assert failures(result) == {
+        ("random", "constantly"): f"metric 'constantly' returned values that are not numbers ({value!r} is "
+        f"{type(value).__name__}, expected a number)"
+    }
+    assert values(store, result.run_id, "random", "constantly") == {}
+    assert len(values(store, result.run_id, "random", "runtime")) == 6
+
+
+@pytest.mark.parametrize("value", [np.float32(0.5), np.int64(1), np.bool_(True), True, 0], ids=repr)
+def test_a_metric_value_of_any_python_or_numpy_number_is_stored_as_a_float(tmp_path, monkeypatch, value):
+    monkeypatch.setattr(Constantly, "value", value)
+    store, result = run(tmp_path, entries("random"), entries("constantly"))
+    assert not result.failed, result.failed
+    assert set(values(store, result.run_id, "random", "constantly").values()) == {float(value)}
+
+
 @pytest.mark.parametrize("value", [1.0 + RANGE_TOLERANCE / 2, -RANGE_TOLERANCE / 2, math.nan], ids=str)
 def test_a_value_at_the_edge_of_its_range_within_rounding_or_undefined_is_stored_as_it_is(
     tmp_path, monkeypatch, value
@@ -261,6 +329,40 @@ def test_values_problem_names_the_example_and_the_range():
         == "value 1.5 for example 'b', outside its declared range [0.0, 1.0]"
     )
     assert "must be finite" in values_problem(Constantly, [math.inf, 0.5, 0.5], ids)
+
+
+@pytest.mark.parametrize(
+    ("curve", "problem"),
+    [
+        ({"x": [0, math.inf], "y": [0.5, 0.5]}, "'x' holds inf"),
+        ({"x": [0, 1], "y": ["a", math.nan]}, "'y' holds 'a'"),
+        ({"x": [0, 1], "y": [b"0.5", 0.5]}, "'y' holds b'0.5'"),
+        ({"x": [0, 1], "y": [-math.inf, 0.5]}, "'y' holds -inf"),
+        ({"x": [0, 1], "y": [np.float32(0.5), 0.5]}, "'y' holds np.float32(0.5)"),
+        ({"x": 0.5}, "'x' → float, expected a name and a list of numbers"),
+        ([[0, 1], [0.5, 0.5]], "of type list, expected a dict of named lists of numbers"),
+    ],
+    ids=["inf", "text", "bytes", "minus-inf", "numpy-float32", "not-a-list", "not-a-dict"],
+)
+def test_a_curve_holding_anything_but_finite_numbers_or_nan_fails_its_cell_naming_the_metric(
+    tmp_path, monkeypatch, curve, problem
+):
+    monkeypatch.setattr(Curving, "curve", curve)
+    store, result = run(tmp_path, entries("random"), entries("curving", "runtime"))
+    assert list(failures(result)) == [("random", "curving")]
+    error = failures(result)[("random", "curving")]
+    assert error.startswith("metric 'curving' returned a curve for example ") and problem in error, error
+    assert values(store, result.run_id, "random", "curving") == {}
+    assert not [c for c in store.curves(result.run_id) if c["metric"] == "curving"]
+    assert len(values(store, result.run_id, "random", "runtime")) == 6
+
+
+def test_a_curve_of_finite_numbers_with_nan_where_undefined_is_stored(tmp_path, monkeypatch):
+    monkeypatch.setattr(Curving, "curve", {"x": [0, 1, 2], "y": [np.float64(0.5), math.nan, True]})
+    store, result = run(tmp_path, entries("random"), entries("curving"))
+    assert not result.failed, result.failed
+    curves = [c["curve"] for c in store.curves(result.run_id)]
+    assert len(curves) == 6 and curves[0]["x"] == [0, 1, 2] and math.isnan(curves[0]["y"][1])
 
 
 @pytest.mark.parametrize("seconds", [-0.25, math.inf, -math.inf])
@@ -292,6 +394,53 @@ def test_scores_that_are_not_a_tensor_fail_the_cell_naming_the_explainer(tmp_pat
     }
 
 
+@pytest.mark.parametrize(
+    ("label", "group_score", "problem"),
+    [
+        (math.nan, 0.5, "labels of dtype torch.float32, expected integers in -2..2"),
+        (99, 0.5, "label 99, expected one of (-2, -1, 0, 1, 2) (0: neutral)"),
+        (2, math.inf, "non-finite group_scores (inf), expected finite numbers"),
+    ],
+    ids=["nan-labels", "label-99", "inf-group-score"],
+)
+def test_labels_outside_the_label_values_or_infinite_group_scores_fail_the_explainers_cells(
+    tmp_path, monkeypatch, label, group_score, problem
+):
+    monkeypatch.setattr(Labelled, "label", label)
+    monkeypatch.setattr(Labelled, "group_score", group_score)
+    store, result = run(tmp_path, entries("labelled", "random"), entries("runtime"))
+    assert failures(result) == {("labelled", "runtime"): f"explainer 'labelled' returned {problem}"}
+    assert values(store, result.run_id, "labelled", "runtime") == {}
+    assert not [a for a in store.attributions(result.run_id) if a["explainer"] == "labelled"]
+    assert len(values(store, result.run_id, "random", "runtime")) == 6
+
+
+def test_labels_among_the_label_values_and_group_scores_padded_by_trailing_nan_only_pass():
+    shape = (2, 3)
+    labels = torch.tensor([[-2, -1, 0], [1, 2, 0]])
+    groups = torch.tensor([[0, 1, -1], [0, 0, -1]])
+    padded = torch.tensor([[0.5, -1.0], [0.25, math.nan]])
+    assert (
+        Explanation(torch.zeros(shape), labels=labels, groups=groups, group_scores=padded).problem(shape)
+        is None
+    )
+    inner_nan = torch.tensor([[math.nan, 1.0], [0.25, math.nan]])
+    assert Explanation(torch.zeros(shape), groups=groups, group_scores=inner_nan).problem(shape) == (
+        "group_scores with NaN before a number, expected NaN only as a row's trailing padding"
+    )
+
+
+def test_a_cached_attribution_with_labels_outside_the_label_values_or_infinite_group_scores_is_refused():
+    attribution = attribution_with([1.0, 2.0], [0, 0])
+    assert attribution_problem(attribution) is None
+    assert attribution_problem(replace(attribution, labels=[0, -9223372036854775808])) == (
+        "labels outside (-2, -1, 0, 1, 2)"
+    )
+    assert attribution_problem(
+        replace(attribution, labels=[0, 2], groups=[0, 0], group_scores=[math.inf])
+    ) == ("non-finite group_scores")
+
+
 # -- degenerate explanations -----------------------------------------------------------------------------
 
 
@@ -307,6 +456,30 @@ def test_an_explanation_scoring_every_token_alike_is_undefined_for_removal_metri
     assert note.startswith("6 of 6 examples")
     assert not any("equal on every token" in n for n in notes[("random", "comprehensiveness")])
     assert not any("equal on every token" in n for n in notes[("constant", "runtime")])
+
+
+def test_scores_equal_in_magnitude_are_undefined_for_metrics_ranking_by_magnitude_only(tmp_path):
+    by_magnitude = (
+        "\n  - name: delta-log-odds\n    params: {select: absolute}"
+        "\n  - name: prediction-agreement\n    params: {order: absolute}"
+    )
+    by_score = "\n  - name: prediction-agreement\n    params: {order: signed}"
+    store, result = run(tmp_path, entries("alternating-signs"), by_magnitude + by_score)
+    assert not result.failed, result.failed
+    cells = store.cells(result.run_id)
+    assert len(cells) == 3
+    for cell in cells:
+        params = json.loads(cell["metric_params"])
+        stored = [
+            r["value"]
+            for r in store.records(result.run_id)
+            if (r["metric"], r["metric_params"]) == (cell["metric"], params)
+        ]
+        absolute = '"absolute"' in cell["metric_params"]
+        assert len(stored) == 6
+        assert all((v is None or math.isnan(v)) == absolute for v in stored), (cell["metric_params"], stored)
+        flagged = [note for note in cell["notes"] if "equal in |score| on every token" in note]
+        assert len(flagged) == absolute, (cell["metric_params"], cell["notes"])
 
 
 def attribution_with(scores: list[float], segments: list[int], example_id: str = "x") -> Attribution:
@@ -333,6 +506,13 @@ def test_degenerate_means_every_real_token_alike_with_two_or_more_of_them():
     assert not is_degenerate(attribution_with([0.3, 0.3, 0.30001], [0, 0, 1]))
     assert not is_degenerate(attribution_with([5.0, 1.0, 5.0], [-1, 0, -1]))  # one real token: no ranking
     assert not is_degenerate(attribution_with([], []))
+
+
+def test_degenerate_by_magnitude_means_every_real_token_alike_in_absolute_value():
+    alternating = attribution_with([5.0, 1.0, -1.0, 1.0, -1.0, 5.0], [-1, 0, 0, 1, 1, -1])
+    assert is_degenerate(alternating, "absolute")
+    assert not is_degenerate(alternating, "signed") and not is_degenerate(alternating)
+    assert not is_degenerate(attribution_with([1.0, -2.0], [0, 0]), "absolute")
 
 
 def test_a_degenerate_reference_makes_its_example_undefined_too():

@@ -4,6 +4,7 @@ catches a plugin broken in just that way."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import warnings
 from pathlib import Path
@@ -628,6 +629,20 @@ def test_metric_without_a_direction():
         direction = "sideways"
 
     only(metric_findings(Aimless), "metadata")
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [("a", "b"), (math.nan, 1.0), (0.0, math.nan), (1.0, 0.0), (False, True), (0.0, None), [0.0, 1.0]],
+    ids=str,
+)
+def test_metric_declaring_a_range_that_is_not_two_ordered_real_numbers(bounds):
+    class Unbounded(TopShare):
+        range = bounds
+
+    only(metric_findings(Unbounded), "metadata")
+    [finding] = metric_findings(Unbounded)
+    assert "must declare range as (low, high)" in finding.message and repr(bounds) in finding.message
 
 
 def test_metric_returning_a_value_too_few():

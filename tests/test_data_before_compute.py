@@ -85,6 +85,16 @@ def unpaired_surrogate(folder: Path) -> tuple[Path, list[str]]:
     return path, [f"{path}:6:", "field 'text'", "unpaired surrogate \\ud83d", "fix or remove it"]
 
 
+def blank_text(folder: Path) -> tuple[Path, list[str]]:
+    path = write_rows(folder / "data.jsonl", replaced(4, '{"id": "x", "text": "  \\u200b  ", "label": 1}'))
+    return path, [f"{path}:4:", "field 'text' is '  \\u200b  '", "give every example a text"]
+
+
+def repeated_key(folder: Path) -> tuple[Path, list[str]]:
+    path = write_rows(folder / "data.jsonl", replaced(2, '{"id": "a", "id": "b", "text": "x y", "label": 1}'))
+    return path, [f"{path}:2:", "key 'id' appears twice in the row", "keep one"]
+
+
 BAD_DATA = [
     missing_file,
     malformed_line,
@@ -95,6 +105,8 @@ BAD_DATA = [
     empty_file,
     duplicate_id,
     unpaired_surrogate,
+    blank_text,
+    repeated_key,
 ]
 
 

@@ -33,12 +33,13 @@ TITLE = "\x1b]0;pwned\x07"
 CLEAR = "\x1b[2J"
 OVERRIDE = "\u202e"
 CSI = "\x9b"  # the C1 control that starts an escape sequence on its own ("\x1b[" in one character)
+ZERO_WIDTH = "\u200b"  # shows as nothing: "random\u200b" would read as "random"
 SCRIPT = "<script>alert(1)</script>"
 FORMULA = "=cmd|' /C calc'!A0"
 HYPERLINK = '=HYPERLINK("http://example.invalid","click")'
-INVISIBLE = ("\x1b", "\x07", "\u202e", "\x9b")
+INVISIBLE = ("\x1b", "\x07", "\u202e", "\x9b", "\u200b")
 
-EXPLAINER_LABEL = f"{FORMULA} {SCRIPT} r{CLEAR}and{OVERRIDE}om"
+EXPLAINER_LABEL = f"{FORMULA} {SCRIPT} r{CLEAR}and{OVERRIDE}om{ZERO_WIDTH}"
 DATASET_LABEL = f"tiny{TITLE}{CSI}31m<img src=x onerror=alert(2)>"
 VERSION = f"1{CLEAR}"
 
@@ -126,11 +127,20 @@ def test_printable_escapes_control_characters_and_keeps_the_rest():
     assert printable("init:2 · [bold]x[/] ★ é ↑") == "init:2 · [bold]x[/] ★ é ↑"
 
 
+def test_printable_and_json_text_escape_the_format_characters_that_show_as_nothing():
+    # zero-width space, non-joiner, joiner, word joiner, byte order mark, soft hyphen, a tag character
+    invisible = "\u200b\u200c\u200d\u2060\ufeff\u00ad\U000e0041"
+    assert printable(f"random{invisible}") == "random\\u200b\\u200c\\u200d\\u2060\\ufeff\\xad\\U000e0041"
+    text = json_text({"label": f"random{invisible}"})
+    assert not set(invisible) & set(text)
+    assert json.loads(text) == {"label": f"random{invisible}"}
+
+
 def test_bench_run_prints_hostile_labels_escaped(hostile_run):
     _, stdout, stderr, _ = hostile_run
     assert_inert_in_a_terminal(stdout + stderr)
     shown = " ".join(stdout.split())  # rich folds long labels over lines
-    assert "\\x1b[2J" in shown and "\\u202eom" in shown
+    assert "\\x1b[2J" in shown and "\\u202eom\\u200b" in shown
 
 
 def test_bench_report_and_runs_print_hostile_labels_and_versions_escaped(hostile_run, monkeypatch, capsys):
@@ -245,7 +255,7 @@ def test_report_markdown_shows_hostile_labels_as_text(hostile_run):
     markdown = render(Report.build(Store(results), run_id), "md")
     html = assert_renders_as_text(markdown)
     assert "&lt;img src=x onerror=alert(2)&gt;" in html
-    assert "r\\x1b[2Jand\\u202eom" in html
+    assert "r\\x1b[2Jand\\u202eom\\u200b" in html
     lines = markdown.splitlines()
     rows = [line for line in lines if line.startswith("| =cmd\\|")]
     headers = [line for line in lines if line.startswith("| explainer |")]

@@ -80,7 +80,7 @@ def test_a_plugin_that_fails_to_import_warns_and_the_rest_still_loads(tmp_path, 
 
 
 def test_a_hook_returning_something_else_than_a_plugin_class_is_reported(tmp_path, monkeypatch):
-    source = "from harness import hookimpl\nBENCH_API_VERSION = \"1.0\"\n\n@hookimpl\ndef bench_metrics():\n    return [42]\n"
+    source = 'from harness import hookimpl\nBENCH_API_VERSION = "1.0"\n\n@hookimpl\ndef bench_metrics():\n    return [42]\n'
     make_distribution(tmp_path, "odd-plugins", {"odd_mod": source}, {"odd": "odd_mod"})
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.warns(PluginLoadWarning, match="odd-plugins.*not a harness.Metric subclass"):
@@ -133,3 +133,39 @@ def bench_metrics():
     with pytest.warns(PluginLoadWarning, match="vague-plugins.*direction 'higher' or 'lower'"):
         registry = Registry.discover()
     assert "vague" not in registry.names("metric")
+
+
+def test_a_metric_declaring_a_range_that_is_not_numbers_is_refused_by_name_and_the_rest_loads(
+    tmp_path, monkeypatch
+):
+    source = '''
+from harness import Metric, hookimpl
+BENCH_API_VERSION = "1.0"
+
+class Lettered(Metric):
+    """A range of letters."""
+    name = "lettered"
+    family = "faithfulness"
+    direction = "higher"
+    range = ("a", "b")
+    def compute(self, data):
+        return []
+
+class Bounded(Lettered):
+    """The same metric with a range of numbers."""
+    name = "bounded"
+    range = (0, float("inf"))
+
+@hookimpl
+def bench_metrics():
+    return [Lettered, Bounded]
+'''
+    make_distribution(tmp_path, "letter-plugins", {"letter_mod": source}, {"letter": "letter_mod"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(
+        PluginLoadWarning, match=r"letter-plugins.*'lettered' must declare range as \(low, high\)"
+    ):
+        registry = Registry.discover()
+    assert "lettered" not in registry.names("metric")
+    assert "bounded" in registry.names("metric")
+    assert any("lettered" in error for error in map(str, registry.load_errors))

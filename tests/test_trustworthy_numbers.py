@@ -519,6 +519,21 @@ def test_two_entries_sharing_a_label_are_a_one_line_error_naming_both_lines(writ
     assert f"explainers[0] (line {first - 1})" in message
 
 
+def test_labels_differing_only_in_invisible_characters_are_a_one_line_error_naming_both(write_suite):
+    explainers = '\n  - name: random\n  - name: saliency\n    label: "random\\u200b"'
+    path = write_suite(suite_text(explainers=explainers))
+    second = path.read_text().splitlines().index('    label: "random\\u200b"') + 1
+    with pytest.raises(BenchError) as raised:
+        load_suite(path, get_registry())
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"{path}:{second}: explainers[1].label: label 'random\\u200b' reads as the label 'random' of "
+        "explainers[0] (line "
+    )
+    assert "differ only in invisible format characters" in message
+
+
 def test_the_same_entry_listed_twice_is_a_one_line_error_naming_both_lines(write_suite, tmp_path):
     explainers = "\n  - name: saliency\n  - name: random\n  - name: saliency\n    params: {}"
     path = write_suite(suite_text(explainers=explainers))

@@ -209,7 +209,7 @@ def _is_pair(row: dict[str, Any]) -> bool:
 
 def _first_row(file: Path) -> dict[str, Any]:
     with file.open(encoding="utf-8") as lines:
-        row = json.loads(next((line for line in lines if line.strip()), "{}"))
+        row = json.loads(next((line for line in lines if line.strip()), "{}"), object_pairs_hook=_unique_keys)
     return row if isinstance(row, dict) else {}
 
 
@@ -313,12 +313,35 @@ class _Reader:
         return label
 
 
+class _RepeatedKey(ValueError):
+    """A JSON object giving one key twice."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object from its key-value pairs (``object_pairs_hook``), refusing a key given twice: JSON
+    parsers keep the last one, and whoever wrote the row may have meant either."""
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise _RepeatedKey(key)
+        row[key] = value
+    return row
+
+
 def _parse(line: str, where: str) -> dict[str, Any]:
     try:
-        row = json.loads(line)
+        row = json.loads(line, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         raise BenchError(
             f"{where}: not valid JSON ({error.msg}, column {error.colno}); fix or remove the line"
+        ) from None
+    except _RepeatedKey as repeated:
+        raise BenchError(
+            f"{where}: key {repeated.key!r} appears twice in the row (which one counts is unclear); keep one"
         ) from None
     if not isinstance(row, dict):
         raise BenchError(f"{where}: a JSON {type(row).__name__}, not an object; write one object per line")
