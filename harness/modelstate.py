@@ -20,8 +20,9 @@ What the fingerprint holds, and so what it notices:
 - the classifier's public attributes, compared by the names there when the state was taken (one set
   later, a cached property, is no change): plain values, lists and dicts by value (a word model's
   vocabulary list and token → id index edited in place), tensors by ``id``, ``data_ptr`` and
-  ``_version``, a Hugging Face tokenizer by its length, settings and vocabulary (a fast one's
-  serialised state). Private attributes and other objects are left out.
+  ``_version``, a Hugging Face tokenizer by its length, settings, added tokens and vocabulary (a fast
+  one's serialised components, without the truncation and padding state that each call of the
+  tokenizer sets for itself). Private attributes and other objects are left out.
 
 Not noticed: an in-place write that bypasses autograd's version counter (through ``p.data``, e.g.
 ``p.data.zero_()``: ``.data`` shares the storage but not the counter; or through the storage or a NumPy
@@ -31,7 +32,7 @@ call: on ``minilm-head`` (22.6 M parameters, 103 tensors, a 30 522-token tokeniz
 all bytes takes about 45 ms and an integer sum 320 ms on this project's loaded 2-core machine, so the
 checksums are taken once, when the model is loaded, and read again only for a tensor whose version
 moved. Measured on that machine (under ``nice``, the other core busy): ``change`` on an unchanged
-``minilm-head`` about 8 ms (1 ms for the tensors, the rest the tokenizer's serialised state), the
+``minilm-head`` about 4 ms (1 ms for the tensors, 2.6 ms the tokenizer's components), the
 forward-pass service's ``weights_changed`` about 1 ms, ``ModelState.of`` about 55 ms once per load; on
 ``bow`` all well under a millisecond. The checks run outside the timed explain call.
 """
@@ -184,12 +185,22 @@ def _digest(value) -> object:
 
 
 def _tokenizer_digest(tokenizer) -> object:
-    """A Hugging Face tokenizer's state that decides the ids it gives: a fast one's serialised state
-    (vocabulary, added tokens, normaliser: about 4 ms for 30 k tokens), a slow one's vocabulary dict
-    by value, and either's length (added tokens) and truncation and padding settings."""
+    """A Hugging Face tokenizer's state that decides the ids it gives: a fast one's added tokens and the
+    serialised states of its normaliser, pre-tokeniser, model (the vocabulary), post-processor and
+    decoder; a slow one's
+    vocabulary dict by value; either's length and settings. Not a fast tokenizer's truncation and
+    padding: every call sets them for itself (``set_truncation_and_padding``), so they change whenever
+    an explainer calls the tokenizer with other arguments (lime and kernel-shap do) and decide nothing a
+    later call gives."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if hasattr(backend, "to_str"):
-        vocabulary = hash(backend.to_str())
+    if hasattr(backend, "get_added_tokens_decoder"):
+        # the model's serialised state holds the vocabulary in id order (about 2 ms for 30 k tokens;
+        # a set of get_vocab()'s items, whose order varies from call to call, costs 10 times as much)
+        vocabulary = hash(tuple((i, str(t)) for i, t in sorted(backend.get_added_tokens_decoder().items())))
+        components = tuple(
+            _component_state(getattr(backend, n, None))
+            for n in ("normalizer", "pre_tokenizer", "model", "post_processor", "decoder")
+        )
     else:
         table = next(
             (
@@ -200,7 +211,18 @@ def _tokenizer_digest(tokenizer) -> object:
             None,
         )
         vocabulary = hash(tuple((table if table is not None else tokenizer.get_vocab()).items()))
+        components = ()
     settings = tuple(
         getattr(tokenizer, n, None) for n in ("model_max_length", "padding_side", "truncation_side")
     )
-    return ("tokenizer", id(tokenizer), len(tokenizer), vocabulary, settings)
+    return ("tokenizer", id(tokenizer), len(tokenizer), vocabulary, components, settings)
+
+
+def _component_state(component) -> object:
+    """A ``tokenizers`` component's serialised state (its JSON), or its type where it has none."""
+    if component is None:
+        return None
+    try:
+        return hash(component.__getstate__())
+    except Exception:  # noqa: BLE001 - a component without a serialised state: its type only
+        return type(component).__name__

@@ -158,3 +158,23 @@ def test_the_models_state_is_unchanged_by_explaining_and_changed_by_in_place_edi
     classifier.linear.bias.add_(1.0)
     assert state.change(classifier) == "its parameter linear.bias was changed in place"
     assert state.weights_changed(classifier)
+
+
+def test_calling_a_fast_tokenizer_with_other_truncation_or_padding_is_no_change_but_adding_a_token_is():
+    """A fast tokenizer's call sets its backend's truncation and padding for itself (lime and kernel-shap
+    call it with their own): that decides nothing a later call gives, so it is no change of the model.
+    Its vocabulary, added tokens and normaliser are."""
+    from harness.minilm import load_minilm_tokenizer
+    from harness.modelstate import _tokenizer_digest
+
+    tokenizer = load_minilm_tokenizer()
+    before = _tokenizer_digest(tokenizer)
+    tokenizer(["a short text"], truncation=True, max_length=3)
+    tokenizer(["a short text"], padding="max_length", max_length=12)
+    assert _tokenizer_digest(tokenizer) == before
+    tokenizer.add_tokens(["zzzqqq"])
+    assert _tokenizer_digest(tokenizer) != before
+    other = load_minilm_tokenizer()
+    before = _tokenizer_digest(other)
+    other.backend_tokenizer.normalizer = None
+    assert _tokenizer_digest(other) != before
