@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,15 @@ from harness import Attribution, Example, MetricInput, MetricOutput, TextDataset
 from plugins.models.bow import BagOfWordsClassifier
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def subprocess_pythonpath(*folders) -> str:
+    """PYTHONPATH for a ``bench`` subprocess: ``folders`` first (an installed test plugin, the tests),
+    then this checkout, so that a test run from a clone or a git worktree runs its own harness and
+    plugins in its subprocesses too, not those of the environment's editable install."""
+    return os.pathsep.join([*map(str, folders), str(REPO)])
+
+
 EXAMPLE_PLUGIN = REPO / "examples" / "plugin-example"
 
 

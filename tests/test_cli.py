@@ -11,7 +11,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import tiny_suite_text
+from conftest import subprocess_pythonpath, tiny_suite_text
 
 from harness.store import RECORD_FIELDS
 
@@ -36,7 +36,7 @@ def finished_run(tmp_path_factory, example_plugin_target):
     metrics = "\n  - name: comprehensiveness\n    params: {bins: [10, 50]}\n  - name: runtime\n  - name: attribution-entropy"
     suite = root / "tiny.yaml"
     suite.write_text(tiny_suite_text(explainers=explainers, metrics=metrics))
-    env = {"PYTHONPATH": str(example_plugin_target), "BENCH_CACHE_DIR": str(root / "cache")}
+    env = {"PYTHONPATH": subprocess_pythonpath(example_plugin_target), "BENCH_CACHE_DIR": str(root / "cache")}
     result = bench("run", suite, "--out", root / "results", env=env, cwd=root)
     return root, env, result
 
@@ -162,7 +162,7 @@ def test_run_with_a_failing_plugin_exits_1_and_reports_the_failed_cells(tmp_path
     suite = tmp_path / "suite.yaml"
     suite.write_text(tiny_suite_text(explainers="\n  - name: random\n  - name: exploding"))
     result = bench("run", suite, "--out", tmp_path / "results", "--cache-dir", tmp_path / "cache",
-                   env={"PYTHONPATH": str(site)})  # fmt: skip
+                   env={"PYTHONPATH": subprocess_pythonpath(site)})  # fmt: skip
     assert result.returncode == 1
     assert "3 cell(s) failed" in result.stdout and "RuntimeError: boom from a plugin" in result.stdout
     assert "3 of 6 cells done, 3 failed" in result.stderr
@@ -222,7 +222,7 @@ def test_plugins_table_and_warnings_print_plugin_strings_literally(tmp_path):
         {"odd_mod": ODD_PLUGIN, "broken_mod": "raise ImportError('broken [red]on purpose[/] :x:')"},
         {"odd": "odd_mod", "broken": "broken_mod"},
     )
-    result = bench("plugins", env={"PYTHONPATH": str(site)})
+    result = bench("plugins", env={"PYTHONPATH": subprocess_pythonpath(site)})
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if "odd-plugin" in line)
     assert "odd[init:2]" in line and "Scores [bold]every[/] token :x: alike." in line

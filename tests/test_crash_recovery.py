@@ -17,7 +17,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import make_distribution, tiny_suite_text
+from conftest import make_distribution, subprocess_pythonpath, tiny_suite_text
 from crash_plugins import registry_with_crash_plugins
 from test_cli_errors import assert_one_error_line, bench_main
 
@@ -48,7 +48,7 @@ def bench_in_subprocess(tmp_path: Path, site: Path, *args: str, env: dict | None
     path = tmp_path / "suite.yaml"
     command = [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(tmp_path / "results")]
     command += ["--cache-dir", str(tmp_path / "cache"), *args]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(TESTS)]), **(env or {})}
+    environment = {**os.environ, "PYTHONPATH": subprocess_pythonpath(site, TESTS), **(env or {})}
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)
 
 
@@ -140,7 +140,7 @@ def test_ctrl_c_says_interrupted_marks_the_run_and_a_rerun_resumes_it(tmp_path):
     gate.mkdir()
     command = [sys.executable, "-m", "harness.cli", "run", str(tmp_path / "suite.yaml")]
     command += ["--out", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(TESTS)]), "BENCH_TEST_GATE": str(gate)}
+    env = {**os.environ, "PYTHONPATH": subprocess_pythonpath(site, TESTS), "BENCH_TEST_GATE": str(gate)}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 600

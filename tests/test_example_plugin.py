@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import subprocess_pythonpath
 
 from harness import Attribution, BenchError, Encoding, Example, MetricInput, Params, TextDataset
 from harness.testing import kit_dataset
@@ -170,7 +171,7 @@ print(json.dumps({"rows": rows, "module": bench_plugin_example.__file__}))
 
 
 def test_installed_example_package_is_discovered_through_the_entry_point_group(example_plugin_target: Path):
-    env = {**os.environ, "PYTHONPATH": str(example_plugin_target)}
+    env = {**os.environ, "PYTHONPATH": subprocess_pythonpath(example_plugin_target)}
     result = subprocess.run(
         [sys.executable, "-c", DISCOVER],
         capture_output=True,
@@ -266,7 +267,7 @@ def test_the_installed_package_passes_its_own_conformance_tests(example_plugin_t
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(example_plugin_target)},
+        env={**os.environ, "PYTHONPATH": subprocess_pythonpath(example_plugin_target)},
         cwd=tests,
         timeout=600,
     )
@@ -299,7 +300,11 @@ metrics:
 def test_every_plugin_of_the_installed_package_runs_in_a_suite(example_plugin_target: Path, tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE.format(path=example_plugin_target.parent / "source" / "data" / "reviews.csv"))
-    env = {**os.environ, "PYTHONPATH": str(example_plugin_target), "BENCH_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": subprocess_pythonpath(example_plugin_target),
+        "BENCH_CACHE_DIR": str(tmp_path / "cache"),
+    }
     run = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", str(suite), "--out", str(tmp_path / "results")],
         capture_output=True,

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import make_distribution, tiny_suite_text
+from conftest import make_distribution, subprocess_pythonpath, tiny_suite_text
 from crash_plugins import GATE_ENV, GateExplainer, registry_with_crash_plugins
 
 from harness import cli
@@ -373,7 +373,7 @@ def test_a_driver_killed_mid_way_takes_its_workers_along_and_its_run_resumes(tmp
     path.write_text(crash_suite("random", "gate"))
     gate = tmp_path / "gate"
     gate.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(TESTS)]), GATE_ENV: str(gate)}
+    env = {**os.environ, "PYTHONPATH": subprocess_pythonpath(site, TESTS), GATE_ENV: str(gate)}
     results = tmp_path / "results"
     command = [sys.executable, "-m", "harness.cli", "run", str(path), "--out", str(results)]
     command += ["--cache-dir", str(tmp_path / "cache"), "--executor", "process", "--workers", "2"]

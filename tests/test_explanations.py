@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import cached_value, make_distribution, tiny_suite_text
+from conftest import cached_value, make_distribution, subprocess_pythonpath, tiny_suite_text
 
 from harness.attribution import Attribution
 from harness.registry import get_registry
@@ -100,7 +100,7 @@ def test_bench_export_attributions_carries_groups_group_scores_extras_and_schema
     exported = subprocess.run(
         [sys.executable, "-m", "harness.cli", "export", result.run_id, "--results", str(tmp_path / "results"),
          "--attributions"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": subprocess_pythonpath(tmp_path / "site")},
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     rows = [json.loads(line) for line in exported.stdout.splitlines()]

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import make_distribution
+from conftest import make_distribution, subprocess_pythonpath
 
 import harness
 from harness.errors import BenchError
@@ -68,9 +68,7 @@ def allowed(importer: Path, module: str) -> bool:
 
 @pytest.mark.parametrize("path", plugin_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_plugins_import_only_the_public_api_and_their_own_modules(path):
-    wrong = [
-        f"line {line}: {module}" for line, module in imported_modules(path) if not allowed(path, module)
-    ]
+    wrong = [f"line {line}: {module}" for line, module in imported_modules(path) if not allowed(path, module)]
     assert not wrong, f"{path.relative_to(REPO)} imports private modules: {wrong}"
 
 
@@ -176,7 +174,7 @@ def test_a_suite_naming_a_refused_plugin_fails_with_the_refusal_and_exit_code_2(
         [sys.executable, "-m", "harness.cli", "validate", str(suite)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        env={**os.environ, "PYTHONPATH": subprocess_pythonpath(tmp_path / "site")},
         timeout=120,
     )
     assert result.returncode == 2

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_distribution
+from conftest import make_distribution, subprocess_pythonpath
 
 from harness.errors import BenchError
 from harness.registry import PluginLoadWarning, Registry
@@ -94,7 +94,7 @@ def test_unknown_plugin_name_suggests_the_closest():
 
 
 def test_bench_plugins_lists_the_installed_example_plugin(example_plugin_target):
-    env = {**os.environ, "PYTHONPATH": str(example_plugin_target)}
+    env = {**os.environ, "PYTHONPATH": subprocess_pythonpath(example_plugin_target)}
     result = subprocess.run(
         [sys.executable, "-m", "harness.cli", "plugins", "--json"],
         capture_output=True,

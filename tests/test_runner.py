@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY_DATA, make_distribution, tiny_suite_text
+from conftest import TINY_DATA, make_distribution, subprocess_pythonpath, tiny_suite_text
 
 from harness.errors import PluginError
 from harness.registry import get_registry
@@ -221,7 +221,7 @@ def test_a_run_killed_mid_way_resumes_and_matches_an_uninterrupted_run(write_sui
     )
     path = write_suite(tiny_suite_text(explainers=explainers))
     marker = tmp_path / "kill-now"
-    env = {**os.environ, "PYTHONPATH": str(site), "BENCH_TEST_KILL_MARKER": str(marker)}
+    env = {**os.environ, "PYTHONPATH": subprocess_pythonpath(site), "BENCH_TEST_KILL_MARKER": str(marker)}
 
     def bench(results, cache):
         command = [
