@@ -1093,6 +1093,9 @@ def metric_findings(
     findings += _model_unchanged_findings(state, classifier, "metric")
     if first is None or findings and findings[-1].check == "model-unchanged":
         return findings
+    text = next((v for v in first.values if isinstance(v, str | bytes | bytearray)), None)
+    if text is not None:  # float() would parse "0.5": the runner refuses text, so does the kit
+        return [*findings, Finding("values", f"a value given as text ({text!r}): return numbers")]
     values = np.asarray(first.values, dtype=np.float64)
     if len(values) != len(examples):
         return [

@@ -665,6 +665,15 @@ def test_metric_with_undefined_values_and_no_note():
     only(metric_findings(Silent), "undefined")
 
 
+@pytest.mark.parametrize("text", ["0.5", b"0.5", "nan"])
+def test_metric_returning_numbers_as_text(text):
+    class Texty(TopShare):
+        def compute(self, data):
+            return [text] * len(data.attributions)
+
+    only(metric_findings(Texty), "values")
+
+
 def test_metric_that_draws_without_a_seed():
     class Noisy(TopShare):
         def compute(self, data):
