@@ -442,6 +442,30 @@ def test_a_report_refuses_a_stored_value_the_harness_never_records(
         Report.build(store, "run")
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_export_refuses_what_a_report_refuses_and_exports_the_rest(
+    write_suite, tmp_path, monkeypatch, capsys, fmt
+):
+    """``bench export`` reads the records a report reads: a value the harness never records (here 99.0 in
+    a cell whose range is [-1, 1]) is the same one-line error, exit code 2, and nothing is written."""
+    from harness import cli
+
+    store, cell_id = stored_comprehensiveness_run(write_suite, tmp_path)
+    argv = ["bench", "export", "run", "--results", str(store.results_dir), "--format", fmt]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code in (0, None) and "0.1" in capsys.readouterr().out
+    with closing(sqlite3.connect(store.path)) as db, db:
+        db.execute("UPDATE records SET value=99.0 WHERE example_id='ex3'")
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert exited.value.code == 2 and len(lines) == 1 and f"cell {cell_id}" in lines[0], captured.err
+    assert "99" not in captured.out
+
+
 def test_a_report_of_stored_values_inside_their_range_is_unchanged(
     write_suite, tmp_path, monkeypatch, capsys
 ):

@@ -42,6 +42,22 @@ def stored_value_problem(value, value_range: tuple) -> str | None:
     return None
 
 
+def _refuse_impossible(run_id: str, row: dict) -> None:
+    """A ``BenchError`` for a stored value or reference value the harness never records (text, infinite,
+    outside the cell's declared range: ``stored_value_problem``): the results store was changed after the
+    run wrote it, so no report or export is made from it."""
+    for field in ("value", "reference_value"):
+        problem = stored_value_problem(row[field], row["value_range"])
+        if problem is not None:
+            raise BenchError(
+                f"run {run_id}: cell {row['cell_id']} ({row['explainer_label']!r} × "
+                f"{row['metric_label']!r}) stores the {field.replace('_', ' ')} {row[field]!r} for "
+                f"example {row['example_id']!r}, {problem}: the harness never records such a value, "
+                "so the results store was changed after the run wrote it; no report is made from "
+                "it. Run the suite again (bench run SUITE --new-run) or restore the results folder"
+            )
+
+
 def _stored_range(text: str | None) -> tuple:
     """A cell's stored ``value_range`` (JSON [low, high], null for an open end; null: unbounded) as
     (low, high); a ``BenchError`` for anything else."""
@@ -177,15 +193,29 @@ class Queries(Database):
         return rows
 
     def records(self, run_id: str) -> Iterator[dict]:
-        """Per-example records with the documented export field names, params as objects."""
+        """Per-example records with the documented export field names, params as objects; a value the
+        harness never records is refused as ``report_rows`` refuses it (``_refuse_impossible``), so an
+        export carries no number a report would not show."""
         with closing(self.connect()) as db:
             query = (
                 "SELECT r.run_id, runs.suite, r.dataset, r.model, r.variant, r.explainer, r.explainer_params, "
-                "r.metric, r.metric_params, r.family, r.seed, r.example_id, r.value, r.unit, r.reference_value "
-                "FROM records r JOIN runs ON runs.run_id = r.run_id WHERE r.run_id=? ORDER BY r.rowid"
+                "r.metric, r.metric_params, r.family, r.seed, r.example_id, r.value, r.unit, r.reference_value, "
+                "r.cell_id, c.explainer_label, c.metric_label, c.value_range "
+                "FROM records r JOIN runs ON runs.run_id = r.run_id "
+                "LEFT JOIN cells c ON c.run_id = r.run_id AND c.cell_id = r.cell_id "
+                "WHERE r.run_id=? ORDER BY r.rowid"
             )
+            ranges: dict[str | None, tuple] = {}
             for row in db.execute(query, (run_id,)):
                 record = dict(row)
+                checked = {
+                    key: record.pop(key)
+                    for key in ("cell_id", "explainer_label", "metric_label", "value_range")
+                }
+                text = checked["value_range"]
+                if text not in ranges:
+                    ranges[text] = _stored_range(text)
+                _refuse_impossible(run_id, {**checked, **record, "value_range": ranges[text]})
                 record["explainer_params"] = json.loads(record["explainer_params"])
                 record["metric_params"] = json.loads(record["metric_params"])
                 yield record
@@ -216,16 +246,7 @@ class Queries(Database):
             if text not in ranges:
                 ranges[text] = _stored_range(text)
             row["value_range"] = ranges[text]
-            for field in ("value", "reference_value"):
-                problem = stored_value_problem(row[field], row["value_range"])
-                if problem is not None:
-                    raise BenchError(
-                        f"run {run_id}: cell {row['cell_id']} ({row['explainer_label']!r} × "
-                        f"{row['metric_label']!r}) stores the {field.replace('_', ' ')} {row[field]!r} for "
-                        f"example {row['example_id']!r}, {problem}: the harness never records such a value, "
-                        "so the results store was changed after the run wrote it; no report is made from "
-                        "it. Run the suite again (bench run SUITE --new-run) or restore the results folder"
-                    )
+            _refuse_impossible(run_id, row)
         return rows
 
     def curves(self, run_id: str) -> Iterator[dict]:
