@@ -373,14 +373,8 @@ def test_undefined_values_are_counted_next_to_n(write_suite, tmp_path):
 
 def test_a_cell_with_some_undefined_values_shows_how_many_next_to_n(write_suite, tmp_path):
     metrics = "\n  - name: delta-log-odds\n    params: {select: negative}"
-    loaded = load_suite(
-        write_suite(suite_text(explainers="\n  - name: random", metrics=metrics)), get_registry()
-    )
-    [cell] = expand(loaded)
-    store = Store(tmp_path / "results")
-    store.create_run("run", loaded.suite, loaded.hash, loaded.path, loaded.text, "cpu", None, {}, {})
     values = [0.5, float("nan"), -0.25, float("nan"), 1.0, 0.75]
-    store.record_cell("run", cell, [f"ex{i}" for i in range(6)], values, 0.0)
+    store, _ = stored_one_cell_run(write_suite, tmp_path, metrics, values)
 
     report = Report.build(store, "run")
     [row] = table_of(json.loads(render(report, "json")), "faithfulness")["rows"]
@@ -390,18 +384,23 @@ def test_a_cell_with_some_undefined_values_shows_how_many_next_to_n(write_suite,
     assert line.endswith(" n=4 (2 undefined) |")
 
 
-def stored_comprehensiveness_run(write_suite, tmp_path) -> tuple[Store, str]:
-    """A store holding one finished comprehensiveness cell (declared range [-1, 1]), recorded directly."""
-    metrics = "\n  - name: comprehensiveness\n    params: {bins: [10, 50]}"
+def stored_one_cell_run(write_suite, tmp_path, metrics: str, values: list[float]) -> tuple[Store, str]:
+    """A store holding run "run" of one finished cell (random × the one metric of ``metrics``) whose six
+    values are recorded directly, for examples ex0 … ex5; its cell id."""
     loaded = load_suite(
         write_suite(suite_text(explainers="\n  - name: random", metrics=metrics)), get_registry()
     )
     [cell] = expand(loaded)
     store = Store(tmp_path / "results")
     store.create_run("run", loaded.suite, loaded.hash, loaded.path, loaded.text, "cpu", None, {}, {})
-    values = [0.5, float("nan"), -0.25, 0.1, 1.0, 0.75]
-    store.record_cell("run", cell, [f"ex{i}" for i in range(6)], values, 0.0)
+    store.record_cell("run", cell, [f"ex{i}" for i in range(len(values))], values, 0.0)
     return store, cell.id
+
+
+def stored_comprehensiveness_run(write_suite, tmp_path) -> tuple[Store, str]:
+    """A store holding one finished comprehensiveness cell (declared range [-1, 1]), recorded directly."""
+    metrics = "\n  - name: comprehensiveness\n    params: {bins: [10, 50]}"
+    return stored_one_cell_run(write_suite, tmp_path, metrics, [0.5, float("nan"), -0.25, 0.1, 1.0, 0.75])
 
 
 def bench_report(monkeypatch, capsys, store: Store) -> tuple[int, str, str]:
