@@ -250,7 +250,12 @@ PARAMETERS_READ_AS_ANOTHER_KIND = {
         "models[0].params.learning_rate",
         "write 0.05 or 5.0e-2",
     ),
-    "list-item-true": ("bins: [10, 50]}", "bins: [true, 50]}", "metrics[0].params.bins", "item 0: YAML reads"),
+    "list-item-true": (
+        "bins: [10, 50]}",
+        "bins: [true, 50]}",
+        "metrics[0].params.bins",
+        "item 0: YAML reads",
+    ),
     "list-item-text": ("bins: [10, 50]}", 'bins: [10, "50"]}', "metrics[0].params.bins", "item 1: '50' is"),
     "bool-number": (
         "- name: runtime",
