@@ -17,6 +17,8 @@ import logging
 import math
 import numbers
 import re
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationInfo, field_validator
 
 from harness.attribution import LABEL_VALUES, Attribution
 from harness.cache import Cache
@@ -38,9 +40,106 @@ T = TypeVar("T")
 
 
 class Params(BaseModel):
-    """Base of every plugin's parameters: unknown keys are errors, values are immutable."""
+    """Base of every plugin's parameters: unknown keys are errors, values are immutable, and a value is
+    never read as another kind than it is written (``_coercion``): pydantic would take YAML's ``true``
+    as the number 1, and the text ``"20"`` (or ``1e-3``, which PyYAML reads as text) as a number."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _written_as_meant(cls, value: Any, info: ValidationInfo) -> Any:
+        problem = _coercion(value, cls.model_fields[info.field_name].annotation)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+
+_SEQUENCES = (list, tuple, set, frozenset, Sequence, typing.Sequence)
+
+
+def _arms(annotation: Any) -> list[Any]:
+    """The alternatives of an annotation, each stripped of ``Annotated``: ``int | None`` -> int, None."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [arm for part in typing.get_args(annotation) for arm in _arms(part)]
+    return [annotation]
+
+
+def _coercion(value: Any, annotation: Any) -> str | None:
+    """What is wrong when ``value`` fits ``annotation`` only by being read as another kind (pydantic's
+    lax mode turns ``True`` into 1, ``"20"`` into 20 and ``1`` into ``True``), or None. A value that fits
+    one alternative as written is fine; one that fits none is left to pydantic's own message."""
+    problems = []
+    for arm in _arms(annotation):
+        fit, problem = _fit(value, arm)
+        if fit:
+            return None
+        if problem is not None:
+            problems.append(problem)
+    return problems[0] if problems else None
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fit(value: Any, arm: Any) -> tuple[bool, str | None]:
+    """(whether ``value`` fits ``arm`` as written, else what reading it as ``arm`` would change)."""
+    origin = typing.get_origin(arm)
+    if arm is bool:
+        if isinstance(value, bool):
+            return True, None
+        if isinstance(value, str | numbers.Number):
+            return False, f"{value!r} is not a boolean: write true or false, without quotes"
+        return False, None
+    if arm in (int, float):
+        if isinstance(value, bool):
+            return False, f"YAML reads {str(value).lower()} as a boolean, not a number: write the number"
+        if isinstance(value, numbers.Real):
+            return True, None
+        if isinstance(value, str) and _reads_as_number(value):
+            if re.fullmatch(r"\s*[-+]?[0-9]+[eE][-+]?[0-9]+\s*", value):
+                return False, (
+                    f"{value!r} is text, not a number: PyYAML reads an exponent without a dot as text; "
+                    f"write {float(value)!r} or {value.strip().replace('e', '.0e').replace('E', '.0E')}"
+                )
+            return False, f"{value!r} is text, not a number: write the number without quotes"
+        return False, None
+    if origin is Literal:
+        return any(type(choice) is type(value) and choice == value for choice in typing.get_args(arm)), None
+    if origin in _SEQUENCES or arm in _SEQUENCES:
+        if not isinstance(value, list | tuple):
+            return False, None
+        items = typing.get_args(arm)
+        for index, item in enumerate(value):
+            if not items:
+                break
+            meant = items[0] if len(items) == 2 and items[1] is Ellipsis or len(items) == 1 else None
+            if meant is None:
+                if index >= len(items):
+                    break
+                meant = items[index]
+            problem = _coercion(item, meant)
+            if problem is not None:
+                return False, f"item {index}: {problem}"
+        return True, None
+    if origin is dict and isinstance(value, dict) and len(typing.get_args(arm)) == 2:
+        for key, item in value.items():
+            problem = _coercion(item, typing.get_args(arm)[1])
+            if problem is not None:
+                return False, f"key {key!r}: {problem}"
+        return True, None
+    if arm is type(None):
+        return value is None, None
+    if arm is str:
+        return isinstance(value, str), None
+    return True, None  # Any, paths, enums, models, tensors: pydantic validates them as it always has
 
 
 class Plugin:

@@ -141,7 +141,16 @@ def test_ctrl_c_says_interrupted_marks_the_run_and_a_rerun_resumes_it(tmp_path):
     command = [sys.executable, "-m", "harness.cli", "run", str(tmp_path / "suite.yaml")]
     command += ["--out", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]
     env = {**os.environ, "PYTHONPATH": subprocess_pythonpath(site, TESTS), "BENCH_TEST_GATE": str(gate)}
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell starts a background job with Ctrl-C ignored, and Python then installs no handler for
+        # it: the driver gets Ctrl-C's default, whoever started the tests.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 600
         while not (gate / "waiting").exists() and driver.poll() is None and time.monotonic() < deadline:

@@ -238,6 +238,67 @@ def test_a_boolean_where_a_number_is_meant_is_refused(monkeypatch, capsys, write
     assert_one_error_line(code, stderr, f"{path}:{line}: {key}:", "as a boolean")
 
 
+# A plugin parameter written as another kind than it means: pydantic's lax mode would read YAML's true as
+# the number 1, the text "20" as 20, 1 as true, and PyYAML reads 1e-3 (an exponent without a dot) as
+# text. Each is (text replaced, its replacement, the key, what the message says).
+PARAMETERS_READ_AS_ANOTHER_KIND = {
+    "int-true": ("dim: 8", "dim: true", "models[0].params.dim", "as a boolean"),
+    "int-text": ("max_epochs: 20", 'max_epochs: "20"', "models[0].params.max_epochs", "'20' is text"),
+    "float-exponent": (
+        "max_epochs: 20}",
+        "max_epochs: 20, learning_rate: 5e-2}",
+        "models[0].params.learning_rate",
+        "write 0.05 or 5.0e-2",
+    ),
+    "list-item-true": (
+        "bins: [10, 50]}",
+        "bins: [true, 50]}",
+        "metrics[0].params.bins",
+        "item 0: YAML reads",
+    ),
+    "list-item-text": ("bins: [10, 50]}", 'bins: [10, "50"]}', "metrics[0].params.bins", "item 1: '50' is"),
+    "bool-number": (
+        "- name: runtime",
+        "- name: iou-stability\n    params: {stop_words: 1}",
+        "metrics[2].params.stop_words",
+        "1 is not a boolean",
+    ),
+    "bool-text": (
+        "- name: runtime",
+        "- name: iou-stability\n    params: {stop_words: 'true'}",
+        "metrics[2].params.stop_words",
+        "'true' is not a boolean",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARAMETERS_READ_AS_ANOTHER_KIND))
+def test_a_plugin_parameter_written_as_another_kind_is_refused(monkeypatch, capsys, write_suite, case):
+    old, new, key, message = PARAMETERS_READ_AS_ANOTHER_KIND[case]
+    text = tiny_suite_text()
+    assert old in text
+    path = write_suite(text.replace(old, new, 1))
+    line = next(
+        index + 1
+        for index, written in enumerate(path.read_text().splitlines())
+        if new.split("\n")[-1].strip() in written
+    )
+    code, stderr, _ = validate(monkeypatch, capsys, path)
+    assert_one_error_line(code, stderr, f"{path}:{line}: {key}:", message)
+
+
+def test_plugin_parameters_written_as_meant_are_read_as_written(write_suite):
+    """The check refuses only a change of kind: an integer where a float is meant, a float with a dot
+    and an exponent, a literal's own text, and true for a boolean are taken as before."""
+    text = tiny_suite_text().replace("max_epochs: 20}", "max_epochs: 20, learning_rate: 5.0e-2}")
+    text = text.replace("- name: runtime", "- name: iou-stability\n    params: {stop_words: true}")
+    loaded = load_suite(write_suite(text), get_registry())
+    model = loaded.entries["models"][0].params
+    assert (model.dim, model.max_epochs, model.learning_rate) == (8, 20, 0.05)
+    assert [entry.params.bins for entry in loaded.entries["metrics"][:1]] == [(10, 50)]
+    assert loaded.entries["metrics"][2].params.stop_words is True
+
+
 # -- a suite of no cells ----------------------------------------------------------------------------------
 
 
