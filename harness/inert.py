@@ -5,7 +5,8 @@ a user may not have written. Shown as they are, an escape sequence in a dataset 
 or clears the terminal (``\\x1b]0;…``, ``\\x1b[2J``), a bidirectional override reorders what a reader
 sees, and a CSV cell ``=HYPERLINK(…)`` is a formula when a spreadsheet opens the file. Each output
 escapes where it writes: the terminal through ``printable``, JSON through ``json_text``, CSV through
-``csv_cell``, Markdown in ``harness.report.markdown`` and HTML in ``harness.report.html``.
+``csv_cell``, Markdown in ``harness.report.markdown`` and HTML in ``harness.report.html`` (``html_text``
+before jinja2's own escaping).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class _Escapes(dict):
 
 
 _INVISIBLE = _Escapes(_SHORT)
+# HTML lays out newlines and tabs itself (as space, or as breaks where a style keeps them): only the
+# characters that act or show as nothing are escaped there.
+_HTML_INVISIBLE = _Escapes({ord("\n"): "\n", ord("\t"): "\t", ord("\r"): "\\r"})
 # The same characters as JSON escapes them: ``json.dumps`` escapes C0 itself (what is left of C0 after it
 # is structure: the newlines and spaces of ``indent``), not DEL, C1, the separators or format characters.
 _JSON_INVISIBLE = _Escapes({code: chr(code) for code in range(0x20)}, as_json=True)
@@ -59,6 +63,14 @@ def printable(text: object) -> str:
     """``text`` as a terminal shows it literally: every control, separator and format character written
     as its escape (``\\x1b``, ``\\n``, ``\\u202e``, ``\\u200b``), everything else as it is."""
     return str(text).translate(_INVISIBLE)
+
+
+def html_text(text: str) -> str:
+    """``text`` for an HTML page (before HTML's own escaping of ``<``, ``&`` and quotes): every control,
+    separator and format character written as its escape, as ``printable`` writes it (a bidirectional
+    override would reorder what a reader sees, a zero-width space hide itself), except newlines and
+    tabs, which a page lays out."""
+    return text.translate(_HTML_INVISIBLE)
 
 
 def without_format_characters(text: str) -> str:

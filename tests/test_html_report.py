@@ -455,6 +455,25 @@ def test_groups_are_marked_per_token_and_explained_in_the_legend(run):
     assert "token groups" in tree(page_html).all("section", "how-to-read")[0].text
 
 
+# Characters that act or show as nothing: a bidirectional override, a zero-width space, the C1 control
+# that starts an escape sequence, an escape sequence.
+INVISIBLE_LABEL = "r\u202eand\u200bom\x9b\x1b[2J"
+
+
+def test_a_label_s_invisible_and_acting_characters_are_shown_as_escapes_on_the_page():
+    """As in the terminal and in Markdown: "ran\u202edom" must not show reordered, nor "random\u200b" as
+    "random"; newlines and tabs stay the page's to lay out."""
+    names = Header(("explainer",), names_rows=True)
+    table = Table(
+        [names, column("higher")], [[Cell(INVISIBLE_LABEL), cell(0.5)], [Cell("a\tb\nc"), cell(0.1)]]
+    )
+    html = page("run r\u202e1", table_html(table))
+    for character in ("\u202e", "\u200b", "\x9b", "\x1b"):
+        assert character not in html
+    assert "r\\u202eand\\u200bom\\x9b\\x1b[2J" in html and "run r\\u202e1" in html
+    assert "a\tb\nc" in html
+
+
 # -- figures ---------------------------------------------------------------------------------------------
 
 
@@ -466,6 +485,16 @@ def test_matplotlib_escapes_a_label_and_a_dollar_is_no_mathtext():
     [plot] = interval_bars(table)
     assert "<script" not in plot.svg and "&lt;script&gt;" in plot.svg
     assert plt.get_fignums() == []
+
+
+def test_a_figure_shows_a_label_s_invisible_and_acting_characters_as_escapes():
+    names = Header(("explainer",), names_rows=True)
+    [plot] = interval_bars(
+        Table([names, column("lower")], [[Cell(INVISIBLE_LABEL), cell(0.01)], [Cell("b"), cell(0.1)]])
+    )
+    for character in ("\u202e", "\u200b", "\x9b", "\x1b"):
+        assert character not in plot.svg
+    assert "\\u202e" in plot.svg
 
 
 def test_randomization_bars_group_a_models_variants():

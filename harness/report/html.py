@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from harness.entries import canonical_json, model_label
+from harness.inert import html_text
 from harness.report.document import Cell, Document, Header, Section, Table, legend
 from harness.report.plots import Plot, grouped_bars, interval_bars, removal_curves
 
@@ -28,9 +29,17 @@ if TYPE_CHECKING:
     from harness.report.analysis import Report
     from harness.store import Queries
 
+
+def _inert(value: object) -> object:
+    """What a template writes of a value: user text (a plain str, never ``Markup``) with its acting and
+    invisible characters escaped (``harness.inert.html_text``), before autoescaping."""
+    return html_text(value) if type(value) is str else value
+
+
 ENV = Environment(
     loader=PackageLoader("harness.report", "templates"),
     autoescape=True,
+    finalize=_inert,
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,

@@ -27,6 +27,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from harness.entries import canonical_json, model_label
+from harness.inert import html_text
 from harness.report.document import Table
 
 STYLE = {
@@ -66,8 +67,9 @@ def colours(names: Iterable[str]) -> dict[str, str]:
 
 
 def plain(text: str) -> str:
-    """A user string as matplotlib text: literal, never mathtext."""
-    return str(text).replace("$", r"\$")
+    """A user string as matplotlib text: literal, never mathtext, its acting and invisible characters
+    escaped as on the page (``harness.inert.html_text``: the SVG keeps text as text)."""
+    return html_text(str(text)).replace("$", r"\$")
 
 
 # -- removal curves ------------------------------------------------------------------------------------
