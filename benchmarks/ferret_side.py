@@ -186,8 +186,11 @@ def install_steps() -> list[list[str]]:
 
 
 def _last_line(text: str) -> str:
+    """The line that says why: pip's first ``ERROR:`` line (its last one is often only a link), else the
+    last line."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return errors[0] if errors else lines[-1] if lines else "(no output)"
 
 
 def ferret_python(root: Path | None = None) -> Path:

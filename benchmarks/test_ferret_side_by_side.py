@@ -43,7 +43,12 @@ still differs, and how the comparison deals with it:
    least 1.
 5. p(ŷ|x) and every perturbed probability are computed by each tool in its own batches (ferret: 8
    texts padded to the longest; us: sorted by length, by a token budget, oneDNN kernels), with the same
-   torch build but different transformers (ferret pins < 5): float32 rounding only.
+   torch build but different transformers (ferret pins < 5): float32 rounding only. ferret runs the
+   unperturbed input again in each evaluator; ours comes with the explanation (computed once).
+6. Same on both sides, stated for completeness: the explained class is the prediction (the file's
+   ``target``, which ``precomputed`` checks against ours); ferret's scores are L1-normalised (rankings
+   and τ unchanged); [CLS] and [SEP] are never removed; SST-2 sentences are far below either tool's
+   truncation (ferret: the tokenizer's 512; ``hf``: 256).
 
 Agreement asserted: comprehensiveness and sufficiency within ``TOLERANCE`` (1e-5: each value is a mean
 of differences of two probabilities each computed in another batch by other kernels, which README's
