@@ -73,6 +73,7 @@ import numpy as np
 import pytest
 import torch
 from ferret_side import FERRET_VERSION, FerretDriver, FerretUnavailable, ferret_python, user_model
+from removal_rows import distinct_rows
 from sst2_setup import SST2, sst2_dataset
 
 from harness import Attribution, MetricInput
@@ -192,7 +193,7 @@ def test_ferret_and_us_agree_on_the_same_explanations_taking_turns(benchmark, si
     assert len(ferret_rounds) == len(our_rounds) >= 1
 
     # -- rows ------------------------------------------------------------------------------------------
-    distinct = distinct_rows(explanations)
+    distinct = distinct_rows(explanations, BINS)
     ferret_rows = sum(sum(c["ferret_rows"].values()) for c in checks.values())
     for _, _, computed in our_rounds:
         assert computed == distinct
@@ -312,23 +313,6 @@ def loo_drops(attributions, classifier) -> list[np.ndarray]:
     return [
         np.exp(m[0, a.target]) - np.exp(m[1:, a.target]) for m, a in zip(matrices, attributions, strict=True)
     ]
-
-
-def distinct_rows(explanations) -> int:
-    """The distinct perturbed inputs our three metrics need over every explanation, by this file's own
-    enumeration (the unperturbed input's row comes with each attribution)."""
-    rows = set()
-    for attributions in explanations.values():
-        for a in attributions:
-            real = [i for i, s in enumerate(a.segments) if s >= 0]
-            ranked = sorted(real, key=lambda i: (-a.scores[i], i))
-            for k in BINS:
-                top = set(ranked[: min(max(int(math.floor(k * len(real) / 100 + 0.5)), 1), len(real))])
-                rows.add(tuple(t for i, t in enumerate(a.input_ids) if i not in top))
-                rows.add(tuple(t for i, t in enumerate(a.input_ids) if i in top or a.segments[i] < 0))
-            rows |= {tuple(a.input_ids[:i] + a.input_ids[i + 1 :]) for i in real}
-            rows.discard(tuple(a.input_ids))
-    return len(rows)
 
 
 def _dev_accuracy(model_folder) -> float:

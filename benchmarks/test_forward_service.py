@@ -34,6 +34,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from removal_rows import distinct_rows
 from scipy.stats import kendalltau
 from sst2_setup import minilm_head, sst2_dataset
 
@@ -194,7 +195,7 @@ def test_the_service_computes_each_distinct_row_once_and_matches_the_loop(benchm
         np.testing.assert_allclose(service_values[key], expected, atol=1e-6, err_msg=str(key))
         np.testing.assert_allclose(cell_values[key], expected, atol=1e-6, err_msg=str(key))
         np.testing.assert_allclose(default_values[key], expected, atol=1e-6, err_msg=str(key))
-    distinct = _distinct_rows(chosen)
+    distinct = distinct_rows(chosen, BINS)
     assert service_rows == distinct
     per_example = {name: seconds / N_EXAMPLES for name, seconds in
                    (("loop", loop_seconds), ("per_cell", cell_seconds), ("service", service_seconds),
@@ -214,20 +215,3 @@ def test_the_service_computes_each_distinct_row_once_and_matches_the_loop(benchm
         f"{per_example['service_pytorch_kernels']:.3f}); rows loop {loop_rows}, per cell {cell_rows}, service "
         f"{service_rows} (distinct needed {distinct})"
     )
-
-
-def _distinct_rows(explanations) -> int:
-    """The distinct perturbed inputs the three metrics need over all explanations (the unperturbed
-    input's row is stored with each attribution), by this file's own enumeration."""
-    rows = set()
-    for attributions in explanations.values():
-        for a in attributions:
-            real = [i for i, s in enumerate(a.segments) if s >= 0]
-            ranked = sorted(real, key=lambda i: (-a.scores[i], i))
-            for k in BINS:
-                top = set(ranked[: min(max(int(math.floor(k * len(real) / 100 + 0.5)), 1), len(real))])
-                rows.add(tuple(t for i, t in enumerate(a.input_ids) if i not in top))
-                rows.add(tuple(t for i, t in enumerate(a.input_ids) if i in top or a.segments[i] < 0))
-            rows |= {tuple(a.input_ids[:i] + a.input_ids[i + 1 :]) for i in real}
-            rows.discard(tuple(a.input_ids))
-    return len(rows)
