@@ -116,16 +116,13 @@ def _fit(value: Any, arm: Any) -> tuple[bool, str | None]:
     if origin in _SEQUENCES or arm in _SEQUENCES:
         if not isinstance(value, list | tuple):
             return False, None
-        items = typing.get_args(arm)
+        items = typing.get_args(arm)  # (T,) for list[T], (T, ...) for tuple[T, ...], one per place otherwise
+        if len(items) == 2 and items[1] is Ellipsis:
+            items = items[:1]
         for index, item in enumerate(value):
-            if not items:
+            if len(items) != 1 and index >= len(items):
                 break
-            meant = items[0] if len(items) == 2 and items[1] is Ellipsis or len(items) == 1 else None
-            if meant is None:
-                if index >= len(items):
-                    break
-                meant = items[index]
-            problem = _coercion(item, meant)
+            problem = _coercion(item, items[0] if len(items) == 1 else items[index])
             if problem is not None:
                 return False, f"item {index}: {problem}"
         return True, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -58,6 +59,7 @@ def _refuse_impossible(run_id: str, row: dict) -> None:
             )
 
 
+@functools.cache  # a store holds a few distinct ranges: parsed once each, not once per record
 def _stored_range(text: str | None) -> tuple:
     """A cell's stored ``value_range`` (JSON [low, high], null for an open end; null: unbounded) as
     (low, high); a ``BenchError`` for anything else."""
@@ -205,17 +207,14 @@ class Queries(Database):
                 "LEFT JOIN cells c ON c.run_id = r.run_id AND c.cell_id = r.cell_id "
                 "WHERE r.run_id=? ORDER BY r.rowid"
             )
-            ranges: dict[str | None, tuple] = {}
             for row in db.execute(query, (run_id,)):
                 record = dict(row)
                 checked = {
                     key: record.pop(key)
                     for key in ("cell_id", "explainer_label", "metric_label", "value_range")
                 }
-                text = checked["value_range"]
-                if text not in ranges:
-                    ranges[text] = _stored_range(text)
-                _refuse_impossible(run_id, {**checked, **record, "value_range": ranges[text]})
+                checked["value_range"] = _stored_range(checked["value_range"])
+                _refuse_impossible(run_id, {**checked, **record})
                 record["explainer_params"] = json.loads(record["explainer_params"])
                 record["metric_params"] = json.loads(record["metric_params"])
                 yield record
@@ -240,12 +239,8 @@ class Queries(Database):
                     (run_id,),
                 )
             ]
-        ranges: dict[str | None, tuple] = {}  # a cell's range, parsed once, not once per record
         for row in rows:
-            text = row["value_range"]
-            if text not in ranges:
-                ranges[text] = _stored_range(text)
-            row["value_range"] = ranges[text]
+            row["value_range"] = _stored_range(row["value_range"])
             _refuse_impossible(run_id, row)
         return rows
 
