@@ -24,32 +24,49 @@ are; a run with ``--no-cache`` computes them again and stores them with digests.
 The values are the model's: a row computed in another batch than it would have been differs only by
 float32 rounding of the padded batch (the attention mask keeps padding out), within 1e-6.
 
-**Linear layers through oneDNN on CPU.** A transformer's passes are mostly matrix products, which
-PyTorch sends to MKL; on CPUs where MKL does not use its fastest kernels (AMD's, this project's machine)
-oneDNN, which PyTorch ships too, computes the same float32 products about 2.7× faster. The service
-switches the classifier's ``torch.nn.Linear`` layers to ``OneDNNLinear`` (same parameters) for the
-duration of its own passes, which run without gradients: on CPU in float32 they go through oneDNN;
-everything else the classifier does (training, explainers' passes, CUDA, other dtypes) is unchanged. The values differ from MKL's by float32
-rounding only (another order of summation): metric values within 1e-6 (``tests/test_forward_service.py``,
-``benchmarks/test_forward_service.py``). Rows kept on disk record which kernels computed them.
+**Kernels chosen by measuring them.** A transformer's passes are mostly matrix products. On CPU in
+float32 PyTorch sends ``torch.nn.Linear`` to MKL; oneDNN, which PyTorch ships too, computes the same
+products, and which of the two is faster depends on the CPU and the layer shapes: on one AMD EPYC of this
+project oneDNN was 2.7× faster (2026-12-03), on another MKL was 1.4× faster (2026-12-07). So the service
+times both on the classifier itself (``choose_kernels``: a few passes of 1,024 pad tokens each way, about
+a second on MiniLM) and keeps the faster; oneDNN only when it wins by ``ONEDNN_MARGIN``. The choice is
+remembered per machine, PyTorch version, thread count and layer shapes, in the process and, with a store
+attached, in the cache folder (``kernels.json``), so that a re-run uses the same kernels and finds its
+rows. ``BENCH_FORWARD_KERNELS=torch`` or ``=onednn-linear`` sets it without measuring. With oneDNN chosen,
+the classifier's ``torch.nn.Linear`` layers are ``OneDNNLinear`` (same parameters) for the duration of
+the service's own passes, which run without gradients; everything else the classifier does (training,
+explainers' passes, CUDA, other dtypes) is unchanged. The two kernels' values differ by float32 rounding
+only (another order of summation): probabilities within 1e-5 of each other, as between two batchings
+(``tests/test_forward_service.py``, ``benchmarks/test_forward_service.py``). Rows kept on disk record
+which kernels computed them.
+
+**Passes of one length.** The sequences a call computes are grouped by exact length, and each group
+goes through the model in passes of ``TOKENS_PER_PASS`` tokens: no padding, so no token is computed
+that the output does not read (sorted but padded passes computed about 5 % more tokens on the removal
+metrics' rows of SST-2 sentences).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import platform
 import sqlite3
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from harness.classifier import Classifier
 
@@ -59,12 +76,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("bench.forward")  # under "bench": a run's log file holds its warnings
 
 TOKENS_PER_PASS = 4096
-"""Tokens (rows × the pass's padded length) per forward pass of perturbed inputs, unless the caller's
-batch size asks for more rows: short sequences go many to a pass, long ones few, so that a pass costs
-about the same whatever the length."""
+"""Tokens (rows × their length) per forward pass of perturbed inputs, unless the caller's batch size asks
+for more rows: short sequences go many to a pass, long ones few, so that a pass costs about the same
+whatever the length."""
 MEMO_BYTES = 128 * 2**20  # the in-process memo's bound, per classifier
 ENTRY_OVERHEAD = 250  # bytes of Python objects per memo entry beyond its key's and row's data
 FORWARD_ROWS = "forward-rows.sqlite"  # the disk store's file in a cache folder
+KERNELS_FILE = "kernels.json"  # the kernels chosen per machine and model shapes, in a cache folder
+KERNELS_ENV = "BENCH_FORWARD_KERNELS"  # "torch" or "onednn-linear": the choice, without measuring
+ONEDNN_MARGIN = 0.95  # oneDNN is chosen when its passes take at most this fraction of PyTorch's
 
 
 @dataclass
@@ -83,7 +103,8 @@ class ForwardService:
     """One classifier's forward passes on id sequences, each distinct sequence computed once."""
 
     def __init__(self, classifier: Classifier, memo_bytes: int = MEMO_BYTES):
-        self.kernels = onednn_kernels(classifier)
+        self._kernels: str | None = None
+        self._kernels_chosen = False
         try:  # weakly: the module's map of services must not keep a classifier alive
             self._classifier = weakref.ref(classifier)
         except TypeError:
@@ -99,6 +120,31 @@ class ForwardService:
     def classifier(self) -> Classifier:
         return self._classifier()
 
+    @property
+    def kernels(self) -> str | None:
+        """The kernels of the service's passes: ``ONEDNN``, or None for PyTorch's own (see the module
+        docstring); chosen on first use."""
+        if not self._kernels_chosen:
+            self.choose_kernels(None)
+        return self._kernels
+
+    @kernels.setter
+    def kernels(self, kernels: str | None) -> None:
+        """Set the kernels (``ONEDNN`` or None), as a benchmark comparing them does; rows held in memory
+        are forgotten (computed by the others)."""
+        if kernels not in (None, ONEDNN):
+            raise ValueError(f"kernels: {kernels!r} is neither None (PyTorch's) nor {ONEDNN!r}")
+        self._kernels, self._kernels_chosen = kernels, True
+        self.clear()
+
+    def choose_kernels(self, record: Path | None) -> str | None:
+        """Choose the kernels now (unless chosen already), reading and keeping the choice in ``record``
+        (a ``kernels.json``) when given."""
+        if not self._kernels_chosen:
+            self._kernels = choose_kernels(self.classifier, record)
+            self._kernels_chosen = True
+        return self._kernels
+
     def attach_store(
         self, path: Path, model_key: str, read: bool = True, state: ModelState | None = None
     ) -> None:
@@ -107,7 +153,8 @@ class ForwardService:
         defaults), reading them back unless ``read`` is False. With ``state`` (the classifier's as it was
         loaded), rows are stored only while its weights are unchanged: a plugin that modified the model
         must not leave rows under its key."""
-        self.store = RowStore(path, f"{model_key}:{self.kernels}" if self.kernels else model_key, read)
+        kernels = self.choose_kernels(Path(path).parent / KERNELS_FILE)
+        self.store = RowStore(path, f"{model_key}:{kernels}" if kernels else model_key, read)
         self.state = state
 
     def clear(self) -> None:
@@ -156,6 +203,7 @@ class ForwardService:
                     [sequences[i] for i in indices],
                     None if type_sequences is None else [type_sequences[i] for i in indices],
                     batch_size,
+                    onednn=self.kernels == ONEDNN,
                 )
                 self.stats.computed += len(indices)
                 fresh = dict(zip(missing, computed, strict=True))
@@ -212,34 +260,33 @@ def _forward(
     sequences: Sequence[np.ndarray],
     type_sequences: Sequence[np.ndarray] | None,
     batch_size: int,
+    onednn: bool = False,
 ) -> np.ndarray:
-    """Class log-probabilities (N × K, float64) of id sequences through the model: longest first, each
-    pass as many rows as ``TOKENS_PER_PASS`` holds at its padded length (at least ``batch_size``)."""
-    lengths = np.array([len(sequence) for sequence in sequences])
-    order = np.argsort(-lengths, kind="stable")
+    """Class log-probabilities (N × K, float64) of id sequences through the model, in passes of one
+    length each (no padding), each pass as many rows as ``TOKENS_PER_PASS`` holds (at least
+    ``batch_size``); the linear layers through oneDNN when ``onednn``."""
+    lengths = np.array([len(sequence) for sequence in sequences], dtype=np.int64)
     result = np.empty((len(sequences), len(classifier.labels)), dtype=np.float64)
     device = classifier.device
-    start = 0
-    with torch.inference_mode(), onednn_linear(classifier):
-        while start < len(order):
-            width = max(int(lengths[order[start]]), 1)  # the longest of the pass: rows are sorted
-            rows = max(batch_size, TOKENS_PER_PASS // width)
-            chunk = order[start : start + rows]
-            start += len(chunk)
-            ids = np.full((len(chunk), width), classifier.pad_token_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            types = None if type_sequences is None else np.zeros((len(chunk), width), dtype=np.int64)
-            for row, index in enumerate(chunk):
-                ids[row, : lengths[index]] = sequences[index]
-                mask[row, : lengths[index]] = 1
-                if types is not None:
-                    types[row, : lengths[index]] = type_sequences[index]
-            logits = classifier.logits(
-                input_ids=torch.from_numpy(ids).to(device),
-                attention_mask=torch.from_numpy(mask).to(device),
-                token_type_ids=None if types is None else torch.from_numpy(types).to(device),
-            )
-            result[chunk] = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
+    kernels = onednn_linear(classifier) if onednn else nullcontext()
+    with torch.inference_mode(), kernels:
+        for length in np.unique(lengths)[::-1]:  # longest first
+            group = np.flatnonzero(lengths == length)
+            rows = max(batch_size, TOKENS_PER_PASS // max(int(length), 1))
+            for start in range(0, len(group), rows):
+                chunk = group[start : start + rows]
+                ids = np.empty((len(chunk), length), dtype=np.int64)
+                types = None if type_sequences is None else np.empty_like(ids)
+                for row, index in enumerate(chunk):
+                    ids[row] = sequences[index]
+                    if types is not None:
+                        types[row] = type_sequences[index]
+                logits = classifier.logits(
+                    input_ids=torch.from_numpy(ids).to(device),
+                    attention_mask=torch.ones(ids.shape, dtype=torch.long, device=device),
+                    token_type_ids=None if types is None else torch.from_numpy(types).to(device),
+                )
+                result[chunk] = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
     return result
 
 
@@ -362,9 +409,117 @@ class OneDNNLinear(torch.nn.Linear):
 ONEDNN = "onednn-linear"
 
 
+TORCH_KERNELS = "torch"  # PyTorch's own kernels, as the environment variable names them
+
+
 def onednn_kernels(classifier: Classifier) -> str | None:
-    """``ONEDNN`` when ``onednn_linear`` would switch some layer of the classifier, else None."""
-    return ONEDNN if _onednn_works() and any(_linear_layers(classifier)) else None
+    """``ONEDNN`` when ``onednn_linear`` could switch some layer of the classifier (on CPU), else None."""
+    if _onednn_works() and classifier.device.type == "cpu" and any(_linear_layers(classifier)):
+        return ONEDNN
+    return None
+
+
+_CHOICES: dict[str, str] = {}  # what this process chose or read, by ``kernel_signature``
+
+
+def choose_kernels(classifier: Classifier, record: Path | None = None) -> str | None:
+    """The kernels for the service's passes on ``classifier``: ``ONEDNN`` or None (PyTorch's own).
+
+    ``BENCH_FORWARD_KERNELS`` decides when set; otherwise the choice remembered for this machine,
+    PyTorch, thread count and layer shapes (in this process, then in ``record``); otherwise both are
+    timed on the classifier (``time_kernels``) and the choice kept, in ``record`` too (under a lock, so
+    that the workers of one run agree)."""
+    if onednn_kernels(classifier) is None:
+        return None
+    forced = os.environ.get(KERNELS_ENV)
+    if forced:
+        if forced not in (TORCH_KERNELS, ONEDNN):
+            raise ValueError(
+                f"{KERNELS_ENV}={forced!r}: set it to '{TORCH_KERNELS}' or '{ONEDNN}', or unset it"
+            )
+        return None if forced == TORCH_KERNELS else ONEDNN
+    signature = kernel_signature(classifier)
+    if signature not in _CHOICES:
+        if record is None:
+            _CHOICES[signature] = _measured_choice(classifier)
+        else:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(record) + ".lock", timeout=600):
+                choices = _read_choices(record)
+                if signature not in choices:
+                    choices[signature] = {"kernels": _measured_choice(classifier), "at": time.time()}
+                    tmp = record.with_name(record.name + f".{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps(choices, indent=1, sort_keys=True))
+                    os.replace(tmp, record)
+                _CHOICES[signature] = choices[signature]["kernels"]
+    return None if _CHOICES[signature] == TORCH_KERNELS else ONEDNN
+
+
+def kernel_signature(classifier: Classifier) -> str:
+    """What the kernels' relative speed depends on: the CPU, PyTorch, its threads, the linear layers'
+    shapes (a digest of them)."""
+    shapes = sorted(f"{layer.in_features}x{layer.out_features}" for layer in _linear_layers(classifier))
+    digest = hashlib.sha256(",".join(shapes).encode()).hexdigest()[:16]
+    return f"{_cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads|linear {digest}"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _read_choices(record: Path) -> dict:
+    try:
+        choices = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(choices, dict):
+        return {}
+    return {
+        k: v
+        for k, v in choices.items()
+        if isinstance(v, dict) and v.get("kernels") in (TORCH_KERNELS, ONEDNN)
+    }
+
+
+def time_kernels(classifier: Classifier, rounds: int = 3, tokens: int = 1024) -> dict[str, float]:
+    """Seconds of one pass of ``tokens`` pad tokens (rows of 32) through the classifier with PyTorch's
+    kernels and with oneDNN's, the best of ``rounds`` each, taken in turns after a warm-up of each."""
+    width = 32
+    pad = classifier.pad_token_id if classifier.pad_token_id is not None else 0
+    ids = torch.full((max(tokens // width, 1), width), int(pad), dtype=torch.long, device=classifier.device)
+    mask = torch.ones_like(ids)
+
+    def one_pass(onednn: bool) -> float:
+        with torch.inference_mode(), onednn_linear(classifier) if onednn else nullcontext():
+            started = time.perf_counter()
+            classifier.logits(input_ids=ids, attention_mask=mask)
+            return time.perf_counter() - started
+
+    one_pass(False)
+    one_pass(True)
+    seconds = {TORCH_KERNELS: float("inf"), ONEDNN: float("inf")}
+    for _ in range(rounds):
+        seconds[TORCH_KERNELS] = min(seconds[TORCH_KERNELS], one_pass(False))
+        seconds[ONEDNN] = min(seconds[ONEDNN], one_pass(True))
+    return seconds
+
+
+def _measured_choice(classifier: Classifier) -> str:
+    seconds = time_kernels(classifier)
+    choice = ONEDNN if seconds[ONEDNN] <= ONEDNN_MARGIN * seconds[TORCH_KERNELS] else TORCH_KERNELS
+    log.info(
+        "forward passes: %s kernels (one pass: PyTorch's %.1f ms, oneDNN %.1f ms)",
+        choice,
+        seconds[TORCH_KERNELS] * 1e3,
+        seconds[ONEDNN] * 1e3,
+    )
+    return choice
 
 
 @contextmanager

@@ -19,6 +19,13 @@ from plugins.models.bow import BagOfWordsClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The forward-pass service's kernels, fixed for the tests (and the ``bench`` processes they start):
+# otherwise each process would time PyTorch's and oneDNN's kernels and keep the faster
+# (``harness.forward.choose_kernels``), and two processes of one test could choose differently when the
+# two are close, their rows differing by float32 rounding. The choice itself is tested with measured
+# times stubbed (tests/test_forward_service.py).
+os.environ.setdefault("BENCH_FORWARD_KERNELS", "torch")
+
 
 def subprocess_pythonpath(*folders) -> str:
     """PYTHONPATH for a ``bench`` subprocess: ``folders`` first (an installed test plugin, the tests),

@@ -5,6 +5,7 @@ straightforward computation."""
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from contextlib import closing
@@ -44,10 +45,10 @@ def counted(monkeypatch):
     seen = Seen()
     forward = harness.forward._forward
 
-    def counting(classifier, sequences, types, batch_size):
+    def counting(classifier, sequences, types, batch_size, **kernels):
         seen.extend(tuple(int(i) for i in sequence) for sequence in sequences)
         seen.calls += 1
-        return forward(classifier, sequences, types, batch_size)
+        return forward(classifier, sequences, types, batch_size, **kernels)
 
     monkeypatch.setattr(harness.forward, "_forward", counting)
     return seen
@@ -320,6 +321,8 @@ def test_the_services_passes_run_linear_layers_through_onednn_within_1e6_and_lea
     rng = np.random.default_rng(0)
     sequences = [rng.integers(1, 100, size=n) for n in rng.integers(3, 40, size=64)]
     service = harness.forward.ForwardService(classifier)
+    if torch.backends.mkldnn.is_available():
+        service.kernels = harness.forward.ONEDNN  # whichever is faster on this machine
     served = service.log_probabilities(sequences, None, batch_size=8)
     plain, exact = [], []
     for sequence in sequences:
@@ -380,3 +383,100 @@ def test_requests_planned_together_give_what_each_gives_on_its_own_and_each_row_
         ]
         np.testing.assert_allclose(*values, atol=1e-12)
     assert isinstance(requests[0], Perturbations) and requests[2].masking == "unk"
+
+
+class _TimedClassifier(_LinearClassifier):
+    pad_token_id = 0
+
+
+@pytest.fixture
+def kernel_times(monkeypatch):
+    """``time_kernels`` answering what the test says and counting its calls; no remembered choice."""
+    monkeypatch.setattr(harness.forward, "_CHOICES", {})
+    monkeypatch.delenv(harness.forward.KERNELS_ENV, raising=False)
+    monkeypatch.setattr(harness.forward, "_onednn_works", lambda: True)
+    calls = []
+
+    def answer(seconds):
+        monkeypatch.setattr(
+            harness.forward, "time_kernels", lambda classifier: calls.append(classifier) or seconds
+        )
+
+    return answer, calls
+
+
+def test_the_kernels_are_the_faster_of_the_two_as_measured_and_pytorchs_on_a_tie(kernel_times):
+    answer, calls = kernel_times
+    classifier = _TimedClassifier()  # the service holds it weakly
+    answer({harness.forward.TORCH_KERNELS: 0.10, harness.forward.ONEDNN: 0.14})  # MKL faster (2026-12-07)
+    assert harness.forward.ForwardService(classifier).kernels is None
+    harness.forward._CHOICES.clear()
+    answer({harness.forward.TORCH_KERNELS: 0.27, harness.forward.ONEDNN: 0.10})  # oneDNN faster (2026-12-03)
+    assert harness.forward.ForwardService(classifier).kernels == harness.forward.ONEDNN
+    harness.forward._CHOICES.clear()
+    answer({harness.forward.TORCH_KERNELS: 0.100, harness.forward.ONEDNN: 0.097})  # within the margin
+    assert harness.forward.ForwardService(classifier).kernels is None
+    assert len(calls) == 3
+
+
+def test_the_choice_is_measured_once_per_machine_and_model_shapes_and_kept_in_the_cache(
+    kernel_times, tmp_path
+):
+    answer, calls = kernel_times
+    answer({harness.forward.TORCH_KERNELS: 0.27, harness.forward.ONEDNN: 0.10})
+    classifier = _TimedClassifier()  # the service holds it weakly
+    service = harness.forward.ForwardService(classifier)
+    service.attach_store(tmp_path / harness.forward.FORWARD_ROWS, "model-key")
+    assert service.kernels == harness.forward.ONEDNN and service.store.model_key == "model-key:onednn-linear"
+    record = json.loads((tmp_path / harness.forward.KERNELS_FILE).read_text())
+    assert [v["kernels"] for v in record.values()] == [harness.forward.ONEDNN]
+    assert list(record) == [harness.forward.kernel_signature(_TimedClassifier())]
+    # Another process (nothing remembered in memory) reads the choice back: the same kernels, the same
+    # rows, whatever a new measurement would say.
+    harness.forward._CHOICES.clear()
+    answer({harness.forward.TORCH_KERNELS: 0.10, harness.forward.ONEDNN: 0.27})
+    again = harness.forward.ForwardService(classifier)
+    again.attach_store(tmp_path / harness.forward.FORWARD_ROWS, "model-key")
+    assert again.kernels == harness.forward.ONEDNN and len(calls) == 1
+
+
+def test_the_environment_sets_the_kernels_without_measuring_and_a_bad_value_is_named(
+    kernel_times, monkeypatch
+):
+    answer, calls = kernel_times
+    classifier = _TimedClassifier()  # the service holds it weakly
+    answer({harness.forward.TORCH_KERNELS: 0.27, harness.forward.ONEDNN: 0.10})
+    monkeypatch.setenv(harness.forward.KERNELS_ENV, "torch")
+    assert harness.forward.ForwardService(classifier).kernels is None
+    monkeypatch.setenv(harness.forward.KERNELS_ENV, "onednn-linear")
+    assert harness.forward.ForwardService(classifier).kernels == harness.forward.ONEDNN
+    assert calls == []
+    monkeypatch.setenv(harness.forward.KERNELS_ENV, "mkl")
+    with pytest.raises(ValueError, match="BENCH_FORWARD_KERNELS='mkl'"):
+        _ = harness.forward.ForwardService(classifier).kernels
+
+
+def test_time_kernels_times_both_on_the_classifier_and_leaves_it_as_built():
+    classifier = _TimedClassifier()
+    seconds = harness.forward.time_kernels(classifier, rounds=1, tokens=64)
+    assert set(seconds) == {harness.forward.TORCH_KERNELS, harness.forward.ONEDNN}
+    assert all(0 < s < float("inf") for s in seconds.values())
+    assert {type(m) for m in classifier.network.modules()} == {_Encoder, torch.nn.Embedding, torch.nn.Linear}
+
+
+def test_each_pass_holds_sequences_of_one_length_unpadded():
+    classifier = _TimedClassifier()
+    passes = []
+    logits = classifier.logits
+
+    def spy(*, input_ids, attention_mask, token_type_ids=None):
+        passes.append((tuple(input_ids.shape), bool(attention_mask.all())))
+        return logits(input_ids=input_ids, attention_mask=attention_mask)
+
+    classifier.logits = spy
+    rng = np.random.default_rng(1)
+    sequences = [rng.integers(1, 100, size=n) for n in [5, 7, 5, 9, 7, 5]]
+    service = harness.forward.ForwardService(classifier)
+    service.kernels = None  # no passes to choose them
+    service.log_probabilities(sequences, None, batch_size=2)
+    assert sorted(passes) == [((1, 9), True), ((2, 7), True), ((3, 5), True)]

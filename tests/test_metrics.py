@@ -200,7 +200,7 @@ def test_the_engine_materialises_a_bounded_number_of_rows_and_chunking_leaves_th
     monkeypatch.setattr(
         harness.forward,
         "_forward",
-        lambda c, seqs, types, b: sizes.append(len(seqs)) or forward(c, seqs, types, b),
+        lambda c, seqs, types, b, **k: sizes.append(len(seqs)) or forward(c, seqs, types, b, **k),
     )
     whole = perturb.evaluate(classifier, attributions, removals, masking="delete", batch_size=3)
     # One chunk when the bound allows it, holding each distinct input once: perturbations of two
