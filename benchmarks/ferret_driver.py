@@ -9,7 +9,9 @@ as ``Benchmark.explain`` returns them, and writes them as the JSONL the ``precom
 ``seconds``). Then, for each ``evaluate`` line read on stdin, it times ferret's own evaluation of every
 explanation (``Benchmark.evaluate_explanation`` with three evaluators: ``AOPC_Comprehensiveness_Evaluation``,
 ``AOPC_Sufficiency_Evaluation``, ``TauLOO_Evaluation``) and answers with each explanation's three values
-and seconds. ``warm-up`` evaluates the first sentence's explanations untimed; ``quit`` ends it.
+and seconds. ``explain N`` explains the first N sentences again with the same seeds and answers with the
+seconds each explainer took (the end-to-end arm: ferret's explainers timed in turn with ours).
+``warm-up`` evaluates the first sentence's explanations untimed; ``quit`` ends it.
 
 The evaluators are given the settings closest to our metrics' (``comprehensiveness`` and ``sufficiency``
 with bins 10, 20 … 100 %, deletion; ``loo-correlation``): ``only_pos=False`` (ferret's default keeps only
@@ -99,18 +101,23 @@ def run(args, reply) -> None:
         rows = [json.loads(line) for line in data if line.strip()][: args.n]
 
     # -- explanations (ferret's explainers, as Benchmark.explain runs them, each timed) --------------------
+    def explain(row: dict, index: int) -> tuple[int, list, list[float]]:
+        """Every explainer's explanation of one sentence (numpy's generator seeded by its position, for
+        LIME), each timed, L1-normalised afterwards as ``Benchmark.explain`` does."""
+        target = int(bench.score(row["text"], return_dict=False).argmax(-1))
+        np.random.seed(index)  # LIME samples from numpy's global generator; SHAP seeds itself (42)
+        explanations, seconds = [], []
+        for explainer in bench.explainers:
+            started = time.perf_counter()
+            explanations.append(explainer(row["text"], target))
+            seconds.append(time.perf_counter() - started)
+        return target, lp_normalize(explanations, 1), seconds
+
     explained, explain_seconds = [], {}
     with open(args.out, "w", encoding="utf-8") as out:
         for index, row in enumerate(rows):
             text = row["text"]
-            target = int(bench.score(text, return_dict=False).argmax(-1))
-            np.random.seed(index)  # LIME samples from numpy's global generator; SHAP seeds itself (42)
-            explanations, seconds = [], []
-            for explainer in bench.explainers:
-                started = time.perf_counter()
-                explanations.append(explainer(text, target))
-                seconds.append(time.perf_counter() - started)
-            explanations = lp_normalize(explanations, 1)  # Benchmark.explain's default
+            target, explanations, seconds = explain(row, index)
             encoded = tokenizer(text, truncation=True, return_offsets_mapping=True)
             segments = [-1 if s is None else s for s in encoded.sequence_ids()]
             for explanation, spent in zip(explanations, seconds, strict=True):
@@ -174,6 +181,13 @@ def run(args, reply) -> None:
             first = [item for item in items if item[0][0]["id"] == items[0][0][0]["id"]]
             evaluate(first)
             reply({"event": "warmed-up"})
+        elif command.startswith("explain "):  # explain the first n sentences again, timing only
+            n, again = int(command.split()[1]), {}
+            for index, row in enumerate(rows[:n]):
+                _, explanations, seconds = explain(row, index)
+                for explanation, spent in zip(explanations, seconds, strict=True):
+                    again[explanation.explainer] = again.get(explanation.explainer, 0.0) + spent
+            reply({"event": "explained-again", "n": n, "explain_seconds": again})
         elif command == "evaluate":
             started = time.perf_counter()
             values, seconds = evaluate(items)

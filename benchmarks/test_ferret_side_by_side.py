@@ -80,7 +80,10 @@ from harness import Attribution, MetricInput
 from harness.attribution import attributions_from_batch
 from harness.forward import forward_service
 from harness.perturb import evaluate, evaluate_together
+from plugins.explainers.gradient import IntegratedGradients, Saliency
+from plugins.explainers.lime import Lime
 from plugins.explainers.precomputed import Precomputed
+from plugins.explainers.shap import PartitionShap
 from plugins.metrics.eraser import Comprehensiveness, Sufficiency
 from plugins.metrics.faithfulness import LooCorrelation
 from plugins.models.hf import HuggingFaceModel
@@ -88,6 +91,8 @@ from plugins.models.hf import HuggingFaceModel
 N_EXAMPLES = int(os.environ.get("BENCH_FERRET_N", "50"))
 ROUNDS = int(os.environ.get("BENCH_FERRET_ROUNDS", "3"))
 THREADS = int(os.environ.get("BENCH_FERRET_THREADS", "0"))  # torch threads of both tools (0: torch's default)
+E2E_N = int(os.environ.get("BENCH_FERRET_E2E_N", "20"))  # sentences the end-to-end arm explains
+E2E_ROUNDS = int(os.environ.get("BENCH_FERRET_E2E_ROUNDS", "1"))
 BINS = tuple(range(10, 101, 10))
 BATCH_SIZE = 16  # a suite's default batch_size
 TOLERANCE = 1e-5
@@ -243,6 +248,98 @@ def test_ferret_and_us_agree_on_the_same_explanations_taking_turns(benchmark, si
         model_dev_accuracy=_dev_accuracy(model_folder),
     )
     print(table(rounds, agreement, explained))
+
+
+# -- end to end: each tool's own explainers ------------------------------------------------------------
+FERRET_LIME_MAX_SAMPLES = 5000  # ferret's LIMEExplainer.MAX_SAMPLES
+
+
+def our_explainers(n_tokens: int) -> dict:
+    """Ours for each of ferret's six default explainers, at its sample counts: Partition SHAP at shap's
+    default budget (500 evaluations), LIME with ferret's min(L², 5,000) samples for a text of L tokens
+    (specials counted, as ferret counts them) and the mask token for a removed one, integrated gradients
+    with captum's default 50 steps, the plain gradient and gradient × input. What differs and costs the
+    same: our gradient's token score is the L2 norm (ferret's: the sum of |g|), one backward pass each."""
+    return {
+        "Partition SHAP": PartitionShap(PartitionShap.Params(max_evals=500)),
+        "LIME": Lime(Lime.Params(samples=min(n_tokens**2, FERRET_LIME_MAX_SAMPLES), masking="mask")),
+        "Gradient": Saliency(Saliency.Params(reduction="l2")),
+        "Gradient (x Input)": Saliency(Saliency.Params(reduction="input_x_gradient")),
+        "Integrated Gradient": IntegratedGradients(IntegratedGradients.Params(n_steps=50, reduction="sum")),
+        "Integrated Gradient (x Input)": IntegratedGradients(
+            IntegratedGradients.Params(n_steps=50, reduction="sum")
+        ),
+    }
+
+
+def our_explain_round(classifier, dataset, n: int, warm: bool = False) -> dict[str, float]:
+    """Seconds each of our explainers takes on the first ``n`` test sentences, one sentence per call (ferret
+    explains one text per call; LIME's sample count depends on the text's length), the target the model's
+    prediction; the service's memo emptied first. ``warm``: one sentence, untimed use."""
+    forward_service(classifier).clear()
+    seconds: dict[str, float] = {}
+    for example in list(dataset.test)[: 1 if warm else n]:
+        encoding = classifier.encode([example])
+        encoding.example_ids = [example.id]
+        targets = classifier.log_probabilities(encoding).argmax(-1)
+        for name, explainer in our_explainers(len(encoding.tokens[0])).items():
+            explainer.fit(classifier, dataset)
+            started = time.perf_counter()
+            explainer.explain(classifier, encoding, targets.clone())
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+    return seconds
+
+
+def test_ferret_and_us_end_to_end_each_with_its_own_explainers_taking_turns(benchmark, sides):
+    """ferret's six default explainers and ours at the same sample counts (``our_explainers``) on the first
+    ``E2E_N`` sentences, ``E2E_ROUNDS`` turns each (ferret's first), seconds per sentence per explainer.
+    Explaining only: the metrics are the other test's."""
+    driver, _, classifier, dataset, _, _, _ = sides
+    n = min(E2E_N, N_EXAMPLES)
+    our_explain_round(classifier, dataset, n, warm=True)
+    ferret_rounds, our_rounds = [], []
+    benchmark.pedantic(
+        lambda: our_rounds.append(our_explain_round(classifier, dataset, n)),
+        setup=lambda: ferret_rounds.append(driver.ask(f"explain {n}")["explain_seconds"]),
+        rounds=E2E_ROUNDS,
+        iterations=1,
+    )
+    rows = []
+    for name in our_explainers(1):
+        theirs = [r[name] / n for r in ferret_rounds]
+        ours = [r[name] / n for r in our_rounds]
+        rows.append(
+            {
+                "explainer": name,
+                "ferret_seconds_per_example": theirs,
+                "our_seconds_per_example": ours,
+                "ferret_over_us": [t / o for t, o in zip(theirs, ours, strict=True)],
+            }
+        )
+    totals = [sum(f.values()) / sum(o.values()) for f, o in zip(ferret_rounds, our_rounds, strict=True)]
+    benchmark.extra_info.update(n_examples=n, explainers=rows, ferret_over_us_all_six=totals)
+    lines = [
+        f"\nend to end: ferret's six explainers and ours at equal sample counts, {n} SST-2 dev sentences, "
+        f"{len(totals)} turns each",
+        "| explainer | ferret s/example | our s/example | ferret / us |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['explainer']} | {_span(row['ferret_seconds_per_example'], 3)} | "
+            f"{_span(row['our_seconds_per_example'], 3)} | {_span(row['ferret_over_us'], 1)} |"
+        )
+    lines.append(f"| all six | | | {_span(totals, 2)} |")
+    print("\n".join(lines))
+
+
+def _span(values, digits: int) -> str:
+    low, high = min(values), max(values)
+    return (
+        f"{low:.{digits}f}"
+        if f"{low:.{digits}f}" == f"{high:.{digits}f}"
+        else f"{low:.{digits}f}–{high:.{digits}f}"
+    )
 
 
 def compare(outputs, explanations, reference, checks, classifier) -> dict:
