@@ -305,7 +305,7 @@ def test_ferret_and_us_end_to_end_each_with_its_own_explainers_taking_turns(benc
         iterations=1,
     )
     rows = []
-    for name in our_explainers(1):
+    for name in our_explainers(2):  # the names (2 tokens: any length does)
         theirs = [r[name] / n for r in ferret_rounds]
         ours = [r[name] / n for r in our_rounds]
         rows.append(

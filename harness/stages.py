@@ -252,6 +252,7 @@ class Workspace:
         for source, dataset in settings.datasets.items():
             self._datasets.get_or_make(source, lambda dataset=dataset: dataset)
         self._classifiers = _Bounded(self.MODELS_KEPT)
+        self._loaded_reports: dict[str, dict] = {}  # a model that is not trainable: its report when loaded
         self._states: dict[str, ModelState] = {}  # each model in memory as it was loaded, by key
         self._handles: dict[tuple, _ModelHandle] = {}
 
@@ -333,7 +334,12 @@ class Workspace:
         if isinstance(meta, dict) and isinstance(meta.get("training"), dict) and directory is not None:
             self._check_on_load(handle, None)
             return meta["training"]
+        loaded = self._classifiers.get(handle.key) is not None
+        if not handle.trainable and loaded and handle.key in self._loaded_reports:
+            return self._loaded_reports[handle.key]  # loaded already, and still as loaded: not again
         classifier, meta = self._build(handle)
+        if not handle.trainable:
+            self._loaded_reports[handle.key] = meta["training"]
         if handle.trainable:
             self._store(handle, classifier, meta, replace=False)
         self._check_on_load(handle, classifier)

@@ -440,6 +440,19 @@ def test_the_choice_is_measured_once_per_machine_and_model_shapes_and_kept_in_th
     assert again.kernels == harness.forward.ONEDNN and len(calls) == 1
 
 
+def test_a_choice_made_before_the_store_is_attached_is_kept_in_the_cache(kernel_times, tmp_path):
+    # A model's load checks run passes before the runner attaches the store: the choice made then is
+    # the one recorded, so that the next run reads it instead of measuring again.
+    answer, calls = kernel_times
+    answer({harness.forward.TORCH_KERNELS: 0.10, harness.forward.ONEDNN: 0.27})
+    classifier = _TimedClassifier()  # the service holds it weakly
+    service = harness.forward.ForwardService(classifier)
+    assert service.kernels is None  # chosen in the process, nothing recorded yet
+    service.attach_store(tmp_path / harness.forward.FORWARD_ROWS, "model-key")
+    record = json.loads((tmp_path / harness.forward.KERNELS_FILE).read_text())
+    assert [v["kernels"] for v in record.values()] == [harness.forward.TORCH_KERNELS] and len(calls) == 1
+
+
 def test_the_environment_sets_the_kernels_without_measuring_and_a_bad_value_is_named(
     kernel_times, monkeypatch
 ):
