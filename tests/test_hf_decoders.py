@@ -285,6 +285,18 @@ def test_a_run_gives_the_same_metric_values_at_batch_size_one_and_eight(models_r
         assert value == pytest.approx(values[8][key], abs=1e-5), key
 
 
+def test_a_model_that_is_not_trainable_is_loaded_once_per_run(models_root, tmp_path, monkeypatch):
+    # hf trains nothing, so its model is not cached: every task that needed it used to load it again
+    # (the build-model task and each explain task: three loads here, seven in a six-explainer suite).
+    loads = []
+    build = HuggingFaceModel.build
+    monkeypatch.setattr(
+        HuggingFaceModel, "build", lambda self, *a, **k: loads.append(1) or build(self, *a, **k)
+    )
+    _, result = _run_suite(tmp_path, classifier_folder(models_root, "gpt2", "bpe", "left"), 8)
+    assert not result.failed and len(loads) == 1
+
+
 def test_a_model_failing_its_load_check_fails_its_cells_with_the_checks_name(
     models_root, tmp_path, monkeypatch
 ):
