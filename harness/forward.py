@@ -29,8 +29,8 @@ other kernels) differs only by float32 rounding, probabilities within 1e-5 (meas
 float32 PyTorch sends ``torch.nn.Linear`` to MKL; oneDNN, which PyTorch ships too, computes the same
 products, and which of the two is faster depends on the CPU and the layer shapes: on one AMD EPYC of this
 project oneDNN was 2.7× faster (2026-12-03), on another MKL was 1.4× faster (2026-12-07). So the service
-times both on the classifier itself (``choose_kernels``: four passes of 1,024 pad tokens each way, about 1.5 s on MiniLM here
-) and keeps the faster; oneDNN only when it wins by ``ONEDNN_MARGIN``. The choice is
+times both on the classifier itself (``choose_kernels``: four passes of 1,024 pad tokens each way, about
+1.5 s on MiniLM here) and keeps the faster; oneDNN only when it wins by ``ONEDNN_MARGIN``. The choice is
 remembered per machine, PyTorch version, thread count and layer shapes, in the process and, with a store
 attached, in the cache folder (``kernels.json``), so that a re-run uses the same kernels and finds its
 rows. ``BENCH_FORWARD_KERNELS=torch`` or ``=onednn-linear`` sets it without measuring. With oneDNN chosen,
