@@ -42,7 +42,8 @@ still differs, and how the comparison deals with it:
    and ``based_on: "perc"`` (⌊k·n/100⌋ tokens, a bin of 0 tokens skipped) instead of ⌊k·n/100 + ½⌋, at
    least 1.
 5. p(ŷ|x) and every perturbed probability are computed by each tool in its own batches (ferret: 8
-   texts padded to the longest; us: sorted by length, by a token budget, oneDNN kernels), with the same
+   texts padded to the longest; us: passes of one length, by a token budget, the kernels the service
+   chose by timing them), with the same
    torch build but different transformers (ferret pins < 5): float32 rounding only. ferret runs the
    unperturbed input again in each evaluator; ours comes with the explanation (computed once).
 6. Same on both sides, stated for completeness: the explained class is the prediction (the file's

@@ -13,8 +13,9 @@ pass of one input has nothing to warm up beyond the first):
 - **service**: what the runner does: per explanation, the three metrics' perturbations planned together
   (``evaluate_together``, the plan's ``perturb`` task), then each metric cell computing its values
   from the rows the service holds; each distinct perturbed input computed once for the whole run;
-- **service, PyTorch's kernels**: the same with the linear layers left on PyTorch's default (MKL)
-  kernels instead of oneDNN, to show what sharing rows and what the kernels each contribute.
+- **service, the other kernels**: the same with the kernels the service did not choose on this machine
+  (PyTorch's MKL or oneDNN for the linear layers: ``harness.forward.choose_kernels`` keeps the faster),
+  to show what sharing rows and what the kernels each contribute.
 
 Reported per configuration, in ``extra_info`` and printed: seconds per example (all its explanations
 and the three metrics), the rows each way runs through the model (the loop's, the cells' sum, the
