@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from harness import Classifier, Example, TextDataset
+from harness import Attribution, Classifier, Example, Explainer, Explanation, TextDataset
+from harness.attribution import attributions_from_batch
 from plugins.models.minilm_head import MiniLMHead
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,3 +42,23 @@ def sst2_dataset(n_test: int) -> TextDataset:
 def minilm_head(dataset: TextDataset) -> Classifier:
     """minilm-head trained briefly on ``dataset``'s train split (seed 0, CPU)."""
     return MiniLMHead(MiniLMHead.Params(max_epochs=2)).build(dataset, seed=0, device=torch.device("cpu"))
+
+
+def explain_test_split(
+    classifier: Classifier, dataset: TextDataset, explainer: Explainer, batch_size: int
+) -> list[Attribution]:
+    """``explainer``'s attributions of the test split for the model's predicted class, in batches of
+    ``batch_size`` as a run explains them (seconds not recorded)."""
+    test, attributions = list(dataset.test), []
+    for start in range(0, len(test), batch_size):
+        batch = test[start : start + batch_size]
+        encoding = classifier.encode(batch)
+        encoding.example_ids = [example.id for example in batch]
+        log_probabilities = classifier.log_probabilities(encoding)
+        targets = log_probabilities.argmax(-1)
+        output = explainer.explain(classifier, encoding, targets)
+        scores = output.scores if isinstance(output, Explanation) else output
+        attributions += attributions_from_batch(
+            encoding.example_ids, encoding, scores, targets, log_probabilities, 0.0
+        )
+    return attributions

@@ -75,10 +75,9 @@ import pytest
 import torch
 from ferret_side import FERRET_VERSION, FerretDriver, FerretUnavailable, ferret_python, user_model
 from removal_rows import distinct_rows
-from sst2_setup import SST2, sst2_dataset
+from sst2_setup import SST2, explain_test_split, sst2_dataset
 
 from harness import Attribution, MetricInput
-from harness.attribution import attributions_from_batch
 from harness.forward import forward_service
 from harness.perturb import evaluate, evaluate_together
 from plugins.explainers.gradient import IntegratedGradients, Saliency
@@ -145,18 +144,7 @@ def precomputed(classifier, dataset, path, name: str) -> list[Attribution]:
     them (batches, the model's predicted class)."""
     explainer = Precomputed(Precomputed.Params(path=str(path), explainer=name))
     explainer.fit(classifier, dataset)
-    test, attributions = list(dataset.test), []
-    for start in range(0, len(test), BATCH_SIZE):
-        batch = test[start : start + BATCH_SIZE]
-        encoding = classifier.encode(batch)
-        encoding.example_ids = [example.id for example in batch]
-        log_probabilities = classifier.log_probabilities(encoding)
-        targets = log_probabilities.argmax(-1)
-        explanation = explainer.explain(classifier, encoding, targets)
-        attributions += attributions_from_batch(
-            encoding.example_ids, encoding, explanation.scores, targets, log_probabilities, 0.0
-        )
-    return attributions
+    return explain_test_split(classifier, dataset, explainer, BATCH_SIZE)
 
 
 def our_round(classifier, dataset, explanations) -> tuple[dict, float, int]:

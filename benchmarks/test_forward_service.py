@@ -37,11 +37,10 @@ import pytest
 import torch
 from removal_rows import distinct_rows
 from scipy.stats import kendalltau
-from sst2_setup import minilm_head, sst2_dataset
+from sst2_setup import explain_test_split, minilm_head, sst2_dataset
 
 import harness.forward
 from harness import Attribution, MetricInput
-from harness.attribution import attributions_from_batch
 from harness.forward import forward_service
 from harness.perturb import evaluate_together
 from plugins.explainers.attention import Attention
@@ -69,22 +68,10 @@ EXPLAINERS = {
 @pytest.fixture(scope="module")
 def setup():
     dataset = sst2_dataset(N_EXAMPLES)
-    test = list(dataset.test)
     classifier = minilm_head(dataset)
-    explanations: dict[str, list[Attribution]] = {}
-    for name, make in EXPLAINERS.items():
-        explainer, attributions = make(), []
-        for start in range(0, len(test), BATCH_SIZE):
-            batch = test[start : start + BATCH_SIZE]
-            encoding = classifier.encode(batch)
-            encoding.example_ids = [e.id for e in batch]
-            log_probabilities = classifier.log_probabilities(encoding)
-            targets = log_probabilities.argmax(-1)
-            scores = explainer.explain(classifier, encoding, targets)
-            attributions += attributions_from_batch(
-                encoding.example_ids, encoding, scores, targets, log_probabilities, 0.0
-            )
-        explanations[name] = attributions
+    explanations: dict[str, list[Attribution]] = {
+        name: explain_test_split(classifier, dataset, make(), BATCH_SIZE) for name, make in EXPLAINERS.items()
+    }
     forward_service(classifier).clear()  # occlusion's rows would make the first timed run look warm
     return classifier, dataset, explanations
 
