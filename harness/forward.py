@@ -49,6 +49,7 @@ metrics' rows of SST-2 sentences).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -472,6 +473,7 @@ def kernel_signature(classifier: Classifier) -> str:
     return f"{_cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads|linear {digest}"
 
 
+@functools.cache
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
