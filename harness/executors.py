@@ -23,7 +23,8 @@ Every executor runs the same stage functions (``harness.stages.run_task``) in a 
 the same ``Settings``, so they give the same records, timings aside: every worker runs torch with the
 driver's number of threads (``Settings.threads``), since float sums over another number of threads differ
 in their last bits, enough to change a trained model's bytes (and the draws of ``random``, which hashes
-them). Workers therefore oversubscribe the CPUs of a machine they share; they buy isolation and scale
+them). Values read from the model rows workers share (``harness.forward``) agree to float32 rounding, not
+to the last bit: which worker computes a row first, in a pass of which size, depends on timing. Workers therefore oversubscribe the CPUs of a machine they share; they buy isolation and scale
 across machines, not speed on one.
 """
 
