@@ -33,13 +33,11 @@ import numpy as np
 import torch
 
 from harness import keys
-from harness.attribution import Attribution, aggregate_words, attributions_from_batch
+from harness.attribution import Attribution
 from harness.boundary import (
     attribution_problem,
     attributions_copy,
     curves_problem,
-    encoding_copy,
-    seconds_problem,
     undefined_where_degenerate,
     values_problem,
 )
@@ -48,12 +46,13 @@ from harness.classifier import Classifier
 from harness.data import Example, TextDataset, fingerprint_examples
 from harness.entries import PluginEntry, canonical_json
 from harness.errors import BenchError, PluginError
+from harness.explaining import check_target, explain_batch
 from harness.forward import FORWARD_ROWS, forward_service
 from harness.grid import Cell, expand
 from harness.modelstate import ModelState
 from harness.perturb import evaluate_together
 from harness.plan import Task, declared_need, source_identity
-from harness.plugin import Explanation, FitContext, MetricInput, MetricOutput
+from harness.plugin import FitContext, MetricInput, MetricOutput
 from harness.progress import NullReporter, Reporter
 from harness.suite import LoadedSuite
 
@@ -965,81 +964,26 @@ def _explain(
     label: str,
 ) -> tuple[list[Attribution], dict]:
     classifier = workspace.classifier(handle)
-    params = entry.params
-    target = getattr(params, "target", "predicted")
-    granularity = getattr(params, "granularity", "token")
-    if target != "predicted" and target >= len(classifier.labels):
-        raise PluginError(
-            f"target class {target} does not exist: the model has {len(classifier.labels)} classes"
-        )
+    check_target(entry.params, classifier)
     explainer = _fitted(workspace, entry, seed, dataset_entry, handle, label)
     fit_report = explainer.fit_report()
     seed_everything(seed)
     reporter = workspace.reporter
     reporter.step(description=label, done=0, total=len(examples))
     batch_size = workspace.batch_size
-    cuda = classifier.device.type == "cuda"
     attributions: list[Attribution] = []
     for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
-        encoding = classifier.encode(batch)
-        encoding.example_ids = [example.id for example in batch]
-        log_probabilities = classifier.log_probabilities(encoding)
-        predicted = log_probabilities.argmax(dim=-1)
-        targets = predicted if target == "predicted" else torch.full_like(predicted, target)
-        if start == 0:
-            # Warm-up, untimed, on the first batch's first example: lazy imports, allocator, CUDA
-            # kernels and one-time set-up would otherwise be charged to whichever explainer runs first.
-            warm = classifier.encode(batch[:1])
-            warm.example_ids = encoding.example_ids[:1]
-            explainer.explain(classifier, warm, targets[:1].clone())  # checked with the batch's call
-        # The explainer gets its own copy: the ids and tokens stored are those the model read, whatever
-        # it does to what it is handed (harness.boundary).
-        handed, handed_targets = encoding_copy(encoding), targets.clone()
-        if cuda:
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        output = explainer.explain(classifier, handed, handed_targets)
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - started) / len(batch)
-        workspace.check_unchanged(handle, f"explainer '{entry.name}'")  # untimed
-        explanation = output if isinstance(output, Explanation) else Explanation(output)
-        problem = explanation.problem(tuple(encoding.input_ids.shape))
-        if problem is not None:
-            raise PluginError(f"explainer '{entry.name}' returned {problem}")
-        scores = explanation.scores
-        extras = {
-            name: values if values.is_floating_point() else values.float()
-            for name, values in (explanation.extras or {}).items()
-        }
-        if granularity == "word":
-            scores = aggregate_words(scores, encoding, params.word_reduction)
-            extras = {n: aggregate_words(v, encoding, params.word_reduction) for n, v in extras.items()}
-        checked = {"scores": scores} | {f"extras[{n!r}]": v for n, v in extras.items()}
-        for what, values in checked.items():
-            if not torch.isfinite(values[~encoding.special_mask.to(values.device)]).all():
-                raise PluginError(f"explainer '{entry.name}' returned non-finite {what}")
-        explained = attributions_from_batch(
-            encoding.example_ids,
-            encoding,
-            scores,
-            targets,
-            log_probabilities,
-            seconds,
-            labels=explanation.labels,
-            batch=start // batch_size,
-            groups=explanation.groups,
-            group_scores=explanation.group_scores,
-            extras=extras if explanation.extras is not None else None,
+        explained = explain_batch(
+            explainer,
+            classifier,
+            examples[start : start + batch_size],
+            entry.params,
+            warm_up=start == 0,
+            after_call=lambda: workspace.check_unchanged(handle, f"explainer '{entry.name}'"),
         )
-        if explanation.seconds is not None:  # the explainer states its cost (NaN: unknown)
-            problem = seconds_problem(explanation.seconds)
-            if problem is not None:
-                raise PluginError(f"explainer '{entry.name}' returned {problem}")
-            for attribution, stated in zip(explained, explanation.seconds.tolist(), strict=True):
-                attribution.seconds = float(stated)
-        attributions += explained
+        if explained.problems:
+            raise PluginError(f"explainer '{entry.name}' returned {explained.problems[0][1]}")
+        attributions += explained.attributions(batch=start // batch_size)
         reporter.step(done=len(attributions))
         release_memory()
     return attributions, fit_report

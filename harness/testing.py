@@ -55,18 +55,18 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from harness.attribution import Attribution, attributions_from_batch
-from harness.boundary import RANGE_TOLERANCE, attributions_copy, encoding_copy, seconds_problem
+from harness.boundary import RANGE_TOLERANCE, attributions_copy
 from harness.cache import Cache
 from harness.classifier import Classifier, Encoding
 from harness.data import Example, TextDataset
 from harness.datachecks import dataset_problems
 from harness.errors import PluginError
+from harness.explaining import ExplainedBatch, check_target, encode, explain_batch
 from harness.modelstate import ModelState
 from harness.perturb import evaluate, replacement_id
 from harness.plugin import (
     Dataset,
     Explainer,
-    Explanation,
     FitContext,
     Metric,
     MetricInput,
@@ -358,12 +358,6 @@ class _Recording(Classifier):
         return self.inner.torch_modules()
 
 
-def _encode(classifier: Classifier, examples: Sequence[Example]) -> Encoding:
-    encoding = classifier.encode(examples)
-    encoding.example_ids = [example.id for example in examples]
-    return encoding
-
-
 # -- explainers -----------------------------------------------------------------------------------------
 
 
@@ -386,20 +380,14 @@ def _fitted(
 
 def _explain(
     instance: Explainer, classifier: Classifier, examples: Sequence[Example], params: Params
-) -> tuple[Explanation, Encoding, list[str]]:
-    """The explanation of ``examples``, their encoding as the model read it, and the fields of the encoding
-    (and ``targets``) the explainer changed in what it was handed."""
-    encoding = _encode(classifier, examples)
-    log_probabilities = classifier.log_probabilities(encoding)
-    target = getattr(params, "target", "predicted")
-    predicted = log_probabilities.argmax(-1)
-    targets = predicted if target == "predicted" else torch.full_like(predicted, int(target))
-    handed, handed_targets = encoding_copy(encoding), targets.clone()
-    output = instance.explain(classifier, handed, handed_targets)
-    changed = _changed_fields(encoding, handed) + (
-        [] if torch.equal(targets, handed_targets) else ["targets"]
+) -> tuple[ExplainedBatch, list[str]]:
+    """``examples`` explained as the runner explains them (``harness.explaining``), and the fields of the
+    encoding (and ``targets``) the explainer changed in what it was handed."""
+    explained = explain_batch(instance, classifier, examples, params)
+    changed = _changed_fields(explained.encoding, explained.handed) + (
+        [] if torch.equal(explained.targets, explained.handed_targets) else ["targets"]
     )
-    return (output if isinstance(output, Explanation) else Explanation(output)), encoding, changed
+    return explained, changed
 
 
 def _changed_fields(before, after) -> list[str]:
@@ -428,15 +416,13 @@ def _teacher_function(params: Params, classifier: Classifier, dataset: TextDatas
 
     def attributions(examples: Sequence[Example], split: str) -> list[Attribution]:
         teacher = _fitted(teacher_cls, teacher_params, classifier, dataset, seed, cache, None)
+        check_target(teacher_params, classifier)
         result = []
         for start in range(0, len(examples), 8):
-            batch = list(examples[start : start + 8])
-            explanation, encoding, _ = _explain(teacher, classifier, batch, teacher_params)
-            log_probabilities = classifier.log_probabilities(encoding)
-            result += attributions_from_batch(
-                encoding.example_ids, encoding, explanation.scores, log_probabilities.argmax(-1), log_probabilities, 0.0,
-                labels=explanation.labels,
-            )  # fmt: skip
+            explained = explain_batch(teacher, classifier, list(examples[start : start + 8]), teacher_params)
+            if explained.problems:
+                raise PluginError(f"teacher '{spec.name}' returned {explained.problems[0][1]}")
+            result += explained.attributions(batch=start // 8)
         return result
 
     return attributions
@@ -506,14 +492,15 @@ def _batch_findings(
     findings: list[Finding] = []
     recording.seen.clear()
     try:
-        explained = _explain(instance, recording, batch, parsed)
+        outcome = _explain(instance, recording, batch, parsed)
     except PluginError as error:
         if batch[0].text_pair is not None:
             return []  # an explainer may decline pairs: its cells on pairs then fail with its message
         return [Finding("explain", f"raised PluginError: {error}")]
     except Exception as error:  # noqa: BLE001 - the kit reports whatever a plugin raises
         return [Finding("explain", f"raised {type(error).__name__}: {error}")]
-    explanation, encoding, changed = explained
+    explained, changed = outcome
+    encoding = explained.encoding
     if changed:
         findings.append(
             Finding(
@@ -523,22 +510,12 @@ def _batch_findings(
                 "change a clone",
             )
         )
-    shape = tuple(encoding.input_ids.shape)
-    if not isinstance(explanation.scores, torch.Tensor):
-        return [Finding("shape", f"explain returned {type(explanation.scores).__name__}, not a tensor")]
-    problem = explanation.problem(shape)
-    if problem:
-        return [*findings, Finding("shape", f"explain returned {problem}")]
-    if explanation.seconds is not None and (problem := seconds_problem(explanation.seconds)):
-        findings.append(Finding("seconds", f"explain returned {problem}"))
+    for check, what in explained.problems:  # as the runner finds them, on the scores it stores
+        findings.append(Finding(check, what if check == "finite" else f"explain returned {what}"))
+    if explained.scores is None:  # wrong shapes: nothing further to check
+        return findings
     real = ~encoding.special_mask
-    scores = explanation.scores.detach().cpu().double()
-    bad = [encoding.example_ids[r] for r in range(len(batch)) if not torch.isfinite(scores[r][real[r]]).all()]
-    if bad:
-        findings.append(Finding("finite", f"non-finite scores on real tokens of {bad}"))
-    for name, values in (explanation.extras or {}).items():
-        if not torch.isfinite(values.detach().cpu().double()[real]).all():
-            findings.append(Finding("finite", f"non-finite extras[{name!r}] on real tokens"))
+    scores = explained.scores.detach().cpu().double()
     findings += _specials_kept(recording.seen, encoding)
     # The same scores alone as in a padded batch.
     for row, example in enumerate(batch):
@@ -547,7 +524,7 @@ def _batch_findings(
             "batch-independent",
             lambda example=example: _explain(instance, recording, [example], parsed),
         )
-        if alone is None:
+        if alone is None or alone[0].scores is None:
             break
         length = len(encoding.tokens[row])
         one = alone[0].scores.detach().cpu().double()[0, :length]
@@ -567,7 +544,7 @@ def _batch_findings(
     # The same scores again under the same seed, from a fresh instance.
     if again is not None:
         repeated = _run(findings, "deterministic", lambda: _explain(again, recording, batch, parsed))
-        if repeated is not None:
+        if repeated is not None and repeated[0].scores is not None:
             second = repeated[0].scores.detach().cpu().double()
             if not torch.allclose(second[real], scores[real], rtol=1e-6, atol=1e-9, equal_nan=True):
                 findings.append(
@@ -770,7 +747,7 @@ def model_findings(
         )
         if again is not None:
             with torch.no_grad():
-                repeated = again.log_probabilities(_encode(again, examples))
+                repeated = again.log_probabilities(encode(again, examples))
             if not torch.allclose(repeated, log_probabilities, atol=TOLERANCE):
                 findings.append(
                     Finding(
@@ -799,7 +776,7 @@ def _classifier_findings(
 ) -> tuple[list[Finding], torch.Tensor | None]:
     """The contracts of one encoded batch: alignment, probabilities, embeddings, padding, removal."""
     findings: list[Finding] = []
-    encoding = _run(findings, "encode", lambda: _encode(classifier, examples))
+    encoding = _run(findings, "encode", lambda: encode(classifier, examples))
     if encoding is None:
         return findings, None
     findings += _encoding_findings(encoding, examples)
@@ -844,7 +821,7 @@ def _classifier_findings(
                     Finding("embeddings", "logits from input_embeddings(ids) differ from logits from ids")
                 )
         for row, example in enumerate(examples):
-            alone = classifier.log_probabilities(_encode(classifier, [example]))[0]
+            alone = classifier.log_probabilities(encode(classifier, [example]))[0]
             if not torch.allclose(alone, log_probabilities[row], atol=TOLERANCE):
                 findings.append(
                     Finding(
@@ -934,7 +911,7 @@ def _save_load_findings(
         if loaded is None:
             return findings
         with torch.no_grad():
-            again = loaded.log_probabilities(_encode(loaded, examples))
+            again = loaded.log_probabilities(encode(loaded, examples))
         if not torch.allclose(again, log_probabilities, atol=TOLERANCE):
             return [Finding("save-load", "the loaded model predicts otherwise than the saved one")]
     return []
@@ -999,7 +976,7 @@ def kit_attributions(
     """Attributions of ``examples`` on ``classifier`` made by hand: ``oracle`` scores each example's
     rationale tokens (the deciding word) highest and the rest by position, ``anti-oracle`` the same
     reversed, ``random`` seeded noise per example."""
-    encoding = _encode(classifier, examples)
+    encoding = encode(classifier, examples)
     with torch.no_grad():
         log_probabilities = classifier.log_probabilities(encoding)
     scores = torch.zeros(encoding.input_ids.shape, dtype=torch.float64)

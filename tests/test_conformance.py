@@ -33,6 +33,7 @@ from harness import (
     PluginError,
     TextDataset,
 )
+from harness.explaining import explain_batch
 from harness.registry import get_registry
 from harness.testing import (
     ConformanceError,
@@ -323,6 +324,43 @@ def test_check_explainer_raises_listing_every_violation():
         check_explainer(Broken)
     assert {f.check for f in error.value.findings} == {"finite", "batch-independent"}
     assert "explainer 'kit-uniform' violates 2 contract(s):\n  [finite] non-finite scores" in str(error.value)
+
+
+def test_a_word_level_explainer_is_checked_on_the_word_scores_a_run_stores():
+    """The kit explains through the runner's loop (harness.explaining), word scores included: token scores
+    of 3e38 are finite, but a word of two pieces sums them to inf in float32, which the runner refuses (it
+    fails the explanation's cells). The kit used to check the token scores and find nothing."""
+
+    class Huge(Uniform):
+        def explain(self, classifier, encoding, targets):
+            return torch.full(encoding.input_ids.shape, 3e38)
+
+    assert explainer_findings(Huge) == []  # token scores: finite
+    findings = explainer_findings(Huge, {"granularity": "word"})
+    only(findings, "finite")
+    assert findings[0].message.startswith("non-finite scores on real tokens of ['")
+    assert explainer_findings(Huge, {"granularity": "word", "word_reduction": "max"}) == []
+
+
+def test_a_word_level_explainer_s_attributions_hold_the_mean_of_each_word_s_pieces():
+    """What the runner stores and the kit checks (harness.explaining): Uniform scores a token by its
+    position, so with ``word_reduction: mean`` each piece of a word holds the mean of its pieces' positions."""
+    dataset = kit_dataset()
+    classifier = KitClassifier(dataset)
+    examples = list(dataset.test[:4])
+    params = Uniform.Params(granularity="word", word_reduction="mean")
+    explained = explain_batch(Uniform(params), classifier, examples, params)
+    for row, attribution in enumerate(explained.attributions()):
+        words: dict[int, list[float]] = {}
+        for position, word in enumerate(explained.encoding.word_ids[row]):
+            if word is not None:
+                words.setdefault(word, []).append(float(position))
+        expected = [
+            sum(words[word]) / len(words[word]) if word is not None else float(position)
+            for position, word in enumerate(explained.encoding.word_ids[row])
+        ]
+        assert attribution.scores == pytest.approx(expected), attribution.example_id
+    assert any(len(positions) > 1 for positions in words.values())  # the kit's data has words in pieces
 
 
 # Models: the kit's classifier as a model plugin, then broken one way at a time.

@@ -8,8 +8,6 @@ another's cache would prove less. Runtime values and timings are the only things
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import subprocess
@@ -30,6 +28,7 @@ from harness.registry import PluginInfo, Registry, get_registry
 from harness.runner import Runner, RunOptions, RunResult
 from harness.stages import Settings
 from harness.store import Store
+from harness.store.compare import comparable, differences
 from harness.suite import load_suite
 
 TESTS = Path(__file__).resolve().parent
@@ -81,59 +80,6 @@ def run(path: Path, root: Path, executor=None, registry=None, **options) -> tupl
     return Store(root / "results"), result
 
 
-def _sans(row: dict, *keys: str) -> dict:
-    return {key: value for key, value in row.items() if key not in keys}
-
-
-def _untimed(report: dict) -> dict:
-    """A training or fit report less its timings (``seconds``, ``train_seconds``...)."""
-    return {key: value for key, value in report.items() if not key.endswith("seconds")}
-
-
-def _blank(value):
-    """``value`` with its floats blanked: what identifies (and orders) a row."""
-    if isinstance(value, float):
-        return None
-    if isinstance(value, dict):
-        return {key: _blank(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_blank(item) for item in value]
-    return value
-
-
-def comparable(store: Store, run_id: str, without: set[str] = frozenset()) -> dict[str, list]:
-    """Everything a run stored that must not depend on where its stages ran: each cell's status, error,
-    identity and examples; every record of every metric but runtime; the attributions; the models' facts
-    and the fits' reports, less timings (seconds, times, hosts). Rows in a fixed order; none of the
-    explainers ``without``."""
-
-    def rows(items, *timed: str) -> list:
-        items = [_sans(item, "run_id", *timed) for item in items if item.get("explainer") not in without]
-        return sorted(items, key=lambda item: json.dumps(_blank(item), sort_keys=True))
-
-    return {
-        "cells": rows(store.cells(run_id), "seconds", "finished_at", "timing"),
-        "records": rows(r for r in store.records(run_id) if r["metric"] != "runtime"),
-        "attributions": rows(store.attributions(run_id), "seconds"),
-        "models": rows({**model, "training": _untimed(model["training"])} for model in store.models(run_id)),
-        "fits": rows({**fit, "report": _untimed(fit["report"])} for fit in store.fits(run_id)),
-    }
-
-
-def _close(actual, expected, tolerance: float) -> bool:
-    if isinstance(actual, float) and isinstance(expected, float):
-        return math.isclose(actual, expected, rel_tol=tolerance, abs_tol=tolerance) or actual == expected
-    if isinstance(actual, dict) and isinstance(expected, dict):
-        return actual.keys() == expected.keys() and all(
-            _close(actual[key], expected[key], tolerance) for key in actual
-        )
-    if isinstance(actual, list | tuple) and isinstance(expected, list | tuple):
-        return len(actual) == len(expected) and all(
-            _close(a, e, tolerance) for a, e in zip(actual, expected, strict=True)
-        )
-    return actual == expected or (actual != actual and expected != expected)  # NaN is NaN
-
-
 # Models, fits and cells must be equal: workers run torch with the driver's number of threads
 # (Settings.threads), so they train exactly what it would, to the last bit (with their share of the CPUs, a
 # learned explainer's float32 scores differed at 1e-8, and a trained model's bytes, which `random` hashes).
@@ -142,20 +88,12 @@ def _close(actual, expected, tolerance: float) -> bool:
 # values depend on its size in their last bits (torch.nn.Linear on one row rounds otherwise than on several:
 # 3e-8 here). Measured: a comprehensiveness value 5e-8 apart, 2 runs in 11 under load. So they are equal up
 # to float32 rounding, which 1e-6 bounds.
-TOLERANCE = {"cells": 0.0, "records": 1e-6, "attributions": 1e-6, "models": 0.0, "fits": 0.0}
+TOLERANCE = {"records": 1e-6, "attributions": 1e-6}
 
 
 def assert_same_run(actual: dict[str, list], expected: dict[str, list]) -> None:
-    for table, tolerance in TOLERANCE.items():
-        assert len(actual[table]) == len(expected[table]), table
-        for row, wanted in zip(actual[table], expected[table], strict=True):
-            differing = sorted(key for key in wanted if not _close(row.get(key), wanted[key], tolerance))
-            where = {key: row.get(key) for key in ("explainer", "metric", "example_id")}
-            assert _close(row, wanted, tolerance), (
-                table,
-                where,
-                {key: (row.get(key), wanted[key]) for key in differing},
-            )
+    found = differences(actual, expected, TOLERANCE)
+    assert not found, "\n".join(found)
 
 
 def errors(store: Store, run_id: str) -> dict[tuple[str, str], str | None]:
