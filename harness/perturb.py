@@ -12,6 +12,7 @@ NaN rows (and runs nothing for it); every value computed from them is NaN.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,11 +69,24 @@ def replacement_id(classifier: Classifier, masking: Masking) -> int | None:
     return int(token_id)
 
 
-def top_count(fraction_percent: float, n_units: int) -> int:
-    """How many units "the top k %" of ``n_units`` is: k·n/100 rounded half up, at least one (so
-    that small bins of short texts still remove something) and at most n."""
-    count = int(np.floor(fraction_percent * n_units / 100.0 + 0.5))
-    return min(max(count, 1), n_units)
+def top_count(percent: float, n_units: int, rounding: Literal["half-up", "up"] = "half-up") -> int:
+    """How many of ``n_units`` "the top ``percent`` %" is: 0 for 0 % or no units, else k·n/100 rounded,
+    at most n, and
+
+    - ``"half-up"`` (ERASER's bins, agreement@k, plausibility's and stability's k): rounded half up, at
+      least one, so that small bins of short texts still remove something;
+    - ``"up"`` (Zafar et al. 2021, App. D): rounded up, so a 17-token sentence has 5 tokens in its top
+      25 %, which rounding half up would make 4. A product that is exact is not pushed up."""
+    if percent <= 0 or n_units <= 0:
+        return 0
+    exact = percent * n_units / 100.0
+    if rounding == "up":
+        count = math.ceil(exact - 1e-9)
+    elif rounding == "half-up":
+        count = max(int(np.floor(exact + 0.5)), 1)
+    else:
+        raise ValueError(f"rounding must be 'half-up' or 'up', not {rounding!r}")
+    return min(count, n_units)
 
 
 def _perturbed_rows(attribution: Attribution, remove: np.ndarray, replacement: int | None):
@@ -273,7 +287,7 @@ def removal_masks(
     descending score) removed (``keep=False``) or with only them kept (``keep=True``): (1 + len(percents))
     × L boolean removal masks."""
     n_units = len(attribution.units(granularity))
-    counts = [top_count(percent, n_units) if n_units else 0 for percent in percents]
+    counts = [top_count(percent, n_units) for percent in percents]
     return with_unperturbed(
         attribution, top_unit_masks(attribution, counts, keep=keep, granularity=granularity)
     )

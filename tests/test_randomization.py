@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY_DATA, metric_input, values_of
 from statsmodels.stats.multitest import multipletests
 
-from harness import Attribution, MetricInput, PluginError, TextDataset, load_minilm_tokenizer
+from harness import Attribution, MetricInput, PluginError, TextDataset, load_minilm_tokenizer, top_count
 from harness.errors import BenchError
 from harness.expectations import check_expectations
 from harness.grid import expand
@@ -20,7 +20,7 @@ from harness.report import Report, render
 from harness.runner import Runner, RunOptions
 from harness.store import Store
 from harness.suite import Expectation, load_suite
-from plugins.metrics.randomization import Jaccard, JaccardParams, top_percent_count
+from plugins.metrics.randomization import Jaccard, JaccardParams
 
 # -- Jaccard@K% against the paper's App. D examples -------------------------------------------------
 
@@ -85,11 +85,11 @@ def test_jaccard_reproduces_the_papers_appendix_d_example_2_same_set_different_o
 
 def test_top_k_percent_is_rounded_up_as_in_the_papers_examples():
     # App. D lists 5 tokens for the 17-token example 2 and 6 for the 22-token example 1.
-    assert top_percent_count(25, 17) == 5
-    assert top_percent_count(25, 22) == 6
-    assert top_percent_count(25, 31) == 8
-    assert top_percent_count(10, 20) == 2  # exact products are not pushed up
-    assert top_percent_count(100, 7) == 7
+    assert top_count(25, 17, rounding="up") == 5
+    assert top_count(25, 22, rounding="up") == 6
+    assert top_count(25, 31, rounding="up") == 8
+    assert top_count(10, 20, rounding="up") == 2  # exact products are not pushed up
+    assert top_count(100, 7, rounding="up") == 7
 
 
 def test_jaccard_at_10_percent_counts_by_hand():
@@ -451,3 +451,22 @@ def test_the_shipped_suite_claims_zafar_et_al_s_margin_with_the_tables_means(dat
     assert Jaccard.range == (0.0, 1.0)
     assert claim.paper_value["above"] == pytest.approx(np.mean(TABLE_3[dataset][method]) / 100)
     assert claim.paper_value["below"] == pytest.approx(np.mean(TABLE_4[dataset][method]) / 100)
+
+
+@pytest.mark.parametrize(
+    ("percent", "n_units", "half_up", "up"),
+    [
+        (25, 17, 4, 5),
+        (25, 22, 6, 6),
+        (10, 20, 2, 2),
+        (1, 30, 1, 1),
+        (50, 5, 3, 3),
+        (0, 9, 0, 0),
+        (30, 0, 0, 0),
+    ],
+)
+def test_one_top_count_with_its_rounding_rule_as_a_parameter(percent, n_units, half_up, up):
+    """k·n/100: 17·25 % = 4.25 → 4 half up, 5 up (App. D); 30·1 % = 0.3 → 1 (at least one) either way;
+    5·50 % = 2.5 → 3; nothing in the top 0 % or of no units."""
+    assert top_count(percent, n_units) == half_up
+    assert top_count(percent, n_units, rounding="up") == up

@@ -53,11 +53,6 @@ def _n_units(attribution: Attribution, granularity: Granularity) -> int:
     return len(attribution.units(granularity))
 
 
-def _count(percent: float, n_units: int) -> int:
-    """Units in "the top ``percent`` %": 0 for 0 %, else ``top_count`` (rounded half up, ≥ 1)."""
-    return 0 if percent == 0 or n_units == 0 else top_count(percent, n_units)
-
-
 def _same_prediction(log_p: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """1.0 where the rows of ``log_p`` predict the class ``reference`` (one row) predicts, else 0; NaN
     where either is undefined (the engine's NaN rows)."""
@@ -194,7 +189,7 @@ class MorfLerf(RemovalMetric):
         removals = []
         for a in data.attributions:
             n = _n_units(a, granularity)
-            counts = [_count(percent, n) for percent in percents]
+            counts = [top_count(percent, n) for percent in percents]
             morf = top_unit_masks(a, counts, granularity=granularity)
             lerf = top_unit_masks(a, counts, granularity=granularity, order="ascending")
             everything = top_unit_masks(a, [n], granularity=granularity)
@@ -271,7 +266,7 @@ def _selected_count(attribution: Attribution, params: DeltaLogOddsParams) -> int
     selected sign; 0 when none has it (or there is no unit)."""
     scores = attribution.unit_scores(attribution.units(params.granularity))
     eligible = {"positive": scores > 0, "negative": scores < 0, "absolute": np.ones_like(scores, bool)}
-    return min(_count(params.percent, len(scores)), int(eligible[params.select].sum()))
+    return min(top_count(params.percent, len(scores)), int(eligible[params.select].sum()))
 
 
 def _selected_masks(attribution: Attribution, count: int, params: DeltaLogOddsParams) -> np.ndarray:
@@ -430,7 +425,7 @@ class PredictionAgreement(RemovalMetric):
         granularity = self.params.granularity
         return [
             with_unperturbed(
-                a, _kept_masks(a, _count(self.params.percent, _n_units(a, granularity)), self.params)
+                a, _kept_masks(a, top_count(self.params.percent, _n_units(a, granularity)), self.params)
             )
             for a in data.attributions
         ]
@@ -467,7 +462,7 @@ class TeacherAgreement(RemovalMetric):
         granularity = self.params.granularity
         removals = []
         for student, teacher in data.reference_pairs():
-            count = _count(self.params.percent, _n_units(student, granularity))
+            count = top_count(self.params.percent, _n_units(student, granularity))
             removals.append(np.vstack([_kept_masks(a, count, self.params) for a in (student, teacher)]))
         return removals
 
@@ -503,7 +498,7 @@ class LogOdds(RemovalMetric):
             with_unperturbed(
                 a,
                 top_unit_masks(
-                    a, [_count(self.params.percent, _n_units(a, granularity))], granularity=granularity
+                    a, [top_count(self.params.percent, _n_units(a, granularity))], granularity=granularity
                 ),
             )
             for a in data.attributions
@@ -548,7 +543,7 @@ class UnchangedPredictions(RemovalMetric):
             with_unperturbed(
                 a,
                 top_unit_masks(
-                    a, [_count(u, _n_units(a, granularity)) for u in percents], granularity=granularity
+                    a, [top_count(u, _n_units(a, granularity)) for u in percents], granularity=granularity
                 ),
             )
             for a in data.attributions

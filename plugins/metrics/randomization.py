@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from harness import VARIANT_PATTERN, Attribution, Granularity, Metric, MetricInput, Order, Params
+from harness import VARIANT_PATTERN, Attribution, Granularity, Metric, MetricInput, Order, Params, top_count
 
 ZAFAR = (
     "Zafar et al. 2021, On the Lack of Robust Interpretability of Neural Text Classifiers, "
@@ -22,16 +22,10 @@ ZAFAR = (
 )
 
 
-def top_percent_count(percent: float, n_units: int) -> int:
-    """The size of "the top K %" of ``n_units`` in the paper's App. D examples: K·n/100 rounded up (a
-    17-token sentence has 5 tokens in its top 25 %, which rounding to nearest would make 4)."""
-    return min(n_units, math.ceil(percent * n_units / 100.0 - 1e-9))
-
-
 def top_set(attribution: Attribution, percent: float, granularity: Granularity, order: Order) -> set[int]:
     """Token positions of the top-K % units; ties keep text order (``Attribution.ranking``)."""
     ranking = attribution.ranking(granularity, order)
-    count = top_percent_count(percent, len(ranking))
+    count = top_count(percent, len(ranking), rounding="up")  # as App. D counts
     return {int(position) for unit in ranking[:count] for position in unit}
 
 
