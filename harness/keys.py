@@ -26,7 +26,7 @@ CODE_VERSIONS = {
     "perturbation-engine": "3",  # harness.perturb: masks, batching in bounded chunks, NaN without units
     "ranking": "1",  # harness.attribution: units, unit scores, ranking order and ties
     "word-aggregation": "1",  # harness.attribution.aggregate_words
-    "explain-loop": "2",  # harness.runner: warm-up, timing per batch (Attribution.batch)
+    "explain-loop": "2",  # harness.explaining: warm-up, timing per batch (Attribution.batch)
     "attribution-schema": "3",  # harness.attribution.Attribution fields (ATTRIBUTION_SCHEMA)
 }
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -372,11 +375,30 @@ def test_the_report_shows_shared_predictions_and_expected_order_verdicts(randomi
     assert "shares" in markdown and "of test predictions with default" in markdown
 
 
-def test_a_stored_suite_this_version_cannot_read_has_no_expectations():
+def test_a_run_keeps_its_expectations_when_its_suite_no_longer_reads(randomization_run, tmp_path):
+    """A run stores its expectations as it read them: a suite text that today's schema refuses (a key
+    renamed since, say) still gets its verdicts. The report used to parse the text and judge nothing."""
+    store, result = randomization_run
+    shutil.copytree(store.results_dir, tmp_path / "results")
+    copy = Store(tmp_path / "results")
+    with closing(sqlite3.connect(copy.path)) as db, db:
+        db.execute("UPDATE runs SET suite_text = ? WHERE run_id = ?", ("name: [unclosed", result.run_id))
+    verdicts = Report.build(copy, result.run_id).verdicts
+    assert len(verdicts) == len(Report.build(store, result.run_id).verdicts) == 2 + 3
+
+
+def test_a_run_stored_before_runs_kept_expectations_reads_its_suite_or_warns(tmp_path, caplog):
     from harness.report import stored_expectations
 
-    assert stored_expectations("name: old\nversion: 1\nunknown_key: 1\n") == []
-    assert stored_expectations("name: [unclosed") == []
+    old = {"run_id": "r", "options": {}, "expectations": None}
+    text = randomization_suite(tmp_path).read_text()
+    assert [e.metric for e in stored_expectations({**old, "suite_text": text})] == [
+        "jaccard",
+        "switching-point",
+    ]
+    assert stored_expectations({**old, "suite_text": "name: old\nversion: 1\nunknown_key: 1\n"}) == []
+    assert stored_expectations({**old, "suite_text": "name: [unclosed"}) == []
+    assert "run r: its suite" in caplog.text and "no expectations judged" in caplog.text
 
 
 # -- the shipped suite runs Zafar et al.'s protocol --------------------------------------------------

@@ -11,6 +11,7 @@ it into what the renderers walk."""
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ from harness.reproduction import ClaimResult, judge_claims
 from harness.rows import samples_by
 from harness.stats import Comparison, Sample, Summary, holm, paired_wilcoxon, summarize
 from harness.store import Queries
-from harness.suite import Suite, with_profile
+from harness.suite import Claim, Expectation, Suite, with_profile
+
+log = logging.getLogger("bench.report")
 
 K = TypeVar("K", bound=Hashable)
 
@@ -202,13 +205,13 @@ class Report:
             tables.append(table)
         _attach_timings(tables, cells)
         failed = [cell for cell in cells if cell["status"] == "failed"]
-        expectations = stored_expectations(run["suite_text"], run["options"].get("profile"))
+        expectations = stored_expectations(run)
         verdicts = check_expectations(expectations, records)
         fits = store.fits(run_id)
         pairings = pair_students(records, teacher_ids(fits))
         models = with_shared_predictions(store.models(run_id))
         claims = judge_claims(
-            stored_claims(run["suite_text"], run["options"].get("profile")),
+            stored_claims(run),
             records,
             models,
             teacher_ids(fits),
@@ -315,18 +318,30 @@ def stored_suite(suite_text: str, profile: str | None = None) -> Suite | None:
         return None
 
 
-def stored_expectations(suite_text: str, profile: str | None = None) -> list:
-    """The expectations of the suite a run stored, with the run's profile applied (none for a suite this
-    version cannot read)."""
-    suite = stored_suite(suite_text, profile)
-    return [] if suite is None else suite.expectations
+def stored_expectations(run: dict) -> list[Expectation]:
+    """The expectations of a stored run (``Queries.run``), as the run read them."""
+    return _as_run_read(run, "expectations", Expectation)
 
 
-def stored_claims(suite_text: str, profile: str | None = None) -> list:
-    """The paper's claims the suite a run stored states (``Suite.claims``), with the run's profile
-    applied."""
-    suite = stored_suite(suite_text, profile)
-    return [] if suite is None else suite.claims
+def stored_claims(run: dict) -> list[Claim]:
+    """The paper's claims a stored run's suite states (``Suite.claims``), as the run read them."""
+    return _as_run_read(run, "claims", Claim)
+
+
+def _as_run_read(run: dict, field: str, kind: type[Expectation] | type[Claim]) -> list:
+    """A run stores its expectations and claims as it read them (schema 5). One stored before has only its
+    suite's text, read here with today's schema and the run's profile; a suite this version cannot read
+    gives none, with a warning naming the run."""
+    if run.get(field) is not None:
+        return [kind.model_validate(item) for item in run[field]]
+    suite = stored_suite(run["suite_text"], run["options"].get("profile"))
+    if suite is None:
+        log.warning(
+            "run %s: its suite (stored before runs kept their %s) cannot be read by this version: "
+            "no %s judged", run.get("run_id"), field, field,
+        )  # fmt: skip
+        return []
+    return getattr(suite, field)
 
 
 def with_shared_predictions(models: list[dict]) -> list[dict]:

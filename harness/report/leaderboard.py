@@ -542,7 +542,7 @@ def sanity_checks(sources: list[Source], boards: list[Board]) -> tuple[list[Sani
                 of(row.label).against_random[cell.against_random] += 1
     verdicts: list[Verdict] = []
     for source in sources:
-        expectations = stored_expectations(source.run["suite_text"], source.run["options"].get("profile"))
+        expectations = stored_expectations(source.run)
         run_verdicts = check_expectations(expectations, source.rows)
         verdicts += run_verdicts
         families = {row["metric_label"]: row["family"] for row in source.rows}
@@ -620,7 +620,7 @@ class Leaderboard:
         sanity, verdicts = sanity_checks(sources, boards)
         reproductions = []
         for source in sources:
-            claims = stored_claims(source.run["suite_text"], source.run["options"].get("profile"))
+            claims = stored_claims(source.run)
             if claims:
                 store = Queries(source.folder)
                 teachers = teacher_ids(store.fits(source.run_id))

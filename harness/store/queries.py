@@ -146,7 +146,9 @@ class Queries(Database):
         result = self._status_now(dict(row))
         result["versions"] = json.loads(result["versions"])
         result["options"] = json.loads(result["options"])
-        for key, empty in (("inputs", "null"), ("in_flight", "null"), ("crashed", "{}")):
+        for key, empty in (
+            ("inputs", "null"), ("in_flight", "null"), ("crashed", "{}"), ("expectations", "null"), ("claims", "null"),
+        ):  # fmt: skip
             result[key] = json.loads(result[key] or empty)
         return result
 

@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS runs (
     pid           INTEGER,
     inputs        TEXT,                   -- JSON: each dataset's content fingerprint, each model's weights
     in_flight     TEXT,                   -- JSON: the task running in the driver's process (serial), if any
-    crashed       TEXT                    -- JSON {task id: why}: tasks that ended the process, not retried
+    crashed       TEXT,                   -- JSON {task id: why}: tasks that ended the process, not retried
+    expectations  TEXT,                   -- JSON list: the suite's expectations as the run read them
+    claims        TEXT                    -- JSON list: the paper's claims the suite states, as the run read them
 );
 CREATE TABLE IF NOT EXISTS cells (
     run_id           TEXT NOT NULL REFERENCES runs(run_id),
@@ -168,6 +170,8 @@ ADDED_COLUMNS: list[dict[str, dict[str, str]]] = [
     {"cells": {"value_range": "TEXT"}, "models": {"labels": "TEXT"}, "attributions": {"gold_label": "INTEGER"}},
     # inputs: what a resume must find unchanged; in_flight and crashed: what a crash must not repeat
     {"runs": {"inputs": "TEXT", "in_flight": "TEXT", "crashed": "TEXT"}},
+    # what the report judges, as the run read it: a report never parses the stored suite with today's schema
+    {"runs": {"expectations": "TEXT", "claims": "TEXT"}},
 ]  # fmt: skip
 SCHEMA_VERSION = len(ADDED_COLUMNS)
 

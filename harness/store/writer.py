@@ -34,6 +34,12 @@ def _bound(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _dumped(items) -> str:
+    """Expectations or claims as JSON, every field written (defaults included, so that a later default
+    does not change what a stored run said)."""
+    return json.dumps([item.model_dump(mode="json", by_alias=True) for item in items])
+
+
 class RunWriter(Database):
     """Creates, claims and finishes runs; records models, attributions, fits and cells."""
 
@@ -58,6 +64,7 @@ class RunWriter(Database):
             "finished_at": None, "device": device, "git_revision": git_revision,
             "versions": json.dumps(versions), "options": json.dumps(options), "host": socket.gethostname(),
             "pid": os.getpid(), "inputs": None if inputs is None else json.dumps(inputs, sort_keys=True),
+            "expectations": _dumped(suite.expectations), "claims": _dumped(suite.claims),
         }  # fmt: skip
         with closing(self.connect()) as db, db:
             _insert(db, "runs", [row])
