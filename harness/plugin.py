@@ -500,10 +500,16 @@ class Explainer(Plugin, ABC):
 
     Scores at special-token and padding positions are ignored. Randomness must come from
     ``self.seed`` so that results do not depend on batch order.
+
+    ``baseline``: what the explainer stands for when it is a baseline rather than a method: ``"chance"``
+    (``random``: scores that carry nothing of the model). Leaderboards test every other explainer against
+    the chance baseline, on metrics where chance applies (``Metric.chance_applies``); None (the default):
+    a method.
     """
 
     kind: ClassVar[str] = "explainer"
     Params: ClassVar[type[Params]] = ExplainerParams
+    baseline: ClassVar[Literal["chance"] | None] = None
 
     @classmethod
     def score_order_for(cls, params: Params) -> ScoreOrder | None:
@@ -668,6 +674,10 @@ class Metric(Plugin, ABC):
       (alike in |score| for a metric whose ``score_order_for`` is "absolute") ranks none above another, so on it such a metric would score the text's order (ties keep it), not
       the explainer's: the harness makes that example's value NaN, with a note counting such examples
       (``harness.boundary``), whether the metric computed it or its value was cached.
+    - ``chance_applies``: whether scoring no better than chance on this metric says something about an
+      explainer (True, the default). Leaderboards test every explainer against the run's chance baseline
+      (``Explainer.baseline``) only on metrics where it does: not on cost (``runtime``), where the random
+      explainer, doing nothing, costs nothing.
 
     What the harness checks of every metric: one value per attribution, each a number, NaN (undefined)
     or finite and inside ``range`` (to ``harness.boundary.RANGE_TOLERANCE`` for float rounding), and
@@ -683,6 +693,7 @@ class Metric(Plugin, ABC):
     compares: ClassVar[Literal["variant", "teacher", "device", "explainer"] | None] = None
     explainer_reference: ClassVar[str | None] = None
     ranks_units: ClassVar[bool] = False
+    chance_applies: ClassVar[bool] = True
 
     @classmethod
     def direction_for(cls, params: Params) -> Literal["higher", "lower"]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from contextlib import closing
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -249,6 +251,28 @@ def test_removal_curves_and_runtime_bars_are_drawn_when_the_run_has_them(html):
     assert "plot-grouped" not in kinds  # no randomization table
     assert all(fig.all("svg") for fig in figures)
     assert len(set(re.findall(r'\bid="([^"]+)"', html))) == len(re.findall(r'\bid="([^"]+)"', html))
+
+
+def test_a_curve_caption_says_what_the_run_stored_of_its_metric_not_what_the_registry_says_today(run):
+    """The page of a stored run reads the metric's description from the run (cells.metric_description),
+    never from today's plugin registry: a plugin since changed or uninstalled cannot change the page."""
+    report, store, run_id = run
+    stored = {cell["metric"]: cell["metric_description"] for cell in store.cells(run_id)}
+    assert stored["comprehensiveness"] == get_registry().get("metric", "comprehensiveness").description
+    with closing(sqlite3.connect(store.path)) as db, db:
+        db.execute(
+            "UPDATE cells SET metric_description = 'As the run was told.' WHERE run_id = ? AND metric = ?",
+            (run_id, "comprehensiveness"),
+        )
+    try:
+        captions = [fig.text for fig in tree(html_report(report, store, examples=0)).all("figure", "plot")]
+    finally:
+        with closing(sqlite3.connect(store.path)) as db, db:
+            db.execute(
+                "UPDATE cells SET metric_description = ? WHERE run_id = ? AND metric = ?",
+                (stored["comprehensiveness"], run_id, "comprehensiveness"),
+            )
+    assert sum("As the run was told." in caption for caption in captions) == 2  # one curve per dataset
 
 
 def test_every_figure_is_closed(run):

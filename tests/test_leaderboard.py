@@ -111,6 +111,38 @@ def test_no_explainer_is_read_against_random_on_cost(stores):
     root, *_ = stores
     board = board_of(Leaderboard.build([root / "a"]), "cost")
     assert board.n_random == 0 and all(cell.vs_random is None for cell in board.cells.values())
+    assert not board.chance_applies
+
+
+def test_a_run_stores_what_its_plugins_declare_of_chance(stores):
+    """Explainer.baseline and Metric.chance_applies, stored with each cell: the boards read them, never
+    a plugin's name."""
+    root, _, second, _ = stores
+    cells = Store(root / "a").cells(second)
+    assert {c["explainer"]: c["explainer_baseline"] for c in cells} == {"random": "chance", "saliency": None}
+    assert {c["metric"]: c["chance_applies"] for c in cells} == {
+        "comprehensiveness": True, "sufficiency": True, "runtime": False,
+    }  # fmt: skip
+
+
+def test_the_chance_baseline_is_the_explainer_declared_so_whatever_its_name():
+    """A third-party explainer declaring ``baseline = "chance"`` is what every other explainer is tested
+    against; a metric declaring ``chance_applies = False`` gets no such test, whatever its family. Both
+    used to be decided by names: an explainer called ``random``, the family ``cost``."""
+    from harness.report.leaderboard import build_board
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=30)
+    values = {"method": list(base + 1 + rng.normal(scale=0.1, size=30)), "noise": list(base)}
+    board = build_board("faithfulness", synthetic_entries(values, baselines={"noise": "chance"}))
+    [column] = board.columns
+    method = next(row for row in board.rows if row.name == "method")
+    assert board.n_random == 1 and board.cells[(method, column)].against_random == "better"
+    assert board.cells[(method, column)].vs_random.mean == pytest.approx(1.0, abs=0.1)
+    quiet = build_board(
+        "faithfulness", synthetic_entries(values, baselines={"noise": "chance"}, chance=False)
+    )
+    assert quiet.n_random == 0 and not quiet.chance_applies
 
 
 def test_a_cell_no_run_measured_is_missing_never_zero(stores, tmp_path):
@@ -196,9 +228,17 @@ def test_two_explainers_share_a_group_letter_exactly_when_no_corrected_test_sepa
             assert bool(set(letters_a) & set(letters_b)) == (not comparison.significant)
 
 
-def synthetic_entries(values: dict[str, list[float]], direction: str = "higher", metric: str = "m"):
+def synthetic_entries(
+    values: dict[str, list[float]],
+    direction: str = "higher",
+    metric: str = "m",
+    baselines: dict[str, str] | None = None,
+    chance: bool = True,
+):
     """Board entries as the store gives them: one done cell per explainer on one column, one row per
-    example."""
+    example. ``baselines``: explainer -> its declared baseline (default: ``random`` is the chance one);
+    ``chance``: whether the metric declares that chance applies."""
+    baselines = {"random": "chance"} if baselines is None else baselines
     from pathlib import Path
 
     from harness.report.leaderboard import Chosen, Source
@@ -211,6 +251,7 @@ def synthetic_entries(values: dict[str, list[float]], direction: str = "higher",
             "metric_id": metric, "examples_fingerprint": "f", "direction": direction, "dataset": "data",
             "model": "model", "metric_label": metric, "value_range": [None, None], "n_examples": len(column),
             "identity": None, "explainer_id": explainer, "explainer_label": explainer, "explainer": explainer,
+            "explainer_baseline": baselines.get(explainer), "chance_applies": chance,
         }  # fmt: skip
         rows = [
             {"seed": 0, "example_id": f"e{i}", "value": value, "unit": f"e{i}"}

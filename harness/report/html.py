@@ -146,23 +146,14 @@ def _figures(document: Document, store: Queries, run_id: str, cells: list[dict])
     """The run's figures by family: mean removal curves; the cost tables' columns as interval bars; the
     randomization tables' metrics as bars grouped by variant. Only where the run has the data."""
     figures: dict[str, list[Plot]] = {}
-    for family, plots in removal_curves(store.curves(run_id), cells, _metric_description).items():
+    descriptions = {cell["metric"]: cell.get("metric_description") or "" for cell in cells}
+    for family, plots in removal_curves(store.curves(run_id), cells, descriptions.get).items():
         figures.setdefault(family, []).extend(plots)
     for section in document.of_kind("family"):
         draw = {"cost": interval_bars, "randomization": grouped_bars}.get(section.title)
         for table in section.tables if draw else ():
             figures.setdefault(section.title, []).extend(draw(table))
     return {family: plots for family, plots in figures.items() if plots}
-
-
-def _metric_description(name: str) -> str:
-    """The metric plugin's one-line description, when it is installed."""
-    try:
-        from harness.registry import get_registry
-
-        return get_registry().get("metric", name).description
-    except Exception:  # a report of a run whose metric plugin is gone still renders
-        return ""
 
 
 # -- sections and tables -------------------------------------------------------------------------------

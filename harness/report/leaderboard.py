@@ -58,9 +58,8 @@ from harness.stats import ALPHA, TEST_NAME, Comparison, Sample, Summary, holm, p
 from harness.store import Queries
 
 LEADERBOARD_FORMAT = 1  # the version of what a leaderboard file holds; bumped when its meaning changes
-RANDOM = "random"  # the explainer that stands for chance
 RANDOMIZATION = "randomization"  # the family of the metrics that compare an explainer across model variants
-NO_CHANCE = {"cost"}  # families where random is no baseline: it does nothing, so it costs nothing
+CHANCE = "chance"  # the baseline every explainer is tested against (Explainer.baseline)
 
 
 @dataclass(frozen=True)
@@ -236,6 +235,7 @@ class Row:
     name: str = field(compare=False)
     params: dict = field(compare=False, default_factory=dict)
     version: str | None = field(compare=False, default=None)
+    baseline: str | None = field(compare=False, default=None)  # Explainer.baseline, as the run stored it
 
     @property
     def text(self) -> str:
@@ -312,6 +312,7 @@ class Board:
     agreements: list[Agreement]
     pairwise: dict[tuple[Column, Row, Row], Comparison]  # behind the tie groups, Holm across all of them
     n_random: int  # tests against random (Holm across all of them)
+    chance_applies: bool = True  # its metrics declare that scoring no better than chance says something
 
     def coverage(self, row: Row) -> int:
         """In how many of the board's columns the row was measured."""
@@ -353,6 +354,7 @@ def _mean_rank_dict(mean_rank: MeanRank | None) -> dict | None:
 
 
 def build_board(family: str, entries: Iterable[Chosen], all_runs: bool = False) -> Board:
+    chance_applies = True  # unless a metric of the board declares otherwise
     rows_of: dict[tuple[Row, Column], list[dict]] = defaultdict(list)
     where: dict[tuple[Row, Column], list[Chosen]] = defaultdict(list)
     for entry in entries:
@@ -365,8 +367,9 @@ def build_board(family: str, entries: Iterable[Chosen], all_runs: bool = False) 
         explainer = cell["identity"]["explainer"] if cell["identity"] else {}
         row = Row(
             cell["explainer_id"], entry.source.run_id if all_runs else None, cell["explainer_label"],
-            cell["explainer"], explainer.get("params", {}), explainer.get("version"),
+            cell["explainer"], explainer.get("params", {}), explainer.get("version"), cell["explainer_baseline"],
         )  # fmt: skip
+        chance_applies = chance_applies and cell["chance_applies"]
         rows_of[(row, column)] += entry.rows
         where[(row, column)].append(entry)
     samples: dict[Column, dict[Row, Sample]] = defaultdict(dict)
@@ -389,7 +392,7 @@ def build_board(family: str, entries: Iterable[Chosen], all_runs: bool = False) 
 
         return test
 
-    random_cells = {} if family in NO_CHANCE else _against_random(columns, samples)
+    random_cells = _against_random(columns, samples) if chance_applies else {}
     cells: dict[tuple[Row, Column], BoardCell] = {}
     means: dict[Column, dict[Row, float]] = {}
     for column in columns:
@@ -419,23 +422,24 @@ def build_board(family: str, entries: Iterable[Chosen], all_runs: bool = False) 
     )
     agreements = _agreements(columns, means)
     n_random = sum(1 for pair in random_cells.values() if pair[1] is not None)
-    return Board(family, rows, columns, cells, mean_ranks, rates, agreements, tests, n_random)
+    return Board(family, rows, columns, cells, mean_ranks, rates, agreements, tests, n_random, chance_applies)
 
 
 def _against_random(
     columns: list[Column], samples: dict[Column, dict[Row, Sample]]
 ) -> dict[tuple[Row, Column], tuple[Summary, Comparison]]:
     """Each explainer's (score − random) in the column's direction, per example, and the paired
-    Wilcoxon test of it, Holm-corrected over the board; columns without a ``random`` row have none."""
+    Wilcoxon test of it, Holm-corrected over the board; columns without a chance baseline (``Explainer.baseline``)
+    have none."""
     keys, differences, comparisons = [], [], []
     for column in columns:
-        randoms = [row for row in samples[column] if row.name == RANDOM]
+        randoms = [row for row in samples[column] if row.baseline == CHANCE]
         if not randoms:
             continue
         chance = samples[column][randoms[0]]
         sign = 1.0 if column.direction == "higher" else -1.0
         for row, sample in samples[column].items():
-            if row.name == RANDOM:
+            if row.baseline == CHANCE:
                 continue
             mine, theirs = sample.finite(), chance.finite()
             common = [key for key in mine if key in theirs]
@@ -562,7 +566,7 @@ def sanity_checks(sources: list[Source], boards: list[Board]) -> tuple[list[Sani
         for pairing in pair_students(source.rows, teacher_ids(fits)):
             of(pairing.student).vs_teacher[pairing.outcome] += 1
     # in the order of the quality boards (cost last: it ranks by speed)
-    order = [row.label for board in sorted(boards, key=lambda b: b.family in NO_CHANCE) for row in board.rows]
+    order = [row.label for board in sorted(boards, key=lambda b: not b.chance_applies) for row in board.rows]
     return sorted(
         by_label.values(),
         key=lambda s: (order.index(s.explainer) if s.explainer in order else len(order), s.explainer),
@@ -826,7 +830,7 @@ def _random_table(board: Board) -> Table:
     ]
     rows = []
     for row in board.rows:
-        if row.name == RANDOM:
+        if row.baseline == CHANCE:
             continue
         cells = [Cell(row.text)]
         for column in columns:

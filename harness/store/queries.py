@@ -180,6 +180,7 @@ class Queries(Database):
                 ("value_range", "null"),
             ):
                 row[key] = json.loads(row[key] or empty)
+            _declared(row)
         return rows
 
     def models(self, run_id: str) -> list[dict]:
@@ -278,3 +279,13 @@ class Queries(Database):
         for row in rows:
             row["report"] = json.loads(row["report"])
         return rows
+
+
+def _declared(cell: dict) -> None:
+    """A cell stored before cells kept their plugins' declarations (store schema 5) gets them as that
+    version decided them: the explainer named ``random`` was the chance baseline, and chance applied to
+    every family but cost."""
+    if cell.get("chance_applies") is None:
+        cell["explainer_baseline"] = "chance" if cell["explainer"] == "random" else None
+        cell["chance_applies"] = cell["family"] != "cost"
+    cell["chance_applies"] = bool(cell["chance_applies"])

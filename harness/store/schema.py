@@ -78,6 +78,9 @@ CREATE TABLE IF NOT EXISTS cells (
     notes            TEXT,                -- JSON list: the metric's statements about the cell
     timing           TEXT,                -- JSON list: host, device, measured_at of the timings the cell read
     value_range      TEXT,                -- JSON [low, high]: the metric's declared range (null: unbounded)
+    metric_description TEXT,              -- the metric's one-line description, as the run's plugin gave it
+    explainer_baseline TEXT,              -- Explainer.baseline: "chance", or NULL (a method)
+    chance_applies   INTEGER,             -- Metric.chance_applies: 1 or 0
     PRIMARY KEY (run_id, cell_id)
 );
 CREATE TABLE IF NOT EXISTS records (
@@ -170,8 +173,8 @@ ADDED_COLUMNS: list[dict[str, dict[str, str]]] = [
     {"cells": {"value_range": "TEXT"}, "models": {"labels": "TEXT"}, "attributions": {"gold_label": "INTEGER"}},
     # inputs: what a resume must find unchanged; in_flight and crashed: what a crash must not repeat
     {"runs": {"inputs": "TEXT", "in_flight": "TEXT", "crashed": "TEXT"}},
-    # what the report judges, as the run read it: a report never parses the stored suite with today's schema
-    {"runs": {"expectations": "TEXT", "claims": "TEXT"}},
+    # what the report judges and says, as the run read it: never today's schema or registry
+    {"runs": {"expectations": "TEXT", "claims": "TEXT"}, "cells": {"metric_description": "TEXT", "explainer_baseline": "TEXT", "chance_applies": "INTEGER"}},
 ]  # fmt: skip
 SCHEMA_VERSION = len(ADDED_COLUMNS)
 

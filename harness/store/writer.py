@@ -264,5 +264,7 @@ class RunWriter(Database):
             "example_limit": provenance.limit, "notes": json.dumps(notes),
             "timing": None if provenance.timings is None else json.dumps(provenance.timings),
             "value_range": json.dumps([_bound(bound) for bound in metric.cls.range]),
+            "metric_description": metric.cls.description(),
+            "explainer_baseline": cell.explainer.cls.baseline, "chance_applies": int(metric.cls.chance_applies),
         }  # fmt: skip
         _insert(db, "cells", [row], replace=True)

@@ -33,6 +33,7 @@ class RandomExplainer(Explainer):
 
     name: ClassVar[str] = "random"
     version: ClassVar[str] = "2"
+    baseline: ClassVar[str] = "chance"
 
     def __init__(self, params=None, seed: int = 0):
         super().__init__(params, seed)

@@ -36,6 +36,7 @@ class Runtime(Metric):
     name: ClassVar[str] = "runtime"
     version: ClassVar[str] = "2"  # 2: one unit per timed batch
     family: ClassVar[str] = "cost"
+    chance_applies: ClassVar[bool] = False  # random, doing nothing, costs nothing
     direction: ClassVar[str] = "lower"
     range: ClassVar[tuple[float, float]] = (0.0, float("inf"))
 
@@ -67,6 +68,7 @@ class SpeedUp(Metric):
     version: ClassVar[str] = "2"  # 2: one unit per timed batch
     paper: ClassVar[str] = "Situ et al. 2021, Learning to Explain (L2E), §4.5"
     family: ClassVar[str] = "cost"
+    chance_applies: ClassVar[bool] = False  # random, doing nothing, costs nothing
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (0.0, float("inf"))
     compares: ClassVar[str] = "teacher"
@@ -96,6 +98,7 @@ class DeviceSpeedUp(Metric):
     name: ClassVar[str] = "device-speed-up"
     Params = DeviceSpeedUpParams
     family: ClassVar[str] = "cost"
+    chance_applies: ClassVar[bool] = False  # random, doing nothing, costs nothing
     direction: ClassVar[str] = "higher"
     range: ClassVar[tuple[float, float]] = (0.0, float("inf"))
     compares: ClassVar[str] = "device"
