@@ -762,6 +762,10 @@ def metadata_problem(cls: type[Plugin]) -> str | None:
             params, "model_fields", {}
         ):
             return f"metric '{name}' compares {compares}s but its Params have no 'reference' field"
+        if not isinstance(getattr(cls, "chance_applies", True), bool):
+            return f"metric '{name}': chance_applies must be True or False"
+    if issubclass(cls, Explainer) and getattr(cls, "baseline", None) not in (None, "chance"):
+        return f"explainer '{name}': baseline must be None (a method) or 'chance'"
     for declared in ("requires", "provides"):
         names = getattr(cls, declared, frozenset())
         if not (isinstance(names, set | frozenset) and all(isinstance(n, str) and n for n in names)):

@@ -224,6 +224,19 @@ def test_explainer_metadata_without_a_name():
     only(explainer_findings(Nameless), "metadata")
 
 
+def test_explainer_declaring_a_baseline_the_boards_do_not_know():
+    class Floor(Uniform):
+        baseline = "floor"
+
+    only(explainer_findings(Floor), "metadata")
+    assert "baseline must be None (a method) or 'chance'" in explainer_findings(Floor)[0].message
+
+    class Chance(Uniform):
+        baseline = "chance"
+
+    assert explainer_findings(Chance) == []
+
+
 def test_explainer_params_that_accept_unknown_keys():
     class Loose(ExplainerParams):
         model_config = ConfigDict(extra="allow", frozen=True)
