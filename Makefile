@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check harness plugins tests examples benchmarks
+	$(BIN)/ruff check harness plugins tests examples benchmarks scripts
 
 benchmark: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-only
