@@ -110,8 +110,9 @@ def explain_batch(
 
     ``warm_up``: first explain the first example once, untimed (lazy imports, the allocator, CUDA
     kernels and one-time set-up would otherwise be charged to whichever explainer runs first); its result
-    is checked with the batch's. ``after_call`` runs right after the timed call, untimed (the runner
-    checks there that the explainer left the model unchanged). Raises what the explainer raises."""
+    is checked with the batch's. ``after_call`` runs right after the warm-up and after the timed call,
+    untimed (the runner checks there that the explainer left the model unchanged: a second call could undo
+    what the first did). Raises what the explainer raises."""
     encoding = encode(classifier, examples)
     log_probabilities = classifier.log_probabilities(encoding)
     targets = targets_for(params, log_probabilities)
@@ -119,6 +120,8 @@ def explain_batch(
         warm = classifier.encode(examples[:1])
         warm.example_ids = encoding.example_ids[:1]
         explainer.explain(classifier, warm, targets[:1].clone())
+        if after_call is not None:  # a model changed by the warm-up is caught there, not after a second call
+            after_call()
     handed, handed_targets = encoding_copy(encoding), targets.clone()
     cuda = classifier.device.type == "cuda"
     if cuda:
