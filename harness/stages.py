@@ -877,7 +877,9 @@ def _cached_attributions(
             return attributions, key, fit_report, dict(cached["timing"])
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             log.warning("cached attributions %s are unreadable or outdated (%s); recomputing", key, error)
-    attributions, fit_report = _explain(workspace, explainer, seed, dataset_entry, examples, handle, label)
+    attributions, fit_report, kept = _explain(
+        workspace, explainer, seed, dataset_entry, examples, handle, label, checkpoint=key
+    )
     timing = {
         "host": socket.gethostname(),
         "device": handle.device_name,
@@ -893,7 +895,47 @@ def _cached_attributions(
     cache.put_json("attributions", key, entry)
     if fit_report:
         cache.put_json("fit-reports", key, fit_report)
+    for batch in kept:  # the whole is cached: its parts go
+        cache.discard(CHECKPOINTS, _checkpoint_key(key, batch))
     return attributions, key, fit_report, timing
+
+
+# An explanation's batches, kept as they are explained, so that one interrupted (the process killed, a
+# session ended) resumes after its last finished batch instead of from its first: explaining a few
+# hundred text pairs with a mask learner takes hours on a CPU. Only batches that took CHECKPOINT_AFTER_S
+# or more are kept (writing a cheap explainer's every batch would cost more than explaining it again),
+# under the attributions' key (which holds everything they depend on, the batch size included) and the
+# batch's index; removed once the whole is cached. A resumed explanation equals an uninterrupted one because explainers are batch-independent
+# (their randomness drawn per example: the conformance kit checks it of every built-in).
+CHECKPOINTS = "explain-checkpoints"
+CHECKPOINT_AFTER_S = 5.0
+
+
+def _checkpoint_key(key: str, batch: int) -> str:
+    return f"{key}-batch{batch:05d}"
+
+
+def _checkpointed(
+    cache: Cache, key: str, batch: int, examples: Sequence[Example]
+) -> list[Attribution] | None:
+    """The attributions of batch ``batch`` (of ``examples``) kept by an interrupted attempt, if valid."""
+    entry = cache.get_json(CHECKPOINTS, _checkpoint_key(key, batch))
+    if entry is None:
+        return None
+    try:
+        if entry.get("schema") != ATTRIBUTIONS_SCHEMA:
+            raise ValueError(f"schema {entry.get('schema')!r}, expected {ATTRIBUTIONS_SCHEMA}")
+        attributions = [Attribution.from_dict(item) for item in entry["attributions"]]
+        if [a.example_id for a in attributions] != [example.id for example in examples]:
+            raise ValueError("other examples than the batch's")
+        for attribution in attributions:
+            problem = attribution_problem(attribution)
+            if problem is not None:
+                raise ValueError(f"example {attribution.example_id!r}: {problem}")
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        log.warning("explained batch %d of %s is unreadable (%s); explaining it again", batch, key, error)
+        return None
+    return attributions
 
 
 def _inputs_identity(entry: PluginEntry) -> dict | None:
@@ -962,7 +1004,12 @@ def _explain(
     examples: Sequence[Example],
     handle: _ModelHandle,
     label: str,
-) -> tuple[list[Attribution], dict]:
+    checkpoint: str | None = None,
+) -> tuple[list[Attribution], dict, list[int]]:
+    """The attributions of ``examples``, the explainer's fit report, and the batches kept in or read
+    from the cache. With ``checkpoint`` (the attributions' cache key) each batch that took
+    ``CHECKPOINT_AFTER_S`` or more is kept as it is explained, and batches an interrupted attempt kept
+    are read back instead of explained again."""
     classifier = workspace.classifier(handle)
     check_target(entry.params, classifier)
     explainer = _fitted(workspace, entry, seed, dataset_entry, handle, label)
@@ -972,21 +1019,36 @@ def _explain(
     reporter.step(description=label, done=0, total=len(examples))
     batch_size = workspace.batch_size
     attributions: list[Attribution] = []
+    warmed, checkpoints = False, []
     for start in range(0, len(examples), batch_size):
-        explained = explain_batch(
-            explainer,
-            classifier,
-            examples[start : start + batch_size],
-            entry.params,
-            warm_up=start == 0,
-            after_call=lambda: workspace.check_unchanged(handle, f"explainer '{entry.name}'"),
-        )
-        if explained.problems:
-            raise PluginError(f"explainer '{entry.name}' returned {explained.problems[0][1]}")
-        attributions += explained.attributions(batch=start // batch_size)
+        batch, index = examples[start : start + batch_size], start // batch_size
+        kept = None if checkpoint is None else _checkpointed(workspace.cache, checkpoint, index, batch)
+        if kept is None:
+            explained = explain_batch(
+                explainer,
+                classifier,
+                batch,
+                entry.params,
+                warm_up=not warmed,  # before the first batch this process explains
+                after_call=lambda: workspace.check_unchanged(handle, f"explainer '{entry.name}'"),
+            )
+            warmed = True
+            if explained.problems:
+                raise PluginError(f"explainer '{entry.name}' returned {explained.problems[0][1]}")
+            kept = explained.attributions(batch=index)
+            if checkpoint is not None and explained.seconds * len(batch) >= CHECKPOINT_AFTER_S:
+                checkpoints.append(index)
+                workspace.cache.put_json(
+                    CHECKPOINTS,
+                    _checkpoint_key(checkpoint, index),
+                    {"schema": ATTRIBUTIONS_SCHEMA, "attributions": [a.to_dict() for a in kept]},
+                )
+        else:
+            checkpoints.append(index)
+        attributions += kept
         reporter.step(done=len(attributions))
         release_memory()
-    return attributions, fit_report
+    return attributions, fit_report, checkpoints
 
 
 def predict(classifier: Classifier, examples: Sequence[Example], batch_size: int) -> list[int]:
