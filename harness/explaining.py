@@ -117,9 +117,7 @@ def explain_batch(
     log_probabilities = classifier.log_probabilities(encoding)
     targets = targets_for(params, log_probabilities)
     if warm_up:
-        warm = classifier.encode(examples[:1])
-        warm.example_ids = encoding.example_ids[:1]
-        explainer.explain(classifier, warm, targets[:1].clone())
+        explainer.explain(classifier, encode(classifier, examples[:1]), targets[:1].clone())
         if after_call is not None:  # a model changed by the warm-up is caught there, not after a second call
             after_call()
     handed, handed_targets = encoding_copy(encoding), targets.clone()

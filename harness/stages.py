@@ -866,18 +866,12 @@ def _cached_attributions(
     cached = cache.get_json("attributions", key)
     if cached is not None:
         try:
-            if cached.get("schema") != ATTRIBUTIONS_SCHEMA:
-                raise ValueError(f"schema {cached.get('schema')!r}, expected {ATTRIBUTIONS_SCHEMA}")
-            attributions = [Attribution.from_dict(item) for item in cached["attributions"]]
-            for attribution in attributions:
-                problem = attribution_problem(attribution)
-                if problem is not None:
-                    raise ValueError(f"example {attribution.example_id!r}: {problem}")
+            attributions = _stored_attributions(cached)
             fit_report = cache.get_json("fit-reports", key) or {}
             return attributions, key, fit_report, dict(cached["timing"])
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             log.warning("cached attributions %s are unreadable or outdated (%s); recomputing", key, error)
-    attributions, fit_report, kept = _explain(
+    attributions, fit_report, checkpointed = _explain(
         workspace, explainer, seed, dataset_entry, examples, handle, label, checkpoint=key
     )
     timing = {
@@ -895,7 +889,7 @@ def _cached_attributions(
     cache.put_json("attributions", key, entry)
     if fit_report:
         cache.put_json("fit-reports", key, fit_report)
-    for batch in kept:  # the whole is cached: its parts go
+    for batch in checkpointed:  # the whole is cached: its parts go
         cache.discard(CHECKPOINTS, _checkpoint_key(key, batch))
     return attributions, key, fit_report, timing
 
@@ -905,10 +899,25 @@ def _cached_attributions(
 # hundred text pairs with a mask learner takes hours on a CPU. Only batches that took CHECKPOINT_AFTER_S
 # or more are kept (writing a cheap explainer's every batch would cost more than explaining it again),
 # under the attributions' key (which holds everything they depend on, the batch size included) and the
-# batch's index; removed once the whole is cached. A resumed explanation equals an uninterrupted one because explainers are batch-independent
-# (their randomness drawn per example: the conformance kit checks it of every built-in).
+# batch's index; removed once the whole is cached. A resumed explanation equals an uninterrupted one
+# because explainers are batch-independent (their randomness drawn per example: the conformance kit
+# checks it of every built-in).
 CHECKPOINTS = "explain-checkpoints"
 CHECKPOINT_AFTER_S = 5.0
+
+
+def _stored_attributions(entry: dict) -> list[Attribution]:
+    """The attributions of a cache entry (a whole explanation's or a kept batch's); raises ValueError
+    (or KeyError, TypeError, AttributeError) when the entry is of another schema or an attribution is
+    invalid (``attribution_problem``)."""
+    if entry.get("schema") != ATTRIBUTIONS_SCHEMA:
+        raise ValueError(f"schema {entry.get('schema')!r}, expected {ATTRIBUTIONS_SCHEMA}")
+    attributions = [Attribution.from_dict(item) for item in entry["attributions"]]
+    for attribution in attributions:
+        problem = attribution_problem(attribution)
+        if problem is not None:
+            raise ValueError(f"example {attribution.example_id!r}: {problem}")
+    return attributions
 
 
 def _checkpoint_key(key: str, batch: int) -> str:
@@ -923,15 +932,9 @@ def _checkpointed(
     if entry is None:
         return None
     try:
-        if entry.get("schema") != ATTRIBUTIONS_SCHEMA:
-            raise ValueError(f"schema {entry.get('schema')!r}, expected {ATTRIBUTIONS_SCHEMA}")
-        attributions = [Attribution.from_dict(item) for item in entry["attributions"]]
+        attributions = _stored_attributions(entry)
         if [a.example_id for a in attributions] != [example.id for example in examples]:
             raise ValueError("other examples than the batch's")
-        for attribution in attributions:
-            problem = attribution_problem(attribution)
-            if problem is not None:
-                raise ValueError(f"example {attribution.example_id!r}: {problem}")
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         log.warning("explained batch %d of %s is unreadable (%s); explaining it again", batch, key, error)
         return None
@@ -1022,8 +1025,8 @@ def _explain(
     warmed, checkpoints = False, []
     for start in range(0, len(examples), batch_size):
         batch, index = examples[start : start + batch_size], start // batch_size
-        kept = None if checkpoint is None else _checkpointed(workspace.cache, checkpoint, index, batch)
-        if kept is None:
+        done = None if checkpoint is None else _checkpointed(workspace.cache, checkpoint, index, batch)
+        if done is None:
             explained = explain_batch(
                 explainer,
                 classifier,
@@ -1035,17 +1038,17 @@ def _explain(
             warmed = True
             if explained.problems:
                 raise PluginError(f"explainer '{entry.name}' returned {explained.problems[0][1]}")
-            kept = explained.attributions(batch=index)
+            done = explained.attributions(batch=index)
             if checkpoint is not None and explained.seconds * len(batch) >= CHECKPOINT_AFTER_S:
                 checkpoints.append(index)
                 workspace.cache.put_json(
                     CHECKPOINTS,
                     _checkpoint_key(checkpoint, index),
-                    {"schema": ATTRIBUTIONS_SCHEMA, "attributions": [a.to_dict() for a in kept]},
+                    {"schema": ATTRIBUTIONS_SCHEMA, "attributions": [a.to_dict() for a in done]},
                 )
         else:
             checkpoints.append(index)
-        attributions += kept
+        attributions += done
         reporter.step(done=len(attributions))
         release_memory()
     return attributions, fit_report, checkpoints
