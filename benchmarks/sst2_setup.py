@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from harness import Attribution, Classifier, Example, Explainer, Explanation, TextDataset
-from harness.attribution import attributions_from_batch
+from harness import Attribution, Classifier, Example, Explainer, PluginError, TextDataset
+from harness.explaining import explain_batch
 from plugins.models.minilm_head import MiniLMHead
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,18 +47,12 @@ def minilm_head(dataset: TextDataset) -> Classifier:
 def explain_test_split(
     classifier: Classifier, dataset: TextDataset, explainer: Explainer, batch_size: int
 ) -> list[Attribution]:
-    """``explainer``'s attributions of the test split for the model's predicted class, in batches of
-    ``batch_size`` as a run explains them (seconds not recorded)."""
+    """``explainer``'s attributions of the test split, in batches of ``batch_size``, through the loop a
+    run explains with (``harness.explaining``: targets, word scores, checks)."""
     test, attributions = list(dataset.test), []
     for start in range(0, len(test), batch_size):
-        batch = test[start : start + batch_size]
-        encoding = classifier.encode(batch)
-        encoding.example_ids = [example.id for example in batch]
-        log_probabilities = classifier.log_probabilities(encoding)
-        targets = log_probabilities.argmax(-1)
-        output = explainer.explain(classifier, encoding, targets)
-        scores = output.scores if isinstance(output, Explanation) else output
-        attributions += attributions_from_batch(
-            encoding.example_ids, encoding, scores, targets, log_probabilities, 0.0
-        )
+        explained = explain_batch(explainer, classifier, test[start : start + batch_size], explainer.params)
+        if explained.problems:
+            raise PluginError(f"explainer '{explainer.name}' returned {explained.problems[0][1]}")
+        attributions += explained.attributions(batch=start // batch_size)
     return attributions
