@@ -24,8 +24,9 @@ the same ``Settings``, so they give the same records, timings aside: every worke
 driver's number of threads (``Settings.threads``), since float sums over another number of threads differ
 in their last bits, enough to change a trained model's bytes (and the draws of ``random``, which hashes
 them). Values read from the model rows workers share (``harness.forward``) agree to float32 rounding, not
-to the last bit: which worker computes a row first, in a pass of which size, depends on timing. Workers therefore oversubscribe the CPUs of a machine they share; they buy isolation and scale
-across machines, not speed on one.
+to the last bit: which worker computes a row first, in a pass of which size, depends on timing. Workers
+therefore oversubscribe the CPUs of a machine they share; they buy isolation and scale across machines,
+not speed on one.
 """
 
 from __future__ import annotations

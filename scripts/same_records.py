@@ -4,7 +4,8 @@
 
 Each results folder's latest run unless ``--run-a`` / ``--run-b`` name one. What is compared is what the
 run's code decides, timings aside (``harness.store.compare``). Prints one line per table that differs
-and exits 1; prints the row counts and exits 0 when every table agrees. Used to check that a change of
+and exits 1; prints the row counts and exits 0 when every table agrees; exits 2 on a folder or run id
+that holds no run. Used to check that a change of
 the code that should change no number (a refactoring) changes none: run a suite, or a slice of it
 (``--limit``), with a fresh cache before and after, and compare.
 """
@@ -33,8 +34,9 @@ def main() -> int:
         store = Store(folder)
         try:
             sides.append(comparable(store, store.resolve(run_id or "latest")))
-        except BenchError as error:
-            sys.exit(str(error))
+        except BenchError as error:  # bad input: one line, exit 2, as bench's own commands
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     tolerance = {"records": args.tolerance, "attributions": args.tolerance}
     found = differences(sides[0], sides[1], tolerance)
     for line in found:

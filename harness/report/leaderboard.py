@@ -429,8 +429,8 @@ def _against_random(
     columns: list[Column], samples: dict[Column, dict[Row, Sample]]
 ) -> dict[tuple[Row, Column], tuple[Summary, Comparison]]:
     """Each explainer's (score − random) in the column's direction, per example, and the paired
-    Wilcoxon test of it, Holm-corrected over the board; columns without a chance baseline (``Explainer.baseline``)
-    have none."""
+    Wilcoxon test of it, Holm-corrected over the board; columns without a chance baseline
+    (``Explainer.baseline``) have none."""
     keys, differences, comparisons = [], [], []
     for column in columns:
         randoms = [row for row in samples[column] if row.baseline == CHANCE]
