@@ -123,13 +123,8 @@ def _column(samples: Mapping[K, Sample], direction: str) -> _Column:
     firsts = sorted(set(row_of_distinct.tolist()))
     row_of_distinct = np.searchsorted(firsts, row_of_distinct)
     return _Column(
-        rows,
-        tuple(units.tolist()),
-        point,
-        (counts > 0).sum(axis=1),
-        np.hstack([sums[firsts].T, counts[firsts].T]),
-        row_of_distinct,
-        sign,
+        rows, tuple(units.tolist()), point, (counts > 0).sum(axis=1),
+        np.hstack([sums[firsts].T, counts[firsts].T]), row_of_distinct, sign,
     )
 
 
@@ -197,8 +192,7 @@ def column_ranks(
     low, high = _percentile_bounds(draws, point)
     n = len(column.rows)
     return {
-        row: RankInterval(int(point[r]), int(low[r]), int(high[r]))
-        if column.n_units[r] >= 2
+        row: RankInterval(int(point[r]), int(low[r]), int(high[r])) if column.n_units[r] >= 2
         else RankInterval(int(point[r]), 1, n)
         for r, row in enumerate(column.rows)
     }
@@ -262,8 +256,7 @@ def mean_rank_intervals(
     low, high = _percentile_bounds(draw_total / n_columns, point)
     widest = widest_total / n_columns
     return {
-        row: MeanRank(float(point[r]), 1.0, float(widest[r]))
-        if few_units[r]
+        row: MeanRank(float(point[r]), 1.0, float(widest[r])) if few_units[r]
         else MeanRank(float(point[r]), float(low[r]), float(high[r]))
         for row, r in rows.items()
     }
@@ -407,8 +400,7 @@ def rank_correlations(orderings: Mapping[C, Mapping[K, float | None]]) -> dict[t
     for c1, c2 in combinations(list(orderings), 2):
         a, b = orderings[c1], orderings[c2]
         common = [
-            k
-            for k, v in a.items()
+            k for k, v in a.items()
             if v is not None and np.isfinite(v) and b.get(k) is not None and np.isfinite(b[k])
         ]
         tau = float("nan")
@@ -429,7 +421,9 @@ class Agreement(NamedTuple):
     """Kendall's tau-b between each pair of columns (see :func:`rank_correlations`)."""
 
 
-def agreement(columns_means: Mapping[C, Mapping[K, float | None]], directions: Mapping[C, str]) -> Agreement:
+def agreement(
+    columns_means: Mapping[C, Mapping[K, float | None]], directions: Mapping[C, str]
+) -> Agreement:
     """The agreement of a board's columns on the order of its rows.
 
     Each column ranks its rows (those with a finite mean) by its direction, best = 1, average ranks

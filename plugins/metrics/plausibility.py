@@ -62,9 +62,7 @@ GRANULARITY = (
 KMode = Literal["rationale", "count", "percent"]
 Text = Literal["both", "premise", "hypothesis"]
 
-RATIONALES = (
-    "rationales"  # a capability: the dataset's test examples carry human rationales (jsonl provides it)
-)
+RATIONALES = "rationales"  # a capability: the dataset's test examples carry human rationales (jsonl provides it)
 
 SCORED_SEGMENTS: dict[str, tuple[int, ...]] = {"both": (0, 1), "premise": (0,), "hypothesis": (1,)}
 
